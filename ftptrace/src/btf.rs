@@ -51,7 +51,6 @@ struct Member {
 #[derive(Clone, Debug)]
 struct Type {
     kind: u32,
-    name_off: u32,
     /// The referenced type for typedef/const/volatile/ptr and friends.
     type_ref: u32,
     members: Vec<Member>,
@@ -99,7 +98,6 @@ impl Btf {
         let mut btf = Self {
             types: vec![Type {
                 kind: 0,
-                name_off: 0,
                 type_ref: 0,
                 members: Vec::new(),
             }],
@@ -168,7 +166,6 @@ impl Btf {
             }
             btf.types.push(Type {
                 kind,
-                name_off,
                 type_ref: size_or_type,
                 members,
             });

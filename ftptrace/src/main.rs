@@ -1,4 +1,44 @@
-fn main() {
-    let obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ftptrace"));
-    println!("{}", obj.len());
+//! ftptrace: explains FTP disconnects from the kernel's point of view.
+
+mod attribution;
+mod btf;
+mod cli;
+mod clock;
+mod decode;
+mod ebpf_loader;
+mod event;
+mod kernel_facts;
+mod layout;
+mod output;
+mod ports;
+mod privileges;
+mod probes;
+mod trace;
+mod tracefs;
+mod tracepoint_format;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::{
+    cli::{Cli, Command},
+    output::OutputClosed,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::Trace(args)) => trace::run(args),
+        None => trace::run(&cli.trace),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // `ftptrace | head`: the reader has what it wanted.
+        Err(error) if error.is::<OutputClosed>() => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ftptrace: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

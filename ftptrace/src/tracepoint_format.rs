@@ -44,12 +44,14 @@ impl SymbolTable {
         self.0.get(&value)
     }
 
+    #[cfg(test)]
     pub fn value(&self, name: &str) -> Option<i64> {
         self.0
             .iter()
             .find_map(|(value, n)| (&**n == name).then_some(*value))
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -1,0 +1,184 @@
+//! Which process owns a socket. The kernel programs record whoever was on the
+//! CPU, which is the owner only when the socket changed state in a system
+//! call; in softirq context (an arriving SYN, ACK or RST, a timer) it is an
+//! unrelated task. So ownership is learned from the transitions that only a
+//! system call makes and then applied to the socket's later events.
+
+use std::collections::HashMap;
+
+use crate::event::{EventKind, KernelEvent, Task};
+
+/// At most this many sockets are remembered; past it the least recently
+/// seen are forgotten (their events then carry no owner).
+const CAPACITY: usize = 65_536;
+
+/// What ftptrace knows about one kernel socket.
+#[derive(Clone, Debug)]
+struct Socket {
+    /// A stable per-run number, printed instead of the kernel address.
+    id: u64,
+    owner: Option<Task>,
+    last_seen: u64,
+}
+
+/// What the event stream says about an event's socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attribution {
+    pub socket: Option<u64>,
+    pub owner: Option<Task>,
+}
+
+#[derive(Debug, Default)]
+pub struct SocketTable {
+    sockets: HashMap<u64, Socket>,
+    next_id: u64,
+    clock: u64,
+}
+
+impl SocketTable {
+    /// Updates the table with `event` and returns its socket id and owner.
+    pub fn observe(&mut self, event: &KernelEvent) -> Attribution {
+        let Some(sk) = event.sock else {
+            return Attribution {
+                socket: None,
+                owner: None,
+            };
+        };
+        self.clock += 1;
+        let fresh = is_new_socket(&event.kind);
+        if fresh || !self.sockets.contains_key(&sk) {
+            self.make_room();
+            self.next_id += 1;
+            self.sockets.insert(
+                sk,
+                Socket {
+                    id: self.next_id,
+                    owner: None,
+                    last_seen: self.clock,
+                },
+            );
+        }
+        let socket = self.sockets.get_mut(&sk).expect("inserted above");
+        socket.last_seen = self.clock;
+        if made_by_owner(&event.kind) {
+            socket.owner = Some(event.current.clone());
+        }
+        let attribution = Attribution {
+            socket: Some(socket.id),
+            owner: socket.owner.clone(),
+        };
+        if event.kind == EventKind::Destroy {
+            // The address may be reused by the next socket.
+            self.sockets.remove(&sk);
+        }
+        attribution
+    }
+
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    fn make_room(&mut self) {
+        if self.sockets.len() < CAPACITY {
+            return;
+        }
+        if let Some(oldest) = self.sockets.iter().min_by_key(|(_, s)| s.last_seen).map(|(&sk, _)| sk) {
+            self.sockets.remove(&oldest);
+        }
+    }
+}
+
+/// A transition that starts a new socket at a possibly reused address: a
+/// socket leaving CLOSE (connect, listen) or a child born from a listener.
+fn is_new_socket(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::State { old, new }
+        if old == "CLOSE" || (old == "LISTEN" && new == "SYN_RECV"))
+}
+
+/// Transitions only a system call by the socket's owner makes: connect()
+/// (CLOSE→SYN_SENT), listen() (CLOSE→LISTEN) and close()/shutdown()
+/// (ESTABLISHED→FIN_WAIT1, CLOSE_WAIT→LAST_ACK).
+fn made_by_owner(kind: &EventKind) -> bool {
+    let EventKind::State { old, new } = kind else {
+        return false;
+    };
+    matches!(
+        (old.as_str(), new.as_str()),
+        ("CLOSE", "SYN_SENT") | ("CLOSE", "LISTEN") | ("ESTABLISHED", "FIN_WAIT1") | ("CLOSE_WAIT", "LAST_ACK")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn event(sk: u64, pid: u32, comm: &str, kind: EventKind) -> KernelEvent {
+        KernelEvent {
+            boot_ns: 0,
+            cpu: 0,
+            current: Task {
+                pid,
+                comm: comm.into(),
+            },
+            netns: None,
+            sock: Some(sk),
+            local: "192.0.2.2:40000".parse::<SocketAddr>().unwrap(),
+            remote: "192.0.2.1:21".parse::<SocketAddr>().unwrap(),
+            kind,
+        }
+    }
+
+    fn state(old: &str, new: &str) -> EventKind {
+        EventKind::State {
+            old: old.into(),
+            new: new.into(),
+        }
+    }
+
+    #[test]
+    fn owner_comes_from_connect_not_from_softirq() {
+        let mut table = SocketTable::default();
+        let connect = table.observe(&event(0xa, 100, "curl", state("CLOSE", "SYN_SENT")));
+        assert_eq!(connect.owner.as_ref().map(|t| t.pid), Some(100));
+        // The SYN-ACK arrives in softirq while some other task runs.
+        let established = table.observe(&event(0xa, 7, "kworker/0:1", state("SYN_SENT", "ESTABLISHED")));
+        assert_eq!(established.owner.as_ref().map(|t| t.comm.as_str()), Some("curl"));
+        assert_eq!(established.socket, connect.socket);
+    }
+
+    #[test]
+    fn accepted_sockets_have_no_owner_until_their_owner_closes_them() {
+        let mut table = SocketTable::default();
+        let child = table.observe(&event(0xb, 9, "swapper/1", state("LISTEN", "SYN_RECV")));
+        assert_eq!(child.owner, None);
+        let est = table.observe(&event(0xb, 9, "swapper/1", state("SYN_RECV", "ESTABLISHED")));
+        assert_eq!(est.owner, None);
+        let close = table.observe(&event(0xb, 300, "vsftpd", state("ESTABLISHED", "FIN_WAIT1")));
+        assert_eq!(close.owner.map(|t| t.comm), Some("vsftpd".into()));
+    }
+
+    #[test]
+    fn a_reused_address_is_a_new_socket() {
+        let mut table = SocketTable::default();
+        let first = table.observe(&event(0xc, 1, "a", state("CLOSE", "SYN_SENT")));
+        table.observe(&event(0xc, 1, "a", EventKind::Destroy));
+        assert_eq!(table.len(), 0);
+        let softirq = table.observe(&event(0xc, 2, "b", EventKind::ResetReceived));
+        assert_ne!(softirq.socket, first.socket);
+        assert_eq!(softirq.owner, None);
+        let again = table.observe(&event(0xc, 3, "c", state("CLOSE", "SYN_SENT")));
+        assert_ne!(again.socket, softirq.socket);
+        assert_eq!(again.owner.map(|t| t.pid), Some(3));
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut table = SocketTable::default();
+        for sk in 1..=(CAPACITY as u64 + 10) {
+            table.observe(&event(sk, 1, "a", state("CLOSE", "SYN_SENT")));
+        }
+        assert_eq!(table.len(), CAPACITY);
+    }
+}

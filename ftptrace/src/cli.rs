@@ -1,0 +1,170 @@
+//! Command line: `ftptrace [trace] [flags]`.
+
+use std::{io::IsTerminal as _, num::NonZeroU64, ops::RangeInclusive, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ports::{DEFAULT_CONTROL_PORTS, PortSet};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ftptrace",
+    version,
+    about = "Explains FTP disconnects from the kernel's point of view, live, with eBPF",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to the kernel and stream FTP TCP events (the default).
+    Trace(TraceArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct TraceArgs {
+    /// FTP control ports, comma-separated.
+    #[arg(long, value_name = "LIST", value_parser = parse_port_list, default_value = "21,990")]
+    pub ports: PortList,
+    /// Passive-mode data port range (vsftpd: pasv_min_port-pasv_max_port).
+    /// Without it, passive data connections are not traced.
+    #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
+    pub passive_ports: Option<RangeInclusive<u16>>,
+    /// Output format [default: text on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Append to this file instead of writing to standard output.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<NonZeroU64>,
+    /// Seconds between `stats` lines.
+    #[arg(long, value_name = "SECS", default_value = "60")]
+    pub stats_interval: NonZeroU64,
+}
+
+/// Control ports, validated (`clap` needs one type per value parser).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortList(pub Vec<u16>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+impl TraceArgs {
+    pub fn port_set(&self) -> PortSet {
+        PortSet {
+            control: self.ports.0.clone(),
+            passive: self.passive_ports.clone(),
+        }
+    }
+
+    /// The explicit format, else text for a person at a terminal and JSON
+    /// for pipes and files.
+    pub fn format(&self) -> Format {
+        self.format.unwrap_or(if self.output.is_none() && std::io::stdout().is_terminal() {
+            Format::Text
+        } else {
+            Format::Json
+        })
+    }
+
+    pub fn duration(&self) -> Option<Duration> {
+        self.duration.map(|secs| Duration::from_secs(secs.get()))
+    }
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(0) => Err("port 0 is not a port".into()),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("`{}` is not a port number (1-65535)", text.trim())),
+    }
+}
+
+fn parse_port_list(text: &str) -> Result<PortList, String> {
+    let mut ports = text.split(',').map(parse_port).collect::<Result<Vec<_>, _>>()?;
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(PortList(ports))
+}
+
+fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
+    let (lo, hi) = text.split_once('-').ok_or_else(|| format!("`{text}` is not a range LO-HI"))?;
+    let (lo, hi) = (parse_port(lo)?, parse_port(hi)?);
+    if lo > hi {
+        return Err(format!("range {lo}-{hi} runs backwards"));
+    }
+    Ok(lo..=hi)
+}
+
+impl Default for PortList {
+    fn default() -> Self {
+        Self(DEFAULT_CONTROL_PORTS.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<TraceArgs, String> {
+        let cli = Cli::try_parse_from(std::iter::once("ftptrace").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Ok(match cli.command {
+            Some(Command::Trace(args)) => args,
+            None => cli.trace,
+        })
+    }
+
+    #[test]
+    fn defaults_trace_ftp_and_ftps_control_ports() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(args.ports, PortList::default());
+        assert_eq!(args.passive_ports, None);
+        assert_eq!(args.stats_interval.get(), 60);
+    }
+
+    #[test]
+    fn trace_subcommand_takes_the_same_flags() {
+        let args = parse(&["trace", "--ports", "2121, 21,21", "--passive-ports", "30000-30009", "--format", "json"])
+            .unwrap();
+        assert_eq!(args.ports, PortList(vec![21, 2121]));
+        assert_eq!(args.passive_ports, Some(30000..=30009));
+        assert_eq!(args.format(), Format::Json);
+        assert_eq!(args.port_set().role(30005), ftptrace_common::port_role::PASSIVE_DATA);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        for (args, reason) in [
+            (&["--ports", "21,x"][..], "`x` is not a port number"),
+            (&["--ports", "0"], "port 0 is not a port"),
+            (&["--ports", "70000"], "`70000` is not a port number"),
+            (&["--passive-ports", "30000"], "is not a range LO-HI"),
+            (&["--passive-ports", "30009-30000"], "runs backwards"),
+            (&["--format", "xml"], "invalid value 'xml'"),
+            (&["--duration", "0"], "invalid value '0'"),
+            (&["--duration", "soon"], "invalid value 'soon'"),
+            (&["--frobnicate"], "unexpected argument"),
+        ] {
+            let error = parse(args).unwrap_err();
+            assert!(error.contains(reason), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn output_to_a_file_defaults_to_json() {
+        let args = parse(&["--output", "/tmp/x.jsonl", "--duration", "5"]).unwrap();
+        assert_eq!(args.format(), Format::Json);
+        assert_eq!(args.duration(), Some(Duration::from_secs(5)));
+    }
+}

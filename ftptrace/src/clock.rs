@@ -1,0 +1,85 @@
+//! Kernel timestamps (`CLOCK_BOOTTIME`, which keeps counting through suspend)
+//! to wall-clock RFC 3339 UTC with nanoseconds.
+
+use nix::time::{ClockId, clock_gettime};
+
+/// Maps boot time to wall time with one offset measured at start.
+#[derive(Clone, Copy, Debug)]
+pub struct WallClock {
+    /// Realtime minus boottime, in nanoseconds.
+    offset_ns: i128,
+}
+
+impl WallClock {
+    pub fn now() -> nix::Result<Self> {
+        let nanos = |t: nix::sys::time::TimeSpec| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec());
+        // Read boottime on both sides of realtime and take the middle, so the
+        // offset is off by at most half the (sub-microsecond) gap.
+        let before = nanos(clock_gettime(ClockId::CLOCK_BOOTTIME)?);
+        let real = nanos(clock_gettime(ClockId::CLOCK_REALTIME)?);
+        let after = nanos(clock_gettime(ClockId::CLOCK_BOOTTIME)?);
+        Ok(Self {
+            offset_ns: real - (before + after) / 2,
+        })
+    }
+
+    #[cfg(test)]
+    pub fn with_offset(offset_ns: i128) -> Self {
+        Self { offset_ns }
+    }
+
+    /// `2026-11-25T10:00:00.123456789Z`
+    pub fn rfc3339(&self, boot_ns: u64) -> String {
+        rfc3339_from_unix_ns(self.offset_ns + i128::from(boot_ns))
+    }
+}
+
+pub fn rfc3339_from_unix_ns(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let in_day = secs.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        in_day / 3600,
+        in_day % 3600 / 60,
+        in_day % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_known_instants() {
+        assert_eq!(rfc3339_from_unix_ns(0), "1970-01-01T00:00:00.000000000Z");
+        // date -u -d @1764064800.5 → 2025-11-25T10:00:00.5Z
+        assert_eq!(rfc3339_from_unix_ns(1_764_064_800_500_000_001), "2025-11-25T10:00:00.500000001Z");
+        // A leap day.
+        assert_eq!(rfc3339_from_unix_ns(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(rfc3339_from_unix_ns(-1), "1969-12-31T23:59:59.999999999Z");
+    }
+
+    #[test]
+    fn boot_time_is_shifted_by_the_offset() {
+        let clock = WallClock::with_offset(1_000_000_000);
+        assert_eq!(clock.rfc3339(500), "1970-01-01T00:00:01.000000500Z");
+    }
+}

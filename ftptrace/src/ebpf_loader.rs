@@ -1,0 +1,176 @@
+//! The one place that talks to the kernel's BPF interface: loads the embedded
+//! object, fills the configuration maps, attaches the programs, and hands out
+//! the ring buffer and the lost-event counter.
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
+};
+use ftptrace_common::{KernelOffsets, TracepointConfig, maps};
+
+use crate::{
+    kernel_facts::{KernelFacts, error_report_usable},
+    output::ProbeStatus,
+    ports::PortSet,
+    probes::ERROR_REPORT,
+};
+
+/// The eBPF object built by build.rs from `ftptrace-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ftptrace"));
+
+pub struct Tracer {
+    ebpf: Ebpf,
+    pub ring: RingBuf<MapData>,
+    lost: PerCpuArray<MapData, u64>,
+    pub probes: Vec<ProbeStatus>,
+}
+
+impl Tracer {
+    pub fn load(facts: &KernelFacts, ports: &PortSet) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !OBJECT.is_empty(),
+            "this ftptrace binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild it with \
+             `cargo build --release -p ftptrace`"
+        );
+        raise_memlock_limit();
+        let mut ebpf = EbpfLoader::new()
+            .load(OBJECT)
+            .context("cannot load the eBPF object into the kernel")?;
+
+        let mut port_map: Array<_, u8> = Array::try_from(map(&mut ebpf, maps::PORTS)?)?;
+        for (port, role) in ports.entries() {
+            port_map.set(u32::from(port), role, 0).context("filling the port map")?;
+        }
+        let offsets = facts.offsets.as_ref().copied().unwrap_or(KernelOffsets::UNKNOWN);
+        let mut offsets_map: Array<_, KernelOffsets> = Array::try_from(map(&mut ebpf, maps::OFFSETS)?)?;
+        offsets_map.set(0, offsets, 0).context("filling the offsets map")?;
+        let mut configs: Array<_, TracepointConfig> = Array::try_from(map(&mut ebpf, maps::TRACEPOINTS)?)?;
+        for probe in &facts.probes {
+            if let Ok((_, config)) = &probe.layout {
+                configs.set(probe.probe.id as u32, config, 0).context("filling the layout map")?;
+            }
+        }
+
+        let mut statuses = Vec::new();
+        for probe in &facts.probes {
+            let name = format!("{}:{}", probe.probe.category, probe.probe.name);
+            let attached = match &probe.layout {
+                Ok(_) => attach_tracepoint(&mut ebpf, probe.probe.category, probe.probe.name),
+                Err(reason) => Err(reason.clone()),
+            };
+            statuses.push(status(name, "tracepoint", attached));
+        }
+        let error_report = facts
+            .offsets
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(error_report_usable)
+            .and_then(|()| attach_raw_tracepoint(&mut ebpf, ERROR_REPORT.name));
+        statuses.push(status(
+            format!("{}:{}", ERROR_REPORT.category, ERROR_REPORT.name),
+            "raw_tracepoint",
+            error_report,
+        ));
+
+        let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
+        let lost = PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?;
+        Ok(Self {
+            ebpf,
+            ring,
+            lost,
+            probes: statuses,
+        })
+    }
+
+    /// Events the kernel dropped because the ring buffer was full, all CPUs.
+    pub fn lost(&self) -> anyhow::Result<u64> {
+        let per_cpu = self.lost.get(&0, 0).context("reading the lost-event counter")?;
+        Ok(per_cpu.iter().sum())
+    }
+
+    /// Detaches every program; events already queued stay readable.
+    pub fn detach(&mut self) {
+        let names: Vec<String> = self.ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+        for name in names {
+            let Some(program) = self.ebpf.program_mut(&name) else {
+                continue;
+            };
+            let result = match program {
+                aya::programs::Program::TracePoint(p) => p.unload(),
+                aya::programs::Program::RawTracePoint(p) => p.unload(),
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                eprintln!("ftptrace: warning: detaching {name}: {e}");
+            }
+        }
+    }
+}
+
+fn status(name: String, hook: &'static str, attached: Result<(), String>) -> ProbeStatus {
+    ProbeStatus {
+        name,
+        hook,
+        attached: attached.is_ok(),
+        reason: attached.err(),
+    }
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
+    ebpf.take_map(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))
+}
+
+fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), String> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("no program {name} in the eBPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program.load().map_err(|e| format!("loading: {}", chain(&e)))?;
+    program
+        .attach(category, name)
+        .map_err(|e| format!("attaching: {}", chain(&e)))?;
+    Ok(())
+}
+
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("no program {name} in the eBPF object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    program.load().map_err(|e| format!("loading: {}", chain(&e)))?;
+    program.attach(name).map_err(|e| format!("attaching: {}", chain(&e)))?;
+    Ok(())
+}
+
+/// An error with its sources on one line (aya nests the syscall error).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use
+/// the memory cgroup and ignore it. Best effort: failure only matters there.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: passes a valid rlimit struct.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}

@@ -1,0 +1,74 @@
+//! What the kernel reported, decoded: one [`KernelEvent`] per ring buffer record.
+
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelEvent {
+    /// `CLOCK_BOOTTIME` in nanoseconds.
+    pub boot_ns: u64,
+    pub cpu: u32,
+    /// Whoever was on the CPU ([`crate::attribution`] decides if that is the owner).
+    pub current: Task,
+    /// Inode number of the socket's network namespace, where the kernel knew it.
+    pub netns: Option<u32>,
+    /// Kernel address of the socket; only an identity, never printed.
+    pub sock: Option<u64>,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub kind: EventKind,
+}
+
+/// A process as `bpf_get_current_pid_tgid`/`comm` saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    /// Thread group id: the pid a user sees.
+    pub pid: u32,
+    pub comm: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A TCP state change; kernel state names without `TCP_`.
+    State { old: String, new: String },
+    /// A retransmitted segment. `syn` for SYN and SYN-ACK retransmits;
+    /// `error` is the errno when the kernel failed to send it (6.17+ report it).
+    Retransmit {
+        state: String,
+        syn: bool,
+        error: Option<i32>,
+    },
+    /// A RST this host sent; `reason` is the kernel's `sk_rst_reason` name where
+    /// it gives one; `state` is absent when no socket wanted the packet.
+    ResetSent {
+        reason: Option<String>,
+        state: Option<String>,
+    },
+    ResetReceived,
+    /// The socket's pending error (`sk_err`), a positive errno.
+    SocketError { errno: i32 },
+    /// The kernel freed the socket.
+    Destroy,
+}
+
+/// `ETIMEDOUT` for 110; the number itself for codes libc has no name for.
+pub fn errno_name(code: i32) -> String {
+    let errno = nix::errno::Errno::from_raw(code.abs());
+    if errno == nix::errno::Errno::UnknownErrno {
+        code.abs().to_string()
+    } else {
+        format!("{errno:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(110), "ETIMEDOUT");
+        assert_eq!(errno_name(-111), "ECONNREFUSED");
+        assert_eq!(errno_name(104), "ECONNRESET");
+        assert_eq!(errno_name(4242), "4242");
+    }
+}

@@ -1,0 +1,306 @@
+//! The lines ftptrace prints: JSON lines (the versioned contract in
+//! docs/json-lines.md) or a text timeline for a person at a terminal.
+
+use std::{
+    fs::OpenOptions,
+    io::{self, BufWriter, Write},
+    path::Path,
+};
+
+use serde::Serialize;
+
+use crate::{
+    attribution::Attribution,
+    cli::Format,
+    event::{EventKind, KernelEvent, errno_name},
+};
+
+/// Version of the JSON lines contract; bumped only for incompatible changes.
+pub const SCHEMA: u32 = 1;
+
+/// Writing failed because the reader went away (`ftptrace | head`): not an error.
+#[derive(Debug, thiserror::Error)]
+#[error("output closed")]
+pub struct OutputClosed;
+
+pub struct Output {
+    format: Format,
+    sink: BufWriter<Box<dyn Write>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Start<'a> {
+    pub version: &'a str,
+    pub kernel: &'a str,
+    pub ports: PortsLine,
+    pub probes: &'a [ProbeStatus],
+}
+
+#[derive(Debug, Serialize)]
+pub struct PortsLine {
+    pub control: Vec<u16>,
+    pub active_data: u16,
+    /// `[lo, hi]`, or null when passive data connections are not traced.
+    pub passive: Option<[u16; 2]>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ProbeStatus {
+    /// `category:event` of the kernel hook.
+    pub name: String,
+    pub hook: &'static str,
+    pub attached: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// Event lines written so far.
+    pub events: u64,
+    /// Events the kernel could not queue (ring buffer full), summed over CPUs.
+    pub lost: u64,
+    /// Records that could not be decoded (each also reported on stderr once).
+    pub undecodable: u64,
+    /// Sockets currently remembered for attribution.
+    pub sockets: usize,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The local port is an FTP port: this host is the FTP server.
+    Server,
+    /// The remote port is: this host is an FTP client.
+    Client,
+}
+
+#[derive(Serialize)]
+struct EventLine<'a> {
+    #[serde(rename = "type")]
+    line_type: &'static str,
+    ts: &'a str,
+    #[serde(flatten)]
+    details: Details<'a>,
+    side: &'a Side,
+    local_addr: String,
+    local_port: u16,
+    remote_addr: String,
+    remote_port: u16,
+    netns: Option<u32>,
+    pid: Option<u32>,
+    comm: Option<&'a str>,
+    socket: Option<u64>,
+    cpu: u32,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Details<'a> {
+    State {
+        old_state: &'a str,
+        new_state: &'a str,
+    },
+    Retransmit {
+        state: &'a str,
+        syn: bool,
+        error: Option<String>,
+    },
+    ResetSent {
+        reason: Option<&'a str>,
+        state: Option<&'a str>,
+    },
+    ResetReceived,
+    SocketError {
+        errno: String,
+        code: i32,
+    },
+    Destroy,
+}
+
+impl<'a> From<&'a EventKind> for Details<'a> {
+    fn from(kind: &'a EventKind) -> Self {
+        match kind {
+            EventKind::State { old, new } => Self::State {
+                old_state: old,
+                new_state: new,
+            },
+            EventKind::Retransmit { state, syn, error } => Self::Retransmit {
+                state,
+                syn: *syn,
+                error: error.map(errno_name),
+            },
+            EventKind::ResetSent { reason, state } => Self::ResetSent {
+                reason: reason.as_deref(),
+                state: state.as_deref(),
+            },
+            EventKind::ResetReceived => Self::ResetReceived,
+            EventKind::SocketError { errno } => Self::SocketError {
+                errno: errno_name(*errno),
+                code: *errno,
+            },
+            EventKind::Destroy => Self::Destroy,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Tagged<'a, T> {
+    #[serde(rename = "type")]
+    line_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema: Option<u32>,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl Output {
+    /// Standard output, or `path` opened for appending.
+    pub fn open(format: Format, path: Option<&Path>) -> anyhow::Result<Self> {
+        let sink: Box<dyn Write> = match path {
+            None => Box::new(io::stdout()),
+            Some(path) => Box::new(
+                OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .map_err(|e| anyhow::anyhow!("cannot write output file {}: {e}", path.display()))?,
+            ),
+        };
+        Ok(Self::new(format, sink))
+    }
+
+    pub fn new(format: Format, sink: Box<dyn Write>) -> Self {
+        Self {
+            format,
+            sink: BufWriter::with_capacity(64 * 1024, sink),
+        }
+    }
+
+    pub fn start(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Tagged {
+                line_type: "start",
+                schema: Some(SCHEMA),
+                body: start,
+            })?,
+            Format::Text => {
+                let attached = start.probes.iter().filter(|p| p.attached).count();
+                let passive = match start.ports.passive {
+                    Some([lo, hi]) => format!("passive data {lo}-{hi}"),
+                    None => "no passive range (--passive-ports)".into(),
+                };
+                let control: Vec<String> = start.ports.control.iter().map(u16::to_string).collect();
+                self.text(format_args!(
+                    "ftptrace {} on Linux {}: control ports {}, active data {}, {passive}; {attached}/{} probes attached",
+                    start.version,
+                    start.kernel,
+                    control.join(","),
+                    start.ports.active_data,
+                    start.probes.len()
+                ))?;
+                for probe in start.probes.iter().filter(|p| !p.attached) {
+                    let reason = probe.reason.as_deref().unwrap_or("unknown reason");
+                    self.text(format_args!("  not attached: {} ({reason})", probe.name))?;
+                }
+            }
+        }
+        self.flush()
+    }
+
+    pub fn event(&mut self, ts: &str, event: &KernelEvent, side: &Side, who: &Attribution) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json(&EventLine {
+                line_type: "event",
+                ts,
+                details: Details::from(&event.kind),
+                side,
+                local_addr: event.local.ip().to_string(),
+                local_port: event.local.port(),
+                remote_addr: event.remote.ip().to_string(),
+                remote_port: event.remote.port(),
+                netns: event.netns,
+                pid: who.owner.as_ref().map(|t| t.pid),
+                comm: who.owner.as_ref().map(|t| t.comm.as_str()),
+                socket: who.socket,
+                cpu: event.cpu,
+            }),
+            Format::Text => {
+                let what = match &event.kind {
+                    EventKind::State { old, new } => format!("state {old} -> {new}"),
+                    EventKind::Retransmit { state, syn, error } => format!(
+                        "retransmit{} in {state}{}",
+                        if *syn { " SYN" } else { "" },
+                        error.map(|e| format!(" failed: {}", errno_name(e))).unwrap_or_default()
+                    ),
+                    EventKind::ResetSent { reason, state } => format!(
+                        "reset sent ({}){}",
+                        reason.as_deref().unwrap_or("no reason given"),
+                        state.as_ref().map(|s| format!(" in {s}")).unwrap_or_else(|| " (no socket)".into())
+                    ),
+                    EventKind::ResetReceived => "reset received".into(),
+                    EventKind::SocketError { errno } => format!("socket error {}", errno_name(*errno)),
+                    EventKind::Destroy => "socket destroyed".into(),
+                };
+                let owner = who
+                    .owner
+                    .as_ref()
+                    .map(|t| format!(" {}[{}]", t.comm, t.pid))
+                    .unwrap_or_default();
+                let netns = event.netns.map(|n| format!(" netns {n}")).unwrap_or_default();
+                let side = match side {
+                    Side::Server => "server",
+                    Side::Client => "client",
+                };
+                self.text(format_args!(
+                    "{ts} {side} {} <> {} {what}{owner}{netns}",
+                    event.local, event.remote
+                ))
+            }
+        }
+    }
+
+    pub fn stats(&mut self, stats: &Stats) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Tagged {
+                line_type: "stats",
+                schema: None,
+                body: stats,
+            })?,
+            Format::Text => self.text(format_args!(
+                "-- {}: {} events, {} lost, {} undecodable",
+                if stats.is_final { "final stats" } else { "stats" },
+                stats.events,
+                stats.lost,
+                stats.undecodable
+            ))?,
+        }
+        self.flush()
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.sink.flush().map_err(write_error)
+    }
+
+    fn json(&mut self, line: &impl Serialize) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.sink, line).map_err(|e| match e.io_error_kind() {
+            Some(kind) => write_error(io::Error::from(kind)),
+            None => anyhow::anyhow!("cannot encode a JSON line: {e}"),
+        })?;
+        self.sink.write_all(b"\n").map_err(write_error)
+    }
+
+    fn text(&mut self, line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+        writeln!(self.sink, "{line}").map_err(write_error)
+    }
+}
+
+fn write_error(error: io::Error) -> anyhow::Error {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        OutputClosed.into()
+    } else {
+        anyhow::anyhow!("cannot write output: {error}")
+    }
+}
