@@ -238,7 +238,7 @@ const _: () = {
     assert!(core::mem::offset_of!(EventHeader, boot_ns) == 8);
     assert!(core::mem::offset_of!(EventHeader, netns) == 40);
     assert!(size_of::<Event>() == 48 + RECORD_CAPACITY);
-    assert!(size_of::<Event>() % 8 == 0);
+    assert!(size_of::<Event>().is_multiple_of(8));
     assert!(size_of::<SockErrorRecord>() == 64);
     assert!(size_of::<SockErrorRecord>() <= RECORD_CAPACITY);
 };

@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use ftptrace_common::{
-    Event, EventHeader, IPPROTO_TCP, KernelOffsets, NO_FIELD, PORT_MAP_ENTRIES, PortField,
-    ProbeId, SockErrorRecord, TRACEPOINT_PROBES, TracepointConfig, WIRE_VERSION,
+    Event, EventHeader, IPPROTO_TCP, KernelOffsets, NO_FIELD, PORT_MAP_ENTRIES, PortField, ProbeId,
+    SockErrorRecord, TRACEPOINT_PROBES, TracepointConfig, WIRE_VERSION,
 };
 
 /// Events to user space. The loader may resize it (`--ring-buffer-kib`).
@@ -256,7 +256,11 @@ fn net_inum(at: u64, offset: u16, o: &KernelOffsets) -> u32 {
 
 #[inline(always)]
 fn sock_netns(sk: u64, o: &KernelOffsets) -> u32 {
-    if sk == 0 { 0 } else { net_inum(sk, o.sock_net, o) }
+    if sk == 0 {
+        0
+    } else {
+        net_inum(sk, o.sock_net, o)
+    }
 }
 
 #[inline(always)]

@@ -82,7 +82,12 @@ impl SocketTable {
         if self.sockets.len() < CAPACITY {
             return;
         }
-        if let Some(oldest) = self.sockets.iter().min_by_key(|(_, s)| s.last_seen).map(|(&sk, _)| sk) {
+        if let Some(oldest) = self
+            .sockets
+            .iter()
+            .min_by_key(|(_, s)| s.last_seen)
+            .map(|(&sk, _)| sk)
+        {
             self.sockets.remove(&oldest);
         }
     }
@@ -104,7 +109,10 @@ fn made_by_owner(kind: &EventKind) -> bool {
     };
     matches!(
         (old.as_str(), new.as_str()),
-        ("CLOSE", "SYN_SENT") | ("CLOSE", "LISTEN") | ("ESTABLISHED", "FIN_WAIT1") | ("CLOSE_WAIT", "LAST_ACK")
+        ("CLOSE", "SYN_SENT")
+            | ("CLOSE", "LISTEN")
+            | ("ESTABLISHED", "FIN_WAIT1")
+            | ("CLOSE_WAIT", "LAST_ACK")
     )
 }
 
@@ -143,8 +151,16 @@ mod tests {
         let connect = table.observe(&event(0xa, 100, "curl", state("CLOSE", "SYN_SENT")));
         assert_eq!(connect.owner.as_ref().map(|t| t.pid), Some(100));
         // The SYN-ACK arrives in softirq while some other task runs.
-        let established = table.observe(&event(0xa, 7, "kworker/0:1", state("SYN_SENT", "ESTABLISHED")));
-        assert_eq!(established.owner.as_ref().map(|t| t.comm.as_str()), Some("curl"));
+        let established = table.observe(&event(
+            0xa,
+            7,
+            "kworker/0:1",
+            state("SYN_SENT", "ESTABLISHED"),
+        ));
+        assert_eq!(
+            established.owner.as_ref().map(|t| t.comm.as_str()),
+            Some("curl")
+        );
         assert_eq!(established.socket, connect.socket);
     }
 
@@ -153,9 +169,19 @@ mod tests {
         let mut table = SocketTable::default();
         let child = table.observe(&event(0xb, 9, "swapper/1", state("LISTEN", "SYN_RECV")));
         assert_eq!(child.owner, None);
-        let est = table.observe(&event(0xb, 9, "swapper/1", state("SYN_RECV", "ESTABLISHED")));
+        let est = table.observe(&event(
+            0xb,
+            9,
+            "swapper/1",
+            state("SYN_RECV", "ESTABLISHED"),
+        ));
         assert_eq!(est.owner, None);
-        let close = table.observe(&event(0xb, 300, "vsftpd", state("ESTABLISHED", "FIN_WAIT1")));
+        let close = table.observe(&event(
+            0xb,
+            300,
+            "vsftpd",
+            state("ESTABLISHED", "FIN_WAIT1"),
+        ));
         assert_eq!(close.owner.map(|t| t.comm), Some("vsftpd".into()));
     }
 

@@ -118,8 +118,8 @@ impl Btf {
             let mut members = Vec::new();
             match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => at += 4,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST
-                | KIND_RESTRICT | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => {}
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => {}
                 KIND_ARRAY => at += 12,
                 KIND_STRUCT | KIND_UNION => {
                     for _ in 0..vlen {
@@ -128,7 +128,11 @@ impl Btf {
                             name_off: u32_at(data, at)?,
                             type_id: u32_at(data, at + 4)?,
                             // With kind_flag the top byte is a bitfield size.
-                            bit_offset: if kind_flag { offset & 0x00ff_ffff } else { offset },
+                            bit_offset: if kind_flag {
+                                offset & 0x00ff_ffff
+                            } else {
+                                offset
+                            },
                         });
                         at += 12;
                     }
@@ -218,7 +222,9 @@ impl Btf {
     /// Byte offset of a member path inside `struct_name`, e.g.
     /// `member_offset("sock", &["__sk_common", "skc_net", "net"])`.
     pub fn member_offset(&self, struct_name: &str, path: &[&str]) -> Option<u32> {
-        let mut ty = self.types.get(*self.structs_by_name.get(struct_name)? as usize)?;
+        let mut ty = self
+            .types
+            .get(*self.structs_by_name.get(struct_name)? as usize)?;
         let mut bits = 0;
         for (index, name) in path.iter().enumerate() {
             let (offset, type_id) = self.find_member(ty, name)?;
@@ -267,9 +273,19 @@ pub(crate) mod tests {
             off
         }
 
-        pub(crate) fn ty(&mut self, name: &str, kind: u32, vlen: u32, size_or_type: u32, extra: &[u32]) {
+        pub(crate) fn ty(
+            &mut self,
+            name: &str,
+            kind: u32,
+            vlen: u32,
+            size_or_type: u32,
+            extra: &[u32],
+        ) {
             let name = self.str(name);
-            for word in [name, (kind << 24) | vlen, size_or_type].iter().chain(extra) {
+            for word in [name, (kind << 24) | vlen, size_or_type]
+                .iter()
+                .chain(extra)
+            {
                 self.types.extend_from_slice(&word.to_le_bytes());
             }
         }
@@ -278,7 +294,13 @@ pub(crate) mod tests {
             let mut out = Vec::new();
             out.extend_from_slice(&MAGIC.to_le_bytes());
             out.extend_from_slice(&[1, 0]);
-            for word in [24u32, 0, self.types.len() as u32, self.types.len() as u32, self.strings.len() as u32] {
+            for word in [
+                24u32,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
                 out.extend_from_slice(&word.to_le_bytes());
             }
             out.extend_from_slice(&self.types);
@@ -328,7 +350,10 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_garbage_and_truncation() {
-        assert_eq!(Btf::parse(b"hello world, not btf at all").err(), Some(BtfError::BadHeader));
+        assert_eq!(
+            Btf::parse(b"hello world, not btf at all").err(),
+            Some(BtfError::BadHeader)
+        );
         let mut data = sample();
         data.truncate(40);
         assert!(matches!(Btf::parse(&data), Err(BtfError::Truncated(_))));
@@ -353,7 +378,10 @@ pub(crate) mod tests {
             return;
         };
         let btf = Btf::parse(&data).unwrap();
-        assert!(btf.member_offset("sock", &["__sk_common", "skc_net", "net"]).is_some());
+        assert!(
+            btf.member_offset("sock", &["__sk_common", "skc_net", "net"])
+                .is_some()
+        );
         assert!(btf.member_offset("net", &["ns", "inum"]).is_some());
         assert_eq!(btf.member_offset("inet_sock", &["sk"]), Some(0));
         assert_eq!(btf.enum_value("TCP_ESTABLISHED"), Some(1));

@@ -1,6 +1,8 @@
 //! Command line: `ftptrace [trace] [flags]`.
 
-use std::{io::IsTerminal as _, num::NonZeroU64, ops::RangeInclusive, path::PathBuf, time::Duration};
+use std::{
+    io::IsTerminal as _, num::NonZeroU64, ops::RangeInclusive, path::PathBuf, time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -70,11 +72,13 @@ impl TraceArgs {
     /// The explicit format, else text for a person at a terminal and JSON
     /// for pipes and files.
     pub fn format(&self) -> Format {
-        self.format.unwrap_or(if self.output.is_none() && std::io::stdout().is_terminal() {
-            Format::Text
-        } else {
-            Format::Json
-        })
+        self.format.unwrap_or(
+            if self.output.is_none() && std::io::stdout().is_terminal() {
+                Format::Text
+            } else {
+                Format::Json
+            },
+        )
     }
 
     pub fn duration(&self) -> Option<Duration> {
@@ -91,14 +95,19 @@ fn parse_port(text: &str) -> Result<u16, String> {
 }
 
 fn parse_port_list(text: &str) -> Result<PortList, String> {
-    let mut ports = text.split(',').map(parse_port).collect::<Result<Vec<_>, _>>()?;
+    let mut ports = text
+        .split(',')
+        .map(parse_port)
+        .collect::<Result<Vec<_>, _>>()?;
     ports.sort_unstable();
     ports.dedup();
     Ok(PortList(ports))
 }
 
 fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
-    let (lo, hi) = text.split_once('-').ok_or_else(|| format!("`{text}` is not a range LO-HI"))?;
+    let (lo, hi) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}` is not a range LO-HI"))?;
     let (lo, hi) = (parse_port(lo)?, parse_port(hi)?);
     if lo > hi {
         return Err(format!("range {lo}-{hi} runs backwards"));
@@ -135,12 +144,23 @@ mod tests {
 
     #[test]
     fn trace_subcommand_takes_the_same_flags() {
-        let args = parse(&["trace", "--ports", "2121, 21,21", "--passive-ports", "30000-30009", "--format", "json"])
-            .unwrap();
+        let args = parse(&[
+            "trace",
+            "--ports",
+            "2121, 21,21",
+            "--passive-ports",
+            "30000-30009",
+            "--format",
+            "json",
+        ])
+        .unwrap();
         assert_eq!(args.ports, PortList(vec![21, 2121]));
         assert_eq!(args.passive_ports, Some(30000..=30009));
         assert_eq!(args.format(), Format::Json);
-        assert_eq!(args.port_set().role(30005), ftptrace_common::port_role::PASSIVE_DATA);
+        assert_eq!(
+            args.port_set().role(30005),
+            ftptrace_common::port_role::PASSIVE_DATA
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ pub struct WallClock {
 
 impl WallClock {
     pub fn now() -> nix::Result<Self> {
-        let nanos = |t: nix::sys::time::TimeSpec| i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec());
+        let nanos = |t: nix::sys::time::TimeSpec| {
+            i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec())
+        };
         // Read boottime on both sides of realtime and take the middle, so the
         // offset is off by at most half the (sub-microsecond) gap.
         let before = nanos(clock_gettime(ClockId::CLOCK_BOOTTIME)?);
@@ -71,9 +73,15 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(rfc3339_from_unix_ns(0), "1970-01-01T00:00:00.000000000Z");
         // date -u -d @1764064800.5 → 2025-11-25T10:00:00.5Z
-        assert_eq!(rfc3339_from_unix_ns(1_764_064_800_500_000_001), "2025-11-25T10:00:00.500000001Z");
+        assert_eq!(
+            rfc3339_from_unix_ns(1_764_064_800_500_000_001),
+            "2025-11-25T10:00:00.500000001Z"
+        );
         // A leap day.
-        assert_eq!(rfc3339_from_unix_ns(951_782_400_000_000_000), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_from_unix_ns(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
         assert_eq!(rfc3339_from_unix_ns(-1), "1969-12-31T23:59:59.999999999Z");
     }
 

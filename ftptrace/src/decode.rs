@@ -4,7 +4,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use ftptrace_common::{Event, EventHeader, ProbeId, RECORD_CAPACITY, SockErrorRecord, WIRE_VERSION};
+use ftptrace_common::{
+    Event, EventHeader, ProbeId, RECORD_CAPACITY, SockErrorRecord, WIRE_VERSION,
+};
 
 use crate::{
     event::{EventKind, KernelEvent, Task},
@@ -61,7 +63,8 @@ impl Decoder {
             return Err(DecodeError::Version(version));
         }
         let raw_probe = u16_at(bytes, 2);
-        let probe = ProbeId::try_from(raw_probe).map_err(|_| DecodeError::UnknownProbe(raw_probe))?;
+        let probe =
+            ProbeId::try_from(raw_probe).map_err(|_| DecodeError::UnknownProbe(raw_probe))?;
         let pid_tgid = u64_at(bytes, 16);
         let comm = &bytes[24..40];
         let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
@@ -97,7 +100,9 @@ impl Decoder {
         let probe = layout.probe;
         let field = |field: &'static str| DecodeError::Field { probe, field };
         let read = |scalar: Option<crate::layout::Scalar>, name: &'static str| {
-            scalar.and_then(|s| s.read(record)).ok_or_else(|| field(name))
+            scalar
+                .and_then(|s| s.read(record))
+                .ok_or_else(|| field(name))
         };
         let state = |name: &'static str| read(layout.state, name).map(|v| self.names.state_name(v));
         let sock = layout
@@ -135,7 +140,10 @@ impl Decoder {
                     .and_then(|r| r.read(record))
                     .and_then(|r| self.names.reset_reason(r)),
                 state: match sock {
-                    Some(_) => layout.state.and_then(|s| s.read(record)).map(|v| self.names.state_name(v)),
+                    Some(_) => layout
+                        .state
+                        .and_then(|s| s.read(record))
+                        .map(|v| self.names.state_name(v)),
                     None => None,
                 },
             },
@@ -165,7 +173,10 @@ impl Decoder {
                     None => v6().or_else(v4),
                 }
                 .ok_or_else(|| field("saddr"))?;
-                (SocketAddr::new(local, sport), SocketAddr::new(remote, dport))
+                (
+                    SocketAddr::new(local, sport),
+                    SocketAddr::new(remote, dport),
+                )
             }
             AddrLayout::Sockaddr { saddr, daddr } => (
                 sockaddr_at(record, saddr).map_err(|family| match family {
@@ -346,8 +357,16 @@ mod tests {
         put(&mut record, 26, &21u16.to_ne_bytes());
         put(&mut record, 28, &(libc::AF_INET6 as u16).to_ne_bytes());
         put(&mut record, 30, &6u16.to_ne_bytes());
-        put(&mut record, 40, &"::ffff:192.0.2.2".parse::<Ipv6Addr>().unwrap().octets());
-        put(&mut record, 56, &"::ffff:192.0.2.1".parse::<Ipv6Addr>().unwrap().octets());
+        put(
+            &mut record,
+            40,
+            &"::ffff:192.0.2.2".parse::<Ipv6Addr>().unwrap().octets(),
+        );
+        put(
+            &mut record,
+            56,
+            &"::ffff:192.0.2.1".parse::<Ipv6Addr>().unwrap().octets(),
+        );
         let event = decoder_for("6.18")
             .decode(&event_bytes(ProbeId::InetSockSetState, &record))
             .unwrap();
@@ -360,8 +379,17 @@ mod tests {
                 new: "SYN_SENT".into()
             }
         );
-        assert_eq!(event.current, Task { pid: 1234, comm: "curl".into() });
-        assert_eq!((event.netns, event.cpu, event.boot_ns), (Some(4_026_532_000), 3, 42));
+        assert_eq!(
+            event.current,
+            Task {
+                pid: 1234,
+                comm: "curl".into()
+            }
+        );
+        assert_eq!(
+            (event.netns, event.cpu, event.boot_ns),
+            (Some(4_026_532_000), 3, 42)
+        );
         assert_eq!(event.sock, Some(0xffff_8880_0000_1000));
     }
 
@@ -390,9 +418,19 @@ mod tests {
         put(&mut record, 24, &1i32.to_ne_bytes());
         put(&mut record, 28, &21u16.to_ne_bytes());
         put(&mut record, 30, &50000u16.to_ne_bytes());
-        put(&mut record, 40, &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
-        put(&mut record, 56, &"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
-        let event = decoder.decode(&event_bytes(ProbeId::TcpSendReset, &record)).unwrap();
+        put(
+            &mut record,
+            40,
+            &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(),
+        );
+        put(
+            &mut record,
+            56,
+            &"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
+        );
+        let event = decoder
+            .decode(&event_bytes(ProbeId::TcpSendReset, &record))
+            .unwrap();
         assert_eq!(event.local, "[2001:db8::1]:21".parse().unwrap());
         assert_eq!(event.remote, "[2001:db8::2]:50000".parse().unwrap());
         // No reason table on such a kernel: the reason is null, not invented.
@@ -484,8 +522,14 @@ mod tests {
                 .map(|i| u8::from_str_radix(&line[i..i + 2], 16).unwrap())
                 .collect();
             let event = decoder.decode(&bytes).unwrap();
-            let side = if ports.contains(event.local.port()) { Side::Server } else { Side::Client };
-            output.event("ts", &event, &side, &sockets.observe(&event)).unwrap();
+            let side = if ports.contains(event.local.port()) {
+                Side::Server
+            } else {
+                Side::Client
+            };
+            output
+                .event("ts", &event, &side, &sockets.observe(&event))
+                .unwrap();
         }
         output.flush().unwrap();
         let actual = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

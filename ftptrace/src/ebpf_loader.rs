@@ -41,15 +41,27 @@ impl Tracer {
 
         let mut port_map: Array<_, u8> = Array::try_from(map(&mut ebpf, maps::PORTS)?)?;
         for (port, role) in ports.entries() {
-            port_map.set(u32::from(port), role, 0).context("filling the port map")?;
+            port_map
+                .set(u32::from(port), role, 0)
+                .context("filling the port map")?;
         }
-        let offsets = facts.offsets.as_ref().copied().unwrap_or(KernelOffsets::UNKNOWN);
-        let mut offsets_map: Array<_, KernelOffsets> = Array::try_from(map(&mut ebpf, maps::OFFSETS)?)?;
-        offsets_map.set(0, offsets, 0).context("filling the offsets map")?;
-        let mut configs: Array<_, TracepointConfig> = Array::try_from(map(&mut ebpf, maps::TRACEPOINTS)?)?;
+        let offsets = facts
+            .offsets
+            .as_ref()
+            .copied()
+            .unwrap_or(KernelOffsets::UNKNOWN);
+        let mut offsets_map: Array<_, KernelOffsets> =
+            Array::try_from(map(&mut ebpf, maps::OFFSETS)?)?;
+        offsets_map
+            .set(0, offsets, 0)
+            .context("filling the offsets map")?;
+        let mut configs: Array<_, TracepointConfig> =
+            Array::try_from(map(&mut ebpf, maps::TRACEPOINTS)?)?;
         for probe in &facts.probes {
             if let Ok((_, config)) = &probe.layout {
-                configs.set(probe.probe.id as u32, config, 0).context("filling the layout map")?;
+                configs
+                    .set(probe.probe.id as u32, config, 0)
+                    .context("filling the layout map")?;
             }
         }
 
@@ -86,13 +98,20 @@ impl Tracer {
 
     /// Events the kernel dropped because the ring buffer was full, all CPUs.
     pub fn lost(&self) -> anyhow::Result<u64> {
-        let per_cpu = self.lost.get(&0, 0).context("reading the lost-event counter")?;
+        let per_cpu = self
+            .lost
+            .get(&0, 0)
+            .context("reading the lost-event counter")?;
         Ok(per_cpu.iter().sum())
     }
 
     /// Detaches every program; events already queued stay readable.
     pub fn detach(&mut self) {
-        let names: Vec<String> = self.ebpf.programs().map(|(name, _)| name.to_owned()).collect();
+        let names: Vec<String> = self
+            .ebpf
+            .programs()
+            .map(|(name, _)| name.to_owned())
+            .collect();
         for name in names {
             let Some(program) = self.ebpf.program_mut(&name) else {
                 continue;
@@ -134,7 +153,9 @@ fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), 
         .ok_or_else(|| format!("no program {name} in the eBPF object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    program.load().map_err(|e| format!("loading: {}", chain(&e)))?;
+    program
+        .load()
+        .map_err(|e| format!("loading: {}", chain(&e)))?;
     program
         .attach(category, name)
         .map_err(|e| format!("attaching: {}", chain(&e)))?;
@@ -147,8 +168,12 @@ fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
         .ok_or_else(|| format!("no program {name} in the eBPF object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    program.load().map_err(|e| format!("loading: {}", chain(&e)))?;
-    program.attach(name).map_err(|e| format!("attaching: {}", chain(&e)))?;
+    program
+        .load()
+        .map_err(|e| format!("loading: {}", chain(&e)))?;
+    program
+        .attach(name)
+        .map_err(|e| format!("attaching: {}", chain(&e)))?;
     Ok(())
 }
 

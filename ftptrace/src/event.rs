@@ -29,7 +29,10 @@ pub struct Task {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// A TCP state change; kernel state names without `TCP_`.
-    State { old: String, new: String },
+    State {
+        old: String,
+        new: String,
+    },
     /// A retransmitted segment. `syn` for SYN and SYN-ACK retransmits;
     /// `error` is the errno when the kernel failed to send it (6.17+ report it).
     Retransmit {
@@ -45,7 +48,9 @@ pub enum EventKind {
     },
     ResetReceived,
     /// The socket's pending error (`sk_err`), a positive errno.
-    SocketError { errno: i32 },
+    SocketError {
+        errno: i32,
+    },
     /// The kernel freed the socket.
     Destroy,
 }

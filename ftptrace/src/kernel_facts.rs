@@ -39,12 +39,25 @@ impl KernelFacts {
         let probes: Vec<ProbeLayout> = CLASSIC_PROBES
             .iter()
             .map(|&probe| {
-                let path = tracefs.join("events").join(probe.category).join(probe.name).join("format");
+                let path = tracefs
+                    .join("events")
+                    .join(probe.category)
+                    .join(probe.name)
+                    .join("format");
                 let format = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("tracepoint {}:{} not found ({e})", probe.category, probe.name))
-                    .and_then(|text| TracepointFormat::parse(&text).map_err(|e| format!("{}: {e}", path.display())));
+                    .map_err(|e| {
+                        format!(
+                            "tracepoint {}:{} not found ({e})",
+                            probe.category, probe.name
+                        )
+                    })
+                    .and_then(|text| {
+                        TracepointFormat::parse(&text)
+                            .map_err(|e| format!("{}: {e}", path.display()))
+                    });
                 let layout = format.as_ref().map_err(Clone::clone).and_then(|format| {
-                    let layout = RecordLayout::from_format(probe.id, format).map_err(|e| e.to_string())?;
+                    let layout =
+                        RecordLayout::from_format(probe.id, format).map_err(|e| e.to_string())?;
                     let config = layout.kernel_config().map_err(|e| e.to_string())?;
                     Ok((layout, config))
                 });
@@ -62,7 +75,11 @@ impl KernelFacts {
                 .and_then(|p| p.format.as_ref())
         };
         let resolve = |name: &str| btf.as_ref().ok().and_then(|btf| btf.enum_value(name));
-        let names = KernelNames::from_formats(format_of("inet_sock_set_state"), format_of("tcp_send_reset"), &resolve);
+        let names = KernelNames::from_formats(
+            format_of("inet_sock_set_state"),
+            format_of("tcp_send_reset"),
+            &resolve,
+        );
         Self {
             release: kernel_release(),
             names,
@@ -89,7 +106,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
             .filter(|&o| o != NO_FIELD)
     };
     let required = |ty: &str, path: &[&str]| {
-        at(ty, path).ok_or_else(|| format!("kernel BTF has no struct {ty} member {}", path.join(".")))
+        at(ty, path)
+            .ok_or_else(|| format!("kernel BTF has no struct {ty} member {}", path.join(".")))
     };
     let optional = |ty: &str, path: &[&str]| at(ty, path).unwrap_or(NO_FIELD);
     Ok(KernelOffsets {

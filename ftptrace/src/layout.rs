@@ -87,9 +87,13 @@ pub enum LayoutError {
         tracepoint: String,
         field: &'static str,
     },
-    #[error("{tracepoint}: record is {size} bytes, more than the {RECORD_CAPACITY} ftptrace copies")]
+    #[error(
+        "{tracepoint}: record is {size} bytes, more than the {RECORD_CAPACITY} ftptrace copies"
+    )]
     TooLarge { tracepoint: String, size: usize },
-    #[error("{tracepoint}: field `{field}` is at offset {offset}, beyond what the kernel program can address")]
+    #[error(
+        "{tracepoint}: field `{field}` is at offset {offset}, beyond what the kernel program can address"
+    )]
     OffsetTooLarge {
         tracepoint: String,
         field: &'static str,
@@ -275,7 +279,11 @@ pub(crate) mod tests {
     use super::*;
     use crate::probes::CLASSIC_PROBES;
 
-    pub(crate) fn testdata_format(kernel: &str, category: &str, event: &str) -> Option<TracepointFormat> {
+    pub(crate) fn testdata_format(
+        kernel: &str,
+        category: &str,
+        event: &str,
+    ) -> Option<TracepointFormat> {
         let path = format!(
             "{}/testdata/tracepoint-formats/{kernel}/{category}/{event}.format",
             env!("CARGO_MANIFEST_DIR")
@@ -301,7 +309,10 @@ pub(crate) mod tests {
     #[test]
     fn every_recorded_kernel_layout_is_usable() {
         let kernels = kernels();
-        assert!(kernels.len() >= 2, "expected formats from several kernels, found {kernels:?}");
+        assert!(
+            kernels.len() >= 2,
+            "expected formats from several kernels, found {kernels:?}"
+        );
         for kernel in &kernels {
             for probe in CLASSIC_PROBES {
                 let Some(format) = testdata_format(kernel, probe.category, probe.name) else {
@@ -311,7 +322,11 @@ pub(crate) mod tests {
                     .unwrap_or_else(|e| panic!("{kernel}: {e}"));
                 let cfg = layout.kernel_config().unwrap();
                 for offset in [cfg.sport.offset, cfg.dport.offset] {
-                    assert!(usize::from(offset) + 2 <= layout.size, "{kernel} {}: port outside record", probe.name);
+                    assert!(
+                        usize::from(offset) + 2 <= layout.size,
+                        "{kernel} {}: port outside record",
+                        probe.name
+                    );
                 }
                 if let Some(skaddr) = layout.skaddr {
                     assert!(skaddr + 8 <= layout.size);
@@ -324,7 +339,13 @@ pub(crate) mod tests {
     fn send_reset_on_6_18_uses_sockaddrs_in_network_order() {
         let format = testdata_format("6.18", "tcp", "tcp_send_reset").unwrap();
         let layout = RecordLayout::from_format(ProbeId::TcpSendReset, &format).unwrap();
-        assert_eq!(layout.addrs, AddrLayout::Sockaddr { saddr: 32, daddr: 60 });
+        assert_eq!(
+            layout.addrs,
+            AddrLayout::Sockaddr {
+                saddr: 32,
+                daddr: 60
+            }
+        );
         let cfg = layout.kernel_config().unwrap();
         assert_eq!((cfg.sport.offset, cfg.sport.network_order), (34, 1));
         assert_eq!((cfg.dport.offset, cfg.dport.network_order), (62, 1));

@@ -166,7 +166,9 @@ impl Output {
                     .append(true)
                     .create(true)
                     .open(path)
-                    .map_err(|e| anyhow::anyhow!("cannot write output file {}: {e}", path.display()))?,
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot write output file {}: {e}", path.display())
+                    })?,
             ),
         };
         Ok(Self::new(format, sink))
@@ -210,7 +212,13 @@ impl Output {
         self.flush()
     }
 
-    pub fn event(&mut self, ts: &str, event: &KernelEvent, side: &Side, who: &Attribution) -> anyhow::Result<()> {
+    pub fn event(
+        &mut self,
+        ts: &str,
+        event: &KernelEvent,
+        side: &Side,
+        who: &Attribution,
+    ) -> anyhow::Result<()> {
         match self.format {
             Format::Json => self.json(&EventLine {
                 line_type: "event",
@@ -233,15 +241,22 @@ impl Output {
                     EventKind::Retransmit { state, syn, error } => format!(
                         "retransmit{} in {state}{}",
                         if *syn { " SYN" } else { "" },
-                        error.map(|e| format!(" failed: {}", errno_name(e))).unwrap_or_default()
+                        error
+                            .map(|e| format!(" failed: {}", errno_name(e)))
+                            .unwrap_or_default()
                     ),
                     EventKind::ResetSent { reason, state } => format!(
                         "reset sent ({}){}",
                         reason.as_deref().unwrap_or("no reason given"),
-                        state.as_ref().map(|s| format!(" in {s}")).unwrap_or_else(|| " (no socket)".into())
+                        state
+                            .as_ref()
+                            .map(|s| format!(" in {s}"))
+                            .unwrap_or_else(|| " (no socket)".into())
                     ),
                     EventKind::ResetReceived => "reset received".into(),
-                    EventKind::SocketError { errno } => format!("socket error {}", errno_name(*errno)),
+                    EventKind::SocketError { errno } => {
+                        format!("socket error {}", errno_name(*errno))
+                    }
                     EventKind::Destroy => "socket destroyed".into(),
                 };
                 let owner = who
@@ -249,7 +264,10 @@ impl Output {
                     .as_ref()
                     .map(|t| format!(" {}[{}]", t.comm, t.pid))
                     .unwrap_or_default();
-                let netns = event.netns.map(|n| format!(" netns {n}")).unwrap_or_default();
+                let netns = event
+                    .netns
+                    .map(|n| format!(" netns {n}"))
+                    .unwrap_or_default();
                 let side = match side {
                     Side::Server => "server",
                     Side::Client => "client",
@@ -271,7 +289,11 @@ impl Output {
             })?,
             Format::Text => self.text(format_args!(
                 "-- {}: {} events, {} lost, {} undecodable",
-                if stats.is_final { "final stats" } else { "stats" },
+                if stats.is_final {
+                    "final stats"
+                } else {
+                    "stats"
+                },
                 stats.events,
                 stats.lost,
                 stats.undecodable

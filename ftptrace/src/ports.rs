@@ -27,7 +27,11 @@ impl PortSet {
         if port == ACTIVE_DATA_PORT {
             role |= port_role::ACTIVE_DATA;
         }
-        if self.passive.as_ref().is_some_and(|range| range.contains(&port)) {
+        if self
+            .passive
+            .as_ref()
+            .is_some_and(|range| range.contains(&port))
+        {
             role |= port_role::PASSIVE_DATA;
         }
         role
@@ -61,7 +65,10 @@ mod tests {
         };
         assert_eq!(ports.role(21), port_role::CONTROL);
         assert_eq!(ports.role(20), port_role::ACTIVE_DATA);
-        assert_eq!(ports.role(2121), port_role::CONTROL | port_role::PASSIVE_DATA);
+        assert_eq!(
+            ports.role(2121),
+            port_role::CONTROL | port_role::PASSIVE_DATA
+        );
         assert_eq!(ports.role(2123), port_role::PASSIVE_DATA);
         assert_eq!(ports.role(2124), 0);
         assert!(!ports.contains(0));

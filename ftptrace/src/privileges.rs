@@ -23,7 +23,8 @@ pub fn missing(effective: u64) -> Vec<&'static str> {
 /// The effective capability set of this process (`CapEff` in /proc/self/status).
 pub fn effective() -> std::io::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
-    parse_cap_eff(&status).ok_or_else(|| std::io::Error::other("no CapEff line in /proc/self/status"))
+    parse_cap_eff(&status)
+        .ok_or_else(|| std::io::Error::other("no CapEff line in /proc/self/status"))
 }
 
 fn parse_cap_eff(status: &str) -> Option<u64> {

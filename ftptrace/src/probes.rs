@@ -61,6 +61,9 @@ mod tests {
         for (index, probe) in CLASSIC_PROBES.iter().enumerate() {
             assert_eq!(probe.id as usize, index, "{}", probe.name);
         }
-        assert_eq!(CLASSIC_PROBES.len() as u32, ftptrace_common::TRACEPOINT_PROBES);
+        assert_eq!(
+            CLASSIC_PROBES.len() as u32,
+            ftptrace_common::TRACEPOINT_PROBES
+        );
     }
 }

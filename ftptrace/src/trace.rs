@@ -30,10 +30,15 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     privileges::check()?;
     let tracefs = tracefs::find_or_mount()?;
     let facts = KernelFacts::read(&tracefs);
-    if let Some(set_state) = facts.probes.iter().find(|p| p.probe.name == "inet_sock_set_state")
+    if let Some(set_state) = facts
+        .probes
+        .iter()
+        .find(|p| p.probe.name == "inet_sock_set_state")
         && let Err(reason) = &set_state.layout
     {
-        anyhow::bail!("kernel lacks the sock:inet_sock_set_state tracepoint ftptrace is built on: {reason}");
+        anyhow::bail!(
+            "kernel lacks the sock:inet_sock_set_state tracepoint ftptrace is built on: {reason}"
+        );
     }
     if let Err(reason) = &facts.offsets {
         eprintln!(
@@ -42,7 +47,10 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         );
     }
     let decoder = Decoder::new(
-        facts.probes.iter().filter_map(|p| p.layout.as_ref().ok().map(|(layout, _)| layout.clone())),
+        facts
+            .probes
+            .iter()
+            .filter_map(|p| p.layout.as_ref().ok().map(|(layout, _)| layout.clone())),
         facts.names.clone(),
     );
     let mut tracer = Tracer::load(&facts, &ports)?;
@@ -78,7 +86,10 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         events: 0,
         undecodable: 0,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().enable_io().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()?;
     let result = runtime.block_on(stream.follow(&mut tracer, &mut output, args));
     // Detach before the last drain, so the final stats count everything.
     tracer.detach();
@@ -97,13 +108,19 @@ struct Stream {
 }
 
 impl Stream {
-    async fn follow(&mut self, tracer: &mut Tracer, output: &mut Output, args: &TraceArgs) -> anyhow::Result<()> {
+    async fn follow(
+        &mut self,
+        tracer: &mut Tracer,
+        output: &mut Output,
+        args: &TraceArgs,
+    ) -> anyhow::Result<()> {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         let mut drain = tokio::time::interval(DRAIN_INTERVAL);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stats_every = Duration::from_secs(args.stats_interval.get());
-        let mut stats = tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
+        let mut stats =
+            tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
         let until = args.duration().map(|d| tokio::time::Instant::now() + d);
         let deadline = async {
             match until {
@@ -132,7 +149,9 @@ impl Stream {
                 Ok(event) => event,
                 Err(error) => {
                     if self.undecodable == 0 {
-                        eprintln!("ftptrace: warning: cannot decode a kernel record ({error}); counting them in stats");
+                        eprintln!(
+                            "ftptrace: warning: cannot decode a kernel record ({error}); counting them in stats"
+                        );
                     }
                     self.undecodable += 1;
                     continue;

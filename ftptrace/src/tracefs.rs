@@ -17,7 +17,15 @@ pub fn find_or_mount() -> anyhow::Result<PathBuf> {
     let target = CString::new(MOUNT_POINT).expect("no NUL");
     let fstype = CString::new("tracefs").expect("no NUL");
     // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
         let error = std::io::Error::last_os_error();
         anyhow::bail!(
@@ -37,6 +45,9 @@ fn find() -> Option<PathBuf> {
     });
     mounted.or_else(|| {
         // debugfs mounted without tracefs still exposes it through an automount.
-        Path::new(LEGACY).join("events").is_dir().then(|| PathBuf::from(LEGACY))
+        Path::new(LEGACY)
+            .join("events")
+            .is_dir()
+            .then(|| PathBuf::from(LEGACY))
     })
 }

@@ -150,7 +150,7 @@ fn parse_int(text: &str) -> Option<i64> {
     }
 }
 
-/// `field:const void * skaddr;	offset:8;	size:8;	signed:0;`
+/// `field:const void * skaddr; offset:8; size:8; signed:0;`
 fn parse_field(line: &str) -> Option<Field> {
     let mut decl = None;
     let mut offset = None;
@@ -193,14 +193,18 @@ fn parse_field(line: &str) -> Option<Field> {
 mod tests {
     use super::*;
 
-    const SEND_RESET_6_18: &str = include_str!("../testdata/tracepoint-formats/6.18/tcp/tcp_send_reset.format");
+    const SEND_RESET_6_18: &str =
+        include_str!("../testdata/tracepoint-formats/6.18/tcp/tcp_send_reset.format");
 
     #[test]
     fn parses_fields_and_skips_the_common_header() {
         let format = TracepointFormat::parse(SEND_RESET_6_18).unwrap();
         assert_eq!(format.name, "tcp_send_reset");
         let names: Vec<_> = format.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["skbaddr", "skaddr", "state", "reason", "saddr", "daddr"]);
+        assert_eq!(
+            names,
+            ["skbaddr", "skaddr", "state", "reason", "saddr", "daddr"]
+        );
         let saddr = format.field("saddr").unwrap();
         assert_eq!((saddr.offset, saddr.size), (32, 28));
         assert_eq!(saddr.c_type, "__u8[28]");
