@@ -39,7 +39,7 @@ pub fn check() -> anyhow::Result<()> {
         return Ok(());
     }
     anyhow::bail!(
-        "missing capability {}: ftptrace loads eBPF programs and needs root, or CAP_BPF and CAP_PERFMON \
+        "missing {}: ftptrace loads eBPF programs and needs root, or CAP_BPF and CAP_PERFMON \
          (e.g. `sudo ftptrace`)",
         missing.join(" and ")
     )
