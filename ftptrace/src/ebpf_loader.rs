@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    programs::{Program, ProgramError, RawTracePoint, TracePoint},
 };
 use ftptrace_common::{KernelOffsets, TracepointConfig, maps};
 
@@ -69,7 +69,10 @@ impl Tracer {
         for probe in &facts.probes {
             let name = format!("{}:{}", probe.probe.category, probe.probe.name);
             let attached = match &probe.layout {
-                Ok(_) => attach_tracepoint(&mut ebpf, probe.probe.category, probe.probe.name),
+                Ok(_) => attach(&mut ebpf, probe.probe.name, |p: &mut TracePoint| {
+                    p.load()?;
+                    p.attach(probe.probe.category, probe.probe.name).map(drop)
+                }),
                 Err(reason) => Err(reason.clone()),
             };
             statuses.push(status(name, "tracepoint", attached));
@@ -79,7 +82,12 @@ impl Tracer {
             .as_ref()
             .map_err(Clone::clone)
             .and_then(error_report_usable)
-            .and_then(|()| attach_raw_tracepoint(&mut ebpf, ERROR_REPORT.name));
+            .and_then(|()| {
+                attach(&mut ebpf, ERROR_REPORT.name, |p: &mut RawTracePoint| {
+                    p.load()?;
+                    p.attach(ERROR_REPORT.name).map(drop)
+                })
+            });
         statuses.push(status(
             format!("{}:{}", ERROR_REPORT.category, ERROR_REPORT.name),
             "raw_tracepoint",
@@ -117,8 +125,8 @@ impl Tracer {
                 continue;
             };
             let result = match program {
-                aya::programs::Program::TracePoint(p) => p.unload(),
-                aya::programs::Program::RawTracePoint(p) => p.unload(),
+                Program::TracePoint(p) => p.unload(),
+                Program::RawTracePoint(p) => p.unload(),
                 _ => Ok(()),
             };
             if let Err(e) = result {
@@ -147,34 +155,21 @@ fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
         .with_context(|| format!("the eBPF object has no map {name}"))
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), String> {
-    let program: &mut TracePoint = ebpf
+/// Loads program `name` (of type `P`) and attaches it with `attach`.
+fn attach<'a, P: 'a>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+    attach: impl FnOnce(&mut P) -> Result<(), ProgramError>,
+) -> Result<(), String>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let program: &mut P = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("no program {name} in the eBPF object"))?
         .try_into()
-        .map_err(|e| format!("{e}"))?;
-    program
-        .load()
-        .map_err(|e| format!("loading: {}", chain(&e)))?;
-    program
-        .attach(category, name)
-        .map_err(|e| format!("attaching: {}", chain(&e)))?;
-    Ok(())
-}
-
-fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &str) -> Result<(), String> {
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("no program {name} in the eBPF object"))?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    program
-        .load()
-        .map_err(|e| format!("loading: {}", chain(&e)))?;
-    program
-        .attach(name)
-        .map_err(|e| format!("attaching: {}", chain(&e)))?;
-    Ok(())
+        .map_err(|e| chain(&e))?;
+    attach(program).map_err(|e| chain(&e))
 }
 
 /// An error with its sources on one line (aya nests the syscall error).
