@@ -326,3 +326,192 @@ fn write_error(error: io::Error) -> anyhow::Error {
         anyhow::anyhow!("cannot write output: {error}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::event::Task;
+
+    struct ClosedPipe;
+
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+    }
+
+    fn stats(is_final: bool) -> Stats {
+        Stats {
+            events: 3,
+            lost: 1,
+            undecodable: 0,
+            sockets: 2,
+            is_final,
+        }
+    }
+
+    #[test]
+    fn a_closed_reader_is_output_closed_and_other_failures_are_errors() {
+        let mut closed = Output::new(Format::Json, Box::new(ClosedPipe));
+        assert!(closed.stats(&stats(true)).unwrap_err().is::<OutputClosed>());
+        let mut full = Output::new(Format::Text, Box::new(Full));
+        let error = full.stats(&stats(true)).unwrap_err();
+        assert!(!error.is::<OutputClosed>());
+        assert!(error.to_string().contains("No space left"), "{error}");
+    }
+
+    #[test]
+    fn an_unwritable_output_file_is_named() {
+        let error = Output::open(Format::Json, Some(Path::new("/nonexistent-dir/out.jsonl")))
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("/nonexistent-dir/out.jsonl"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn output_files_are_appended_to() {
+        let path =
+            std::env::temp_dir().join(format!("ftptrace-output-test-{}.jsonl", std::process::id()));
+        std::fs::write(&path, "earlier\n").unwrap();
+        Output::open(Format::Json, Some(&path))
+            .unwrap()
+            .stats(&stats(true))
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            text,
+            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"undecodable\":0,\"sockets\":2,\"final\":true}\n"
+        );
+    }
+
+    /// The contract of docs/json-lines.md: every promised field is there,
+    /// with its type, for every kind.
+    #[test]
+    fn event_lines_keep_the_contract() {
+        let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut output = Output::new(Format::Json, Box::new(Shared(buffer.clone())));
+        let kinds = [
+            EventKind::State {
+                old: "SYN_SENT".into(),
+                new: "ESTABLISHED".into(),
+            },
+            EventKind::Retransmit {
+                state: "SYN_SENT".into(),
+                syn: true,
+                error: None,
+            },
+            EventKind::ResetSent {
+                reason: Some("NO_SOCKET".into()),
+                state: None,
+            },
+            EventKind::ResetReceived,
+            EventKind::SocketError { errno: 110 },
+            EventKind::Destroy,
+        ];
+        for kind in kinds {
+            let event = KernelEvent {
+                boot_ns: 1,
+                cpu: 0,
+                current: Task {
+                    pid: 1,
+                    comm: "x".into(),
+                },
+                netns: Some(4_026_531_833),
+                sock: Some(1),
+                local: "[::ffff:192.0.2.2]:40000".parse::<SocketAddr>().unwrap(),
+                remote: "192.0.2.1:21".parse::<SocketAddr>().unwrap(),
+                kind,
+            };
+            let who = Attribution {
+                socket: Some(1),
+                owner: None,
+            };
+            output
+                .event(
+                    "2026-11-25T00:00:00.000000001Z",
+                    &event,
+                    &Side::Client,
+                    &who,
+                )
+                .unwrap();
+        }
+        output.flush().unwrap();
+        let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let kinds: Vec<&str> = lines.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "state",
+                "retransmit",
+                "reset_sent",
+                "reset_received",
+                "socket_error",
+                "destroy"
+            ]
+        );
+        for line in &lines {
+            assert_eq!(line["type"], "event");
+            assert_eq!(line["ts"], "2026-11-25T00:00:00.000000001Z");
+            assert_eq!(line["side"], "client");
+            // Not converted here: the decoder normalises v4-mapped addresses.
+            assert!(line["local_addr"].is_string());
+            assert_eq!(line["remote_addr"], "192.0.2.1");
+            assert_eq!(
+                (line["local_port"].as_u64(), line["remote_port"].as_u64()),
+                (Some(40000), Some(21))
+            );
+            assert_eq!(line["netns"], 4_026_531_833u64);
+            assert!(line["pid"].is_null() && line["comm"].is_null());
+        }
+        assert_eq!(
+            (&lines[0]["old_state"], &lines[0]["new_state"]),
+            (&"SYN_SENT".into(), &"ESTABLISHED".into())
+        );
+        assert_eq!(
+            (&lines[1]["state"], &lines[1]["syn"], &lines[1]["error"]),
+            (&"SYN_SENT".into(), &true.into(), &serde_json::Value::Null)
+        );
+        assert_eq!(
+            (&lines[2]["reason"], &lines[2]["state"]),
+            (&"NO_SOCKET".into(), &serde_json::Value::Null)
+        );
+        assert_eq!(
+            (&lines[4]["errno"], &lines[4]["code"]),
+            (&"ETIMEDOUT".into(), &110.into())
+        );
+    }
+}

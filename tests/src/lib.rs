@@ -1,1 +1,84 @@
+//! Root-only integration tests for ftptrace: real vsftpd, curl and nftables
+//! in network namespaces this crate creates, with the tracer's events checked
+//! against the kernel's own counters (`/proc/net/snmp`, `/proc/net/netstat`)
+//! read inside each namespace.
+//!
+//! Run them as root, one at a time (they load eBPF programs and the tracer
+//! sees every namespace, so a parallel test's traffic would be in its output):
+//!
+//! ```sh
+//! cargo xtask test
+//! # or, with a release tracer already built:
+//! FTPTRACE_BIN=target/release/ftptrace cargo test -p tests -- --test-threads=1
+//! ```
+//!
+//! Without root they skip (and pass) unless `CI` is set, where they fail.
+//!
+//! A test reads like this:
+//!
+//! ```no_run
+//! use tests::{client::{Curl, ftp_url}, netns::{NsPair, SERVER_V4}, observe::observe,
+//!             tracer::Tracer, vsftpd::{Listen, Vsftpd, VsftpdConfig}};
+//! if !tests::root_or_skip("example") { return; }
+//! let net = NsPair::new();
+//! let ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+//! let run = observe(&net, Tracer::start(), || {
+//!     Curl::new(ftp_url(SERVER_V4, 21, "file")).run(&net.client)
+//! });
+//! run.outcome.assert_downloaded(&ftp.expected("file"));
+//! assert_eq!(run.server.get("Tcp.RetransSegs"), 0, "{}", run.context());
+//! ```
 
+pub mod checks;
+pub mod client;
+pub mod counters;
+pub mod deadline;
+pub mod netns;
+pub mod nft;
+pub mod observe;
+pub mod process;
+pub mod tmp;
+pub mod tracer;
+pub mod vsftpd;
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// Whether the calling test should run: true as root. Otherwise, with `CI`
+/// unset (or empty or `false`) it prints why it skips and returns false;
+/// with `CI` set it panics, so CI can never skip silently.
+#[track_caller]
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+    assert!(
+        !in_ci,
+        "{test}: needs root, and CI is set: run the integration tests as root"
+    );
+    eprintln!("skipping {test}: needs root (run `cargo xtask test` as root)");
+    false
+}
+
+/// `ftpt-<pid>-<n>-<label>`: unique per process and call, short enough for
+/// namespace and file names.
+pub fn unique_name(label: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "ftpt-{}-{}-{label}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is inside the workspace")
+        .to_owned()
+}
