@@ -13,6 +13,30 @@
 //! ```
 //!
 //! Without root they skip (and pass) unless `CI` is set, where they fail.
+//! `FTPTRACE_BIN` names the tracer (default `target/release/ftptrace`); a
+//! tracer that does not start fails the test, with its stderr.
+//!
+//! The parts, one module each:
+//!
+//! - [`netns`]: [`netns::NsPair`], a server and a client namespace joined by
+//!   a veth pair (192.0.2.1/2001:db8::1 and 192.0.2.2/2001:db8::2), with one
+//!   TCP segment per skb and no reordering, so that the kernel's per-segment
+//!   counters and the tracer's per-skb events count the same thing;
+//!   [`netns::NsPair::wait_quiet`] waits until only LISTEN and TIME-WAIT
+//!   sockets are left.
+//! - [`counters`]: `/proc/net/snmp` and `/proc/net/netstat` of a namespace,
+//!   keyed `Tcp.RetransSegs`, `TcpExt.TCPSynRetrans`, ...; deltas.
+//! - [`vsftpd`]: a real vsftpd per test, anonymous, passive ports
+//!   [`vsftpd::PASSIVE_PORTS`], generated files.
+//! - [`client`]: curl ([`client::Curl`]) and lftp ([`client::Lftp`]) runs
+//!   that report pid, exit code, stderr and the downloaded bytes.
+//! - [`nft`]: faults as nftables rules (loss, SYN drops, forged resets).
+//! - [`tracer`]: ftptrace as a child; its JSON lines parsed strictly and its
+//!   end-of-run contract (exit 0, final stats, nothing lost) checked on stop.
+//! - [`observe`]: snapshot, action, quiescence, snapshot, stop: events and
+//!   counter deltas for exactly the same kernel activity.
+//! - [`checks`]: assertions shared by tests; [`deadline`], [`process`],
+//!   [`tmp`]: bounded waits, child processes, scratch directories.
 //!
 //! A test reads like this:
 //!

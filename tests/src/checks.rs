@@ -1,0 +1,163 @@
+//! Assertions more than one test makes.
+
+use std::ops::RangeInclusive;
+
+use crate::{
+    client::Transfer,
+    observe::Observed,
+    tracer::{Event, Kind, Side},
+};
+
+/// The number of events, as the kernel counters' type.
+pub fn count(events: &[&Event]) -> i64 {
+    i64::try_from(events.len()).expect("event count fits i64")
+}
+
+/// Where a clean FTP download is expected to show.
+pub struct Endpoints<'a> {
+    /// The server address as ftptrace must print it (IPv4-mapped as IPv4).
+    pub server_addr: &'a str,
+    pub client_addr: &'a str,
+    pub control_port: u16,
+    pub passive: RangeInclusive<u16>,
+}
+
+impl Endpoints<'_> {
+    fn is_ftp_port(&self, port: u16) -> bool {
+        port == self.control_port || self.passive.contains(&port)
+    }
+}
+
+/// A clean passive download (control + one data connection), checked event
+/// by event against the kernel's counters in both namespaces:
+///
+/// - curl got exactly the served bytes;
+/// - server: `SYN_RECV`→`ESTABLISHED` events = `Tcp.PassiveOpens` = 2;
+/// - client: `CLOSE`→`SYN_SENT` events = `Tcp.ActiveOpens` = 2, each with
+///   curl's pid and comm;
+/// - retransmit events = `Tcp.RetransSegs` in each namespace, and none but
+///   tail loss probes (`TcpExt.TCPLossProbes`, which a busy host can cause:
+///   usually 0); no resets
+///   (`Tcp.OutRsts`, `Tcp.EstabResets` 0) and no socket errors;
+/// - every event has the right side, ports and addresses.
+#[track_caller]
+pub fn assert_clean_download(run: &Observed<Transfer>, expected: &[u8], at: &Endpoints<'_>) {
+    let ctx = run.context();
+    let curl = &run.outcome;
+    curl.assert_downloaded(expected);
+
+    let accepted = run.server_where(|e| e.is_transition("SYN_RECV", "ESTABLISHED"));
+    assert_eq!(
+        count(&accepted),
+        run.server.get("Tcp.PassiveOpens"),
+        "server SYN_RECV->ESTABLISHED events vs Tcp.PassiveOpens{ctx}"
+    );
+    assert_eq!(
+        run.server.get("Tcp.PassiveOpens"),
+        2,
+        "control and data connection accepted{ctx}"
+    );
+
+    let connects = run.client_where(|e| e.is_transition("CLOSE", "SYN_SENT"));
+    assert_eq!(
+        count(&connects),
+        run.client.get("Tcp.ActiveOpens"),
+        "client CLOSE->SYN_SENT events vs Tcp.ActiveOpens{ctx}"
+    );
+    assert_eq!(
+        run.client.get("Tcp.ActiveOpens"),
+        2,
+        "control and data connect{ctx}"
+    );
+    for event in &connects {
+        assert_eq!(
+            (event.pid, event.comm.as_deref()),
+            (Some(curl.pid), Some("curl")),
+            "connect() not attributed to curl (pid {}): {}{ctx}",
+            curl.pid,
+            event.line
+        );
+    }
+
+    for (name, events, delta) in [
+        ("server", run.server_events(), &run.server),
+        ("client", run.client_events(), &run.client),
+    ] {
+        let retransmits = events
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::Retransmit { .. }))
+            .count();
+        assert_eq!(
+            i64::try_from(retransmits).expect("fits"),
+            delta.get("Tcp.RetransSegs"),
+            "{name} retransmit events vs Tcp.RetransSegs{ctx}"
+        );
+        // Nothing is lost on the link. A tail loss probe (a retransmit when
+        // the peer is slow to answer, ~10-200 ms) is all a busy host may add.
+        assert!(
+            delta.get("Tcp.RetransSegs") <= delta.get("TcpExt.TCPLossProbes"),
+            "{name}: retransmits other than tail loss probes on a clean link{ctx}"
+        );
+        assert_eq!(delta.get("Tcp.OutRsts"), 0, "{name}: no resets sent{ctx}");
+        assert_eq!(delta.get("Tcp.EstabResets"), 0, "{name}: no resets{ctx}");
+        let trouble: Vec<&&Event> = events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    Kind::ResetSent { .. } | Kind::ResetReceived { .. } | Kind::SocketError { .. }
+                )
+            })
+            .collect();
+        assert!(
+            trouble.is_empty(),
+            "{name}: resets or errors on a clean download{ctx}"
+        );
+    }
+
+    for event in run.server_events() {
+        assert_eq!(
+            event.side,
+            Side::Server,
+            "server-namespace event: {}{ctx}",
+            event.line
+        );
+        assert!(
+            at.is_ftp_port(event.local_port),
+            "server event on local port {}: {}{ctx}",
+            event.local_port,
+            event.line
+        );
+        // A listening socket has no peer (remote port 0) and may be bound
+        // to the wildcard address.
+        if event.remote_port != 0 {
+            assert_eq!(
+                (event.local_addr.as_str(), event.remote_addr.as_str()),
+                (at.server_addr, at.client_addr),
+                "server event addresses: {}{ctx}",
+                event.line
+            );
+        }
+    }
+    assert!(!run.server_events().is_empty(), "no server events{ctx}");
+    for event in run.client_events() {
+        assert_eq!(
+            event.side,
+            Side::Client,
+            "client-namespace event: {}{ctx}",
+            event.line
+        );
+        assert!(
+            at.is_ftp_port(event.remote_port),
+            "client event with remote port {}: {}{ctx}",
+            event.remote_port,
+            event.line
+        );
+        assert_eq!(
+            (event.local_addr.as_str(), event.remote_addr.as_str()),
+            (at.client_addr, at.server_addr),
+            "client event addresses: {}{ctx}",
+            event.line
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! The clients: real curl and lftp in the client namespace, bounded by
+//! their own timeouts and by a deadline of ours.
+
+use std::{net::IpAddr, time::Duration};
+
+use crate::{netns::NetNs, process, tmp::TempDir};
+
+/// `ftp://addr:port/path`, brackets around IPv6.
+pub fn ftp_url(addr: IpAddr, port: u16, path: &str) -> String {
+    url("ftp", addr, port, path)
+}
+
+/// `http://addr:port/path`, brackets around IPv6.
+pub fn http_url(addr: IpAddr, port: u16, path: &str) -> String {
+    url("http", addr, port, path)
+}
+
+fn url(scheme: &str, addr: IpAddr, port: u16, path: &str) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{scheme}://{a}:{port}/{path}"),
+        IpAddr::V6(a) => format!("{scheme}://[{a}]:{port}/{path}"),
+    }
+}
+
+/// One curl run: `curl -sS [--ftp-pasv] --connect-timeout C -m M -o FILE URL`.
+#[derive(Clone, Debug)]
+pub struct Curl {
+    url: String,
+    connect_timeout: Duration,
+    max_time: Duration,
+    epsv: bool,
+}
+
+/// What a client run did.
+#[derive(Debug)]
+pub struct Transfer {
+    /// The client's own pid (`ip netns exec` execs it in place).
+    pub pid: u32,
+    /// The exit code (curl: 0 success, 7 could not connect, 28 timeout, ...).
+    pub exit_code: Option<i32>,
+    pub stderr: String,
+    /// The downloaded bytes (empty when curl wrote no file).
+    pub body: Vec<u8>,
+    pub command: String,
+}
+
+impl Curl {
+    /// Connect timeout 5 s, whole transfer 30 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(5),
+            max_time: Duration::from_secs(30),
+            epsv: true,
+        }
+    }
+
+    /// `--disable-epsv`: only PASV. (When an EPSV data connection fails, curl
+    /// tries again with PASV: two data connects per run.)
+    #[must_use]
+    pub fn disable_epsv(mut self) -> Self {
+        self.epsv = false;
+        self
+    }
+
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    #[must_use]
+    pub fn max_time(mut self, timeout: Duration) -> Self {
+        self.max_time = timeout;
+        self
+    }
+
+    /// Runs curl in `ns` and waits for it (at most `-m` plus 10 s).
+    #[track_caller]
+    pub fn run(&self, ns: &NetNs) -> Transfer {
+        let dir = TempDir::new("curl");
+        let out = dir.path().join("body");
+        let mut command = ns.command("curl");
+        command.arg("-sS");
+        if self.url.starts_with("ftp://") {
+            command.arg("--ftp-pasv");
+            if !self.epsv {
+                command.arg("--disable-epsv");
+            }
+        }
+        command
+            .arg("--connect-timeout")
+            .arg(secs(self.connect_timeout))
+            .arg("-m")
+            .arg(secs(self.max_time))
+            .arg("-o")
+            .arg(&out)
+            .arg(&self.url);
+        let done = process::run(&mut command, self.max_time + Duration::from_secs(10));
+        Transfer {
+            pid: done.pid,
+            exit_code: done.status.code(),
+            stderr: done.stderr,
+            body: std::fs::read(&out).unwrap_or_default(),
+            command: done.command,
+        }
+    }
+}
+
+/// One lftp run: log in anonymously, `get` one file, quit. lftp watches the
+/// control connection during a transfer (curl does not), so a transfer the
+/// server aborts (426) ends at once, with a clean QUIT on the control
+/// connection.
+#[derive(Clone, Debug)]
+pub struct Lftp {
+    host: IpAddr,
+    port: u16,
+    path: String,
+    timeout: Duration,
+}
+
+impl Lftp {
+    /// `get path` from `ftp://host:port`, one try, network timeout 5 s.
+    pub fn new(host: IpAddr, port: u16, path: &str) -> Self {
+        Self {
+            host,
+            port,
+            path: path.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Runs lftp in `ns` and waits for it (at most 30 s).
+    #[track_caller]
+    pub fn run(&self, ns: &NetNs) -> Transfer {
+        let dir = TempDir::new("lftp");
+        let out = dir.path().join("body");
+        let script = format!(
+            "set net:max-retries 1; set net:timeout {}; set ftp:passive-mode on; \
+             open {}; get {} -o {}; bye",
+            self.timeout.as_secs().max(1),
+            url("ftp", self.host, self.port, ""),
+            self.path,
+            out.display()
+        );
+        let mut command = ns.command("lftp");
+        command.args(["-c", &script]);
+        let done = process::run(&mut command, Duration::from_secs(30));
+        Transfer {
+            pid: done.pid,
+            exit_code: done.status.code(),
+            stderr: done.stderr,
+            body: std::fs::read(&out).unwrap_or_default(),
+            command: done.command,
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64())
+}
+
+impl Transfer {
+    /// Panics unless curl exited 0 and the body is exactly `expected`.
+    #[track_caller]
+    pub fn assert_downloaded(&self, expected: &[u8]) {
+        assert_eq!(self.exit_code, Some(0), "the download failed: {self}");
+        assert_eq!(
+            self.body.len(),
+            expected.len(),
+            "downloaded size differs: {self}"
+        );
+        assert!(self.body == expected, "downloaded bytes differ: {self}");
+    }
+
+    /// Panics unless curl exited with `code`.
+    #[track_caller]
+    pub fn assert_exit(&self, code: i32) {
+        assert_eq!(self.exit_code, Some(code), "unexpected exit: {self}");
+    }
+}
+
+impl std::fmt::Display for Transfer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (pid {}) exit {:?}, {} bytes, stderr: {}",
+            self.command,
+            self.pid,
+            self.exit_code,
+            self.body.len(),
+            self.stderr.trim_end()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::{SERVER_V4, SERVER_V6};
+
+    #[test]
+    fn urls_bracket_ipv6() {
+        assert_eq!(ftp_url(SERVER_V4, 21, "file"), "ftp://192.0.2.1:21/file");
+        assert_eq!(
+            ftp_url(SERVER_V6, 21, "file"),
+            "ftp://[2001:db8::1]:21/file"
+        );
+        assert_eq!(http_url(SERVER_V4, 8080, ""), "http://192.0.2.1:8080/");
+    }
+}

@@ -1,0 +1,569 @@
+//! The tracer under test: `ftptrace trace --format json` as a child process,
+//! its JSON lines parsed strictly (an unknown field is schema drift and fails
+//! the test), and the end-of-run contract checked on every stop.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, RecvTimeoutError},
+    thread,
+    time::Duration,
+};
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::{
+    deadline::Deadline,
+    netns::NetNs,
+    process::{Collector, describe, kill_and_reap, read_in_background, wait_until},
+};
+
+/// The arguments every test uses unless it says otherwise.
+pub const DEFAULT_ARGS: &[&str] = &[
+    "trace",
+    "--format",
+    "json",
+    "--ports",
+    "21,2121",
+    "--passive-ports",
+    "30000-30009",
+];
+
+/// From spawn to the `start` line (loading and attaching every program).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// From SIGTERM to exit (detach, drain, final stats).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `$FTPTRACE_BIN`, else `<workspace>/target/release/ftptrace`.
+pub fn binary() -> PathBuf {
+    std::env::var_os("FTPTRACE_BIN").map_or_else(
+        || crate::workspace_root().join("target/release/ftptrace"),
+        PathBuf::from,
+    )
+}
+
+/// The `start` line.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    pub schema: u32,
+    pub version: String,
+    pub kernel: String,
+    pub ports: Ports,
+    pub probes: Vec<Probe>,
+}
+
+impl Start {
+    /// Whether the running kernel (`kernel`, e.g. `6.18.44-fc`) is at least
+    /// `major.minor`; panics on a release it cannot read.
+    #[track_caller]
+    pub fn kernel_at_least(&self, major: u32, minor: u32) -> bool {
+        let mut parts = self
+            .kernel
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::parse::<u32>);
+        match (parts.next(), parts.next()) {
+            (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
+            _ => panic!("unreadable kernel release {:?}", self.kernel),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    pub control: Vec<u16>,
+    pub active_data: u16,
+    pub passive: Option<[u16; 2]>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    pub name: String,
+    pub hook: String,
+    pub attached: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A `stats` line.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    pub events: u64,
+    pub lost: u64,
+    pub undecodable: u64,
+    pub sockets: u64,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Server,
+    Client,
+}
+
+/// The fields every event has.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    ts: String,
+    side: Side,
+    local_addr: String,
+    local_port: u16,
+    remote_addr: String,
+    remote_port: u16,
+    netns: Option<u64>,
+    pid: Option<u32>,
+    comm: Option<String>,
+    socket: Option<u64>,
+    cpu: u32,
+}
+
+const COMMON_FIELDS: &[&str] = &[
+    "ts",
+    "side",
+    "local_addr",
+    "local_port",
+    "remote_addr",
+    "remote_port",
+    "netns",
+    "pid",
+    "comm",
+    "socket",
+    "cpu",
+];
+
+/// What happened, with the fields of that kind.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Kind {
+    State {
+        old_state: String,
+        new_state: String,
+    },
+    Retransmit {
+        state: String,
+        syn: bool,
+        error: Option<String>,
+    },
+    ResetSent {
+        reason: Option<String>,
+        state: Option<String>,
+    },
+    /// `state` is optional here so that its absence fails only the tests
+    /// that look at it.
+    ResetReceived {
+        #[serde(default)]
+        state: Option<String>,
+    },
+    SocketError {
+        errno: String,
+        code: i32,
+    },
+    Destroy {},
+}
+
+/// One `event` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub ts: String,
+    pub kind: Kind,
+    pub side: Side,
+    /// As printed: IPv4 dotted, IPv6 compressed, IPv4-mapped written as IPv4.
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub netns: Option<u64>,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub socket: Option<u64>,
+    pub cpu: u32,
+    /// The JSON line itself, for failure messages.
+    pub line: String,
+}
+
+impl Event {
+    /// A `state` event from `old` to `new`.
+    pub fn is_transition(&self, old: &str, new: &str) -> bool {
+        matches!(&self.kind, Kind::State { old_state, new_state } if old_state == old && new_state == new)
+    }
+
+    /// Either end uses `port`.
+    pub fn has_port(&self, port: u16) -> bool {
+        self.local_port == port || self.remote_port == port
+    }
+}
+
+/// One line of output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Line {
+    Start(Start),
+    Event(Box<Event>),
+    Stats(Stats),
+}
+
+/// Parses one JSON line strictly: unknown types, kinds and fields are errors.
+pub fn parse_line(line: &str) -> Result<Line, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+    let Value::Object(mut map) = value else {
+        return Err(format!("not a JSON object: {line}"));
+    };
+    let line_type = map
+        .remove("type")
+        .ok_or_else(|| format!("no \"type\": {line}"))?;
+    let bad = |e: serde_json::Error| format!("{e}: {line}");
+    match line_type.as_str() {
+        Some("start") => Ok(Line::Start(
+            serde_json::from_value(Value::Object(map)).map_err(bad)?,
+        )),
+        Some("stats") => Ok(Line::Stats(
+            serde_json::from_value(Value::Object(map)).map_err(bad)?,
+        )),
+        Some("event") => {
+            let (common, specific): (Map<String, Value>, Map<String, Value>) = map
+                .into_iter()
+                .partition(|(key, _)| COMMON_FIELDS.contains(&key.as_str()));
+            let common: Common = serde_json::from_value(Value::Object(common)).map_err(bad)?;
+            let kind: Kind = serde_json::from_value(Value::Object(specific)).map_err(bad)?;
+            Ok(Line::Event(Box::new(Event {
+                ts: common.ts,
+                kind,
+                side: common.side,
+                local_addr: common.local_addr,
+                local_port: common.local_port,
+                remote_addr: common.remote_addr,
+                remote_port: common.remote_port,
+                netns: common.netns,
+                pid: common.pid,
+                comm: common.comm,
+                socket: common.socket,
+                cpu: common.cpu,
+                line: line.to_owned(),
+            })))
+        }
+        _ => Err(format!("unknown \"type\" {line_type}: {line}")),
+    }
+}
+
+/// A running `ftptrace`; killed on drop unless stopped.
+pub struct Tracer {
+    child: Child,
+    command: String,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<Collector>,
+    start_line: String,
+    start: Start,
+}
+
+impl Tracer {
+    /// [`Tracer::start_with`] with [`DEFAULT_ARGS`].
+    #[track_caller]
+    pub fn start() -> Self {
+        Self::start_with(DEFAULT_ARGS)
+    }
+
+    /// Starts `ftptrace args` in the host namespace and waits for its `start`
+    /// line, which must come first and list every probe attached. Never a
+    /// skip: a tracer that does not start fails the test with its stderr.
+    #[track_caller]
+    pub fn start_with(args: &[&str]) -> Self {
+        let binary = binary();
+        let mut command = Command::new(&binary);
+        command.args(args);
+        let described = describe(&command);
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the tracer {described}: {e} \
+                     (build it with `cargo build --release -p ftptrace` or set FTPTRACE_BIN)"
+                )
+            });
+        let stderr = read_in_background(child.stderr.take());
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Deadline::after(START_TIMEOUT);
+        let first = match lines.recv_timeout(deadline.remaining()) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = wait_until(&mut child, Deadline::after(STOP_TIMEOUT)).map_or_else(
+                    || "closed its stdout (killed it)".to_owned(),
+                    |s| format!("exited ({s})"),
+                );
+                let stderr = stderr.collect(Deadline::after(Duration::from_secs(1)));
+                panic!("the tracer {described} {status} before its start line; stderr:\n{stderr}");
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                kill_and_reap(&mut child);
+                let stderr = stderr.collect(Deadline::after(Duration::from_secs(1)));
+                panic!(
+                    "the tracer {described} printed nothing within {START_TIMEOUT:?}; killed it; stderr:\n{stderr}"
+                );
+            }
+        };
+        let start = match parse_line(&first) {
+            Ok(Line::Start(start)) => start,
+            other => {
+                kill_and_reap(&mut child);
+                let stderr = stderr.collect(Deadline::after(Duration::from_secs(1)));
+                panic!(
+                    "the tracer's first line is not a start line ({other:?}): {first}\nstderr:\n{stderr}"
+                );
+            }
+        };
+        let detached: Vec<&Probe> = start.probes.iter().filter(|p| !p.attached).collect();
+        if start.schema != 1 || start.probes.is_empty() || !detached.is_empty() {
+            kill_and_reap(&mut child);
+            panic!(
+                "the tracer did not start as the contract says (schema 1, every probe attached): {first}"
+            );
+        }
+        Self {
+            child,
+            command: described,
+            lines,
+            stderr: Some(stderr),
+            start_line: first,
+            start,
+        }
+    }
+
+    pub fn start_line(&self) -> &Start {
+        &self.start
+    }
+
+    /// SIGTERM, then checks the end-of-run contract: exit 0 within
+    /// [`STOP_TIMEOUT`], every line valid, exactly one `start` (the first),
+    /// the last line `stats` with `final: true`, `lost: 0`, `undecodable: 0`
+    /// and `events` equal to the event lines printed.
+    #[track_caller]
+    pub fn stop(mut self) -> Trace {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        // SAFETY: kill(2) on our own child, not yet reaped (Drop reaps it).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Deadline::after(STOP_TIMEOUT);
+        let status = wait_until(&mut self.child, deadline);
+        let mut lines = vec![std::mem::take(&mut self.start_line)];
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.remaining().max(Duration::from_millis(100)))
+            {
+                Ok(line) => lines.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    lines.push("<stdout still open at the deadline>".into());
+                    break;
+                }
+            }
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .map(|c| c.collect(Deadline::after(Duration::from_secs(1))))
+            .unwrap_or_default();
+        let tail = || lines[lines.len().saturating_sub(5)..].join("\n");
+        let Some(status) = status else {
+            panic!(
+                "the tracer {} did not exit within {STOP_TIMEOUT:?} of SIGTERM; killed it\nstderr:\n{stderr}\nlast lines:\n{}",
+                self.command,
+                tail()
+            );
+        };
+        assert!(
+            status.success(),
+            "the tracer {} exited with {status} after SIGTERM\nstderr:\n{stderr}\nlast lines:\n{}",
+            self.command,
+            tail()
+        );
+        let mut events = Vec::new();
+        let mut stats = Vec::new();
+        for (n, line) in lines.iter().enumerate().skip(1) {
+            match parse_line(line) {
+                Ok(Line::Event(event)) => events.push(*event),
+                Ok(Line::Stats(s)) => stats.push(s),
+                Ok(Line::Start(_)) => panic!("a second start line (line {}): {line}", n + 1),
+                Err(e) => panic!("line {} breaks the contract: {e}\nstderr:\n{stderr}", n + 1),
+            }
+        }
+        let last = lines.last().expect("the start line at least");
+        match parse_line(last) {
+            Ok(Line::Stats(s)) => {
+                assert!(
+                    s.is_final && s.lost == 0 && s.undecodable == 0,
+                    "the last line must be final stats with nothing lost or undecodable: {last}\nstderr:\n{stderr}"
+                );
+                assert_eq!(
+                    s.events,
+                    events.len() as u64,
+                    "final stats count other than the event lines printed: {last}"
+                );
+            }
+            _ => panic!("the last line is not a stats line: {last}\nstderr:\n{stderr}"),
+        }
+        for s in &stats[..stats.len() - 1] {
+            assert!(
+                !s.is_final,
+                "a final stats line before the last line: {s:?}"
+            );
+        }
+        Trace {
+            start: self.start.clone(),
+            events,
+            stats,
+            stderr,
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
+}
+
+/// Everything a stopped tracer printed, checked against the contract.
+#[derive(Debug)]
+pub struct Trace {
+    pub start: Start,
+    pub events: Vec<Event>,
+    /// Every stats line, the final one last.
+    pub stats: Vec<Stats>,
+    pub stderr: String,
+}
+
+impl Trace {
+    /// Events in `ns` (the tracer sees every namespace).
+    pub fn in_netns(&self, ns: &NetNs) -> Vec<&Event> {
+        self.events
+            .iter()
+            .filter(|e| e.netns == Some(ns.inode()))
+            .collect()
+    }
+
+    /// How many events of each kind and transition, e.g. `state CLOSE->SYN_SENT: 2`.
+    pub fn summary(events: &[&Event]) -> String {
+        let mut counts = BTreeMap::<String, usize>::new();
+        for event in events {
+            let key = match &event.kind {
+                Kind::State {
+                    old_state,
+                    new_state,
+                } => format!("state {old_state}->{new_state}"),
+                Kind::Retransmit { syn, error, .. } => {
+                    format!("retransmit syn={syn} error={error:?}")
+                }
+                Kind::ResetSent { reason, .. } => format!("reset_sent {reason:?}"),
+                Kind::ResetReceived { .. } => "reset_received".into(),
+                Kind::SocketError { errno, .. } => format!("socket_error {errno}"),
+                Kind::Destroy {} => "destroy".into(),
+            };
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+            .iter()
+            .map(|(k, n)| format!("{k}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const START: &str = r#"{"type":"start","schema":1,"version":"0.1.0","kernel":"6.18.44","ports":{"control":[21,2121],"active_data":20,"passive":[30000,30009]},"probes":[{"name":"sock:inet_sock_set_state","hook":"tracepoint","attached":true}]}"#;
+    const EVENT: &str = r#"{"type":"event","ts":"2026-11-25T02:15:22.259505404Z","kind":"socket_error","errno":"ECONNREFUSED","code":111,"side":"client","local_addr":"192.0.2.2","local_port":42212,"remote_addr":"192.0.2.1","remote_port":21,"netns":4026531833,"pid":12781,"comm":"curl","socket":1,"cpu":1}"#;
+    const STATS: &str =
+        r#"{"type":"stats","events":6,"lost":0,"undecodable":0,"sockets":0,"final":true}"#;
+
+    #[test]
+    fn parses_the_documented_lines() {
+        let Ok(Line::Start(start)) = parse_line(START) else {
+            panic!()
+        };
+        assert_eq!(start.ports.passive, Some([30000, 30009]));
+        let Ok(Line::Event(event)) = parse_line(EVENT) else {
+            panic!()
+        };
+        assert_eq!(
+            event.kind,
+            Kind::SocketError {
+                errno: "ECONNREFUSED".into(),
+                code: 111
+            }
+        );
+        assert_eq!(event.side, Side::Client);
+        assert_eq!(event.netns, Some(4_026_531_833));
+        assert!(event.has_port(21));
+        let Ok(Line::Stats(stats)) = parse_line(STATS) else {
+            panic!()
+        };
+        assert!(stats.is_final);
+    }
+
+    #[test]
+    fn kernel_at_least_compares_major_and_minor() {
+        let Ok(Line::Start(mut start)) = parse_line(START) else {
+            panic!()
+        };
+        start.kernel = "6.18.44-fc-v657".into();
+        assert!(start.kernel_at_least(6, 10));
+        assert!(start.kernel_at_least(6, 18));
+        assert!(!start.kernel_at_least(6, 19));
+        assert!(!start.kernel_at_least(7, 0));
+        start.kernel = "5.10.0-46-amd64".into();
+        assert!(!start.kernel_at_least(6, 10));
+    }
+
+    #[test]
+    fn parses_kinds_without_fields() {
+        let destroy = EVENT.replace(
+            r#""kind":"socket_error","errno":"ECONNREFUSED","code":111"#,
+            r#""kind":"destroy""#,
+        );
+        let Ok(Line::Event(event)) = parse_line(&destroy) else {
+            panic!("{destroy}")
+        };
+        assert_eq!(event.kind, Kind::Destroy {});
+        let reset = destroy.replace("destroy", "reset_received");
+        let Ok(Line::Event(event)) = parse_line(&reset) else {
+            panic!("{reset}")
+        };
+        assert_eq!(event.kind, Kind::ResetReceived { state: None });
+    }
+
+    #[test]
+    fn unknown_fields_are_schema_drift() {
+        assert!(parse_line(&EVENT.replace(r#""cpu":1"#, r#""cpu":1,"new":2"#)).is_err());
+        assert!(parse_line(&EVENT.replace(r#""code":111"#, r#""code":111,"new":2"#)).is_err());
+        assert!(parse_line(&STATS.replace(r#""final""#, r#""new":1,"final""#)).is_err());
+        assert!(parse_line(&START.replace(r#""schema""#, r#""new":1,"schema""#)).is_err());
+        assert!(parse_line(&EVENT.replace("socket_error", "socket_oops")).is_err());
+        assert!(parse_line(r#"{"type":"other"}"#).is_err());
+    }
+
+    #[test]
+    fn missing_common_fields_are_errors() {
+        assert!(parse_line(&EVENT.replace(r#","cpu":1"#, "")).is_err());
+    }
+}
