@@ -4,18 +4,14 @@
 //! struct is `#[repr(C)]`, holds no `bool`, and spells out its padding. The
 //! `const` assertions at the bottom fail the build if a layout drifts.
 //!
-//! The kernel side stays dumb: it filters on ports and copies the raw
-//! tracepoint record. Field offsets come from the running kernel's tracepoint
-//! `format` files and BTF, so one object serves every kernel layout.
+//! The kernel side stays dumb: raw tracepoint programs filter on ports and
+//! copy a few socket fields. Struct offsets come from the running kernel's
+//! BTF through [`KernelOffsets`], so one object serves every kernel.
 #![no_std]
 
 /// Bumped on any change to the layouts below. Every event carries it, and the
 /// loader refuses events of another version instead of misreading them.
-pub const WIRE_VERSION: u16 = 1;
-
-/// How many bytes of a tracepoint record the kernel copies per event. The
-/// loader checks that every record it needs fits before it attaches.
-pub const RECORD_CAPACITY: usize = 128;
+pub const WIRE_VERSION: u16 = 2;
 
 /// Marks an offset that the running kernel's layout does not have.
 pub const NO_FIELD: u16 = u16::MAX;
@@ -33,33 +29,25 @@ pub mod port_role {
 /// `IPPROTO_TCP`, for the tracepoints that also fire for SCTP and MPTCP.
 pub const IPPROTO_TCP: u16 = 6;
 
-/// What produced an event. Numbers are part of the wire format: never reuse
-/// one. The first [`TRACEPOINT_PROBES`] are classic tracepoints whose records
-/// are copied raw; the others carry a record built by the program.
+/// What produced an event. Numbers are part of the wire format: never reuse one.
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProbeId {
-    /// `sock:inet_sock_set_state`
+    /// `sock:inet_sock_set_state(sk, oldstate, newstate)`
     InetSockSetState = 0,
-    /// `tcp:tcp_retransmit_skb`
+    /// `tcp:tcp_retransmit_skb(sk, skb[, err])`
     TcpRetransmitSkb = 1,
-    /// `tcp:tcp_retransmit_synack`
+    /// `tcp:tcp_retransmit_synack(sk, req)`: the record describes `req`.
     TcpRetransmitSynack = 2,
-    /// `tcp:tcp_send_reset`
+    /// `tcp:tcp_send_reset(sk, skb[, reason])`; `sk` may be NULL.
     TcpSendReset = 3,
-    /// `tcp:tcp_receive_reset`
+    /// `tcp:tcp_receive_reset(sk)`
     TcpReceiveReset = 4,
-    /// `tcp:tcp_destroy_sock`
+    /// `tcp:tcp_destroy_sock(sk)`
     TcpDestroySock = 5,
-    /// `sock:inet_sk_error_report`, as a raw tracepoint: its record has no
-    /// socket pointer, so the program reads the socket itself (see
-    /// [`SockErrorRecord`]).
+    /// `sock:inet_sk_error_report(sk)`: `arg1` is `sk_err`.
     InetSkErrorReport = 6,
 }
-
-/// Classic tracepoint probes (ids `0..TRACEPOINT_PROBES`), each with a
-/// [`TracepointConfig`] slot.
-pub const TRACEPOINT_PROBES: u32 = 6;
 
 impl TryFrom<u16> for ProbeId {
     type Error = u16;
@@ -78,45 +66,13 @@ impl TryFrom<u16> for ProbeId {
     }
 }
 
-/// Where a port lives in a tracepoint record.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortField {
-    /// Byte offset in the record, or [`NO_FIELD`].
-    pub offset: u16,
-    /// 1 when stored in network byte order (inside a sockaddr), 0 when the
-    /// tracepoint already converted it to host order.
-    pub network_order: u8,
-    pub _pad: u8,
-}
-
-impl PortField {
-    pub const ABSENT: Self = Self {
-        offset: NO_FIELD,
-        network_order: 0,
-        _pad: 0,
-    };
-}
-
-/// Per-tracepoint layout facts the kernel program needs to filter and to find
-/// the socket, filled by the loader from the `format` file.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TracepointConfig {
-    pub sport: PortField,
-    pub dport: PortField,
-    /// Offset of a `protocol` field to require `IPPROTO_TCP`, or [`NO_FIELD`].
-    pub protocol_offset: u16,
-    /// Size of that field in bytes (1 or 2).
-    pub protocol_size: u16,
-    /// Offset of the `skaddr` pointer, or [`NO_FIELD`].
-    pub skaddr_offset: u16,
-    /// Offset of the `skbaddr` pointer, or [`NO_FIELD`]; used for the network
-    /// namespace of packets that have no socket (a reset for a closed port).
-    pub skbaddr_offset: u16,
-    /// 1 once the loader has filled this slot; an unfilled slot emits nothing.
-    pub enabled: u16,
-    pub _pad: u16,
+/// Bits of [`SockRecord::flags`].
+pub mod record_flags {
+    /// `arg1` holds a value the tracepoint passes on this kernel (the
+    /// retransmit `err`, the reset `reason`); without it `arg1` means nothing.
+    pub const HAS_ARG: u8 = 1;
+    /// No socket: addresses come from the packet (a reset for a closed port).
+    pub const NO_SOCKET: u8 = 2;
 }
 
 /// Offsets into kernel structs, read from BTF by the loader. [`NO_FIELD`]
@@ -138,7 +94,22 @@ pub struct KernelOffsets {
     pub sock_protocol: u16,
     /// `struct sock` → `sk_err` (i32).
     pub sock_err: u16,
-    /// `struct inet_sock` → `inet_sport` (be16).
+    /// `struct sock` → `__sk_common.skc_state` (u8).
+    pub sock_state: u16,
+    /// `struct sk_buff` → `head` (pointer).
+    pub skb_head: u16,
+    /// `struct sk_buff` → `network_header` (u16 offset from `head`).
+    pub skb_network_header: u16,
+    /// `struct sk_buff` → `transport_header` (u16 offset from `head`).
+    pub skb_transport_header: u16,
+    /// `struct sk_buff` → `cb` + `struct tcp_skb_cb` → `tcp_gso_segs` (u16):
+    /// how many segments a retransmitted skb carries (`tcp_skb_pcount`).
+    pub skb_tcp_segs: u16,
+    /// `struct sock` → `__sk_common.skc_num` (local port, host order). Read
+    /// for time-wait and request sockets only: a full socket clears it when it
+    /// enters CLOSE, before the state change is traced.
+    pub sock_num: u16,
+    /// `struct inet_sock` → `inet_sport` (be16): a full socket's local port.
     pub inet_sport: u16,
     /// `struct sock` → `__sk_common.skc_dport` (be16).
     pub sock_dport: u16,
@@ -162,6 +133,12 @@ impl KernelOffsets {
         sock_family: NO_FIELD,
         sock_protocol: NO_FIELD,
         sock_err: NO_FIELD,
+        sock_state: NO_FIELD,
+        skb_head: NO_FIELD,
+        skb_network_header: NO_FIELD,
+        skb_transport_header: NO_FIELD,
+        skb_tcp_segs: NO_FIELD,
+        sock_num: NO_FIELD,
         inet_sport: NO_FIELD,
         sock_dport: NO_FIELD,
         sock_saddr: NO_FIELD,
@@ -194,62 +171,64 @@ pub struct EventHeader {
     pub _pad: u32,
 }
 
-/// One ring buffer record: header plus the first [`RECORD_CAPACITY`] bytes of
-/// the tracepoint record (or a [`SockErrorRecord`]).
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Event {
-    pub header: EventHeader,
-    pub record: [u8; RECORD_CAPACITY],
-}
-
-/// Record written by the `inet_sk_error_report` program, read straight from
-/// the socket. Addresses and ports are in network byte order, as stored.
+/// One ring buffer record: header plus what the program read.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockErrorRecord {
-    pub skaddr: u64,
-    pub error: i32,
+pub struct Event {
+    pub header: EventHeader,
+    pub record: SockRecord,
+}
+
+/// A socket (or, for a reset with no socket, a packet) as the program saw it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockRecord {
+    /// Kernel address of the socket (the request socket for a SYN-ACK
+    /// retransmit); 0 for none. An identity only, never printed.
+    pub sk: u64,
+    /// Probe-specific: old state, retransmit `err`, reset `reason`, `sk_err`.
+    pub arg1: i64,
+    /// Probe-specific: new state, retransmitted segments.
+    pub arg2: i64,
+    /// `AF_INET` or `AF_INET6`.
     pub family: u16,
-    pub protocol: u16,
-    pub sport_be: u16,
-    pub dport_be: u16,
+    /// `skc_state` when the event happened.
+    pub state: u8,
+    /// [`record_flags`] bits.
+    pub flags: u8,
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
     pub saddr4: [u8; 4],
     pub daddr4: [u8; 4],
     pub saddr6: [u8; 16],
     pub daddr6: [u8; 16],
-    pub _pad: u32,
 }
 
-/// Names of the maps in the eBPF object, shared so a rename breaks the build.
 pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     pub const PORTS: &str = "PORTS";
-    pub const TRACEPOINTS: &str = "TRACEPOINTS";
     pub const OFFSETS: &str = "OFFSETS";
     pub const LOST: &str = "LOST";
 }
 
 const _: () = {
-    assert!(size_of::<PortField>() == 4);
-    assert!(size_of::<TracepointConfig>() == 20);
-    assert!(size_of::<KernelOffsets>() == 28);
+    assert!(size_of::<KernelOffsets>() == 40);
     assert!(size_of::<EventHeader>() == 48);
     assert!(core::mem::offset_of!(EventHeader, boot_ns) == 8);
     assert!(core::mem::offset_of!(EventHeader, netns) == 40);
-    assert!(size_of::<Event>() == 48 + RECORD_CAPACITY);
+    assert!(size_of::<SockRecord>() == 72);
+    assert!(size_of::<Event>() == 48 + 72);
     assert!(size_of::<Event>().is_multiple_of(8));
-    assert!(size_of::<SockErrorRecord>() == 64);
-    assert!(size_of::<SockErrorRecord>() <= RECORD_CAPACITY);
 };
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{EventHeader, KernelOffsets, TracepointConfig};
+    use super::{Event, KernelOffsets};
 
-    // SAFETY: all three are `#[repr(C)]` plain integers and arrays with
-    // explicit padding, valid for any bit pattern.
-    unsafe impl aya::Pod for TracepointConfig {}
+    // SAFETY: both are `#[repr(C)]` plain integers and arrays with explicit
+    // padding, valid for any bit pattern.
     unsafe impl aya::Pod for KernelOffsets {}
-    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for Event {}
 }

@@ -1,41 +1,42 @@
 //! ftptrace's kernel side: capture, filter, emit.
 //!
-//! Each program decides "is this an FTP connection?" with two port reads and
-//! one array lookup each, then copies the raw tracepoint record into the ring
-//! buffer. All decoding (states, reasons, addresses, who owns the socket)
-//! happens in user space, where the running kernel's `format` files say what
-//! the bytes mean. Offsets come from the `TRACEPOINTS` and `OFFSETS` maps that
-//! the loader fills before attaching, so this one object serves every layout.
+//! Raw tracepoint programs, one per TCP tracepoint. Each decides "is this an
+//! FTP connection?" with two port reads and two array lookups, then copies a
+//! few fields of the socket into the ring buffer. Raw tracepoints, not the
+//! classic kind: they are cheaper per hit, and the kernel skips a classic
+//! tracepoint program silently and uncounted whenever any other tracing
+//! program is running on the CPU, while a raw one is skipped only when the
+//! same program is interrupted by itself, and then counted
+//! (`recursion_misses`), so no event is ever lost unseen.
+//!
+//! Struct offsets come from the `OFFSETS` map that the loader fills from BTF
+//! before attaching, so this one object serves every kernel. All decoding
+//! (names, addresses, who owns the socket) happens in user space.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::RawTracePointContext,
 };
 use ftptrace_common::{
-    Event, EventHeader, IPPROTO_TCP, KernelOffsets, NO_FIELD, PORT_MAP_ENTRIES, PortField, ProbeId,
-    SockErrorRecord, TRACEPOINT_PROBES, TracepointConfig, WIRE_VERSION,
+    Event, EventHeader, IPPROTO_TCP, KernelOffsets, NO_FIELD, PORT_MAP_ENTRIES, ProbeId,
+    SockRecord, WIRE_VERSION, record_flags,
 };
 
-/// Events to user space. The loader may resize it (`--ring-buffer-kib`).
+/// Events to user space.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Port → role bits (`ftptrace_common::port_role`); 0 means not FTP.
 #[map]
 static PORTS: Array<u8> = Array::with_max_entries(PORT_MAP_ENTRIES, 0);
-
-/// Record layout per classic tracepoint, indexed by `ProbeId`.
-#[map]
-static TRACEPOINTS: Array<TracepointConfig> = Array::with_max_entries(TRACEPOINT_PROBES, 0);
 
 /// Kernel struct offsets from BTF (one entry).
 #[map]
@@ -45,170 +46,252 @@ static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-// Prototypes below are the tracepoints' TP_PROTO; the record layouts differ by
-// kernel and are described to us through TRACEPOINTS.
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+// include/net/tcp_states.h, unchanged since they were introduced.
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_NEW_SYN_RECV: u8 = 12;
+
+// Arguments are the tracepoints' TP_PROTO. Where a kernel version added an
+// argument, there are two programs: a raw tracepoint program may not read
+// more arguments than the tracepoint has, and the loader picks by the
+// tracepoint's `format` file.
 
 /// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    on_tracepoint(&ctx, ProbeId::InetSockSetState)
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    let _ = try_sock_event(
+        ProbeId::InetSockSetState,
+        sk,
+        true,
+        i64::from(old),
+        i64::from(new),
+        0,
+    );
+    0
 }
 
-/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb[, int err])`
-#[tracepoint]
-pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
-    on_tracepoint(&ctx, ProbeId::TcpRetransmitSkb)
+/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb)` (before 6.17)
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let segs = skb_segs(ctx.arg(1));
+    let _ = try_sock_event(ProbeId::TcpRetransmitSkb, sk, false, 0, segs, 0);
+    0
 }
 
-/// `tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req)`
-#[tracepoint]
-pub fn tcp_retransmit_synack(ctx: TracePointContext) -> u32 {
-    on_tracepoint(&ctx, ProbeId::TcpRetransmitSynack)
+/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)`
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_err(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let err: i32 = ctx.arg(2);
+    let segs = skb_segs(ctx.arg(1));
+    let _ = try_sock_event(
+        ProbeId::TcpRetransmitSkb,
+        sk,
+        false,
+        i64::from(err),
+        segs,
+        record_flags::HAS_ARG,
+    );
+    0
 }
 
-/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb[, enum sk_rst_reason])`;
-/// `sk` is NULL for a reset answering a packet no socket wanted.
-#[tracepoint]
-pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    on_tracepoint(&ctx, ProbeId::TcpSendReset)
+/// `tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req)`.
+/// A request socket begins with the same `struct sock_common` as a socket.
+#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
+pub fn tcp_retransmit_synack(ctx: RawTracePointContext) -> i32 {
+    let req: u64 = ctx.arg(1);
+    let _ = try_sock_event(ProbeId::TcpRetransmitSynack, req, false, 0, 1, 0);
+    0
+}
+
+/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb)` (before 6.10)
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
+    let _ = try_send_reset(ctx.arg(0), ctx.arg(1), 0, 0);
+    0
+}
+
+/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason reason)`
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcp_send_reset_reason(ctx: RawTracePointContext) -> i32 {
+    let reason: u32 = ctx.arg(2);
+    let _ = try_send_reset(
+        ctx.arg(0),
+        ctx.arg(1),
+        i64::from(reason),
+        record_flags::HAS_ARG,
+    );
+    0
 }
 
 /// `tcp_receive_reset(struct sock *sk)`
-#[tracepoint]
-pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    on_tracepoint(&ctx, ProbeId::TcpReceiveReset)
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = try_sock_event(ProbeId::TcpReceiveReset, sk, false, 0, 0, 0);
+    0
 }
 
 /// `tcp_destroy_sock(struct sock *sk)`
-#[tracepoint]
-pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
-    on_tracepoint(&ctx, ProbeId::TcpDestroySock)
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = try_sock_event(ProbeId::TcpDestroySock, sk, false, 0, 0, 0);
+    0
 }
 
-/// `inet_sk_error_report(const struct sock *sk)` (5.13+). Raw, because the
-/// classic record has no socket pointer and so no network namespace.
+/// `inet_sk_error_report(const struct sock *sk)` (5.13+); `arg1` is `sk_err`.
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
-pub fn inet_sk_error_report(ctx: RawTracePointContext) -> u32 {
+pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let _ = try_error_report(sk);
     0
 }
 
-fn on_tracepoint(ctx: &TracePointContext, probe: ProbeId) -> u32 {
-    let _ = try_tracepoint(ctx, probe);
-    0
-}
-
-fn try_tracepoint(ctx: &TracePointContext, probe: ProbeId) -> Result<(), i64> {
-    let cfg = TRACEPOINTS.get(probe as u32).ok_or(0)?;
-    if cfg.enabled == 0 {
-        return Ok(());
-    }
-    if cfg.protocol_offset != NO_FIELD {
-        let protocol = if cfg.protocol_size == 1 {
-            u16::from(read_record::<u8>(ctx, cfg.protocol_offset)?)
-        } else {
-            read_record::<u16>(ctx, cfg.protocol_offset)?
-        };
-        if protocol != IPPROTO_TCP {
-            return Ok(());
-        }
-    }
-    if !is_ftp(read_port(ctx, cfg.sport)?) && !is_ftp(read_port(ctx, cfg.dport)?) {
-        return Ok(());
-    }
-
-    let offsets = OFFSETS.get(0).ok_or(0)?;
-    let mut netns = 0;
-    if cfg.skaddr_offset != NO_FIELD {
-        let sk: u64 = read_record(ctx, cfg.skaddr_offset)?;
-        netns = sock_netns(sk, offsets);
-    }
-    if netns == 0 && cfg.skbaddr_offset != NO_FIELD {
-        let skb: u64 = read_record(ctx, cfg.skbaddr_offset)?;
-        netns = skb_netns(skb, offsets);
-    }
-
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count_lost();
-        return Ok(());
-    };
-    let event = entry.as_mut_ptr();
-    // SAFETY: `event` points at a reserved, writable ring buffer slot of
-    // `size_of::<Event>()` bytes; we fill every byte before submitting.
-    unsafe {
-        (*event).header = header(probe, netns);
-        // The record lives in a per-CPU buffer much larger than our copy, so a
-        // fixed-size read stays inside it; the loader only decodes the bytes
-        // that the format says belong to the record.
-        if bpf_probe_read_kernel_buf(ctx.as_ptr().cast(), &mut (*event).record).is_err() {
-            (*event).record = [0; ftptrace_common::RECORD_CAPACITY];
-        }
-    }
-    entry.submit(BPF_RB_NO_WAKEUP.into());
-    Ok(())
-}
-
 fn try_error_report(sk: u64) -> Result<(), i64> {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let err: i32 = read_kernel(sk, o.sock_err)?;
+    try_sock_event(ProbeId::InetSkErrorReport, sk, true, i64::from(err), 0, 0)
+}
+
+/// Emits an event about socket `sk` (or request socket), if it is FTP.
+/// `check_protocol` for the tracepoints that also fire for SCTP and MPTCP.
+/// Inlined: BPF calls take at most five arguments.
+#[inline(always)]
+fn try_sock_event(
+    probe: ProbeId,
+    sk: u64,
+    check_protocol: bool,
+    arg1: i64,
+    arg2: i64,
+    flags: u8,
+) -> Result<(), i64> {
     if sk == 0 {
         return Ok(());
     }
     let o = OFFSETS.get(0).ok_or(0)?;
-    if o.sock_protocol == NO_FIELD || read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP {
+    let state: u8 = read_kernel(sk, o.sock_state)?;
+    let sport = if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        read_kernel(sk, o.sock_num)?
+    } else {
+        u16::from_be(read_kernel(sk, o.inet_sport)?)
+    };
+    let dport = u16::from_be(read_kernel(sk, o.sock_dport)?);
+    if !is_ftp(sport) && !is_ftp(dport) {
         return Ok(());
     }
-    let sport_be: u16 = read_kernel(sk, o.inet_sport)?;
-    let dport_be: u16 = read_kernel(sk, o.sock_dport)?;
-    if !is_ftp(u16::from_be(sport_be)) && !is_ftp(u16::from_be(dport_be)) {
+    if check_protocol && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP {
         return Ok(());
     }
-    let record = SockErrorRecord {
-        skaddr: sk,
-        error: read_kernel(sk, o.sock_err)?,
+    let record = SockRecord {
+        sk,
+        arg1,
+        arg2,
         family: read_kernel(sk, o.sock_family)?,
-        protocol: IPPROTO_TCP,
-        sport_be,
-        dport_be,
-        saddr4: read_kernel(sk, o.sock_saddr)?,
-        daddr4: read_kernel(sk, o.sock_daddr)?,
+        state,
+        flags,
+        sport,
+        dport,
+        saddr4: read_kernel(sk, o.sock_saddr).unwrap_or([0; 4]),
+        daddr4: read_kernel(sk, o.sock_daddr).unwrap_or([0; 4]),
         saddr6: read_kernel(sk, o.sock_v6_saddr).unwrap_or([0; 16]),
         daddr6: read_kernel(sk, o.sock_v6_daddr).unwrap_or([0; 16]),
-        _pad: 0,
     };
-    let netns = sock_netns(sk, o);
-    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count_lost();
-        return Ok(());
-    };
-    let event = entry.as_mut_ptr();
-    // SAFETY: as in `try_tracepoint`; the record is smaller than the slot
-    // (asserted in ftptrace-common) and the rest is zeroed.
-    unsafe {
-        (*event).header = header(ProbeId::InetSkErrorReport, netns);
-        (*event).record = [0; ftptrace_common::RECORD_CAPACITY];
-        (*event)
-            .record
-            .as_mut_ptr()
-            .cast::<SockErrorRecord>()
-            .write_unaligned(record);
-    }
-    entry.submit(BPF_RB_NO_WAKEUP.into());
+    emit(probe, net_inum(sk, o.sock_net, o), record);
     Ok(())
 }
 
+/// A reset with a socket is described by the socket; one without (a packet
+/// nobody wanted: a closed port) by the packet it answers, whose destination
+/// is the local end.
 #[inline(always)]
-fn header(probe: ProbeId, netns: u32) -> EventHeader {
-    EventHeader {
-        version: WIRE_VERSION,
-        probe: probe as u16,
-        // SAFETY: plain helper calls with no arguments.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
-        pid_tgid: bpf_get_current_pid_tgid(),
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        netns,
-        _pad: 0,
+fn try_send_reset(sk: u64, skb: u64, arg1: i64, flags: u8) -> Result<(), i64> {
+    if sk != 0 {
+        return try_sock_event(ProbeId::TcpSendReset, sk, false, arg1, 0, flags);
     }
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let head: u64 = read_kernel(skb, o.skb_head)?;
+    let network: u16 = read_kernel(skb, o.skb_network_header)?;
+    let transport: u16 = read_kernel(skb, o.skb_transport_header)?;
+    let ports: [u8; 4] = read_kernel(head, transport)?;
+    let remote_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let local_port = u16::from_be_bytes([ports[2], ports[3]]);
+    if !is_ftp(local_port) && !is_ftp(remote_port) {
+        return Ok(());
+    }
+    let version: u8 = read_kernel::<u8>(head, network)? >> 4;
+    let mut record = SockRecord {
+        sk: 0,
+        arg1,
+        arg2: 0,
+        family: 0,
+        state: 0,
+        flags: flags | record_flags::NO_SOCKET,
+        sport: local_port,
+        dport: remote_port,
+        saddr4: [0; 4],
+        daddr4: [0; 4],
+        saddr6: [0; 16],
+        daddr6: [0; 16],
+    };
+    let ip = head + u64::from(network);
+    if version == 4 {
+        record.family = AF_INET;
+        record.daddr4 = read_kernel(ip, 12)?;
+        record.saddr4 = read_kernel(ip, 16)?;
+    } else if version == 6 {
+        record.family = AF_INET6;
+        record.daddr6 = read_kernel(ip, 8)?;
+        record.saddr6 = read_kernel(ip, 24)?;
+    } else {
+        return Ok(());
+    }
+    let netns = match read_kernel::<u64>(skb, o.skb_dev) {
+        Ok(dev) if dev != 0 => net_inum(dev, o.netdev_net, o),
+        _ => 0,
+    };
+    emit(ProbeId::TcpSendReset, netns, record);
+    Ok(())
+}
+
+/// Segments in a retransmitted skb (`tcp_skb_pcount`): SACK can merge
+/// segments into one skb, and the kernel counts each in RetransSegs. 0 when
+/// unknown.
+#[inline(always)]
+fn skb_segs(skb: u64) -> i64 {
+    match OFFSETS.get(0) {
+        Some(o) => read_kernel::<u16>(skb, o.skb_tcp_segs).map_or(0, i64::from),
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn emit(probe: ProbeId, netns: u32, record: SockRecord) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    entry.write(Event {
+        header: EventHeader {
+            version: WIRE_VERSION,
+            probe: probe as u16,
+            // SAFETY: plain helper calls with no arguments.
+            cpu: unsafe { bpf_get_smp_processor_id() },
+            boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+            pid_tgid: bpf_get_current_pid_tgid(),
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            netns,
+            _pad: 0,
+        },
+        record,
+    });
+    // No wakeup per event: user space drains on a short timer.
+    entry.submit(BPF_RB_NO_WAKEUP.into());
 }
 
 #[inline(always)]
@@ -217,59 +300,20 @@ fn is_ftp(port: u16) -> bool {
 }
 
 #[inline(always)]
-fn read_port(ctx: &TracePointContext, field: PortField) -> Result<u16, i64> {
-    if field.offset == NO_FIELD {
-        return Ok(0);
-    }
-    let raw: u16 = read_record(ctx, field.offset)?;
-    Ok(if field.network_order != 0 {
-        u16::from_be(raw)
-    } else {
-        raw
-    })
-}
-
-#[inline(always)]
-fn read_record<T>(ctx: &TracePointContext, offset: u16) -> Result<T, i64> {
-    // SAFETY: bpf_probe_read tolerates any address; the loader only hands
-    // out offsets that lie inside the record.
-    unsafe { ctx.read_at::<T>(usize::from(offset)) }.map_err(i64::from)
-}
-
-#[inline(always)]
 fn read_kernel<T>(base: u64, offset: u16) -> Result<T, i64> {
-    if offset == NO_FIELD {
+    if offset == NO_FIELD || base == 0 {
         return Err(0);
     }
     // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(i64::from)
 }
 
-/// Inode number of the namespace a `struct net *` stored at `at + offset` points to.
+/// Inode number of the network namespace that the `struct net *` stored at
+/// `at + offset` points to; 0 when unknown.
 #[inline(always)]
 fn net_inum(at: u64, offset: u16, o: &KernelOffsets) -> u32 {
     match read_kernel::<u64>(at, offset) {
         Ok(net) if net != 0 => read_kernel::<u32>(net, o.net_inum).unwrap_or(0),
-        _ => 0,
-    }
-}
-
-#[inline(always)]
-fn sock_netns(sk: u64, o: &KernelOffsets) -> u32 {
-    if sk == 0 {
-        0
-    } else {
-        net_inum(sk, o.sock_net, o)
-    }
-}
-
-#[inline(always)]
-fn skb_netns(skb: u64, o: &KernelOffsets) -> u32 {
-    if skb == 0 {
-        return 0;
-    }
-    match read_kernel::<u64>(skb, o.skb_dev) {
-        Ok(dev) if dev != 0 => net_inum(dev, o.netdev_net, o),
         _ => 0,
     }
 }

@@ -191,7 +191,14 @@ mod tests {
         let first = table.observe(&event(0xc, 1, "a", state("CLOSE", "SYN_SENT")));
         table.observe(&event(0xc, 1, "a", EventKind::Destroy));
         assert_eq!(table.len(), 0);
-        let softirq = table.observe(&event(0xc, 2, "b", EventKind::ResetReceived));
+        let softirq = table.observe(&event(
+            0xc,
+            2,
+            "b",
+            EventKind::ResetReceived {
+                state: "ESTABLISHED".into(),
+            },
+        ));
         assert_ne!(softirq.socket, first.socket);
         assert_eq!(softirq.owner, None);
         let again = table.observe(&event(0xc, 3, "c", state("CLOSE", "SYN_SENT")));

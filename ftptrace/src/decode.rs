@@ -1,20 +1,18 @@
-//! Ring buffer bytes → [`KernelEvent`], using the running kernel's record
-//! layouts and enum names. Every read is bounds-checked: a malformed record is
-//! an error to count, never a panic.
+//! Ring buffer bytes → [`KernelEvent`], with the running kernel's enum
+//! names. Every read is bounds-checked: a malformed record is an error to
+//! count, never a panic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use ftptrace_common::{
-    Event, EventHeader, ProbeId, RECORD_CAPACITY, SockErrorRecord, WIRE_VERSION,
-};
+use ftptrace_common::{Event, EventHeader, ProbeId, SockRecord, WIRE_VERSION, record_flags};
 
 use crate::{
     event::{EventKind, KernelEvent, Task},
-    layout::{AddrLayout, KernelNames, RecordLayout},
+    kernel_names::KernelNames,
 };
 
-const AF_INET: i64 = libc::AF_INET as i64;
-const AF_INET6: i64 = libc::AF_INET6 as i64;
+const AF_INET: u16 = libc::AF_INET as u16;
+const AF_INET6: u16 = libc::AF_INET6 as u16;
 const HEADER_SIZE: usize = size_of::<EventHeader>();
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -25,33 +23,18 @@ pub enum DecodeError {
     Version(u16),
     #[error("unknown probe id {0}")]
     UnknownProbe(u16),
-    #[error("no layout for {0:?} on this kernel")]
-    NoLayout(ProbeId),
-    #[error("{probe:?} record: cannot read `{field}`")]
-    Field { probe: ProbeId, field: &'static str },
     #[error("{probe:?} record: address family {family} is neither IPv4 nor IPv6")]
-    Family { probe: ProbeId, family: i64 },
+    Family { probe: ProbeId, family: u16 },
 }
 
 /// Decodes records for one kernel.
 pub struct Decoder {
-    layouts: Vec<Option<RecordLayout>>,
     names: KernelNames,
 }
 
 impl Decoder {
-    /// `layouts` holds one entry per classic tracepoint this kernel has.
-    pub fn new(layouts: impl IntoIterator<Item = RecordLayout>, names: KernelNames) -> Self {
-        let mut by_probe = vec![None; ProbeId::InetSkErrorReport as usize];
-        for layout in layouts {
-            if let Some(slot) = by_probe.get_mut(layout.probe as usize) {
-                *slot = Some(layout);
-            }
-        }
-        Self {
-            layouts: by_probe,
-            names,
-        }
+    pub fn new(names: KernelNames) -> Self {
+        Self { names }
     }
 
     pub fn decode(&self, bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
@@ -69,17 +52,51 @@ impl Decoder {
         let comm = &bytes[24..40];
         let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
         let netns = u32_at(bytes, 40);
-        let record = &bytes[HEADER_SIZE..HEADER_SIZE + RECORD_CAPACITY];
+        let r = &bytes[HEADER_SIZE..];
 
-        let decoded = if probe == ProbeId::InetSkErrorReport {
-            decode_error_report(record)?
-        } else {
-            let layout = self
-                .layouts
-                .get(probe as usize)
-                .and_then(Option::as_ref)
-                .ok_or(DecodeError::NoLayout(probe))?;
-            self.decode_record(layout, record)?
+        let sk = u64_at(r, 0);
+        let arg1 = u64_at(r, 8) as i64;
+        let arg2 = u64_at(r, 16) as i64;
+        let family = u16_at(r, 24);
+        let state = self.names.state_name(i64::from(r[26]));
+        let flags = r[27];
+        let has_arg = flags & record_flags::HAS_ARG != 0;
+        let (local_ip, remote_ip): (IpAddr, IpAddr) = match family {
+            AF_INET => (ipv4(&r[32..36]).into(), ipv4(&r[36..40]).into()),
+            AF_INET6 => (ipv6(&r[40..56]).into(), ipv6(&r[56..72]).into()),
+            family => return Err(DecodeError::Family { probe, family }),
+        };
+
+        let kind = match probe {
+            ProbeId::InetSockSetState => EventKind::State {
+                old: self.names.state_name(arg1),
+                new: self.names.state_name(arg2),
+            },
+            ProbeId::TcpRetransmitSkb => EventKind::Retransmit {
+                syn: matches!(state.as_str(), "SYN_SENT" | "SYN_RECV"),
+                state,
+                error: (has_arg && arg1 != 0).then_some(arg1 as i32),
+                segs: u32::try_from(arg2).ok().filter(|&segs| segs != 0),
+            },
+            // Sent for a request socket, which is NEW_SYN_RECV to the
+            // kernel and SYN_RECV to everyone else.
+            ProbeId::TcpRetransmitSynack => EventKind::Retransmit {
+                state: "SYN_RECV".into(),
+                syn: true,
+                error: None,
+                segs: Some(1),
+            },
+            ProbeId::TcpSendReset => EventKind::ResetSent {
+                reason: if has_arg {
+                    self.names.reset_reason(arg1)
+                } else {
+                    None
+                },
+                state: (flags & record_flags::NO_SOCKET == 0).then_some(state),
+            },
+            ProbeId::TcpReceiveReset => EventKind::ResetReceived { state },
+            ProbeId::TcpDestroySock => EventKind::Destroy,
+            ProbeId::InetSkErrorReport => EventKind::SocketError { errno: arg1 as i32 },
         };
         Ok(KernelEvent {
             boot_ns: u64_at(bytes, 8),
@@ -89,169 +106,17 @@ impl Decoder {
                 comm: String::from_utf8_lossy(&comm[..comm_len]).into_owned(),
             },
             netns: (netns != 0).then_some(netns),
-            sock: decoded.sock,
-            local: decoded.local,
-            remote: decoded.remote,
-            kind: decoded.kind,
-        })
-    }
-
-    fn decode_record(&self, layout: &RecordLayout, record: &[u8]) -> Result<Decoded, DecodeError> {
-        let probe = layout.probe;
-        let field = |field: &'static str| DecodeError::Field { probe, field };
-        let read = |scalar: Option<crate::layout::Scalar>, name: &'static str| {
-            scalar
-                .and_then(|s| s.read(record))
-                .ok_or_else(|| field(name))
-        };
-        let state = |name: &'static str| read(layout.state, name).map(|v| self.names.state_name(v));
-        let sock = layout
-            .skaddr
-            .map(|at| read_u64(record, at).ok_or_else(|| field("skaddr")))
-            .transpose()?
-            .filter(|&sk| sk != 0);
-
-        let kind = match probe {
-            ProbeId::InetSockSetState => EventKind::State {
-                old: self.names.state_name(read(layout.oldstate, "oldstate")?),
-                new: self.names.state_name(read(layout.newstate, "newstate")?),
-            },
-            ProbeId::TcpRetransmitSkb => {
-                let state = state("state")?;
-                EventKind::Retransmit {
-                    syn: matches!(state.as_str(), "SYN_SENT" | "SYN_RECV"),
-                    state,
-                    error: layout
-                        .err
-                        .and_then(|e| e.read(record))
-                        .filter(|&e| e != 0)
-                        .map(|e| e as i32),
-                }
-            }
-            // Sent from the listener on behalf of a request socket: always SYN_RECV.
-            ProbeId::TcpRetransmitSynack => EventKind::Retransmit {
-                state: "SYN_RECV".into(),
-                syn: true,
-                error: None,
-            },
-            ProbeId::TcpSendReset => EventKind::ResetSent {
-                reason: layout
-                    .reason
-                    .and_then(|r| r.read(record))
-                    .and_then(|r| self.names.reset_reason(r)),
-                state: match sock {
-                    Some(_) => layout
-                        .state
-                        .and_then(|s| s.read(record))
-                        .map(|v| self.names.state_name(v)),
-                    None => None,
-                },
-            },
-            ProbeId::TcpReceiveReset => EventKind::ResetReceived,
-            ProbeId::TcpDestroySock => EventKind::Destroy,
-            ProbeId::InetSkErrorReport => return Err(DecodeError::NoLayout(probe)),
-        };
-        let (local, remote) = match layout.addrs {
-            AddrLayout::Split {
-                sport,
-                dport,
-                family,
-                saddr,
-                daddr,
-                saddr_v6,
-                daddr_v6,
-            } => {
-                let sport = read_u16(record, sport).ok_or_else(|| field("sport"))?;
-                let dport = read_u16(record, dport).ok_or_else(|| field("dport"))?;
-                let v4 = || Some((v4_at(record, saddr?)?, v4_at(record, daddr?)?));
-                let v6 = || Some((v6_at(record, saddr_v6?)?, v6_at(record, daddr_v6?)?));
-                let (local, remote) = match family.and_then(|f| f.read(record)) {
-                    Some(AF_INET) => v4(),
-                    Some(AF_INET6) => v6(),
-                    Some(family) => return Err(DecodeError::Family { probe, family }),
-                    // No family field: the v6 copies hold IPv4 as v4-mapped.
-                    None => v6().or_else(v4),
-                }
-                .ok_or_else(|| field("saddr"))?;
-                (
-                    SocketAddr::new(local, sport),
-                    SocketAddr::new(remote, dport),
-                )
-            }
-            AddrLayout::Sockaddr { saddr, daddr } => (
-                sockaddr_at(record, saddr).map_err(|family| match family {
-                    Some(family) => DecodeError::Family { probe, family },
-                    None => field("saddr"),
-                })?,
-                sockaddr_at(record, daddr).map_err(|family| match family {
-                    Some(family) => DecodeError::Family { probe, family },
-                    None => field("daddr"),
-                })?,
-            ),
-        };
-        Ok(Decoded {
-            sock,
-            local: canonical(local),
-            remote: canonical(remote),
+            sock: (sk != 0).then_some(sk),
+            local: canonical(SocketAddr::new(local_ip, u16_at(r, 28))),
+            remote: canonical(SocketAddr::new(remote_ip, u16_at(r, 30))),
             kind,
         })
     }
 }
 
-struct Decoded {
-    sock: Option<u64>,
-    local: SocketAddr,
-    remote: SocketAddr,
-    kind: EventKind,
-}
-
-/// A [`SockErrorRecord`] as the raw tracepoint program wrote it.
-fn decode_error_report(record: &[u8]) -> Result<Decoded, DecodeError> {
-    const _: () = assert!(size_of::<SockErrorRecord>() <= RECORD_CAPACITY);
-    let probe = ProbeId::InetSkErrorReport;
-    let family = i64::from(u16_at(record, 12));
-    let sport = u16::from_be_bytes([record[16], record[17]]);
-    let dport = u16::from_be_bytes([record[18], record[19]]);
-    let (local, remote): (IpAddr, IpAddr) = match family {
-        AF_INET => (ipv4(&record[20..24]).into(), ipv4(&record[24..28]).into()),
-        AF_INET6 => (ipv6(&record[28..44]).into(), ipv6(&record[44..60]).into()),
-        family => return Err(DecodeError::Family { probe, family }),
-    };
-    Ok(Decoded {
-        sock: Some(u64_at(record, 0)).filter(|&sk| sk != 0),
-        local: canonical(SocketAddr::new(local, sport)),
-        remote: canonical(SocketAddr::new(remote, dport)),
-        kind: EventKind::SocketError {
-            errno: i32::from_ne_bytes(record[8..12].try_into().expect("4 bytes")),
-        },
-    })
-}
-
 /// IPv4-mapped IPv6 (`::ffff:192.0.2.1`, a dual-stack socket talking IPv4) is IPv4.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
-/// A `sockaddr_in`/`sockaddr_in6` copy: family (host order), port (network
-/// order), address. `Err(Some(family))` for another family.
-fn sockaddr_at(record: &[u8], at: usize) -> Result<SocketAddr, Option<i64>> {
-    let family = i64::from(read_u16(record, at).ok_or(None)?);
-    let port = record.get(at + 2..at + 4).ok_or(None)?;
-    let port = u16::from_be_bytes([port[0], port[1]]);
-    let ip: IpAddr = match family {
-        AF_INET => v4_at(record, at + 4).ok_or(None)?,
-        AF_INET6 => v6_at(record, at + 8).ok_or(None)?,
-        family => return Err(Some(family)),
-    };
-    Ok(SocketAddr::new(ip, port))
-}
-
-fn v4_at(record: &[u8], at: usize) -> Option<IpAddr> {
-    record.get(at..at + 4).map(|b| ipv4(b).into())
-}
-
-fn v6_at(record: &[u8], at: usize) -> Option<IpAddr> {
-    record.get(at..at + 16).map(|b| ipv6(b).into())
 }
 
 fn ipv4(bytes: &[u8]) -> Ipv4Addr {
@@ -262,28 +127,28 @@ fn ipv6(bytes: &[u8]) -> Ipv6Addr {
     Ipv6Addr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes"))
 }
 
-fn read_u16(record: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(record.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn read_u64(record: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_ne_bytes(record.get(at..at + 8)?.try_into().ok()?))
-}
-
-// Header fields at fixed offsets; callers checked the length first.
+// Fixed offsets; `decode` checked the length first, and the assertions
+// below tie them to the shared types.
 const _: () = {
-    assert!(std::mem::offset_of!(EventHeader, probe) == 2);
-    assert!(std::mem::offset_of!(EventHeader, cpu) == 4);
-    assert!(std::mem::offset_of!(EventHeader, boot_ns) == 8);
-    assert!(std::mem::offset_of!(EventHeader, pid_tgid) == 16);
-    assert!(std::mem::offset_of!(EventHeader, comm) == 24);
-    assert!(std::mem::offset_of!(EventHeader, netns) == 40);
-    assert!(std::mem::offset_of!(SockErrorRecord, error) == 8);
-    assert!(std::mem::offset_of!(SockErrorRecord, family) == 12);
-    assert!(std::mem::offset_of!(SockErrorRecord, sport_be) == 16);
-    assert!(std::mem::offset_of!(SockErrorRecord, saddr4) == 20);
-    assert!(std::mem::offset_of!(SockErrorRecord, saddr6) == 28);
-    assert!(std::mem::offset_of!(SockErrorRecord, daddr6) == 44);
+    use std::mem::offset_of;
+    assert!(offset_of!(EventHeader, probe) == 2);
+    assert!(offset_of!(EventHeader, cpu) == 4);
+    assert!(offset_of!(EventHeader, boot_ns) == 8);
+    assert!(offset_of!(EventHeader, pid_tgid) == 16);
+    assert!(offset_of!(EventHeader, comm) == 24);
+    assert!(offset_of!(EventHeader, netns) == 40);
+    assert!(offset_of!(Event, record) == HEADER_SIZE);
+    assert!(offset_of!(SockRecord, arg1) == 8);
+    assert!(offset_of!(SockRecord, arg2) == 16);
+    assert!(offset_of!(SockRecord, family) == 24);
+    assert!(offset_of!(SockRecord, state) == 26);
+    assert!(offset_of!(SockRecord, flags) == 27);
+    assert!(offset_of!(SockRecord, sport) == 28);
+    assert!(offset_of!(SockRecord, dport) == 30);
+    assert!(offset_of!(SockRecord, saddr4) == 32);
+    assert!(offset_of!(SockRecord, daddr4) == 36);
+    assert!(offset_of!(SockRecord, saddr6) == 40);
+    assert!(offset_of!(SockRecord, daddr6) == 56);
 };
 
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
@@ -309,66 +174,78 @@ mod tests {
     use crate::{
         attribution::SocketTable,
         cli::Format,
-        layout::tests::testdata_format,
+        kernel_names::tests::testdata_format,
         output::{Output, Side},
-        probes::CLASSIC_PROBES,
-        tracepoint_format::TracepointFormat,
     };
 
-    fn decoder_for(kernel: &str) -> Decoder {
-        let layouts = CLASSIC_PROBES.iter().filter_map(|probe| {
-            let format = testdata_format(kernel, probe.category, probe.name)?;
-            Some(RecordLayout::from_format(probe.id, &format).unwrap())
-        });
-        let names = KernelNames::from_formats(
-            testdata_format(kernel, "sock", "inet_sock_set_state").as_ref(),
-            testdata_format(kernel, "tcp", "tcp_send_reset").as_ref(),
+    fn decoder_6_18() -> Decoder {
+        Decoder::new(KernelNames::from_formats(
+            testdata_format("6.18", "sock", "inet_sock_set_state").as_ref(),
+            testdata_format("6.18", "tcp", "tcp_send_reset").as_ref(),
             &|_| None,
-        );
-        Decoder::new(layouts, names)
+        ))
     }
 
-    /// An event buffer: header for `probe` followed by `record`.
-    fn event_bytes(probe: ProbeId, record: &[u8]) -> Vec<u8> {
-        let mut bytes = vec![0u8; size_of::<Event>()];
-        bytes[0..2].copy_from_slice(&WIRE_VERSION.to_ne_bytes());
-        bytes[2..4].copy_from_slice(&(probe as u16).to_ne_bytes());
-        bytes[4..8].copy_from_slice(&3u32.to_ne_bytes());
-        bytes[8..16].copy_from_slice(&42u64.to_ne_bytes());
-        bytes[16..24].copy_from_slice(&((1234u64 << 32) | 1240).to_ne_bytes());
-        bytes[24..28].copy_from_slice(b"curl");
-        bytes[40..44].copy_from_slice(&4_026_532_000u32.to_ne_bytes());
-        bytes[HEADER_SIZE..HEADER_SIZE + record.len()].copy_from_slice(record);
-        bytes
+    fn record(family: u16, local: &str, remote: &str) -> SockRecord {
+        let (local, remote): (SocketAddr, SocketAddr) =
+            (local.parse().unwrap(), remote.parse().unwrap());
+        let mut record = SockRecord {
+            sk: 0xffff_8880_0000_1000,
+            arg1: 0,
+            arg2: 0,
+            family,
+            state: 1,
+            flags: 0,
+            sport: local.port(),
+            dport: remote.port(),
+            saddr4: [0; 4],
+            daddr4: [0; 4],
+            saddr6: [0; 16],
+            daddr6: [0; 16],
+        };
+        match (local.ip(), remote.ip()) {
+            (IpAddr::V4(l), IpAddr::V4(r)) => {
+                (record.saddr4, record.daddr4) = (l.octets(), r.octets())
+            }
+            (IpAddr::V6(l), IpAddr::V6(r)) => {
+                (record.saddr6, record.daddr6) = (l.octets(), r.octets())
+            }
+            _ => panic!("mixed families"),
+        }
+        record
     }
 
-    fn put(record: &mut [u8], at: usize, value: &[u8]) {
-        record[at..at + value.len()].copy_from_slice(value);
+    /// The bytes the kernel program writes for `record` under a `probe` header.
+    fn event_bytes(probe: ProbeId, record: SockRecord) -> Vec<u8> {
+        let event = Event {
+            header: EventHeader {
+                version: WIRE_VERSION,
+                probe: probe as u16,
+                cpu: 3,
+                boot_ns: 42,
+                pid_tgid: (1234u64 << 32) | 1240,
+                comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+                netns: 4_026_532_000,
+                _pad: 0,
+            },
+            record,
+        };
+        // SAFETY: `Event` is plain old data with explicit padding.
+        unsafe { std::slice::from_raw_parts((&raw const event).cast::<u8>(), size_of::<Event>()) }
+            .to_vec()
     }
 
-    /// 6.18 `inet_sock_set_state`: family@28, sport@24, dport@26, v6 copies @40/@56.
+    /// A dual-stack socket talking IPv4 reports v4-mapped IPv6 addresses.
     #[test]
     fn v4_mapped_ipv6_is_written_as_ipv4() {
-        let mut record = [0u8; 72];
-        put(&mut record, 8, &0xffff_8880_0000_1000u64.to_ne_bytes());
-        put(&mut record, 16, &7i32.to_ne_bytes()); // CLOSE
-        put(&mut record, 20, &2i32.to_ne_bytes()); // SYN_SENT
-        put(&mut record, 24, &40000u16.to_ne_bytes());
-        put(&mut record, 26, &21u16.to_ne_bytes());
-        put(&mut record, 28, &(libc::AF_INET6 as u16).to_ne_bytes());
-        put(&mut record, 30, &6u16.to_ne_bytes());
-        put(
-            &mut record,
-            40,
-            &"::ffff:192.0.2.2".parse::<Ipv6Addr>().unwrap().octets(),
+        let mut record = record(
+            AF_INET6,
+            "[::ffff:192.0.2.2]:40000",
+            "[::ffff:192.0.2.1]:21",
         );
-        put(
-            &mut record,
-            56,
-            &"::ffff:192.0.2.1".parse::<Ipv6Addr>().unwrap().octets(),
-        );
-        let event = decoder_for("6.18")
-            .decode(&event_bytes(ProbeId::InetSockSetState, &record))
+        (record.arg1, record.arg2) = (7, 2);
+        let event = decoder_6_18()
+            .decode(&event_bytes(ProbeId::InetSockSetState, record))
             .unwrap();
         assert_eq!(event.local, "192.0.2.2:40000".parse().unwrap());
         assert_eq!(event.remote, "192.0.2.1:21".parse().unwrap());
@@ -393,97 +270,122 @@ mod tests {
         assert_eq!(event.sock, Some(0xffff_8880_0000_1000));
     }
 
-    /// A layout without `family` (as older `tcp_send_reset`) reads the v6
-    /// copies, where the kernel stores IPv4 as v4-mapped.
     #[test]
-    fn split_layout_without_family_uses_the_v6_copies() {
-        let format = TracepointFormat::parse(
-            "name: tcp_send_reset\nformat:\n\
-             \tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;\n\
-             \tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;\n\
-             \tfield:int state;\toffset:24;\tsize:4;\tsigned:1;\n\
-             \tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;\n\
-             \tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;\n\
-             \tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;\n\
-             \tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;\n\
-             \tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;\n\
-             \tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;\n\n\
-             print fmt: \"state=%s\", __print_symbolic(REC->state, { 1, \"TCP_ESTABLISHED\" })\n",
-        )
-        .unwrap();
-        let layout = RecordLayout::from_format(ProbeId::TcpSendReset, &format).unwrap();
-        let decoder = Decoder::new([layout], KernelNames::default());
-        let mut record = [0u8; 72];
-        put(&mut record, 16, &0xffffu64.to_ne_bytes());
-        put(&mut record, 24, &1i32.to_ne_bytes());
-        put(&mut record, 28, &21u16.to_ne_bytes());
-        put(&mut record, 30, &50000u16.to_ne_bytes());
-        put(
-            &mut record,
-            40,
-            &"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(),
-        );
-        put(
-            &mut record,
-            56,
-            &"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
-        );
-        let event = decoder
-            .decode(&event_bytes(ProbeId::TcpSendReset, &record))
+    fn ipv6_stays_ipv6() {
+        let record = record(AF_INET6, "[2001:db8::1]:21", "[2001:db8::2]:50000");
+        let event = decoder_6_18()
+            .decode(&event_bytes(ProbeId::TcpReceiveReset, record))
             .unwrap();
         assert_eq!(event.local, "[2001:db8::1]:21".parse().unwrap());
         assert_eq!(event.remote, "[2001:db8::2]:50000".parse().unwrap());
-        // No reason table on such a kernel: the reason is null, not invented.
         assert_eq!(
             event.kind,
-            EventKind::ResetSent {
-                reason: None,
-                state: Some("1".into())
+            EventKind::ResetReceived {
+                state: "ESTABLISHED".into()
             }
         );
     }
 
     #[test]
-    fn error_report_records_decode() {
-        let mut record = [0u8; 64];
-        put(&mut record, 0, &0xffff_1234u64.to_ne_bytes());
-        put(&mut record, 8, &110i32.to_ne_bytes());
-        put(&mut record, 12, &(libc::AF_INET as u16).to_ne_bytes());
-        put(&mut record, 14, &6u16.to_ne_bytes());
-        put(&mut record, 16, &40001u16.to_be_bytes());
-        put(&mut record, 18, &30003u16.to_be_bytes());
-        put(&mut record, 20, &[192, 0, 2, 2]);
-        put(&mut record, 24, &[192, 0, 2, 1]);
-        let event = decoder_for("6.18")
-            .decode(&event_bytes(ProbeId::InetSkErrorReport, &record))
+    fn retransmits_say_syn_and_failure() {
+        let decoder = decoder_6_18();
+        let mut syn = record(AF_INET, "192.0.2.2:40000", "192.0.2.1:30001");
+        (syn.state, syn.arg2) = (2, 1);
+        let event = decoder
+            .decode(&event_bytes(ProbeId::TcpRetransmitSkb, syn))
             .unwrap();
-        assert_eq!(event.kind, EventKind::SocketError { errno: 110 });
-        assert_eq!(event.local, "192.0.2.2:40001".parse().unwrap());
-        assert_eq!(event.remote, "192.0.2.1:30003".parse().unwrap());
-        put(&mut record, 12, &1u16.to_ne_bytes());
         assert_eq!(
-            decoder_for("6.18").decode(&event_bytes(ProbeId::InetSkErrorReport, &record)),
-            Err(DecodeError::Family {
-                probe: ProbeId::InetSkErrorReport,
-                family: 1
-            })
+            event.kind,
+            EventKind::Retransmit {
+                state: "SYN_SENT".into(),
+                syn: true,
+                error: None,
+                segs: Some(1)
+            }
+        );
+        let mut failed = record(AF_INET, "192.0.2.1:30001", "192.0.2.2:40000");
+        (failed.arg1, failed.arg2, failed.flags) = (-16, 3, record_flags::HAS_ARG);
+        let event = decoder
+            .decode(&event_bytes(ProbeId::TcpRetransmitSkb, failed))
+            .unwrap();
+        assert_eq!(
+            event.kind,
+            EventKind::Retransmit {
+                state: "ESTABLISHED".into(),
+                syn: false,
+                error: Some(-16),
+                segs: Some(3)
+            }
+        );
+        let synack = decoder
+            .decode(&event_bytes(ProbeId::TcpRetransmitSynack, failed))
+            .unwrap();
+        assert!(matches!(
+            synack.kind,
+            EventKind::Retransmit { syn: true, .. }
+        ));
+    }
+
+    #[test]
+    fn resets_carry_a_reason_only_where_the_kernel_gives_one() {
+        let decoder = decoder_6_18();
+        let mut refused = record(AF_INET, "192.0.2.1:2121", "192.0.2.2:40000");
+        (refused.arg1, refused.flags, refused.sk) =
+            (1, record_flags::HAS_ARG | record_flags::NO_SOCKET, 0);
+        let event = decoder
+            .decode(&event_bytes(ProbeId::TcpSendReset, refused))
+            .unwrap();
+        assert_eq!(event.sock, None);
+        assert_eq!(
+            event.kind,
+            EventKind::ResetSent {
+                reason: Some("NO_SOCKET".into()),
+                state: None
+            }
+        );
+        // A kernel before 6.10 passes no reason: null, not a guess.
+        let old = record(AF_INET, "192.0.2.1:21", "192.0.2.2:40000");
+        let event = decoder
+            .decode(&event_bytes(ProbeId::TcpSendReset, old))
+            .unwrap();
+        assert_eq!(
+            event.kind,
+            EventKind::ResetSent {
+                reason: None,
+                state: Some("ESTABLISHED".into())
+            }
         );
     }
 
     #[test]
+    fn socket_errors_carry_the_errno() {
+        let mut record = record(AF_INET, "192.0.2.2:40001", "192.0.2.1:30003");
+        record.arg1 = 110;
+        let event = decoder_6_18()
+            .decode(&event_bytes(ProbeId::InetSkErrorReport, record))
+            .unwrap();
+        assert_eq!(event.kind, EventKind::SocketError { errno: 110 });
+    }
+
+    #[test]
     fn malformed_records_are_errors_not_panics() {
-        let decoder = decoder_for("6.18");
+        let decoder = decoder_6_18();
+        let good = record(AF_INET, "192.0.2.1:21", "192.0.2.2:40000");
         assert_eq!(decoder.decode(&[0; 10]), Err(DecodeError::Short(10)));
-        let mut bytes = event_bytes(ProbeId::TcpDestroySock, &[]);
+        let mut bytes = event_bytes(ProbeId::TcpDestroySock, good);
         bytes[0] = 9;
         assert_eq!(decoder.decode(&bytes), Err(DecodeError::Version(9)));
-        let mut bytes = event_bytes(ProbeId::TcpDestroySock, &[]);
+        let mut bytes = event_bytes(ProbeId::TcpDestroySock, good);
         bytes[2] = 77;
         assert_eq!(decoder.decode(&bytes), Err(DecodeError::UnknownProbe(77)));
-        let empty = Decoder::new([], KernelNames::default());
+        let mut odd = good;
+        odd.family = 1;
         assert_eq!(
-            empty.decode(&event_bytes(ProbeId::TcpDestroySock, &[])),
-            Err(DecodeError::NoLayout(ProbeId::TcpDestroySock))
+            decoder.decode(&event_bytes(ProbeId::TcpDestroySock, odd)),
+            Err(DecodeError::Family {
+                probe: ProbeId::TcpDestroySock,
+                family: 1
+            })
         );
     }
 
@@ -508,7 +410,7 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/records");
         let hex = std::fs::read_to_string(format!("{dir}/6.18-refused-v4-v6.hex")).unwrap();
         let expected = std::fs::read_to_string(format!("{dir}/6.18-refused-v4-v6.jsonl")).unwrap();
-        let decoder = decoder_for("6.18");
+        let decoder = decoder_6_18();
         let ports = crate::ports::PortSet {
             control: vec![2121],
             passive: None,

@@ -6,16 +6,13 @@ use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{Program, ProgramError, RawTracePoint, TracePoint},
+    programs::{Program, ProgramError, RawTracePoint},
 };
-use ftptrace_common::{KernelOffsets, TracepointConfig, maps};
+use ftptrace_common::{KernelOffsets, maps};
 
-use crate::{
-    kernel_facts::{KernelFacts, error_report_usable},
-    output::ProbeStatus,
-    ports::PortSet,
-    probes::ERROR_REPORT,
-};
+use std::os::fd::AsFd as _;
+
+use crate::{kernel_facts::KernelFacts, output::ProbeStatus, ports::PortSet, prog_stats};
 
 /// The eBPF object built by build.rs from `ftptrace-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ftptrace"));
@@ -25,6 +22,8 @@ pub struct Tracer {
     pub ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     pub probes: Vec<ProbeStatus>,
+    /// Names of the programs attached, to detach.
+    attached: Vec<&'static str>,
 }
 
 impl Tracer {
@@ -45,54 +44,32 @@ impl Tracer {
                 .set(u32::from(port), role, 0)
                 .context("filling the port map")?;
         }
-        let offsets = facts
-            .offsets
-            .as_ref()
-            .copied()
-            .unwrap_or(KernelOffsets::UNKNOWN);
-        let mut offsets_map: Array<_, KernelOffsets> =
-            Array::try_from(map(&mut ebpf, maps::OFFSETS)?)?;
-        offsets_map
-            .set(0, offsets, 0)
+        let mut offsets: Array<_, KernelOffsets> = Array::try_from(map(&mut ebpf, maps::OFFSETS)?)?;
+        offsets
+            .set(0, facts.offsets, 0)
             .context("filling the offsets map")?;
-        let mut configs: Array<_, TracepointConfig> =
-            Array::try_from(map(&mut ebpf, maps::TRACEPOINTS)?)?;
-        for probe in &facts.probes {
-            if let Ok((_, config)) = &probe.layout {
-                configs
-                    .set(probe.probe.id as u32, config, 0)
-                    .context("filling the layout map")?;
-            }
-        }
 
-        let mut statuses = Vec::new();
-        for probe in &facts.probes {
-            let name = format!("{}:{}", probe.probe.category, probe.probe.name);
-            let attached = match &probe.layout {
-                Ok(_) => attach(&mut ebpf, probe.probe.name, |p: &mut TracePoint| {
-                    p.load()?;
-                    p.attach(probe.probe.category, probe.probe.name).map(drop)
-                }),
-                Err(reason) => Err(reason.clone()),
-            };
-            statuses.push(status(name, "tracepoint", attached));
-        }
-        let error_report = facts
-            .offsets
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(error_report_usable)
-            .and_then(|()| {
-                attach(&mut ebpf, ERROR_REPORT.name, |p: &mut RawTracePoint| {
-                    p.load()?;
-                    p.attach(ERROR_REPORT.name).map(drop)
-                })
-            });
-        statuses.push(status(
-            format!("{}:{}", ERROR_REPORT.category, ERROR_REPORT.name),
-            "raw_tracepoint",
-            error_report,
-        ));
+        let mut attached_programs = Vec::new();
+        let statuses = facts
+            .probes
+            .iter()
+            .map(|plan| {
+                let attached = plan.program.clone().and_then(|program| {
+                    attach(&mut ebpf, program, |p: &mut RawTracePoint| {
+                        p.load()?;
+                        p.attach(plan.probe.name).map(drop)
+                    })?;
+                    attached_programs.push(program);
+                    Ok(())
+                });
+                ProbeStatus {
+                    name: plan.probe.full_name(),
+                    hook: "raw_tracepoint",
+                    attached: attached.is_ok(),
+                    reason: attached.err(),
+                }
+            })
+            .collect();
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?;
@@ -101,6 +78,7 @@ impl Tracer {
             ring,
             lost,
             probes: statuses,
+            attached: attached_programs,
         })
     }
 
@@ -113,19 +91,29 @@ impl Tracer {
         Ok(per_cpu.iter().sum())
     }
 
+    /// Events the kernel skipped because a program was already running on
+    /// the CPU (an interrupt arriving mid-program), summed over programs.
+    pub fn missed(&self) -> anyhow::Result<u64> {
+        let mut missed = 0;
+        for name in &self.attached {
+            let program = self
+                .ebpf
+                .program(name)
+                .context("attached program vanished")?;
+            let fd = program.fd().with_context(|| format!("{name} has no fd"))?;
+            missed += prog_stats::recursion_misses(fd.as_fd())
+                .with_context(|| format!("reading the counters of {name}"))?;
+        }
+        Ok(missed)
+    }
+
     /// Detaches every program; events already queued stay readable.
     pub fn detach(&mut self) {
-        let names: Vec<String> = self
-            .ebpf
-            .programs()
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        for name in names {
-            let Some(program) = self.ebpf.program_mut(&name) else {
+        for name in std::mem::take(&mut self.attached) {
+            let Some(program) = self.ebpf.program_mut(name) else {
                 continue;
             };
             let result = match program {
-                Program::TracePoint(p) => p.unload(),
                 Program::RawTracePoint(p) => p.unload(),
                 _ => Ok(()),
             };
@@ -133,15 +121,6 @@ impl Tracer {
                 eprintln!("ftptrace: warning: detaching {name}: {e}");
             }
         }
-    }
-}
-
-fn status(name: String, hook: &'static str, attached: Result<(), String>) -> ProbeStatus {
-    ProbeStatus {
-        name,
-        hook,
-        attached: attached.is_ok(),
-        reason: attached.err(),
     }
 }
 

@@ -29,16 +29,16 @@ pub struct Task {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// A TCP state change; kernel state names without `TCP_`.
-    State {
-        old: String,
-        new: String,
-    },
-    /// A retransmitted segment. `syn` for SYN and SYN-ACK retransmits;
+    State { old: String, new: String },
+    /// A retransmitted skb. `syn` for SYN and SYN-ACK retransmits;
     /// `error` is the errno when the kernel failed to send it (6.17+ report it).
     Retransmit {
         state: String,
         syn: bool,
         error: Option<i32>,
+        /// Segments retransmitted: SACK may have merged several into one
+        /// skb. `None` where this kernel's layout is unknown.
+        segs: Option<u32>,
     },
     /// A RST this host sent; `reason` is the kernel's `sk_rst_reason` name where
     /// it gives one; `state` is absent when no socket wanted the packet.
@@ -46,11 +46,10 @@ pub enum EventKind {
         reason: Option<String>,
         state: Option<String>,
     },
-    ResetReceived,
+    /// A RST arrived and was accepted; `state` is the socket's state then.
+    ResetReceived { state: String },
     /// The socket's pending error (`sk_err`), a positive errno.
-    SocketError {
-        errno: i32,
-    },
+    SocketError { errno: i32 },
     /// The kernel freed the socket.
     Destroy,
 }

@@ -1,42 +1,46 @@
 //! What ftptrace learns from the running kernel before loading anything:
-//! record layouts from tracefs `format` files, struct offsets and enum values
-//! from BTF. Nothing here is compiled in for one kernel.
+//! which tracepoints exist and with which arguments (tracefs `format` files),
+//! enum names (their print formats), struct offsets (BTF). Nothing here is
+//! compiled in for one kernel.
 
 use std::path::Path;
 
-use ftptrace_common::{KernelOffsets, NO_FIELD, TracepointConfig};
+use ftptrace_common::{KernelOffsets, NO_FIELD};
 
 use crate::{
     btf::Btf,
-    layout::{KernelNames, RecordLayout},
-    probes::{CLASSIC_PROBES, ClassicProbe},
+    kernel_names::KernelNames,
+    probes::{PROBES, Probe},
     tracepoint_format::TracepointFormat,
 };
 
 pub const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 
-/// One classic tracepoint on this kernel: its layout, or why it cannot be used.
-pub struct ProbeLayout {
-    pub probe: ClassicProbe,
-    pub layout: Result<(RecordLayout, TracepointConfig), String>,
+/// One probe on this kernel: the program that serves it, or why none can.
+pub struct ProbePlan {
+    pub probe: Probe,
+    pub program: Result<&'static str, String>,
     pub format: Option<TracepointFormat>,
 }
 
 pub struct KernelFacts {
     pub release: String,
-    pub probes: Vec<ProbeLayout>,
+    pub probes: Vec<ProbePlan>,
     pub names: KernelNames,
-    /// `None` with the reason when BTF is unavailable: network namespaces and
-    /// socket errors are then not reported.
-    pub offsets: Result<KernelOffsets, String>,
+    pub offsets: KernelOffsets,
 }
 
 impl KernelFacts {
-    pub fn read(tracefs: &Path) -> Self {
-        let btf = std::fs::read(BTF_PATH)
-            .map_err(|e| format!("no kernel BTF at {BTF_PATH} ({e})"))
-            .and_then(|data| Btf::parse(&data).map_err(|e| format!("cannot read {BTF_PATH}: {e}")));
-        let probes: Vec<ProbeLayout> = CLASSIC_PROBES
+    pub fn read(tracefs: &Path) -> anyhow::Result<Self> {
+        let data = std::fs::read(BTF_PATH).map_err(|e| {
+            anyhow::anyhow!(
+                "kernel BTF is missing ({BTF_PATH}: {e}); ftptrace needs a kernel built with \
+                 CONFIG_DEBUG_INFO_BTF to find its way through kernel structs"
+            )
+        })?;
+        let btf = Btf::parse(&data).map_err(|e| anyhow::anyhow!("cannot read {BTF_PATH}: {e}"))?;
+        let offsets = kernel_offsets(&btf).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let probes: Vec<ProbePlan> = PROBES
             .iter()
             .map(|&probe| {
                 let path = tracefs
@@ -46,24 +50,26 @@ impl KernelFacts {
                     .join("format");
                 let format = std::fs::read_to_string(&path)
                     .map_err(|e| {
-                        format!(
-                            "tracepoint {}:{} not found ({e})",
-                            probe.category, probe.name
-                        )
+                        format!("this kernel has no tracepoint {} ({e})", probe.full_name())
                     })
                     .and_then(|text| {
                         TracepointFormat::parse(&text)
                             .map_err(|e| format!("{}: {e}", path.display()))
+                    })
+                    .and_then(|format| match format.name == probe.name {
+                        true => Ok(format),
+                        false => Err(format!("{} describes `{}`", path.display(), format.name)),
                     });
-                let layout = format.as_ref().map_err(Clone::clone).and_then(|format| {
-                    let layout =
-                        RecordLayout::from_format(probe.id, format).map_err(|e| e.to_string())?;
-                    let config = layout.kernel_config().map_err(|e| e.to_string())?;
-                    Ok((layout, config))
-                });
-                ProbeLayout {
+                let program = match (&format, probe.id) {
+                    (Err(reason), _) => Err(reason.clone()),
+                    (Ok(_), ftptrace_common::ProbeId::InetSkErrorReport) => {
+                        error_report_usable(&offsets).map(|()| probe.program)
+                    }
+                    (Ok(format), _) => Ok(probe.program_for(format)),
+                };
+                ProbePlan {
                     probe,
-                    layout,
+                    program,
                     format: format.ok(),
                 }
             })
@@ -74,18 +80,18 @@ impl KernelFacts {
                 .find(|p| p.probe.name == name)
                 .and_then(|p| p.format.as_ref())
         };
-        let resolve = |name: &str| btf.as_ref().ok().and_then(|btf| btf.enum_value(name));
+        let resolve = |name: &str| btf.enum_value(name);
         let names = KernelNames::from_formats(
             format_of("inet_sock_set_state"),
             format_of("tcp_send_reset"),
             &resolve,
         );
-        Self {
+        Ok(Self {
             release: kernel_release(),
             names,
-            offsets: btf.and_then(|btf| kernel_offsets(&btf)),
+            offsets,
             probes,
-        }
+        })
     }
 }
 
@@ -96,9 +102,9 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// Struct member offsets the kernel programs use to follow a socket to its
-/// network namespace and to read a socket's addresses and error. The
-/// namespace offsets are required; the rest only serve the error report.
+/// Struct member offsets the kernel programs read: a socket's ports,
+/// addresses, state and network namespace (required), its error and protocol
+/// and a packet's headers (optional: only some probes need them).
 pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
     let at = |ty: &str, path: &[&str]| {
         btf.member_offset(ty, path)
@@ -115,13 +121,22 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
         net_inum: required("net", &["ns", "inum"])?,
         skb_dev: optional("sk_buff", &["dev"]),
         netdev_net: optional("net_device", &["nd_net", "net"]),
-        sock_family: optional("sock", &["__sk_common", "skc_family"]),
+        sock_family: required("sock", &["__sk_common", "skc_family"])?,
         sock_protocol: optional("sock", &["sk_protocol"]),
         sock_err: optional("sock", &["sk_err"]),
-        inet_sport: optional("inet_sock", &["inet_sport"]),
-        sock_dport: optional("sock", &["__sk_common", "skc_dport"]),
-        sock_saddr: optional("sock", &["__sk_common", "skc_rcv_saddr"]),
-        sock_daddr: optional("sock", &["__sk_common", "skc_daddr"]),
+        sock_state: required("sock", &["__sk_common", "skc_state"])?,
+        skb_head: optional("sk_buff", &["head"]),
+        skb_network_header: optional("sk_buff", &["network_header"]),
+        skb_transport_header: optional("sk_buff", &["transport_header"]),
+        skb_tcp_segs: match (at("sk_buff", &["cb"]), at("tcp_skb_cb", &["tcp_gso_segs"])) {
+            (Some(cb), Some(segs)) => cb.checked_add(segs).unwrap_or(NO_FIELD),
+            _ => NO_FIELD,
+        },
+        sock_num: required("sock", &["__sk_common", "skc_num"])?,
+        inet_sport: required("inet_sock", &["inet_sport"])?,
+        sock_dport: required("sock", &["__sk_common", "skc_dport"])?,
+        sock_saddr: required("sock", &["__sk_common", "skc_rcv_saddr"])?,
+        sock_daddr: required("sock", &["__sk_common", "skc_daddr"])?,
         sock_v6_saddr: optional("sock", &["__sk_common", "skc_v6_rcv_saddr"]),
         sock_v6_daddr: optional("sock", &["__sk_common", "skc_v6_daddr"]),
         _pad: 0,
@@ -133,11 +148,6 @@ pub fn error_report_usable(offsets: &KernelOffsets) -> Result<(), String> {
     let needed = [
         ("sock.sk_protocol", offsets.sock_protocol),
         ("sock.sk_err", offsets.sock_err),
-        ("sock.skc_family", offsets.sock_family),
-        ("inet_sock.inet_sport", offsets.inet_sport),
-        ("sock.skc_dport", offsets.sock_dport),
-        ("sock.skc_rcv_saddr", offsets.sock_saddr),
-        ("sock.skc_daddr", offsets.sock_daddr),
     ];
     match needed.iter().find(|(_, offset)| *offset == NO_FIELD) {
         Some((name, _)) => Err(format!("kernel BTF lacks {name}")),
@@ -160,6 +170,8 @@ mod tests {
         let offsets = kernel_offsets(&Btf::parse(&data).unwrap()).unwrap();
         assert_eq!(error_report_usable(&offsets), Ok(()));
         assert_ne!(offsets.skb_dev, NO_FIELD);
+        assert_ne!(offsets.skb_transport_header, NO_FIELD);
+        assert_ne!(offsets.skb_tcp_segs, NO_FIELD);
         assert_ne!(offsets.netdev_net, NO_FIELD);
         assert_ne!(offsets.sock_v6_daddr, NO_FIELD);
         // __sk_common is the first member of struct sock, and skc_daddr its first.

@@ -60,6 +60,9 @@ pub struct Stats {
     pub events: u64,
     /// Events the kernel could not queue (ring buffer full), summed over CPUs.
     pub lost: u64,
+    /// Events the kernel skipped because the same program was already running
+    /// on that CPU (an interrupt arriving mid-program); counted by the kernel.
+    pub missed: u64,
     /// Records that could not be decoded (each also reported on stderr once).
     pub undecodable: u64,
     /// Sockets currently remembered for attribution.
@@ -107,12 +110,15 @@ enum Details<'a> {
         state: &'a str,
         syn: bool,
         error: Option<String>,
+        segs: Option<u32>,
     },
     ResetSent {
         reason: Option<&'a str>,
         state: Option<&'a str>,
     },
-    ResetReceived,
+    ResetReceived {
+        state: &'a str,
+    },
     SocketError {
         errno: String,
         code: i32,
@@ -127,16 +133,22 @@ impl<'a> From<&'a EventKind> for Details<'a> {
                 old_state: old,
                 new_state: new,
             },
-            EventKind::Retransmit { state, syn, error } => Self::Retransmit {
+            EventKind::Retransmit {
+                state,
+                syn,
+                error,
+                segs,
+            } => Self::Retransmit {
                 state,
                 syn: *syn,
                 error: error.map(errno_name),
+                segs: *segs,
             },
             EventKind::ResetSent { reason, state } => Self::ResetSent {
                 reason: reason.as_deref(),
                 state: state.as_deref(),
             },
-            EventKind::ResetReceived => Self::ResetReceived,
+            EventKind::ResetReceived { state } => Self::ResetReceived { state },
             EventKind::SocketError { errno } => Self::SocketError {
                 errno: errno_name(*errno),
                 code: *errno,
@@ -238,9 +250,17 @@ impl Output {
             Format::Text => {
                 let what = match &event.kind {
                     EventKind::State { old, new } => format!("state {old} -> {new}"),
-                    EventKind::Retransmit { state, syn, error } => format!(
-                        "retransmit{} in {state}{}",
+                    EventKind::Retransmit {
+                        state,
+                        syn,
+                        error,
+                        segs,
+                    } => format!(
+                        "retransmit{}{} in {state}{}",
                         if *syn { " SYN" } else { "" },
+                        segs.filter(|&n| n > 1)
+                            .map(|n| format!(" ({n} segments)"))
+                            .unwrap_or_default(),
                         error
                             .map(|e| format!(" failed: {}", errno_name(e)))
                             .unwrap_or_default()
@@ -253,7 +273,7 @@ impl Output {
                             .map(|s| format!(" in {s}"))
                             .unwrap_or_else(|| " (no socket)".into())
                     ),
-                    EventKind::ResetReceived => "reset received".into(),
+                    EventKind::ResetReceived { state } => format!("reset received in {state}"),
                     EventKind::SocketError { errno } => {
                         format!("socket error {}", errno_name(*errno))
                     }
@@ -288,7 +308,7 @@ impl Output {
                 body: stats,
             })?,
             Format::Text => self.text(format_args!(
-                "-- {}: {} events, {} lost, {} undecodable",
+                "-- {}: {} events, {} lost, {} missed, {} undecodable",
                 if stats.is_final {
                     "final stats"
                 } else {
@@ -296,6 +316,7 @@ impl Output {
                 },
                 stats.events,
                 stats.lost,
+                stats.missed,
                 stats.undecodable
             ))?,
         }
@@ -360,6 +381,7 @@ mod tests {
         Stats {
             events: 3,
             lost: 1,
+            missed: 0,
             undecodable: 0,
             sockets: 2,
             is_final,
@@ -400,7 +422,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"undecodable\":0,\"sockets\":2,\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"sockets\":2,\"final\":true}\n"
         );
     }
 
@@ -429,12 +451,15 @@ mod tests {
                 state: "SYN_SENT".into(),
                 syn: true,
                 error: None,
+                segs: Some(1),
             },
             EventKind::ResetSent {
                 reason: Some("NO_SOCKET".into()),
                 state: None,
             },
-            EventKind::ResetReceived,
+            EventKind::ResetReceived {
+                state: "ESTABLISHED".into(),
+            },
             EventKind::SocketError { errno: 110 },
             EventKind::Destroy,
         ];
@@ -501,6 +526,7 @@ mod tests {
             (&lines[0]["old_state"], &lines[0]["new_state"]),
             (&"SYN_SENT".into(), &"ESTABLISHED".into())
         );
+        assert_eq!(lines[1]["segs"], 1);
         assert_eq!(
             (&lines[1]["state"], &lines[1]["syn"], &lines[1]["error"]),
             (&"SYN_SENT".into(), &true.into(), &serde_json::Value::Null)

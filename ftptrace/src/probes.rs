@@ -1,69 +1,85 @@
-//! The probes ftptrace attaches: which kernel hook, and which program in the
-//! eBPF object serves it. Program names equal the tracepoint names.
+//! The probes ftptrace attaches: which kernel tracepoint, and which program
+//! of the eBPF object serves it on this kernel.
 
 use ftptrace_common::ProbeId;
 
-/// A classic tracepoint whose record the kernel program copies raw.
+use crate::tracepoint_format::TracepointFormat;
+
 #[derive(Clone, Copy, Debug)]
-pub struct ClassicProbe {
+pub struct Probe {
     pub id: ProbeId,
     pub category: &'static str,
     pub name: &'static str,
+    /// The program for this tracepoint's original arguments.
+    pub program: &'static str,
+    /// A later kernel added an argument: when the `format` file has this
+    /// field, the program that also reads it.
+    pub with_field: Option<(&'static str, &'static str)>,
 }
 
-pub const CLASSIC_PROBES: [ClassicProbe; 6] = [
-    ClassicProbe {
-        id: ProbeId::InetSockSetState,
-        category: "sock",
-        name: "inet_sock_set_state",
-    },
-    ClassicProbe {
-        id: ProbeId::TcpRetransmitSkb,
-        category: "tcp",
-        name: "tcp_retransmit_skb",
-    },
-    ClassicProbe {
-        id: ProbeId::TcpRetransmitSynack,
-        category: "tcp",
-        name: "tcp_retransmit_synack",
-    },
-    ClassicProbe {
-        id: ProbeId::TcpSendReset,
-        category: "tcp",
-        name: "tcp_send_reset",
-    },
-    ClassicProbe {
-        id: ProbeId::TcpReceiveReset,
-        category: "tcp",
-        name: "tcp_receive_reset",
-    },
-    ClassicProbe {
-        id: ProbeId::TcpDestroySock,
-        category: "tcp",
-        name: "tcp_destroy_sock",
-    },
-];
+impl Probe {
+    /// The program matching this kernel's tracepoint, by its `format` file.
+    pub fn program_for(&self, format: &TracepointFormat) -> &'static str {
+        match self.with_field {
+            Some((field, program)) if format.field(field).is_some() => program,
+            _ => self.program,
+        }
+    }
 
-/// `sock:inet_sk_error_report`, attached as a raw tracepoint (its classic
-/// record has no socket pointer, so no network namespace). Added in 5.13.
-pub const ERROR_REPORT: ClassicProbe = ClassicProbe {
-    id: ProbeId::InetSkErrorReport,
-    category: "sock",
-    name: "inet_sk_error_report",
-};
+    /// `category:name`, as the start line and `ftptrace check` name it.
+    pub fn full_name(&self) -> String {
+        format!("{}:{}", self.category, self.name)
+    }
+}
+
+const fn probe(id: ProbeId, category: &'static str, name: &'static str) -> Probe {
+    Probe {
+        id,
+        category,
+        name,
+        program: name,
+        with_field: None,
+    }
+}
+
+pub const PROBES: [Probe; 7] = [
+    probe(ProbeId::InetSockSetState, "sock", "inet_sock_set_state"),
+    Probe {
+        with_field: Some(("err", "tcp_retransmit_skb_err")),
+        ..probe(ProbeId::TcpRetransmitSkb, "tcp", "tcp_retransmit_skb")
+    },
+    probe(ProbeId::TcpRetransmitSynack, "tcp", "tcp_retransmit_synack"),
+    Probe {
+        with_field: Some(("reason", "tcp_send_reset_reason")),
+        ..probe(ProbeId::TcpSendReset, "tcp", "tcp_send_reset")
+    },
+    probe(ProbeId::TcpReceiveReset, "tcp", "tcp_receive_reset"),
+    probe(ProbeId::TcpDestroySock, "tcp", "tcp_destroy_sock"),
+    // Added in 5.13.
+    probe(ProbeId::InetSkErrorReport, "sock", "inet_sk_error_report"),
+];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel_names::tests::testdata_format;
 
     #[test]
-    fn ids_index_their_config_slots() {
-        for (index, probe) in CLASSIC_PROBES.iter().enumerate() {
-            assert_eq!(probe.id as usize, index, "{}", probe.name);
-        }
-        assert_eq!(
-            CLASSIC_PROBES.len() as u32,
-            ftptrace_common::TRACEPOINT_PROBES
-        );
+    fn the_6_18_variants_read_err_and_reason() {
+        let program = |probe: &Probe| {
+            probe.program_for(&testdata_format("6.18", probe.category, probe.name).unwrap())
+        };
+        assert_eq!(program(&PROBES[1]), "tcp_retransmit_skb_err");
+        assert_eq!(program(&PROBES[3]), "tcp_send_reset_reason");
+        assert_eq!(program(&PROBES[0]), "inet_sock_set_state");
+    }
+
+    #[test]
+    fn without_the_field_the_original_program_serves() {
+        let format = TracepointFormat::parse(
+            "name: tcp_send_reset\nformat:\n\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;\n",
+        )
+        .unwrap();
+        assert_eq!(PROBES[3].program_for(&format), "tcp_send_reset");
     }
 }

@@ -29,30 +29,16 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let mut output = Output::open(args.format(), args.output.as_deref())?;
     privileges::check()?;
     let tracefs = tracefs::find_or_mount()?;
-    let facts = KernelFacts::read(&tracefs);
+    let facts = KernelFacts::read(&tracefs)?;
     if let Some(set_state) = facts
         .probes
         .iter()
         .find(|p| p.probe.name == "inet_sock_set_state")
-        && let Err(reason) = &set_state.layout
+        && let Err(reason) = &set_state.program
     {
-        anyhow::bail!(
-            "kernel lacks the sock:inet_sock_set_state tracepoint ftptrace is built on: {reason}"
-        );
+        anyhow::bail!("cannot trace: {reason}");
     }
-    if let Err(reason) = &facts.offsets {
-        eprintln!(
-            "ftptrace: warning: {reason}; network namespaces and socket errors will not be reported \
-             (needs CONFIG_DEBUG_INFO_BTF)"
-        );
-    }
-    let decoder = Decoder::new(
-        facts
-            .probes
-            .iter()
-            .filter_map(|p| p.layout.as_ref().ok().map(|(layout, _)| layout.clone())),
-        facts.names.clone(),
-    );
+    let decoder = Decoder::new(facts.names.clone());
     let mut tracer = Tracer::load(&facts, &ports)?;
     for probe in tracer.probes.iter().filter(|p| !p.attached) {
         eprintln!(
@@ -177,6 +163,7 @@ impl Stream {
         output.stats(&Stats {
             events: self.events,
             lost: tracer.lost()?,
+            missed: tracer.missed()?,
             undecodable: self.undecodable,
             sockets: self.sockets.len(),
             is_final,

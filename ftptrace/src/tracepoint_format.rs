@@ -99,15 +99,6 @@ impl TracepointFormat {
         self.fields.iter().find(|field| field.name == name)
     }
 
-    /// Bytes from the record's start to the end of its last field.
-    pub fn record_size(&self) -> usize {
-        self.fields
-            .iter()
-            .map(|field| field.offset + field.size)
-            .max()
-            .unwrap_or(0)
-    }
-
     /// The `__print_symbolic(REC-><field>, { value, "NAME" }, ...)` table for
     /// `field`, with values that are still C identifiers (the kernel leaves
     /// some unresolved, e.g. `TCP_ESTABLISHED`) resolved through `resolve`.
@@ -209,7 +200,6 @@ mod tests {
         assert_eq!((saddr.offset, saddr.size), (32, 28));
         assert_eq!(saddr.c_type, "__u8[28]");
         assert_eq!(format.field("skaddr").unwrap().c_type, "const void *");
-        assert_eq!(format.record_size(), 88);
     }
 
     #[test]

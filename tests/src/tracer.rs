@@ -96,6 +96,7 @@ pub struct Probe {
 pub struct Stats {
     pub events: u64,
     pub lost: u64,
+    pub missed: u64,
     pub undecodable: u64,
     pub sockets: u64,
     #[serde(rename = "final")]
@@ -152,6 +153,8 @@ pub enum Kind {
         state: String,
         syn: bool,
         error: Option<String>,
+        /// Segments in the retransmitted skb (SACK merges segments).
+        segs: Option<u32>,
     },
     ResetSent {
         reason: Option<String>,
@@ -160,8 +163,7 @@ pub enum Kind {
     /// `state` is optional here so that its absence fails only the tests
     /// that look at it.
     ResetReceived {
-        #[serde(default)]
-        state: Option<String>,
+        state: String,
     },
     SocketError {
         errno: String,
@@ -353,7 +355,7 @@ impl Tracer {
 
     /// SIGTERM, then checks the end-of-run contract: exit 0 within
     /// [`STOP_TIMEOUT`], every line valid, exactly one `start` (the first),
-    /// the last line `stats` with `final: true`, `lost: 0`, `undecodable: 0`
+    /// the last line `stats` with `final: true`, `lost: 0`, `missed: 0`, `undecodable: 0`
     /// and `events` equal to the event lines printed.
     #[track_caller]
     pub fn stop(mut self) -> Trace {
@@ -409,8 +411,8 @@ impl Tracer {
         match parse_line(last) {
             Ok(Line::Stats(s)) => {
                 assert!(
-                    s.is_final && s.lost == 0 && s.undecodable == 0,
-                    "the last line must be final stats with nothing lost or undecodable: {last}\nstderr:\n{stderr}"
+                    s.is_final && s.lost == 0 && s.missed == 0 && s.undecodable == 0,
+                    "the last line must be final stats with nothing lost, missed or undecodable: {last}\nstderr:\n{stderr}"
                 );
                 assert_eq!(
                     s.events,
@@ -493,8 +495,7 @@ mod tests {
 
     const START: &str = r#"{"type":"start","schema":1,"version":"0.1.0","kernel":"6.18.44","ports":{"control":[21,2121],"active_data":20,"passive":[30000,30009]},"probes":[{"name":"sock:inet_sock_set_state","hook":"tracepoint","attached":true}]}"#;
     const EVENT: &str = r#"{"type":"event","ts":"2026-11-25T02:15:22.259505404Z","kind":"socket_error","errno":"ECONNREFUSED","code":111,"side":"client","local_addr":"192.0.2.2","local_port":42212,"remote_addr":"192.0.2.1","remote_port":21,"netns":4026531833,"pid":12781,"comm":"curl","socket":1,"cpu":1}"#;
-    const STATS: &str =
-        r#"{"type":"stats","events":6,"lost":0,"undecodable":0,"sockets":0,"final":true}"#;
+    const STATS: &str = r#"{"type":"stats","events":6,"lost":0,"missed":0,"undecodable":0,"sockets":0,"final":true}"#;
 
     #[test]
     fn parses_the_documented_lines() {
@@ -545,11 +546,16 @@ mod tests {
             panic!("{destroy}")
         };
         assert_eq!(event.kind, Kind::Destroy {});
-        let reset = destroy.replace("destroy", "reset_received");
+        let reset = destroy.replace(r#""destroy""#, r#""reset_received","state":"ESTABLISHED""#);
         let Ok(Line::Event(event)) = parse_line(&reset) else {
             panic!("{reset}")
         };
-        assert_eq!(event.kind, Kind::ResetReceived { state: None });
+        assert_eq!(
+            event.kind,
+            Kind::ResetReceived {
+                state: "ESTABLISHED".into()
+            }
+        );
     }
 
     #[test]

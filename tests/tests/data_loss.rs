@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tests::{
-    checks::count,
+    checks::{count, segments},
     client::{Curl, ftp_url},
     netns::{NsPair, SERVER_V4},
     nft::{self, Rule},
@@ -21,10 +21,11 @@ fn data_loss_retransmits_match_retrans_segs() {
     let net = NsPair::new();
     let ftp = Vsftpd::start(
         &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 8 << 20),
+        VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 4 << 20),
     );
-    // 4% of the server's data segments (not SYN-ACKs) vanish on arrival.
-    nft::apply(&net.client, &[Rule::random_loss_from(&PASSIVE_PORTS, 4)]);
+    // 2% of the server's data segments (not SYN-ACKs) vanish on arrival:
+    // some 50 retransmits, enough to prove the count.
+    nft::apply(&net.client, &[Rule::random_loss_from(&PASSIVE_PORTS, 2)]);
     let run = observe(&net, Tracer::start(), || {
         Curl::new(ftp_url(SERVER_V4, 21, "big"))
             .max_time(Duration::from_secs(60))
@@ -46,9 +47,9 @@ fn data_loss_retransmits_match_retrans_segs() {
         )
     });
     assert_eq!(
-        count(&sent),
+        segments(&sent),
         run.server.get("Tcp.RetransSegs"),
-        "server retransmit events (syn false, error null) vs Tcp.RetransSegs{ctx}"
+        "segments in server retransmit events (syn false, error null) vs Tcp.RetransSegs{ctx}"
     );
     assert!(
         run.server.get("Tcp.RetransSegs") > 0,
@@ -77,7 +78,7 @@ fn data_loss_retransmits_match_retrans_segs() {
         |e| matches!(&e.kind, Kind::Retransmit { error: Some(err), .. } if err != "EBUSY"),
     );
     assert_eq!(
-        count(&failed),
+        segments(&failed),
         run.server.get("TcpExt.TCPRetransFail"),
         "server retransmit events with another error vs TcpExt.TCPRetransFail{ctx}"
     );

@@ -74,7 +74,7 @@ fn forged_reset_on_data_connection_matches_estab_resets() {
         assert_eq!(
             event.kind,
             Kind::ResetReceived {
-                state: Some("ESTABLISHED".into())
+                state: "ESTABLISHED".into()
             },
             "reset_received must carry the socket's state: {}{ctx}",
             event.line

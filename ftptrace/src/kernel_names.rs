@@ -1,0 +1,153 @@
+//! Kernel enum names (TCP states, reset reasons), read from the running
+//! kernel's tracepoint print formats, with BTF resolving the constants some
+//! kernels leave unresolved there.
+
+use crate::tracepoint_format::{SymbolTable, TracepointFormat};
+
+/// Kernel enum names, read from the running kernel.
+#[derive(Clone, Debug, Default)]
+pub struct KernelNames {
+    /// TCP states (`TCP_ESTABLISHED`, ...).
+    pub tcp_states: SymbolTable,
+    /// `enum sk_rst_reason`, where the kernel reports reset reasons (6.10+).
+    pub reset_reasons: Option<SymbolTable>,
+}
+
+impl KernelNames {
+    /// TCP state names come from `inet_sock_set_state`'s print format, whose
+    /// values the kernel resolves to numbers; reset reasons from
+    /// `tcp_send_reset`'s. `resolve` maps enum constants left as identifiers.
+    pub fn from_formats(
+        set_state: Option<&TracepointFormat>,
+        send_reset: Option<&TracepointFormat>,
+        resolve: &dyn Fn(&str) -> Option<i64>,
+    ) -> Self {
+        let tcp_states = set_state
+            .and_then(|f| f.symbols("newstate", resolve))
+            .unwrap_or_else(linux_tcp_states);
+        let reset_reasons = send_reset.and_then(|f| f.symbols("reason", resolve));
+        Self {
+            tcp_states,
+            reset_reasons,
+        }
+    }
+
+    /// `TCP_SYN_SENT` → `SYN_SENT`; unknown numbers print as the number.
+    pub fn state_name(&self, value: i64) -> String {
+        match self.tcp_states.name(value) {
+            Some(name) => name.strip_prefix("TCP_").unwrap_or(name).to_owned(),
+            None => value.to_string(),
+        }
+    }
+
+    pub fn reset_reason(&self, value: i64) -> Option<String> {
+        let table = self.reset_reasons.as_ref()?;
+        Some(match table.name(value) {
+            Some(name) => name.to_string(),
+            None => value.to_string(),
+        })
+    }
+}
+
+/// The TCP state numbers of include/net/tcp_states.h, unchanged since Linux
+/// 2.x; used only if a kernel's print format gives no table.
+fn linux_tcp_states() -> SymbolTable {
+    let mut table = SymbolTable::default();
+    for (value, name) in [
+        (1, "TCP_ESTABLISHED"),
+        (2, "TCP_SYN_SENT"),
+        (3, "TCP_SYN_RECV"),
+        (4, "TCP_FIN_WAIT1"),
+        (5, "TCP_FIN_WAIT2"),
+        (6, "TCP_TIME_WAIT"),
+        (7, "TCP_CLOSE"),
+        (8, "TCP_CLOSE_WAIT"),
+        (9, "TCP_LAST_ACK"),
+        (10, "TCP_LISTEN"),
+        (11, "TCP_CLOSING"),
+        (12, "TCP_NEW_SYN_RECV"),
+    ] {
+        table.insert(value, name);
+    }
+    table
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::probes::PROBES;
+
+    pub(crate) fn testdata_format(
+        kernel: &str,
+        category: &str,
+        event: &str,
+    ) -> Option<TracepointFormat> {
+        let path = format!(
+            "{}/testdata/tracepoint-formats/{kernel}/{category}/{event}.format",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(TracepointFormat::parse(&text).expect("test data parses"))
+    }
+
+    pub(crate) fn kernels() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tracepoint-formats");
+        let mut kernels: Vec<String> = std::fs::read_dir(dir)
+            .expect("testdata dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        kernels.sort();
+        kernels
+    }
+
+    /// Every recorded kernel gives TCP state names, and reset reason names
+    /// exactly where its `tcp_send_reset` has a `reason` argument.
+    #[test]
+    fn every_recorded_kernel_names_states_and_reasons() {
+        let kernels = kernels();
+        assert!(
+            kernels.len() >= 2,
+            "expected formats from several kernels, found {kernels:?}"
+        );
+        for kernel in &kernels {
+            let set_state = testdata_format(kernel, "sock", "inet_sock_set_state");
+            let send_reset = testdata_format(kernel, "tcp", "tcp_send_reset");
+            assert!(
+                set_state.is_some(),
+                "{kernel}: every supported kernel has inet_sock_set_state"
+            );
+            // The kernels leave no TCP state unresolved in this print format.
+            let names =
+                KernelNames::from_formats(set_state.as_ref(), send_reset.as_ref(), &|_| None);
+            assert_eq!(names.state_name(1), "ESTABLISHED", "{kernel}");
+            assert_eq!(names.state_name(12), "NEW_SYN_RECV", "{kernel}");
+            let has_reason = send_reset
+                .as_ref()
+                .is_some_and(|f| f.field("reason").is_some());
+            assert_eq!(
+                names.reset_reason(1).as_deref(),
+                has_reason.then_some("NO_SOCKET"),
+                "{kernel}"
+            );
+            if let Some(format) = testdata_format(kernel, "tcp", "tcp_send_reset") {
+                let program = PROBES[3].program_for(&format);
+                assert_eq!(program == "tcp_send_reset_reason", has_reason, "{kernel}");
+            }
+        }
+    }
+
+    #[test]
+    fn names_come_from_the_print_formats() {
+        let set_state = testdata_format("6.18", "sock", "inet_sock_set_state");
+        let send_reset = testdata_format("6.18", "tcp", "tcp_send_reset");
+        let names = KernelNames::from_formats(set_state.as_ref(), send_reset.as_ref(), &|_| None);
+        assert_eq!(names.state_name(2), "SYN_SENT");
+        assert_eq!(names.state_name(99), "99");
+        assert_eq!(names.reset_reason(1).as_deref(), Some("NO_SOCKET"));
+        let without = KernelNames::from_formats(None, None, &|_| None);
+        assert_eq!(without.state_name(7), "CLOSE");
+        assert_eq!(without.reset_reason(1), None);
+    }
+}
