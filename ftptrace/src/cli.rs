@@ -26,6 +26,16 @@ pub struct Cli {
 pub enum Command {
     /// Attach to the kernel and stream FTP TCP events (the default).
     Trace(TraceArgs),
+    /// Preflight without tracing: privileges, BTF, tracefs, and the hook of
+    /// every probe (exits non-zero when tracing cannot work at all).
+    Check(CheckArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct CheckArgs {
+    /// Output format [default: text].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -115,6 +125,16 @@ fn parse_port_range(text: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(lo..=hi)
 }
 
+impl PortList {
+    /// The port set with these control ports and no passive range.
+    pub fn port_set(&self) -> PortSet {
+        PortSet {
+            control: self.0.clone(),
+            passive: None,
+        }
+    }
+}
+
 impl Default for PortList {
     fn default() -> Self {
         Self(DEFAULT_CONTROL_PORTS.to_vec())
@@ -130,6 +150,7 @@ mod tests {
             .map_err(|e| e.to_string())?;
         Ok(match cli.command {
             Some(Command::Trace(args)) => args,
+            Some(Command::Check(_)) => panic!("not a trace command"),
             None => cli.trace,
         })
     }
@@ -179,6 +200,19 @@ mod tests {
             let error = parse(args).unwrap_err();
             assert!(error.contains(reason), "{args:?}: {error}");
         }
+    }
+
+    #[test]
+    fn check_is_its_own_command() {
+        let cli = Cli::try_parse_from(["ftptrace", "check", "--format", "json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Check(CheckArgs {
+                format: Some(Format::Json)
+            }))
+        ));
+        // Trace flags belong to trace, not to check.
+        assert!(Cli::try_parse_from(["ftptrace", "check", "--ports", "21"]).is_err());
     }
 
     #[test]

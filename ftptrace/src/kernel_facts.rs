@@ -49,8 +49,11 @@ impl KernelFacts {
                     .join(probe.name)
                     .join("format");
                 let format = std::fs::read_to_string(&path)
-                    .map_err(|e| {
-                        format!("this kernel has no tracepoint {} ({e})", probe.full_name())
+                    .map_err(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => {
+                            format!("this kernel has no tracepoint {}", probe.full_name())
+                        }
+                        _ => format!("cannot read {}: {e}", path.display()),
                     })
                     .and_then(|text| {
                         TracepointFormat::parse(&text)

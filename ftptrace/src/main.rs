@@ -2,6 +2,7 @@
 
 mod attribution;
 mod btf;
+mod check;
 mod cli;
 mod clock;
 mod decode;
@@ -31,6 +32,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::Trace(args)) => trace::run(args),
+        Some(Command::Check(args)) => match check::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         None => trace::run(&cli.trace),
     };
     match result {

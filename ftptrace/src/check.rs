@@ -1,0 +1,171 @@
+//! `ftptrace check`: the preflight. Says, without tracing, whether ftptrace
+//! can work here and how: privileges, BTF, tracefs, and for every probe the
+//! hook it attaches with or why it is off. It loads and attaches the programs
+//! for real (and detaches them at once), so what it reports is what `trace`
+//! will get.
+
+use serde::Serialize;
+
+use crate::{
+    cli::{CheckArgs, Format},
+    ebpf_loader::Tracer,
+    kernel_facts::{BTF_PATH, KernelFacts, kernel_release},
+    output::ProbeStatus,
+    privileges, tracefs,
+};
+
+/// One line of the preflight: what was checked, and the finding.
+#[derive(Debug, Serialize)]
+struct Finding {
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    #[serde(rename = "type")]
+    line_type: &'static str,
+    kernel: String,
+    privileges: Finding,
+    tracefs: Finding,
+    btf: Finding,
+    probes: Vec<ProbeStatus>,
+    /// Whether `ftptrace trace` can run: the state-change probe attaches.
+    ready: bool,
+}
+
+/// Prints the preflight; `Ok(false)` when tracing cannot work at all.
+pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
+    let report = preflight();
+    let ready = report.ready;
+    match args.format.unwrap_or(Format::Text) {
+        Format::Json => println!("{}", serde_json::to_string(&report)?),
+        Format::Text => print!("{}", render(&report)),
+    }
+    Ok(ready)
+}
+
+fn preflight() -> Report {
+    let privileges = match privileges::effective().map(privileges::missing) {
+        Ok(missing) if missing.is_empty() => Finding {
+            ok: true,
+            detail: "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)".into(),
+        },
+        Ok(missing) => Finding {
+            ok: false,
+            detail: format!("missing {}: run as root (sudo)", missing.join(" and ")),
+        },
+        Err(e) => Finding {
+            ok: false,
+            detail: format!("cannot read capabilities: {e}"),
+        },
+    };
+    let mut report = Report {
+        line_type: "check",
+        kernel: kernel_release(),
+        privileges,
+        tracefs: Finding {
+            ok: false,
+            detail: "not checked".into(),
+        },
+        btf: Finding {
+            ok: false,
+            detail: "not checked".into(),
+        },
+        probes: Vec::new(),
+        ready: false,
+    };
+    let tracefs = match tracefs::find_or_mount() {
+        Ok(path) => {
+            report.tracefs = Finding {
+                ok: true,
+                detail: path.display().to_string(),
+            };
+            path
+        }
+        Err(e) => {
+            report.tracefs.detail = format!("{e:#}");
+            return report;
+        }
+    };
+    let facts = match KernelFacts::read(&tracefs) {
+        Ok(facts) => {
+            report.btf = Finding {
+                ok: true,
+                detail: BTF_PATH.into(),
+            };
+            facts
+        }
+        Err(e) => {
+            report.btf.detail = format!("{e:#}");
+            return report;
+        }
+    };
+    if !report.privileges.ok {
+        // Without privileges nothing loads; say which probes the kernel has.
+        report.probes = facts
+            .probes
+            .iter()
+            .map(|plan| ProbeStatus {
+                name: plan.probe.full_name(),
+                hook: "off",
+                attached: false,
+                reason: Some(match &plan.program {
+                    Ok(_) => "not tried: missing privileges".into(),
+                    Err(reason) => reason.clone(),
+                }),
+            })
+            .collect();
+        return report;
+    }
+    match Tracer::load(&facts, &crate::cli::PortList::default().port_set()) {
+        Ok(mut tracer) => {
+            tracer.detach();
+            report.probes = tracer.probes.clone();
+        }
+        Err(e) => {
+            report.probes = vec![ProbeStatus {
+                name: "all".into(),
+                hook: "off",
+                attached: false,
+                reason: Some(format!("{e:#}")),
+            }];
+        }
+    }
+    report.ready = report
+        .probes
+        .iter()
+        .any(|p| p.attached && p.name == "sock:inet_sock_set_state");
+    report
+}
+
+fn render(report: &Report) -> String {
+    let mark = |ok: bool| if ok { "ok " } else { "NO " };
+    let mut text = format!("kernel      {}\n", report.kernel);
+    for (what, finding) in [
+        ("privileges", &report.privileges),
+        ("tracefs", &report.tracefs),
+        ("btf", &report.btf),
+    ] {
+        text += &format!("{what:<11} {}{}\n", mark(finding.ok), finding.detail);
+    }
+    for probe in &report.probes {
+        let hook = if probe.attached { probe.hook } else { "off" };
+        let reason = probe
+            .reason
+            .as_deref()
+            .map(|r| format!("  ({r})"))
+            .unwrap_or_default();
+        text += &format!(
+            "probe       {}{:<28} {hook}{reason}\n",
+            mark(probe.attached),
+            probe.name
+        );
+    }
+    text += if report.ready {
+        "ready: `ftptrace trace` will work\n"
+    } else {
+        "NOT READY: `ftptrace trace` cannot work here (see above)\n"
+    };
+    text
+}
