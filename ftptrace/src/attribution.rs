@@ -78,6 +78,10 @@ impl SocketTable {
         self.sockets.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
     fn make_room(&mut self) {
         if self.sockets.len() < CAPACITY {
             return;

@@ -1,33 +1,14 @@
-//! ftptrace: explains FTP disconnects from the kernel's point of view.
-
-mod attribution;
-mod btf;
-mod check;
-mod cli;
-mod clock;
-mod decode;
-mod ebpf_loader;
-mod event;
-mod kernel_facts;
-mod kernel_names;
-mod output;
-mod ports;
-mod privileges;
-mod probes;
-mod prog_stats;
-mod trace;
-mod tracefs;
-mod tracepoint_format;
+//! The `ftptrace` command.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-
-use crate::{
+use ftptrace::{
+    check,
     cli::{Cli, Command},
     output::OutputClosed,
+    trace,
 };
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {

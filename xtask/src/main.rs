@@ -25,6 +25,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure the user-space pipeline (decode, attribute, print) per event.
+    Bench,
     /// Set up, then run the unit tests and (as root) the kernel integration tests.
     Test {
         /// Only tests whose name contains this (passed to both test runs).
@@ -45,6 +47,10 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { filter } => test::run_tests(filter.as_deref()),
+        Task::Bench => {
+            setup::build_chain()?;
+            cargo(&["bench", "-p", "ftptrace", "--bench", "pipeline"])
+        }
     }
 }
 

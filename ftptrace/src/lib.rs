@@ -1,0 +1,23 @@
+//! ftptrace: explains FTP disconnects from the kernel's point of view.
+//!
+//! The binary is `src/main.rs`; the library exists so benchmarks can drive
+//! the user-space pipeline (decode, attribute, print) without a kernel.
+
+pub mod attribution;
+pub mod btf;
+pub mod check;
+pub mod cli;
+pub mod clock;
+pub mod decode;
+pub mod ebpf_loader;
+pub mod event;
+pub mod kernel_facts;
+pub mod kernel_names;
+pub mod output;
+pub mod ports;
+pub mod privileges;
+pub mod probes;
+pub mod prog_stats;
+pub mod trace;
+pub mod tracefs;
+pub mod tracepoint_format;
