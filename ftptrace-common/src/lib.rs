@@ -47,6 +47,10 @@ pub enum ProbeId {
     TcpDestroySock = 5,
     /// `sock:inet_sk_error_report(sk)`: `arg1` is `sk_err`.
     InetSkErrorReport = 6,
+    /// A keepalive probe sent: `arg1` is `icsk_probes_out` after it.
+    KeepaliveProbe = 7,
+    /// A zero-window probe sent: `arg1` is `icsk_probes_out` after it.
+    ZeroWindowProbe = 8,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -61,6 +65,8 @@ impl TryFrom<u16> for ProbeId {
             4 => Self::TcpReceiveReset,
             5 => Self::TcpDestroySock,
             6 => Self::InetSkErrorReport,
+            7 => Self::KeepaliveProbe,
+            8 => Self::ZeroWindowProbe,
             other => return Err(other),
         })
     }
@@ -149,6 +155,40 @@ impl KernelOffsets {
     };
 }
 
+/// What the timer fallback needs to see socket timers fire, filled from
+/// /proc/kallsyms and BTF. Probes are visible as `icsk_probes_out` growing
+/// across one run of a socket's timer: the keepalive timer (`sk_timer`
+/// running `tcp_keepalive_timer`) or the retransmit timer (`tcp_write_timer`,
+/// which sends zero-window probes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimerHooks {
+    /// Address of `tcp_keepalive_timer`; 0 disables keepalive probes.
+    pub keepalive_fn: u64,
+    /// Address of `tcp_write_timer`; 0 disables zero-window probes.
+    pub write_timer_fn: u64,
+    /// `struct timer_list` → `function`.
+    pub timer_function: u16,
+    /// `struct sock` → `sk_timer`.
+    pub sock_timer: u16,
+    /// `struct inet_connection_sock` → `icsk_retransmit_timer`.
+    pub icsk_retransmit_timer: u16,
+    /// `struct inet_connection_sock` → `icsk_probes_out` (u8).
+    pub icsk_probes_out: u16,
+}
+
+/// A socket timer running on a CPU, between `timer_expire_entry` and `_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunningTimer {
+    pub timer: u64,
+    pub sk: u64,
+    /// [`ProbeId`] to emit if `icsk_probes_out` grows.
+    pub probe: u16,
+    pub probes_out: u8,
+    pub _pad: [u8; 5],
+}
+
 /// Header of every ring buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,6 +251,7 @@ pub mod maps {
     pub const PORTS: &str = "PORTS";
     pub const OFFSETS: &str = "OFFSETS";
     pub const LOST: &str = "LOST";
+    pub const TIMER_HOOKS: &str = "TIMER_HOOKS";
 }
 
 const _: () = {
@@ -221,14 +262,17 @@ const _: () = {
     assert!(size_of::<SockRecord>() == 72);
     assert!(size_of::<Event>() == 48 + 72);
     assert!(size_of::<Event>().is_multiple_of(8));
+    assert!(size_of::<TimerHooks>() == 24);
+    assert!(size_of::<RunningTimer>() == 24);
 };
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Event, KernelOffsets};
+    use super::{Event, KernelOffsets, TimerHooks};
 
     // SAFETY: both are `#[repr(C)]` plain integers and arrays with explicit
     // padding, valid for any bit pattern.
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for TimerHooks {}
 }

@@ -27,7 +27,7 @@ use aya_ebpf::{
 };
 use ftptrace_common::{
     Event, EventHeader, IPPROTO_TCP, KernelOffsets, NO_FIELD, PORT_MAP_ENTRIES, ProbeId,
-    SockRecord, WIRE_VERSION, record_flags,
+    RunningTimer, SockRecord, TimerHooks, WIRE_VERSION, record_flags,
 };
 
 /// Events to user space.
@@ -41,6 +41,14 @@ static PORTS: Array<u8> = Array::with_max_entries(PORT_MAP_ENTRIES, 0);
 /// Kernel struct offsets from BTF (one entry).
 #[map]
 static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
+
+/// Socket timer addresses and offsets for the timer fallback (one entry).
+#[map]
+static TIMER_HOOKS: Array<TimerHooks> = Array::with_max_entries(1, 0);
+
+/// The FTP socket timer running on each CPU, if any.
+#[map]
+static RUNNING_TIMER: PerCpuArray<RunningTimer> = PerCpuArray::with_max_entries(1, 0);
 
 /// Ring buffer reservations that failed: events lost, per CPU.
 #[map]
@@ -151,6 +159,87 @@ pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let _ = try_error_report(sk);
     0
+}
+
+/// `timer_expire_entry(struct timer_list *timer, unsigned long baseclk)`.
+/// Fires for every timer on the system: the function pointer comparison
+/// comes first, and anything else costs one read.
+#[raw_tracepoint(tracepoint = "timer_expire_entry")]
+pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    let _ = try_timer_entry(timer);
+    0
+}
+
+/// `timer_expire_exit(struct timer_list *timer)`: a probe was sent if the
+/// socket's unanswered-probe count grew while its timer ran.
+#[raw_tracepoint(tracepoint = "timer_expire_exit")]
+pub fn timer_expire_exit(ctx: RawTracePointContext) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    let _ = try_timer_exit(timer);
+    0
+}
+
+fn try_timer_entry(timer: u64) -> Result<(), i64> {
+    let hooks = TIMER_HOOKS.get(0).ok_or(0)?;
+    let function: u64 = read_kernel(timer, hooks.timer_function)?;
+    let (probe, sk) = if function != 0 && function == hooks.keepalive_fn {
+        (
+            ProbeId::KeepaliveProbe,
+            timer.wrapping_sub(u64::from(hooks.sock_timer)),
+        )
+    } else if function != 0 && function == hooks.write_timer_fn {
+        (
+            ProbeId::ZeroWindowProbe,
+            timer.wrapping_sub(u64::from(hooks.icsk_retransmit_timer)),
+        )
+    } else {
+        return Ok(());
+    };
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let sport = u16::from_be(read_kernel(sk, o.inet_sport)?);
+    let dport = u16::from_be(read_kernel(sk, o.sock_dport)?);
+    if !is_ftp(sport) && !is_ftp(dport) {
+        return Ok(());
+    }
+    let probes_out: u8 = read_kernel(sk, hooks.icsk_probes_out)?;
+    if let Some(slot) = RUNNING_TIMER.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot; timer callbacks do not nest on a CPU.
+        unsafe {
+            *slot = RunningTimer {
+                timer,
+                sk,
+                probe: probe as u16,
+                probes_out,
+                _pad: [0; 5],
+            };
+        }
+    }
+    Ok(())
+}
+
+fn try_timer_exit(timer: u64) -> Result<(), i64> {
+    let Some(slot) = RUNNING_TIMER.get_ptr_mut(0) else {
+        return Ok(());
+    };
+    // SAFETY: per-CPU slot, see `try_timer_entry`.
+    let running = unsafe { *slot };
+    if running.timer != timer || timer == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    unsafe { (*slot).timer = 0 };
+    let hooks = TIMER_HOOKS.get(0).ok_or(0)?;
+    let probes_out: u8 = read_kernel(running.sk, hooks.icsk_probes_out)?;
+    if probes_out <= running.probes_out {
+        return Ok(());
+    }
+    let probe = if running.probe == ProbeId::KeepaliveProbe as u16 {
+        ProbeId::KeepaliveProbe
+    } else {
+        ProbeId::ZeroWindowProbe
+    };
+    try_sock_event(probe, running.sk, false, i64::from(probes_out), 0, 0)
 }
 
 fn try_error_report(sk: u64) -> Result<(), i64> {

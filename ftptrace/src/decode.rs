@@ -97,6 +97,12 @@ impl Decoder {
             ProbeId::TcpReceiveReset => EventKind::ResetReceived { state },
             ProbeId::TcpDestroySock => EventKind::Destroy,
             ProbeId::InetSkErrorReport => EventKind::SocketError { errno: arg1 as i32 },
+            ProbeId::KeepaliveProbe => EventKind::KeepaliveProbe {
+                probes_out: arg1 as u8,
+            },
+            ProbeId::ZeroWindowProbe => EventKind::ZeroWindowProbe {
+                probes_out: arg1 as u8,
+            },
         };
         Ok(KernelEvent {
             boot_ns: u64_at(bytes, 8),

@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{Program, ProgramError, RawTracePoint},
 };
-use ftptrace_common::{KernelOffsets, maps};
+use ftptrace_common::{KernelOffsets, TimerHooks, maps};
 
 use std::os::fd::AsFd as _;
 
@@ -50,7 +50,7 @@ impl Tracer {
             .context("filling the offsets map")?;
 
         let mut attached_programs = Vec::new();
-        let statuses = facts
+        let mut statuses: Vec<ProbeStatus> = facts
             .probes
             .iter()
             .map(|plan| {
@@ -70,6 +70,12 @@ impl Tracer {
                 }
             })
             .collect();
+
+        statuses.extend(attach_timer_fallback(
+            &mut ebpf,
+            facts,
+            &mut attached_programs,
+        ));
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?;
@@ -122,6 +128,39 @@ impl Tracer {
             }
         }
     }
+}
+
+/// Keepalive and zero-window probes through the socket timers: two
+/// programs on `timer:timer_expire_entry`/`_exit`, shared by both kinds.
+fn attach_timer_fallback(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    attached_programs: &mut Vec<&'static str>,
+) -> Vec<ProbeStatus> {
+    let attached = facts.timer_hooks.clone().and_then(|hooks| {
+        let mut map: Array<_, TimerHooks> = map(ebpf, maps::TIMER_HOOKS)
+            .and_then(|m| Ok(Array::try_from(m)?))
+            .map_err(|e| format!("{e:#}"))?;
+        map.set(0, hooks, 0)
+            .map_err(|e| format!("filling the timer map: {e}"))?;
+        for program in ["timer_expire_entry", "timer_expire_exit"] {
+            attach(ebpf, program, |p: &mut RawTracePoint| {
+                p.load()?;
+                p.attach(program).map(drop)
+            })?;
+            attached_programs.push(program);
+        }
+        Ok(())
+    });
+    ["keepalive_probe", "zero_window_probe"]
+        .into_iter()
+        .map(|name| ProbeStatus {
+            name: name.into(),
+            hook: "timer",
+            attached: attached.is_ok(),
+            reason: attached.clone().err(),
+        })
+        .collect()
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {

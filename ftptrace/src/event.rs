@@ -52,6 +52,10 @@ pub enum EventKind {
     SocketError { errno: i32 },
     /// The kernel freed the socket.
     Destroy,
+    /// A keepalive probe went out; `probes_out` are unanswered so far.
+    KeepaliveProbe { probes_out: u8 },
+    /// A window probe went out because the peer advertised a zero window.
+    ZeroWindowProbe { probes_out: u8 },
 }
 
 /// `ETIMEDOUT` for 110; the number itself for codes libc has no name for.

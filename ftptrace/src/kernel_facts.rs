@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ftptrace_common::{KernelOffsets, NO_FIELD};
+use ftptrace_common::{KernelOffsets, NO_FIELD, TimerHooks};
 
 use crate::{
     btf::Btf,
@@ -28,6 +28,9 @@ pub struct KernelFacts {
     pub probes: Vec<ProbePlan>,
     pub names: KernelNames,
     pub offsets: KernelOffsets,
+    /// The socket timer fallback for keepalive and zero-window probes, or
+    /// why it cannot work here.
+    pub timer_hooks: Result<TimerHooks, String>,
 }
 
 impl KernelFacts {
@@ -89,11 +92,13 @@ impl KernelFacts {
             format_of("tcp_send_reset"),
             &resolve,
         );
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         Ok(Self {
             release: kernel_release(),
             names,
             offsets,
             probes,
+            timer_hooks: timer_hooks(&btf, &kallsyms),
         })
     }
 }
@@ -146,6 +151,42 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
     })
 }
 
+/// Where socket timers live and which functions they run, for the timer
+/// fallback. Symbol addresses come from /proc/kallsyms (root sees them
+/// unless kernel.kptr_restrict is 2).
+pub fn timer_hooks(btf: &Btf, kallsyms: &str) -> Result<TimerHooks, String> {
+    let symbol = |name: &str| {
+        kallsyms.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (addr, _kind, sym) = (fields.next()?, fields.next()?, fields.next()?);
+            (sym == name)
+                .then(|| u64::from_str_radix(addr, 16).ok())
+                .flatten()
+        })
+    };
+    let keepalive_fn =
+        symbol("tcp_keepalive_timer").ok_or("/proc/kallsyms has no tcp_keepalive_timer")?;
+    let write_timer_fn =
+        symbol("tcp_write_timer").ok_or("/proc/kallsyms has no tcp_write_timer")?;
+    if keepalive_fn == 0 || write_timer_fn == 0 {
+        return Err("the kernel hides symbol addresses (kernel.kptr_restrict)".into());
+    }
+    let offset = |ty: &str, path: &[&str]| {
+        btf.member_offset(ty, path)
+            .and_then(|o| u16::try_from(o).ok())
+            .filter(|&o| o != NO_FIELD)
+            .ok_or_else(|| format!("kernel BTF has no struct {ty} member {}", path.join(".")))
+    };
+    Ok(TimerHooks {
+        keepalive_fn,
+        write_timer_fn,
+        timer_function: offset("timer_list", &["function"])?,
+        sock_timer: offset("sock", &["sk_timer"])?,
+        icsk_retransmit_timer: offset("inet_connection_sock", &["icsk_retransmit_timer"])?,
+        icsk_probes_out: offset("inet_connection_sock", &["icsk_probes_out"])?,
+    })
+}
+
 /// Whether the offsets suffice for the socket error probe, else why not.
 pub fn error_report_usable(offsets: &KernelOffsets) -> Result<(), String> {
     let needed = [
@@ -162,6 +203,23 @@ pub fn error_report_usable(offsets: &KernelOffsets) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn hidden_symbol_addresses_disable_the_timer_fallback() {
+        let hidden = "0000000000000000 t tcp_keepalive_timer\n0000000000000000 t tcp_write_timer\n";
+        let btf = Btf::parse(&crate::btf::tests::Builder::new().build()).unwrap();
+        assert_eq!(
+            timer_hooks(&btf, hidden),
+            Err("the kernel hides symbol addresses (kernel.kptr_restrict)".into())
+        );
+        assert_eq!(
+            timer_hooks(&btf, ""),
+            Err("/proc/kallsyms has no tcp_keepalive_timer".into())
+        );
+        // `.cold` parts are other symbols.
+        let cold = "ffffffff81243c71 t tcp_keepalive_timer.cold\n";
+        assert!(timer_hooks(&btf, cold).is_err());
+    }
+
     /// On a host with BTF, every offset resolves (skipped without BTF, as in
     /// a container; CI runs on a kernel with it).
     #[test]
@@ -172,6 +230,15 @@ mod tests {
         };
         let offsets = kernel_offsets(&Btf::parse(&data).unwrap()).unwrap();
         assert_eq!(error_report_usable(&offsets), Ok(()));
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        if kallsyms
+            .lines()
+            .any(|l| l.ends_with(" tcp_keepalive_timer") && !l.starts_with("0000000000000000"))
+        {
+            let hooks = timer_hooks(&Btf::parse(&data).unwrap(), &kallsyms).unwrap();
+            assert_ne!(hooks.keepalive_fn, hooks.write_timer_fn);
+            assert!(hooks.icsk_probes_out > hooks.icsk_retransmit_timer);
+        }
         assert_ne!(offsets.skb_dev, NO_FIELD);
         assert_ne!(offsets.skb_transport_header, NO_FIELD);
         assert_ne!(offsets.skb_tcp_segs, NO_FIELD);

@@ -124,6 +124,12 @@ enum Details<'a> {
         code: i32,
     },
     Destroy,
+    KeepaliveProbe {
+        probes_out: u8,
+    },
+    ZeroWindowProbe {
+        probes_out: u8,
+    },
 }
 
 impl<'a> From<&'a EventKind> for Details<'a> {
@@ -154,6 +160,12 @@ impl<'a> From<&'a EventKind> for Details<'a> {
                 code: *errno,
             },
             EventKind::Destroy => Self::Destroy,
+            EventKind::KeepaliveProbe { probes_out } => Self::KeepaliveProbe {
+                probes_out: *probes_out,
+            },
+            EventKind::ZeroWindowProbe { probes_out } => Self::ZeroWindowProbe {
+                probes_out: *probes_out,
+            },
         }
     }
 }
@@ -278,6 +290,12 @@ impl Output {
                         format!("socket error {}", errno_name(*errno))
                     }
                     EventKind::Destroy => "socket destroyed".into(),
+                    EventKind::KeepaliveProbe { probes_out } => {
+                        format!("keepalive probe, {probes_out} unanswered")
+                    }
+                    EventKind::ZeroWindowProbe { probes_out } => {
+                        format!("zero-window probe, {probes_out} unanswered")
+                    }
                 };
                 let owner = who
                     .owner

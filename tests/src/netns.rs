@@ -123,12 +123,11 @@ impl NetNs {
     }
 }
 
-impl Drop for NetNs {
-    /// Kills what the test left running inside (vsftpd's session processes,
-    /// servers, clients), then deletes the namespace.
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let pids = kill_until_empty(|| {
+impl NetNs {
+    /// SIGKILLs every process in the namespace (vsftpd and its sessions,
+    /// clients); returns the pids still there after 5 s, never panics.
+    pub fn kill_all(&self) -> Vec<i32> {
+        kill_until_empty(|| {
             let pids = self.pids();
             for &pid in &pids {
                 // SAFETY: kill(2) on a pid read from this namespace, which
@@ -136,7 +135,16 @@ impl Drop for NetNs {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             pids
-        });
+        })
+    }
+}
+
+impl Drop for NetNs {
+    /// Kills what the test left running inside (vsftpd's session processes,
+    /// servers, clients), then deletes the namespace.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let pids = self.kill_all();
         if !pids.is_empty() {
             eprintln!("netns {name}: pids {pids:?} still there after SIGKILL");
         }

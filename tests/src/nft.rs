@@ -65,6 +65,23 @@ impl Rule {
         }
     }
 
+    /// Drops every TCP segment of connections to the peer's `port`, both
+    /// ways: a dead path (use in the client's namespace).
+    pub fn blackhole(port: u16) -> [Self; 2] {
+        [
+            Self {
+                hook: Hook::Input,
+                matches: format!("tcp sport {port}"),
+                verdict: "drop".into(),
+            },
+            Self {
+                hook: Hook::Output,
+                matches: format!("tcp dport {port}"),
+                verdict: "drop".into(),
+            },
+        ]
+    }
+
     /// Answers arriving segments from `sport` that carry more than `min_len`
     /// bytes of packet (data, not bare ACKs) with a forged reset: the sender
     /// gets a RST that looks like it came from this host, while this host's

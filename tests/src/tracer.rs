@@ -160,8 +160,6 @@ pub enum Kind {
         reason: Option<String>,
         state: Option<String>,
     },
-    /// `state` is optional here so that its absence fails only the tests
-    /// that look at it.
     ResetReceived {
         state: String,
     },
@@ -170,6 +168,12 @@ pub enum Kind {
         code: i32,
     },
     Destroy {},
+    KeepaliveProbe {
+        probes_out: u8,
+    },
+    ZeroWindowProbe {
+        probes_out: u8,
+    },
 }
 
 /// One `event` line.
@@ -478,6 +482,8 @@ impl Trace {
                 Kind::ResetReceived { .. } => "reset_received".into(),
                 Kind::SocketError { errno, .. } => format!("socket_error {errno}"),
                 Kind::Destroy {} => "destroy".into(),
+                Kind::KeepaliveProbe { .. } => "keepalive_probe".into(),
+                Kind::ZeroWindowProbe { .. } => "zero_window_probe".into(),
             };
             *counts.entry(key).or_default() += 1;
         }

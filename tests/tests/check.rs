@@ -48,7 +48,9 @@ fn check_reports_every_probe_as_it_attaches() {
             "tcp:tcp_send_reset",
             "tcp:tcp_receive_reset",
             "tcp:tcp_destroy_sock",
-            "sock:inet_sk_error_report"
+            "sock:inet_sk_error_report",
+            "keepalive_probe",
+            "zero_window_probe"
         ]
     );
     for probe in probes {
@@ -56,7 +58,15 @@ fn check_reports_every_probe_as_it_attaches() {
         let expected = probe["name"] != "sock:inet_sk_error_report" || kernel_at_least(5, 13);
         assert_eq!(probe["attached"], expected, "{probe}: {done}");
         if expected {
-            assert_eq!(probe["hook"], "raw_tracepoint", "{probe}");
+            let hook = if probe["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("_probe"))
+            {
+                "timer"
+            } else {
+                "raw_tracepoint"
+            };
+            assert_eq!(probe["hook"], hook, "{probe}");
         } else {
             assert!(
                 probe["reason"].is_string(),
@@ -76,7 +86,7 @@ fn check_reports_every_probe_as_it_attaches() {
             .lines()
             .filter(|l| l.starts_with("probe"))
             .count(),
-        7,
+        9,
         "{text}"
     );
 }
