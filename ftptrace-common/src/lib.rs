@@ -51,6 +51,9 @@ pub enum ProbeId {
     KeepaliveProbe = 7,
     /// A zero-window probe sent: `arg1` is `icsk_probes_out` after it.
     ZeroWindowProbe = 8,
+    /// `skb:kfree_skb(skb, location[, reason[, rx_sk]])`: a packet dropped;
+    /// `arg1` is the drop reason, `arg2` 1 when it was leaving (else arriving).
+    KfreeSkb = 9,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -67,6 +70,7 @@ impl TryFrom<u16> for ProbeId {
             6 => Self::InetSkErrorReport,
             7 => Self::KeepaliveProbe,
             8 => Self::ZeroWindowProbe,
+            9 => Self::KfreeSkb,
             other => return Err(other),
         })
     }
@@ -127,7 +131,9 @@ pub struct KernelOffsets {
     pub sock_v6_saddr: u16,
     /// `struct sock` → `__sk_common.skc_v6_daddr` (16 bytes).
     pub sock_v6_daddr: u16,
-    pub _pad: u16,
+    /// `struct sk_buff` → `skb_iif` (i32): the interface a packet arrived
+    /// on, 0 for one this host is sending.
+    pub skb_iif: u16,
 }
 
 impl KernelOffsets {
@@ -151,7 +157,7 @@ impl KernelOffsets {
         sock_daddr: NO_FIELD,
         sock_v6_saddr: NO_FIELD,
         sock_v6_daddr: NO_FIELD,
-        _pad: 0,
+        skb_iif: NO_FIELD,
     };
 }
 

@@ -242,6 +242,105 @@ fn try_timer_exit(timer: u64) -> Result<(), i64> {
     try_sock_event(probe, running.sk, false, i64::from(probes_out), 0, 0)
 }
 
+/// `kfree_skb(struct sk_buff *skb, void *location)` (before 5.17: no reason).
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
+    let _ = try_drop(ctx.arg(0), 0, 0);
+    0
+}
+
+/// `kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`
+#[raw_tracepoint(tracepoint = "kfree_skb")]
+pub fn kfree_skb_reason(ctx: RawTracePointContext) -> i32 {
+    let reason: u32 = ctx.arg(2);
+    let _ = try_drop(ctx.arg(0), i64::from(reason), record_flags::HAS_ARG);
+    0
+}
+
+const IPPROTO_TCP_U8: u8 = 6;
+
+/// A dropped packet of an FTP connection, described by its headers. Fires for
+/// every dropped packet on the host: the port test comes before the rest.
+#[inline(always)]
+fn try_drop(skb: u64, reason: i64, flags: u8) -> Result<(), i64> {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let head: u64 = read_kernel(skb, o.skb_head)?;
+    let network: u16 = read_kernel(skb, o.skb_network_header)?;
+    let transport: u16 = read_kernel(skb, o.skb_transport_header)?;
+    // 0xffff: no transport header set (not past IP yet, or not IP at all).
+    if transport == u16::MAX || transport <= network {
+        return Ok(());
+    }
+    let ports: [u8; 4] = read_kernel(head, transport)?;
+    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    if !is_ftp(src_port) && !is_ftp(dst_port) {
+        return Ok(());
+    }
+    let ip = head + u64::from(network);
+    let version: u8 = read_kernel::<u8>(ip, 0)? >> 4;
+    let mut src4 = [0u8; 4];
+    let mut dst4 = [0u8; 4];
+    let mut src6 = [0u8; 16];
+    let mut dst6 = [0u8; 16];
+    let family = if version == 4 {
+        if read_kernel::<u8>(ip, 9)? != IPPROTO_TCP_U8 {
+            return Ok(());
+        }
+        src4 = read_kernel(ip, 12)?;
+        dst4 = read_kernel(ip, 16)?;
+        AF_INET
+    } else if version == 6 {
+        if read_kernel::<u8>(ip, 6)? != IPPROTO_TCP_U8 {
+            return Ok(());
+        }
+        src6 = read_kernel(ip, 8)?;
+        dst6 = read_kernel(ip, 24)?;
+        AF_INET6
+    } else {
+        return Ok(());
+    };
+    // Arrived on an interface: the destination is this host's end.
+    let arriving = read_kernel::<i32>(skb, o.skb_iif).unwrap_or(0) != 0;
+    let record = if arriving {
+        SockRecord {
+            sk: 0,
+            arg1: reason,
+            arg2: 0,
+            family,
+            state: 0,
+            flags: flags | record_flags::NO_SOCKET,
+            sport: dst_port,
+            dport: src_port,
+            saddr4: dst4,
+            daddr4: src4,
+            saddr6: dst6,
+            daddr6: src6,
+        }
+    } else {
+        SockRecord {
+            sk: 0,
+            arg1: reason,
+            arg2: 1,
+            family,
+            state: 0,
+            flags: flags | record_flags::NO_SOCKET,
+            sport: src_port,
+            dport: dst_port,
+            saddr4: src4,
+            daddr4: dst4,
+            saddr6: src6,
+            daddr6: dst6,
+        }
+    };
+    let netns = match read_kernel::<u64>(skb, o.skb_dev) {
+        Ok(dev) if dev != 0 => net_inum(dev, o.netdev_net, o),
+        _ => 0,
+    };
+    emit(ProbeId::KfreeSkb, netns, record);
+    Ok(())
+}
+
 fn try_error_report(sk: u64) -> Result<(), i64> {
     let o = OFFSETS.get(0).ok_or(0)?;
     let err: i32 = read_kernel(sk, o.sock_err)?;

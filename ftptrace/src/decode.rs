@@ -103,6 +103,14 @@ impl Decoder {
             ProbeId::ZeroWindowProbe => EventKind::ZeroWindowProbe {
                 probes_out: arg1 as u8,
             },
+            ProbeId::KfreeSkb => EventKind::Drop {
+                reason: if has_arg {
+                    self.names.drop_reason(arg1)
+                } else {
+                    None
+                },
+                outgoing: arg2 == 1,
+            },
         };
         Ok(KernelEvent {
             boot_ns: u64_at(bytes, 8),

@@ -56,6 +56,12 @@ pub enum EventKind {
     KeepaliveProbe { probes_out: u8 },
     /// A window probe went out because the peer advertised a zero window.
     ZeroWindowProbe { probes_out: u8 },
+    /// The kernel dropped a packet of the connection; `reason` is the
+    /// kernel's drop reason name (5.17+); `outgoing` for one this host sent.
+    Drop {
+        reason: Option<String>,
+        outgoing: bool,
+    },
 }
 
 /// `ETIMEDOUT` for 110; the number itself for codes libc has no name for.

@@ -87,9 +87,10 @@ impl KernelFacts {
                 .and_then(|p| p.format.as_ref())
         };
         let resolve = |name: &str| btf.enum_value(name);
-        let names = KernelNames::from_formats(
+        let names = KernelNames::from_all_formats(
             format_of("inet_sock_set_state"),
             format_of("tcp_send_reset"),
+            format_of("kfree_skb"),
             &resolve,
         );
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
@@ -147,7 +148,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
         sock_daddr: required("sock", &["__sk_common", "skc_daddr"])?,
         sock_v6_saddr: optional("sock", &["__sk_common", "skc_v6_rcv_saddr"]),
         sock_v6_daddr: optional("sock", &["__sk_common", "skc_v6_daddr"]),
-        _pad: 0,
+        skb_iif: optional("sk_buff", &["skb_iif"]),
     })
 }
 

@@ -11,6 +11,8 @@ pub struct KernelNames {
     pub tcp_states: SymbolTable,
     /// `enum sk_rst_reason`, where the kernel reports reset reasons (6.10+).
     pub reset_reasons: Option<SymbolTable>,
+    /// `enum skb_drop_reason`, where the kernel reports drop reasons (5.17+).
+    pub drop_reasons: Option<SymbolTable>,
 }
 
 impl KernelNames {
@@ -22,13 +24,25 @@ impl KernelNames {
         send_reset: Option<&TracepointFormat>,
         resolve: &dyn Fn(&str) -> Option<i64>,
     ) -> Self {
+        Self::from_all_formats(set_state, send_reset, None, resolve)
+    }
+
+    /// As [`Self::from_formats`], with drop reasons from `kfree_skb`'s.
+    pub fn from_all_formats(
+        set_state: Option<&TracepointFormat>,
+        send_reset: Option<&TracepointFormat>,
+        kfree_skb: Option<&TracepointFormat>,
+        resolve: &dyn Fn(&str) -> Option<i64>,
+    ) -> Self {
         let tcp_states = set_state
             .and_then(|f| f.symbols("newstate", resolve))
             .unwrap_or_else(linux_tcp_states);
         let reset_reasons = send_reset.and_then(|f| f.symbols("reason", resolve));
+        let drop_reasons = kfree_skb.and_then(|f| f.symbols("reason", resolve));
         Self {
             tcp_states,
             reset_reasons,
+            drop_reasons,
         }
     }
 
@@ -41,12 +55,20 @@ impl KernelNames {
     }
 
     pub fn reset_reason(&self, value: i64) -> Option<String> {
-        let table = self.reset_reasons.as_ref()?;
-        Some(match table.name(value) {
-            Some(name) => name.to_string(),
-            None => value.to_string(),
-        })
+        name_or_number(self.reset_reasons.as_ref()?, value)
     }
+
+    /// `NETFILTER_DROP` for 12 on 6.18 (the numbers change between kernels).
+    pub fn drop_reason(&self, value: i64) -> Option<String> {
+        name_or_number(self.drop_reasons.as_ref()?, value)
+    }
+}
+
+fn name_or_number(table: &SymbolTable, value: i64) -> Option<String> {
+    Some(match table.name(value) {
+        Some(name) => name.to_string(),
+        None => value.to_string(),
+    })
 }
 
 /// The TCP state numbers of include/net/tcp_states.h, unchanged since Linux
@@ -136,6 +158,42 @@ pub(crate) mod tests {
                 assert_eq!(program == "tcp_send_reset_reason", has_reason, "{kernel}");
             }
         }
+    }
+
+    #[test]
+    fn drop_reasons_differ_between_kernels_and_come_from_each() {
+        let names = |kernel| {
+            KernelNames::from_all_formats(
+                None,
+                None,
+                testdata_format(kernel, "skb", "kfree_skb").as_ref(),
+                &|_| None,
+            )
+        };
+        let on_6_18 = names("6.18");
+        assert_eq!(on_6_18.drop_reason(12).as_deref(), Some("NETFILTER_DROP"));
+        assert_eq!(
+            on_6_18.drop_reason(40).as_deref(),
+            Some("TCP_LISTEN_OVERFLOW")
+        );
+        assert_eq!(on_6_18.drop_reason(64).as_deref(), Some("QDISC_DROP"));
+        let on_6_1 = names("6.1");
+        assert!(
+            on_6_1
+                .drop_reasons
+                .as_ref()
+                .is_some_and(|t| t.value("NETFILTER_DROP").is_some())
+        );
+        assert_ne!(
+            on_6_1
+                .drop_reasons
+                .as_ref()
+                .unwrap()
+                .value("NETFILTER_DROP"),
+            Some(12)
+        );
+        // 5.10 has no reason at all.
+        assert_eq!(names("5.10").drop_reason(12), None);
     }
 
     #[test]

@@ -130,6 +130,10 @@ enum Details<'a> {
     ZeroWindowProbe {
         probes_out: u8,
     },
+    Drop {
+        reason: Option<&'a str>,
+        direction: &'static str,
+    },
 }
 
 impl<'a> From<&'a EventKind> for Details<'a> {
@@ -165,6 +169,10 @@ impl<'a> From<&'a EventKind> for Details<'a> {
             },
             EventKind::ZeroWindowProbe { probes_out } => Self::ZeroWindowProbe {
                 probes_out: *probes_out,
+            },
+            EventKind::Drop { reason, outgoing } => Self::Drop {
+                reason: reason.as_deref(),
+                direction: if *outgoing { "out" } else { "in" },
             },
         }
     }
@@ -296,6 +304,11 @@ impl Output {
                     EventKind::ZeroWindowProbe { probes_out } => {
                         format!("zero-window probe, {probes_out} unanswered")
                     }
+                    EventKind::Drop { reason, outgoing } => format!(
+                        "{} packet dropped ({})",
+                        if *outgoing { "outgoing" } else { "incoming" },
+                        reason.as_deref().unwrap_or("no reason given")
+                    ),
                 };
                 let owner = who
                     .owner

@@ -42,7 +42,7 @@ const fn probe(id: ProbeId, category: &'static str, name: &'static str) -> Probe
     }
 }
 
-pub const PROBES: [Probe; 7] = [
+pub const PROBES: [Probe; 8] = [
     probe(ProbeId::InetSockSetState, "sock", "inet_sock_set_state"),
     Probe {
         with_field: Some(("err", "tcp_retransmit_skb_err")),
@@ -57,6 +57,11 @@ pub const PROBES: [Probe; 7] = [
     probe(ProbeId::TcpDestroySock, "tcp", "tcp_destroy_sock"),
     // Added in 5.13.
     probe(ProbeId::InetSkErrorReport, "sock", "inet_sk_error_report"),
+    // The drop reason came in 5.17.
+    Probe {
+        with_field: Some(("reason", "kfree_skb_reason")),
+        ..probe(ProbeId::KfreeSkb, "skb", "kfree_skb")
+    },
 ];
 
 #[cfg(test)]

@@ -174,6 +174,10 @@ pub enum Kind {
     ZeroWindowProbe {
         probes_out: u8,
     },
+    Drop {
+        reason: Option<String>,
+        direction: String,
+    },
 }
 
 /// One `event` line.
@@ -484,6 +488,7 @@ impl Trace {
                 Kind::Destroy {} => "destroy".into(),
                 Kind::KeepaliveProbe { .. } => "keepalive_probe".into(),
                 Kind::ZeroWindowProbe { .. } => "zero_window_probe".into(),
+                Kind::Drop { reason, direction } => format!("drop {direction} {reason:?}"),
             };
             *counts.entry(key).or_default() += 1;
         }

@@ -49,6 +49,7 @@ fn check_reports_every_probe_as_it_attaches() {
             "tcp:tcp_receive_reset",
             "tcp:tcp_destroy_sock",
             "sock:inet_sk_error_report",
+            "skb:kfree_skb",
             "keepalive_probe",
             "zero_window_probe"
         ]
@@ -86,7 +87,7 @@ fn check_reports_every_probe_as_it_attaches() {
             .lines()
             .filter(|l| l.starts_with("probe"))
             .count(),
-        9,
+        10,
         "{text}"
     );
 }

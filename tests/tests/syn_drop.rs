@@ -40,6 +40,36 @@ fn dropped_data_syns_show_syn_retransmits_and_etimedout() {
     let dropped = nft::hits(&net.server);
     assert!(dropped[0] > 0, "nftables dropped no SYN: {dropped:?}{ctx}");
 
+    // The server's kernel reports each SYN its firewall dropped, with the
+    // reason, before any socket exists: one per drop the nft counter saw.
+    let drops = run.server_where(|e| matches!(e.kind, Kind::Drop { .. }));
+    assert_eq!(
+        i64::try_from(dropped[0]).expect("fits"),
+        count(&drops),
+        "server drop events vs the nft rule's counter{ctx}"
+    );
+    for drop in &drops {
+        let reason = if run.trace.start.kernel_at_least(5, 17) {
+            Some("NETFILTER_DROP".to_owned())
+        } else {
+            None
+        };
+        assert_eq!(
+            drop.kind,
+            Kind::Drop {
+                reason,
+                direction: "in".into()
+            },
+            "{}{ctx}",
+            drop.line
+        );
+        assert!(
+            PASSIVE_PORTS.contains(&drop.local_port),
+            "the drops hit the passive range: {}{ctx}",
+            drop.line
+        );
+    }
+
     let syn_retransmits = run.client_where(|e| {
         matches!(
             &e.kind,
