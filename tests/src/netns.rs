@@ -168,6 +168,15 @@ fn kill_until_empty(mut probe: impl FnMut() -> Vec<i32>) -> Vec<i32> {
     }
 }
 
+/// RPS mask of the highest-numbered CPU (CPU 1 on the 2-CPU CI host, CPU 0
+/// in a 1-CPU guest).
+fn last_cpu_mask() -> u64 {
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(64);
+    1 << (cpus - 1)
+}
+
 /// Lines of `ss -Htan` output whose state is neither LISTEN nor TIME-WAIT.
 pub fn busy_sockets(ss_output: &str) -> Vec<String> {
     ss_output
@@ -233,7 +242,7 @@ impl NsPair {
             // veth hands packets to the backlog of the CPU that sent them:
             // a flow sent from two CPUs arrives reordered, and reordering
             // means spurious fast retransmits on a clean link. Steering every
-            // arriving packet to one CPU keeps the order. CPU 1, not 0: on the
+            // arriving packet to one CPU keeps the order. The last CPU, not 0: on the
             // CI host, tracepoint hits in softirq taken while the VM's init
             // (a tokio thread, mostly on CPU 0) was current were not handed to
             // BPF programs at all, and nothing counted them (see issue 3).
@@ -241,7 +250,10 @@ impl NsPair {
                 "sh",
                 &[
                     "-c",
-                    &format!("echo 2 > /sys/class/net/{DEV}/queues/rx-0/rps_cpus"),
+                    &format!(
+                        "echo {:x} > /sys/class/net/{DEV}/queues/rx-0/rps_cpus",
+                        last_cpu_mask()
+                    ),
                 ],
             );
             ns.ip(&["link", "set", DEV, "up"]);

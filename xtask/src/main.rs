@@ -2,6 +2,7 @@
 
 mod setup;
 mod test;
+mod vm;
 
 use std::{path::PathBuf, process::Command};
 
@@ -25,6 +26,16 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the root integration suite in QEMU guests on Debian's 5.10, 6.1,
+    /// 6.12 and 7.2 kernels and on the host's own (one line per kernel).
+    Vm {
+        /// Only these kernels (5.10, 6.1, 6.12, 7.2, host).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        /// List the kernels and exit.
+        #[arg(long)]
+        list: bool,
+    },
     /// Measure the user-space pipeline (decode, attribute, print) per event.
     Bench,
     /// Set up, then run the unit tests and (as root) the kernel integration tests.
@@ -47,6 +58,14 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { filter } => test::run_tests(filter.as_deref()),
+        Task::Vm { kernels, list } => {
+            if list {
+                vm::list();
+                return Ok(());
+            }
+            setup::all()?;
+            vm::run_matrix(&kernels)
+        }
         Task::Bench => {
             setup::build_chain()?;
             cargo(&["bench", "-p", "ftptrace", "--bench", "pipeline"])
