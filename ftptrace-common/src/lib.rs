@@ -163,8 +163,8 @@ impl KernelOffsets {
 
 /// What the timer fallback needs to see socket timers fire, filled from
 /// /proc/kallsyms and BTF. Probes are visible as `icsk_probes_out` growing
-/// across one run of a socket's timer: the keepalive timer (`sk_timer`
-/// running `tcp_keepalive_timer`) or the retransmit timer (`tcp_write_timer`,
+/// across one run of a socket's timer: the keepalive timer (running
+/// `tcp_keepalive_timer`) or the retransmit timer (`tcp_write_timer`,
 /// which sends zero-window probes).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +175,8 @@ pub struct TimerHooks {
     pub write_timer_fn: u64,
     /// `struct timer_list` → `function`.
     pub timer_function: u16,
-    /// `struct sock` → `sk_timer`.
+    /// The keepalive timer in the socket: `inet_connection_sock` →
+    /// `icsk_keepalive_timer` where BTF has it (6.1), else `sock` → `sk_timer`.
     pub sock_timer: u16,
     /// `struct inet_connection_sock` → `icsk_retransmit_timer`.
     pub icsk_retransmit_timer: u16,
@@ -238,7 +239,8 @@ pub struct SockRecord {
     pub arg2: i64,
     /// `AF_INET` or `AF_INET6`.
     pub family: u16,
-    /// `skc_state` when the event happened.
+    /// `skc_state` when the event happened; for a dropped packet
+    /// ([`ProbeId::KfreeSkb`]) its TCP flags byte instead.
     pub state: u8,
     /// [`record_flags`] bits.
     pub flags: u8,

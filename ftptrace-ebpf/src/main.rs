@@ -277,6 +277,8 @@ fn try_drop(skb: u64, reason: i64, flags: u8) -> Result<(), i64> {
     if !is_ftp(src_port) && !is_ftp(dst_port) {
         return Ok(());
     }
+    // FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, in the record's `state` byte.
+    let tcp_flags: u8 = read_kernel(head, transport + 13)?;
     let ip = head + u64::from(network);
     let version: u8 = read_kernel::<u8>(ip, 0)? >> 4;
     let mut src4 = [0u8; 4];
@@ -308,7 +310,7 @@ fn try_drop(skb: u64, reason: i64, flags: u8) -> Result<(), i64> {
             arg1: reason,
             arg2: 0,
             family,
-            state: 0,
+            state: tcp_flags,
             flags: flags | record_flags::NO_SOCKET,
             sport: dst_port,
             dport: src_port,
@@ -323,7 +325,7 @@ fn try_drop(skb: u64, reason: i64, flags: u8) -> Result<(), i64> {
             arg1: reason,
             arg2: 1,
             family,
-            state: 0,
+            state: tcp_flags,
             flags: flags | record_flags::NO_SOCKET,
             sport: src_port,
             dport: dst_port,

@@ -110,6 +110,7 @@ impl Decoder {
                     None
                 },
                 outgoing: arg2 == 1,
+                tcp_flags: r[26],
             },
         };
         Ok(KernelEvent {

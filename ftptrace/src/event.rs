@@ -61,7 +61,21 @@ pub enum EventKind {
     Drop {
         reason: Option<String>,
         outgoing: bool,
+        /// The packet's TCP flags byte (`SYN` 0x02, `RST` 0x04, ...).
+        tcp_flags: u8,
     },
+}
+
+/// TCP flag names of a flags byte, e.g. `SYN|ACK`; empty for none.
+pub fn tcp_flag_names(flags: u8) -> String {
+    const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
+    NAMES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| flags & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 /// `ETIMEDOUT` for 110; the number itself for codes libc has no name for.
@@ -77,6 +91,14 @@ pub fn errno_name(code: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_flags_by_name() {
+        assert_eq!(tcp_flag_names(0x02), "SYN");
+        assert_eq!(tcp_flag_names(0x12), "SYN|ACK");
+        assert_eq!(tcp_flag_names(0x14), "RST|ACK");
+        assert_eq!(tcp_flag_names(0), "");
+    }
 
     #[test]
     fn errno_names() {

@@ -182,7 +182,10 @@ pub fn timer_hooks(btf: &Btf, kallsyms: &str) -> Result<TimerHooks, String> {
         keepalive_fn,
         write_timer_fn,
         timer_function: offset("timer_list", &["function"])?,
-        sock_timer: offset("sock", &["sk_timer"])?,
+        // 6.1 keeps the keepalive timer in inet_connection_sock; later
+        // kernels made it an alias of sk_timer, which BTF does not name.
+        sock_timer: offset("inet_connection_sock", &["icsk_keepalive_timer"])
+            .or_else(|_| offset("sock", &["sk_timer"]))?,
         icsk_retransmit_timer: offset("inet_connection_sock", &["icsk_retransmit_timer"])?,
         icsk_probes_out: offset("inet_connection_sock", &["icsk_probes_out"])?,
     })

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::{
     attribution::Attribution,
     cli::Format,
-    event::{EventKind, KernelEvent, errno_name},
+    event::{EventKind, KernelEvent, errno_name, tcp_flag_names},
 };
 
 /// Version of the JSON lines contract; bumped only for incompatible changes.
@@ -133,6 +133,7 @@ enum Details<'a> {
     Drop {
         reason: Option<&'a str>,
         direction: &'static str,
+        tcp_flags: String,
     },
 }
 
@@ -170,9 +171,14 @@ impl<'a> From<&'a EventKind> for Details<'a> {
             EventKind::ZeroWindowProbe { probes_out } => Self::ZeroWindowProbe {
                 probes_out: *probes_out,
             },
-            EventKind::Drop { reason, outgoing } => Self::Drop {
+            EventKind::Drop {
+                reason,
+                outgoing,
+                tcp_flags,
+            } => Self::Drop {
                 reason: reason.as_deref(),
                 direction: if *outgoing { "out" } else { "in" },
+                tcp_flags: tcp_flag_names(*tcp_flags),
             },
         }
     }
@@ -304,9 +310,14 @@ impl Output {
                     EventKind::ZeroWindowProbe { probes_out } => {
                         format!("zero-window probe, {probes_out} unanswered")
                     }
-                    EventKind::Drop { reason, outgoing } => format!(
-                        "{} packet dropped ({})",
+                    EventKind::Drop {
+                        reason,
+                        outgoing,
+                        tcp_flags,
+                    } => format!(
+                        "{} {} dropped ({})",
                         if *outgoing { "outgoing" } else { "incoming" },
+                        tcp_flag_names(*tcp_flags),
                         reason.as_deref().unwrap_or("no reason given")
                     ),
                 };

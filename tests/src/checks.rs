@@ -5,12 +5,36 @@ use std::ops::RangeInclusive;
 use crate::{
     client::Transfer,
     observe::Observed,
-    tracer::{Event, Kind, Side},
+    tracer::{Event, Kind, Side, Start},
 };
 
 /// The number of events, as the kernel counters' type.
 pub fn count(events: &[&Event]) -> i64 {
     i64::try_from(events.len()).expect("event count fits i64")
+}
+
+/// The resets a namespace's kernel sent, as ftptrace shows them: its
+/// `reset_sent` events, plus, on kernels before 6.10 (whose tcp_send_reset
+/// tracepoint fires only for resets sent by a socket), every arriving
+/// non-RST segment dropped for `NO_SOCKET`, which the kernel answers with a
+/// reset. Compare with `Tcp.OutRsts`.
+pub fn resets_sent(events: &[&Event], start: &Start) -> i64 {
+    let socketless = !start.kernel_at_least(6, 10);
+    let answered = |e: &&&Event| match &e.kind {
+        Kind::ResetSent { .. } => true,
+        Kind::Drop {
+            reason,
+            direction,
+            tcp_flags,
+        } => {
+            socketless
+                && reason.as_deref() == Some("NO_SOCKET")
+                && direction == "in"
+                && !tcp_flags.split('|').any(|f| f == "RST")
+        }
+        _ => false,
+    };
+    i64::try_from(events.iter().filter(answered).count()).expect("fits")
 }
 
 /// Segments the retransmit events carry: what the kernel adds to

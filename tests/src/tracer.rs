@@ -177,6 +177,7 @@ pub enum Kind {
     Drop {
         reason: Option<String>,
         direction: String,
+        tcp_flags: String,
     },
 }
 
@@ -488,7 +489,11 @@ impl Trace {
                 Kind::Destroy {} => "destroy".into(),
                 Kind::KeepaliveProbe { .. } => "keepalive_probe".into(),
                 Kind::ZeroWindowProbe { .. } => "zero_window_probe".into(),
-                Kind::Drop { reason, direction } => format!("drop {direction} {reason:?}"),
+                Kind::Drop {
+                    reason,
+                    direction,
+                    tcp_flags,
+                } => format!("drop {direction} {tcp_flags} {reason:?}"),
             };
             *counts.entry(key).or_default() += 1;
         }

@@ -58,7 +58,8 @@ fn dropped_data_syns_show_syn_retransmits_and_etimedout() {
             drop.kind,
             Kind::Drop {
                 reason,
-                direction: "in".into()
+                direction: "in".into(),
+                tcp_flags: "SYN".into(),
             },
             "{}{ctx}",
             drop.line

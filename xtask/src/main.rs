@@ -63,7 +63,6 @@ fn main() -> anyhow::Result<()> {
                 vm::list();
                 return Ok(());
             }
-            setup::all()?;
             vm::run_matrix(&kernels)
         }
         Task::Bench => {

@@ -10,16 +10,27 @@ use anyhow::{Context as _, bail};
 
 use crate::{is_root, output, run};
 
-/// Debian packages the tests and VM runs use.
+/// Debian packages the tests use.
 const PACKAGES: &[&str] = &[
     "vsftpd", "curl", "lftp", "nftables", "iproute2", "ethtool", "procps", "tcpdump", "python3",
 ];
 
+/// Debian packages `cargo xtask vm` adds: QEMU, depmod for the guest
+/// kernels' modules, a virtualenv for virtme-ng, and the static busybox
+/// virtme-ng puts in the guest's initramfs (it refuses to boot without).
+const VM_PACKAGES: &[&str] = &["qemu-system-x86", "kmod", "python3-venv", "busybox-static"];
+
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn all() -> anyhow::Result<()> {
-    packages()?;
+    packages(PACKAGES)?;
     build_chain()
+}
+
+/// What `cargo xtask vm` needs on top of [`all`].
+pub fn vm() -> anyhow::Result<()> {
+    all()?;
+    packages(VM_PACKAGES)
 }
 
 /// The eBPF build chain: nightly with rust-src, bpf-linker against its LLVM.
@@ -28,8 +39,8 @@ pub fn build_chain() -> anyhow::Result<()> {
     bpf_linker()
 }
 
-fn packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+fn packages(wanted: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .copied()
         .filter(|package| !installed(package))

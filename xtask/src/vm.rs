@@ -1,365 +1,690 @@
-//! `cargo xtask vm`: the root integration suite on other kernels. Debian's
-//! kernels are fetched as packages (never installed on the host), booted
-//! under QEMU with software emulation (TCG: /dev/kvm here cannot boot stock
-//! kernels) by virtme-ng, with the host's root file system shared read-only,
-//! so the host-built tracer and test binaries run unchanged in the guest.
+//! `cargo xtask vm`: the root integration suite on other kernels.
+//!
+//! Debian's kernels are fetched as packages (never installed on the host)
+//! into `<cache>/ftptrace/vm/<kernel>/` and booted by virtme-ng under QEMU
+//! with software emulation (TCG: /dev/kvm here is a nested KVM that cannot
+//! boot stock kernels). The guest sees the host's root file system read-only
+//! over 9p, so the tracer and the test executables built on the host run
+//! there unchanged; a shared read-write directory carries the test output
+//! back. The host's own kernel runs the same script directly, no VM.
+//!
+//! vng's exit status is 255 even when the guest's script succeeds, so the
+//! script's log is the only truth: it brackets each test executable with
+//! `==> name` and `<== name exit N` lines, and its last line says it ran to
+//! the end.
 
 use std::{
+    fmt::Write as _,
     fs,
+    io::Write as _,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{cargo, output, run, setup::cache_dir, workspace_root};
+use crate::{is_root, output, run, setup, workspace_root};
 
-/// A Debian kernel: where its packages come from.
+/// A Debian kernel and the archive suite its packages come from.
 struct Kernel {
     name: &'static str,
     packages: &'static [&'static str],
-    /// `None`: the host's configured (bookworm) sources; else a suite of
-    /// `URI` fetched through a throwaway apt configuration.
-    extra_source: Option<(&'static str, &'static str)>,
+    uri: &'static str,
+    suite: &'static str,
 }
 
+const DEBIAN: &str = "http://deb.debian.org/debian";
+const DEBIAN_SECURITY: &str = "http://deb.debian.org/debian-security";
+
+/// Every kernel comes through a private apt configuration naming only its
+/// suite, so the host's own sources neither matter nor change. The ABI
+/// numbers are pinned: when Debian moves a suite on, bump them here.
 const KERNELS: &[Kernel] = &[
     Kernel {
         name: "5.10",
         packages: &["linux-image-5.10.0-46-amd64"],
-        extra_source: Some(("http://deb.debian.org/debian-security", "bullseye-security")),
+        uri: DEBIAN_SECURITY,
+        suite: "bullseye-security",
     },
     Kernel {
         name: "6.1",
         packages: &["linux-image-6.1.0-56-amd64"],
-        extra_source: None,
+        uri: DEBIAN_SECURITY,
+        suite: "bookworm-security",
     },
     Kernel {
         name: "6.12",
         packages: &["linux-image-6.12.117+deb12-amd64"],
-        extra_source: None,
+        uri: DEBIAN_SECURITY,
+        suite: "bookworm-security",
     },
     Kernel {
+        // From 7.x Debian splits the image: kernel, modules, and the
+        // metadata package; all three unpack under usr/lib/modules/<kver>/.
         name: "7.2",
         packages: &[
             "linux-binary-7.2.12+deb14-amd64",
             "linux-modules-7.2.12+deb14-amd64",
             "linux-base-7.2.12+deb14-amd64",
         ],
-        extra_source: Some(("http://deb.debian.org/debian", "forky")),
+        uri: DEBIAN,
+        suite: "forky",
     },
 ];
 
 const VIRTME_NG: &str = "virtme-ng==1.42";
-/// A guest boots in seconds, but the suite runs under software emulation.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(1800);
+/// One test executable in a guest: the slowest takes about a minute under TCG.
+const EXECUTABLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// One whole guest: boot, the suite, shutdown (a 6.1 guest takes ~4 min).
+const GUEST_TIMEOUT: Duration = Duration::from_secs(2400);
 
 pub fn list() {
     for kernel in KERNELS {
-        println!("{:<6} {}", kernel.name, kernel.packages.join(" "));
+        println!(
+            "{:<6} {} ({} {})",
+            kernel.name,
+            kernel.packages.join(" "),
+            kernel.uri,
+            kernel.suite
+        );
     }
     println!("host   the running kernel, no VM");
 }
 
-/// Runs the suite on `only` (all when empty) and on the host; one line each.
+/// Runs the suite on `only` (all kernels and the host when empty), prints
+/// one line per kernel, and fails if any kernel did.
 pub fn run_matrix(only: &[String]) -> anyhow::Result<()> {
     for name in only {
         if name != "host" && !KERNELS.iter().any(|k| k.name == name) {
             bail!("unknown kernel {name} (see `cargo xtask vm --list`)");
         }
     }
+    if !is_root() {
+        bail!(
+            "`cargo xtask vm` needs root: it links the guest kernels' modules under \
+             /lib/modules and the suite loads eBPF programs (run it with sudo)"
+        );
+    }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
-    let binaries = build()?;
+    let guests: Vec<&Kernel> = KERNELS.iter().filter(|k| wanted(k.name)).collect();
+    if guests.is_empty() {
+        setup::all()?;
+    } else {
+        setup::vm()?;
+    }
+    let suite = build()?;
+    let vng = if guests.is_empty() {
+        PathBuf::new()
+    } else {
+        virtme_ng()?
+    };
+
+    let matrix = Instant::now();
     let mut failed = Vec::new();
-    for kernel in KERNELS.iter().filter(|k| wanted(k.name)) {
+    for kernel in guests {
         let started = Instant::now();
-        let outcome = prepare(kernel).and_then(|(kver, vmlinuz)| {
-            let outcome = boot_and_test(kernel.name, &vmlinuz, &binaries)?;
-            Ok((kver, outcome))
+        let result = prepare(kernel).and_then(|guest| {
+            let outcome = boot(kernel.name, &guest, &vng, &suite)?;
+            Ok((guest.kver, outcome))
         });
-        match outcome {
+        let line = match result {
             Ok((kver, outcome)) => {
-                report(&kver, &outcome, started.elapsed());
                 if !outcome.ok() {
-                    failed.push(kver);
+                    failed.push(kernel.name);
                 }
+                outcome.line(&kver, started.elapsed())
             }
             Err(e) => {
-                println!("{:<24} ERROR  {e:#}", kernel.name);
-                failed.push(kernel.name.to_owned());
+                failed.push(kernel.name);
+                format!("{:<24}  ERROR   {e:#}", kernel.name)
             }
-        }
+        };
+        println!("{line}");
+        std::io::stdout().flush()?;
     }
     if wanted("host") {
         let started = Instant::now();
-        let dir = cache_dir().join("vm/host");
-        fs::create_dir_all(&dir)?;
-        let outcome = run_suite_here(&binaries, &dir)?;
-        let kver = fs::read_to_string("/proc/sys/kernel/osrelease")?
-            .trim()
-            .to_owned();
-        report(&format!("{kver} (host)"), &outcome, started.elapsed());
+        let kver = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .context("reading /proc/sys/kernel/osrelease")?;
+        let outcome = on_host(&suite)?;
         if !outcome.ok() {
-            failed.push("host".into());
+            failed.push("host");
         }
+        println!(
+            "{}",
+            outcome.line(&format!("{} (host)", kver.trim()), started.elapsed())
+        );
     }
     if !failed.is_empty() {
-        bail!("the suite failed on {}", failed.join(", "));
+        bail!(
+            "the suite failed on {} ({} s in all)",
+            failed.join(", "),
+            matrix.elapsed().as_secs()
+        );
     }
     Ok(())
 }
 
 /// The tracer and the test executables, built on the host.
-struct Binaries {
+struct Suite {
     tracer: PathBuf,
-    tests: Vec<PathBuf>,
+    /// The tests crate's directory: cargo runs tests from there.
+    dir: PathBuf,
+    /// (target name, executable), library unit tests first.
+    tests: Vec<(String, PathBuf)>,
 }
 
-fn build() -> anyhow::Result<Binaries> {
-    cargo(&["build", "--release", "-p", "ftptrace"])?;
-    let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let json = output(
-        Command::new(cargo_bin)
-            .args(["test", "-p", "tests", "--no-run", "--message-format=json"])
-            .current_dir(workspace_root()),
-    )?;
-    let tests = json
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["profile"]["test"] == true)
-        .filter_map(|msg| msg["executable"].as_str().map(PathBuf::from))
-        .collect::<Vec<_>>();
-    if tests.is_empty() {
-        bail!("`cargo test -p tests --no-run` named no test executables");
+/// Builds with cargo and takes the paths from its JSON messages, so a
+/// `CARGO_TARGET_DIR` elsewhere works.
+fn build() -> anyhow::Result<Suite> {
+    let tracer = artifacts(&["build", "--release", "-p", "ftptrace"])?
+        .into_iter()
+        .find(|a| a["target"]["name"] == "ftptrace" && a["executable"].is_string())
+        .and_then(|a| a["executable"].as_str().map(PathBuf::from))
+        .context("`cargo build -p ftptrace` named no ftptrace executable")?;
+    let mut dir = None;
+    let mut tests = Vec::new();
+    for artifact in artifacts(&["test", "-p", "tests", "--no-run"])? {
+        let (Some(name), Some(exe), Some(manifest)) = (
+            artifact["target"]["name"].as_str(),
+            artifact["executable"].as_str(),
+            artifact["manifest_path"].as_str(),
+        ) else {
+            continue;
+        };
+        if artifact["profile"]["test"] != true {
+            continue;
+        }
+        let lib = artifact["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "lib"));
+        dir = Path::new(manifest).parent().map(Path::to_path_buf);
+        tests.push((!lib, name.to_owned(), PathBuf::from(exe)));
     }
-    Ok(Binaries {
-        tracer: workspace_root().join("target/release/ftptrace"),
-        tests,
+    tests.sort();
+    let dir = dir.context("`cargo test -p tests --no-run` named no test executables")?;
+    Ok(Suite {
+        tracer,
+        dir,
+        tests: tests
+            .into_iter()
+            .map(|(_, name, exe)| (name, exe))
+            .collect(),
     })
 }
 
-/// Downloads, unpacks and registers the kernel's modules; returns its
-/// release string and kernel image.
-fn prepare(kernel: &Kernel) -> anyhow::Result<(String, PathBuf)> {
-    let dir = cache_dir().join("vm").join(kernel.name);
+/// The `compiler-artifact` messages of a cargo command; its progress and
+/// diagnostics go to the terminal.
+fn artifacts(args: &[&str]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let json = output(
+        Command::new(cargo)
+            .args(args)
+            .arg("--message-format=json-render-diagnostics")
+            .current_dir(workspace_root())
+            .stderr(Stdio::inherit()),
+    )?;
+    Ok(json
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .collect())
+}
+
+/// A kernel ready to boot.
+struct Guest {
+    kver: String,
+    vmlinuz: PathBuf,
+}
+
+/// Downloads and unpacks the kernel's packages unless cached, and makes its
+/// modules visible at /lib/modules/<kver>, which the guest shares.
+fn prepare(kernel: &Kernel) -> anyhow::Result<Guest> {
+    let dir = setup::cache_dir().join("vm").join(kernel.name);
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let missing: Vec<&str> = kernel
+        .packages
+        .iter()
+        .copied()
+        .filter(|p| deb(&dir, p).is_none())
+        .collect();
     let root = dir.join("root");
-    fs::create_dir_all(&dir)?;
-    for package in kernel.packages {
-        let have = fs::read_dir(&dir)?.filter_map(Result::ok).any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{package}_"))
-        });
-        if !have {
-            download(kernel, package, &dir)?;
-        }
+    if !missing.is_empty() {
+        download(kernel, &missing, &dir)?;
+        remove_dir(&root)?;
     }
     if !root.exists() {
-        for deb in fs::read_dir(&dir)?.filter_map(Result::ok).map(|e| e.path()) {
-            if deb.extension().is_some_and(|e| e == "deb") {
-                run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
-            }
+        let partial = dir.join("root.partial");
+        remove_dir(&partial)?;
+        for package in kernel.packages {
+            let deb = deb(&dir, package).context("downloaded package went missing")?;
+            run(Command::new("dpkg").arg("-x").arg(&deb).arg(&partial))?;
         }
+        fs::rename(&partial, &root).with_context(|| format!("renaming {}", partial.display()))?;
     }
+
     let modules = ["lib/modules", "usr/lib/modules"]
         .iter()
         .map(|m| root.join(m))
         .find(|m| m.is_dir())
-        .context("the kernel package has no modules directory")?;
+        .with_context(|| format!("no lib/modules in {}", root.display()))?;
     let kver = fs::read_dir(&modules)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .next()
-        .context("no kernel version under the modules directory")?;
+        .with_context(|| format!("no kernel version under {}", modules.display()))?;
+    let modules = modules.join(&kver);
     let vmlinuz = [
         root.join(format!("boot/vmlinuz-{kver}")),
-        modules.join(&kver).join("vmlinuz"),
+        modules.join("vmlinuz"),
     ]
     .into_iter()
     .find(|p| p.exists())
-    .context("no kernel image in the package")?;
-    // modprobe in the guest looks in /lib/modules of the shared root.
+    .with_context(|| format!("no vmlinuz for {kver} in {}", root.display()))?;
+
+    // The guest's modprobe reads /lib/modules of the shared root.
     let link = Path::new("/lib/modules").join(&kver);
-    fs::create_dir_all("/lib/modules")?;
-    if fs::read_link(&link).ok().as_deref() != Some(&modules.join(&kver)) {
-        let _ = fs::remove_file(&link);
-        std::os::unix::fs::symlink(modules.join(&kver), &link)
-            .with_context(|| format!("linking {}", link.display()))?;
+    let linked = fs::read_link(&link).is_ok_and(|target| target == modules);
+    if !linked {
+        fs::create_dir_all("/lib/modules").context("creating /lib/modules")?;
+        match fs::symlink_metadata(&link) {
+            Ok(meta) if meta.file_type().is_symlink() => fs::remove_file(&link)?,
+            Ok(_) => bail!(
+                "{} exists and is not a link: a {kver} kernel is installed on the host",
+                link.display()
+            ),
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&modules, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), modules.display()))?;
+    }
+    if !linked || !modules.join("modules.dep").exists() {
         run(Command::new("depmod").arg(&kver))?;
     }
-    Ok((kver, vmlinuz))
+    Ok(Guest { kver, vmlinuz })
 }
 
-fn download(kernel: &Kernel, package: &str, dir: &Path) -> anyhow::Result<()> {
-    eprintln!("xtask: downloading {package}");
-    let mut command = Command::new("apt-get");
-    if let Some((uri, suite)) = kernel.extra_source {
-        // A private apt configuration naming only this suite: the host's
-        // sources stay as they are.
-        let apt = cache_dir().join("vm/apt").join(suite);
-        for sub in ["parts", "lists/partial", "cache/archives/partial"] {
-            fs::create_dir_all(apt.join(sub))?;
+/// The cached `.deb` of `package` in `dir`.
+fn deb(dir: &Path, package: &str) -> Option<PathBuf> {
+    let prefix = format!("{package}_");
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+}
+
+fn remove_dir(dir: &Path) -> anyhow::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
         }
-        fs::write(
-            apt.join("parts/extra.sources"),
+        _ => Ok(()),
+    }
+}
+
+/// `apt-get download` through a private configuration naming only the
+/// kernel's suite; the packages land in `dir` whole or not at all.
+fn download(kernel: &Kernel, packages: &[&str], dir: &Path) -> anyhow::Result<()> {
+    eprintln!(
+        "xtask: downloading {} from {} {}",
+        packages.join(" "),
+        kernel.uri,
+        kernel.suite
+    );
+    let apt = setup::cache_dir().join("vm/apt").join(kernel.suite);
+    for sub in ["sources", "lists/partial", "cache/archives/partial"] {
+        fs::create_dir_all(apt.join(sub))?;
+    }
+    fs::write(
+        apt.join("sources/extra.sources"),
+        format!(
+            "Types: deb\nURIs: {}\nSuites: {}\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
+            kernel.uri, kernel.suite
+        ),
+    )?;
+    let options = [
+        "Dir::Etc::SourceList=/dev/null".to_owned(),
+        format!("Dir::Etc::SourceParts={}", apt.join("sources").display()),
+        format!("Dir::State::Lists={}", apt.join("lists").display()),
+        format!("Dir::Cache={}", apt.join("cache").display()),
+        // We are root and the files are ours: no `_apt` sandbox notices.
+        "APT::Sandbox::User=root".to_owned(),
+    ];
+    let apt_get = || {
+        let mut command = Command::new("apt-get");
+        for option in &options {
+            command.arg("-o").arg(option);
+        }
+        command.arg("-qq");
+        command
+    };
+    run(apt_get().arg("update"))?;
+    let partial = dir.join("download.partial");
+    remove_dir(&partial)?;
+    fs::create_dir_all(&partial)?;
+    run(apt_get()
+        .arg("download")
+        .args(packages)
+        .current_dir(&partial))?;
+    for entry in fs::read_dir(&partial)?.filter_map(Result::ok) {
+        fs::rename(entry.path(), dir.join(entry.file_name()))?;
+    }
+    remove_dir(&partial)
+}
+
+/// virtme-ng in its own virtualenv under the cache; returns its `bin`.
+fn virtme_ng() -> anyhow::Result<PathBuf> {
+    let venv = setup::cache_dir().join("venv");
+    let bin = venv.join("bin");
+    let version = VIRTME_NG.trim_start_matches("virtme-ng==");
+    let have = Command::new(bin.join("vng"))
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(version));
+    if !have {
+        eprintln!("xtask: installing {VIRTME_NG} into {}", venv.display());
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(bin.join("pip")).args(["install", "-q", VIRTME_NG]))?;
+    }
+    Ok(bin)
+}
+
+/// Boots the kernel with the suite as its only job.
+fn boot(name: &str, guest: &Guest, vng: &Path, suite: &Suite) -> anyhow::Result<Outcome> {
+    let out = fresh_run_dir(name)?;
+    let script = out.join("run.sh");
+    fs::write(&script, script_text(suite, &out))?;
+    let path = format!(
+        "{}:{}",
+        vng.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let console = out.join("console.log");
+    let console_file =
+        fs::File::create(&console).with_context(|| format!("creating {}", console.display()))?;
+    let status = Command::new("timeout")
+        .args(["--kill-after=10", &GUEST_TIMEOUT.as_secs().to_string()])
+        .arg(vng.join("vng"))
+        .arg("--run")
+        .arg(&guest.vmlinuz)
+        .args(["--disable-kvm", "--force-9p", "--verbose"])
+        .args(["--cpus", "1", "--memory", "2G"])
+        .arg("--rwdir")
+        .arg(&out)
+        .arg("--exec")
+        .arg(format!("sh {}", sh_quote(&script)))
+        // vng runs virtme-run from PATH.
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .stdout(console_file.try_clone()?)
+        .stderr(console_file)
+        .status()
+        .context("running vng")?;
+    let mut outcome = Outcome::read(&out.join("suite.log"));
+    if !outcome.finished {
+        outcome.why_unfinished = Some(if status.code() == Some(124) {
             format!(
-                "Types: deb\nURIs: {uri}\nSuites: {suite}\nComponents: main\n\
-                 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-            ),
-        )?;
-        let options = [
-            "-o".to_owned(),
-            "Dir::Etc::SourceList=/dev/null".to_owned(),
-            "-o".to_owned(),
-            format!("Dir::Etc::SourceParts={}", apt.join("parts").display()),
-            "-o".to_owned(),
-            format!("Dir::State::Lists={}", apt.join("lists").display()),
-            "-o".to_owned(),
-            format!("Dir::Cache={}", apt.join("cache").display()),
-        ];
-        run(Command::new("apt-get")
-            .args(&options)
-            .args(["update", "-qq"]))?;
-        command.args(options);
+                "the guest ran out of time ({} s; console: {})",
+                GUEST_TIMEOUT.as_secs(),
+                console.display()
+            )
+        } else {
+            format!(
+                "the guest stopped before the suite ended (console: {})",
+                console.display()
+            )
+        });
     }
-    run(command.args(["download", "-qq", package]).current_dir(dir))
+    Ok(outcome)
 }
 
-/// What a suite run said.
-struct Outcome {
-    passed: usize,
-    failed: Vec<String>,
-    log: PathBuf,
-    status: Option<i32>,
-}
-
-impl Outcome {
-    fn ok(&self) -> bool {
-        self.status == Some(0) && self.failed.is_empty()
+/// The same script on the host's own kernel.
+fn on_host(suite: &Suite) -> anyhow::Result<Outcome> {
+    let out = fresh_run_dir("host")?;
+    let script = out.join("run.sh");
+    fs::write(&script, script_text(suite, &out))?;
+    let _ = Command::new("sh")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .status()
+        .context("running the suite")?;
+    let mut outcome = Outcome::read(&out.join("suite.log"));
+    if !outcome.finished {
+        outcome.why_unfinished = Some("the suite's script stopped before the end".into());
     }
+    Ok(outcome)
 }
 
-fn report(kver: &str, outcome: &Outcome, took: Duration) {
-    if outcome.ok() {
-        println!(
-            "{kver:<24} ok      {} passed ({} s)",
-            outcome.passed,
-            took.as_secs()
-        );
-    } else {
-        println!(
-            "{kver:<24} FAILED  {} passed, {} failed: {} (status {:?}, {} s, log: {})",
-            outcome.passed,
-            outcome.failed.len(),
-            outcome.failed.join(", "),
-            outcome.status,
-            took.as_secs(),
-            outcome.log.display()
-        );
-    }
+/// `<cache>/ftptrace/vm/<kernel>/run/`, emptied.
+fn fresh_run_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let out = setup::cache_dir().join("vm").join(name).join("run");
+    remove_dir(&out)?;
+    fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    Ok(out)
 }
 
-/// The guest's script: run every test executable, one test at a time,
-/// output and exit status into the shared directory.
-fn guest_script(binaries: &Binaries, out: &Path) -> String {
+/// The script run in the guest (or on the host): every test executable,
+/// one test at a time, each bounded, all output into `out/suite.log`.
+fn script_text(suite: &Suite, out: &Path) -> String {
+    let log = sh_quote(&out.join("suite.log"));
     let mut script = format!(
         "#!/bin/sh\n\
+         # Written by `cargo xtask vm`.\n\
+         log={log}\n\
+         : > \"$log\"\n\
+         exec < /dev/null\n\
          mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing\n\
+         # The tests create /run/netns/* and scratch files in /tmp.\n\
+         for dir in /run /tmp; do\n\
+         \x20   probe=\"$dir/.ftptrace-vm-$$\"\n\
+         \x20   if touch \"$probe\" 2>/dev/null; then rm -f \"$probe\"; else mount -t tmpfs tmpfs \"$dir\"; fi\n\
+         done\n\
          mkdir -p /run/netns\n\
-         export FTPTRACE_BIN={} CI=true PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
-         status=0\n",
-        binaries.tracer.display()
+         cd {dir} || exit 1\n\
+         export FTPTRACE_BIN={tracer} CI=true\n",
+        dir = sh_quote(&suite.dir),
+        tracer = sh_quote(&suite.tracer),
     );
-    for test in &binaries.tests {
-        script += &format!(
-            "{} --test-threads=1 >> {log} 2>&1 || status=1\n",
-            test.display(),
-            log = out.join("suite.log").display()
+    for (name, exe) in &suite.tests {
+        let _ = write!(
+            script,
+            "echo '==> {name}' >> \"$log\"\n\
+             timeout --kill-after=10 {timeout} {exe} --test-threads=1 >> \"$log\" 2>&1\n\
+             printf '\\n<== %s exit %s\\n' {name} $? >> \"$log\"\n",
+            timeout = EXECUTABLE_TIMEOUT.as_secs(),
+            exe = sh_quote(exe),
         );
     }
-    script += &format!("echo $status > {}\n", out.join("status").display());
+    script.push_str("echo '=== end' >> \"$log\"\n");
     script
 }
 
-fn boot_and_test(name: &str, vmlinuz: &Path, binaries: &Binaries) -> anyhow::Result<Outcome> {
-    let out = cache_dir().join("vm/run").join(name);
-    let _ = fs::remove_dir_all(&out);
-    fs::create_dir_all(&out)?;
-    let script = out.join("run.sh");
-    fs::write(&script, guest_script(binaries, &out))?;
-    let venv = venv()?;
-    let path = format!(
-        "{}:{}",
-        venv.join("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    // vng exits 255 even when the script succeeds: the status file is the truth.
-    let _ = Command::new("timeout")
-        .arg(GUEST_TIMEOUT.as_secs().to_string())
-        .arg(venv.join("bin/vng"))
-        .args(["--run"])
-        .arg(vmlinuz)
-        .args([
-            "--disable-kvm",
-            "--force-9p",
-            "--cpus",
-            "1",
-            "--memory",
-            "2G",
-            "--rwdir",
-        ])
-        .arg(&out)
-        .arg("--exec")
-        .arg(format!("sh {}", script.display()))
-        .env("PATH", path)
-        .stdout(fs::File::create(out.join("console.log"))?)
-        .stderr(fs::File::create(out.join("vng.log"))?)
-        .status()
-        .context("running vng")?;
-    Ok(parse_outcome(&out))
+fn sh_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
-fn run_suite_here(binaries: &Binaries, out: &Path) -> anyhow::Result<Outcome> {
-    let _ = fs::remove_file(out.join("suite.log"));
-    let script = out.join("run.sh");
-    fs::write(&script, guest_script(binaries, out))?;
-    let _ = Command::new("sh").arg(&script).status()?;
-    Ok(parse_outcome(out))
+/// What a suite log says.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    passed: usize,
+    /// Failed tests, and executables that failed without a failed test
+    /// (a crash, a timeout), with why.
+    failed: Vec<String>,
+    /// The script reached its end.
+    finished: bool,
+    why_unfinished: Option<String>,
+    log: PathBuf,
 }
 
-fn parse_outcome(out: &Path) -> Outcome {
-    let log = out.join("suite.log");
-    let text = fs::read_to_string(&log).unwrap_or_default();
-    let status = fs::read_to_string(out.join("status"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    let mut passed = 0;
-    let mut failed = Vec::new();
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("test ") {
-            if let Some(name) = name.strip_suffix(" ... ok") {
-                passed += usize::from(!name.contains("::"));
-            } else if let Some(name) = name.strip_suffix(" ... FAILED") {
-                failed.push(name.to_owned());
+impl Outcome {
+    fn read(log: &Path) -> Self {
+        let mut outcome = Self::parse(&fs::read_to_string(log).unwrap_or_default());
+        outcome.log = log.to_owned();
+        outcome
+    }
+
+    fn parse(text: &str) -> Self {
+        let mut passed = 0;
+        let mut failed = Vec::new();
+        let mut failed_here = false;
+        let mut finished = false;
+        for line in text.lines() {
+            if line.starts_with("==> ") {
+                failed_here = false;
+            } else if let Some(rest) = line.strip_prefix("<== ") {
+                let (name, code) = rest.rsplit_once(" exit ").unwrap_or((rest, "?"));
+                if code != "0" && !failed_here {
+                    failed.push(match code {
+                        "124" | "137" => format!(
+                            "{name} (timed out after {} s)",
+                            EXECUTABLE_TIMEOUT.as_secs()
+                        ),
+                        _ => format!("{name} (exit {code})"),
+                    });
+                }
+            } else if line == "=== end" {
+                finished = true;
+            } else if let Some(test) = line.strip_prefix("test ") {
+                if test.ends_with(" ... ok") {
+                    passed += 1;
+                } else if let Some(name) = test.strip_suffix(" ... FAILED") {
+                    failed.push(name.to_owned());
+                    failed_here = true;
+                }
             }
         }
+        Self {
+            passed,
+            failed,
+            finished,
+            why_unfinished: None,
+            log: PathBuf::new(),
+        }
     }
-    Outcome {
-        passed,
-        failed,
-        log,
-        status,
+
+    fn ok(&self) -> bool {
+        self.finished && self.failed.is_empty()
+    }
+
+    /// `6.1.0-56-amd64  ok  34 passed (190 s)` or `... FAILED  2 failed: a, b (...)`.
+    fn line(&self, kernel: &str, took: Duration) -> String {
+        let secs = took.as_secs();
+        if self.ok() {
+            return format!("{kernel:<24}  ok      {} passed ({secs} s)", self.passed);
+        }
+        let mut line = format!("{kernel:<24}  FAILED  ");
+        if !self.failed.is_empty() {
+            let _ = write!(
+                line,
+                "{} failed: {}; ",
+                self.failed.len(),
+                self.failed.join(", ")
+            );
+        }
+        if let Some(why) = &self.why_unfinished {
+            let _ = write!(line, "{why}; ");
+        }
+        let _ = write!(
+            line,
+            "{} passed ({secs} s, log: {})",
+            self.passed,
+            self.log.display()
+        );
+        line
     }
 }
 
-/// virtme-ng in its own virtualenv under the cache.
-fn venv() -> anyhow::Result<PathBuf> {
-    let venv = cache_dir().join("venv");
-    if !venv.join("bin/vng").exists() {
-        eprintln!("xtask: installing {VIRTME_NG} into {}", venv.display());
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        run(Command::new(venv.join("bin/pip")).args(["install", "-q", VIRTME_NG]))?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "\
+==> tests
+
+running 2 tests
+test counters::tests::delta_subtracts_per_key ... ok
+test deadline::tests::wait_for_panics - should panic ... ok
+
+test result: ok. 2 passed; 0 failed
+<== tests exit 0
+==> refused
+
+running 2 tests
+test refused_connection_shows_reset ... FAILED
+test other ... ok
+
+failures:
+    refused_connection_shows_reset
+
+test result: FAILED. 1 passed; 1 failed
+<== refused exit 101
+==> probes
+
+running 1 test
+test keepalive_probes ...
+<== probes exit 124
+==> cli_errors
+<== cli_errors exit 139
+=== end
+";
+
+    #[test]
+    fn parse_counts_passes_and_names_failures_and_silent_exits() {
+        let outcome = Outcome::parse(LOG);
+        assert_eq!(outcome.passed, 3);
+        assert_eq!(
+            outcome.failed,
+            [
+                "refused_connection_shows_reset",
+                "probes (timed out after 600 s)",
+                "cli_errors (exit 139)"
+            ]
+        );
+        assert!(outcome.finished);
+        assert!(!outcome.ok());
     }
-    Ok(venv)
+
+    #[test]
+    fn a_log_without_its_end_is_not_ok() {
+        let outcome = Outcome::parse("==> tests\ntest a ... ok\n<== tests exit 0\n");
+        assert_eq!(outcome.passed, 1);
+        assert!(outcome.failed.is_empty());
+        assert!(!outcome.ok());
+    }
+
+    #[test]
+    fn lines_say_ok_or_what_failed_and_where_the_log_is() {
+        let mut outcome = Outcome::parse("test a ... ok\n=== end\n");
+        let took = Duration::from_secs(7);
+        assert_eq!(
+            outcome.line("6.1.0-56-amd64", took),
+            "6.1.0-56-amd64            ok      1 passed (7 s)"
+        );
+        outcome.failed = vec!["b".into(), "c".into()];
+        outcome.log = PathBuf::from("/x/suite.log");
+        assert_eq!(
+            outcome.line("6.1.0-56-amd64", took),
+            "6.1.0-56-amd64            FAILED  2 failed: b, c; 1 passed (7 s, log: /x/suite.log)"
+        );
+    }
+
+    #[test]
+    fn sh_quote_survives_quotes() {
+        assert_eq!(sh_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+    }
+
+    #[test]
+    fn kernel_names_are_unique() {
+        for (i, a) in KERNELS.iter().enumerate() {
+            assert!(KERNELS[i + 1..].iter().all(|b| b.name != a.name));
+            assert_ne!(a.name, "host");
+        }
+    }
 }
