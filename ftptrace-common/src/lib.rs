@@ -178,7 +178,8 @@ pub struct TimerHooks {
     /// The keepalive timer in the socket: `inet_connection_sock` →
     /// `icsk_keepalive_timer` where BTF has it (6.1), else `sock` → `sk_timer`.
     pub sock_timer: u16,
-    /// `struct inet_connection_sock` → `icsk_retransmit_timer`.
+    /// The retransmit timer in the socket: `inet_connection_sock` →
+    /// `icsk_retransmit_timer`, or `sock` → `tcp_retransmit_timer` (7.2).
     pub icsk_retransmit_timer: u16,
     /// `struct inet_connection_sock` → `icsk_probes_out` (u8).
     pub icsk_probes_out: u16,

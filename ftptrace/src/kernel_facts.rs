@@ -182,11 +182,13 @@ pub fn timer_hooks(btf: &Btf, kallsyms: &str) -> Result<TimerHooks, String> {
         keepalive_fn,
         write_timer_fn,
         timer_function: offset("timer_list", &["function"])?,
-        // 6.1 keeps the keepalive timer in inet_connection_sock; later
-        // kernels made it an alias of sk_timer, which BTF does not name.
+        // 6.1 and 7.2 keep the keepalive timer in inet_connection_sock;
+        // in between it was sk_timer itself (icsk_keepalive_timer a macro).
         sock_timer: offset("inet_connection_sock", &["icsk_keepalive_timer"])
             .or_else(|_| offset("sock", &["sk_timer"]))?,
-        icsk_retransmit_timer: offset("inet_connection_sock", &["icsk_retransmit_timer"])?,
+        // 7.2 moved it into struct sock, sharing sk_timer's place.
+        icsk_retransmit_timer: offset("inet_connection_sock", &["icsk_retransmit_timer"])
+            .or_else(|_| offset("sock", &["tcp_retransmit_timer"]))?,
         icsk_probes_out: offset("inet_connection_sock", &["icsk_probes_out"])?,
     })
 }
