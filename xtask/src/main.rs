@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask setup | run | test`.
+//! Project automation: `cargo xtask setup | run | test | vm | bench`.
 
 mod setup;
 mod test;

@@ -114,6 +114,7 @@ pub fn run_matrix(only: &[String]) -> anyhow::Result<()> {
         setup::vm()?;
     }
     let suite = build()?;
+    let _lock = lock()?;
     let vng = if guests.is_empty() {
         PathBuf::new()
     } else {
@@ -164,6 +165,31 @@ pub fn run_matrix(only: &[String]) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// An exclusive lock on `<cache>/ftptrace/vm/lock`, held until dropped:
+/// two matrix runs would share run directories, and on a small machine two
+/// software-emulated guests slow each other into timing failures.
+fn lock() -> anyhow::Result<fs::File> {
+    let path = setup::cache_dir().join("vm/lock");
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if file.try_lock().is_err() {
+        eprintln!(
+            "xtask: waiting for another `cargo xtask vm` to finish (it holds {})",
+            path.display()
+        );
+        file.lock()
+            .with_context(|| format!("locking {}", path.display()))?;
+    }
+    Ok(file)
 }
 
 /// The tracer and the test executables, built on the host.
