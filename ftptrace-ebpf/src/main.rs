@@ -259,87 +259,17 @@ pub fn kfree_skb_reason(ctx: RawTracePointContext) -> i32 {
 
 const IPPROTO_TCP_U8: u8 = 6;
 
-/// A dropped packet of an FTP connection, described by its headers. Fires for
-/// every dropped packet on the host: the port test comes before the rest.
+/// A dropped packet of an FTP connection, described by its headers. Fires
+/// for every dropped packet on the host: the port test comes first.
 #[inline(always)]
 fn try_drop(skb: u64, reason: i64, flags: u8) -> Result<(), i64> {
     let o = OFFSETS.get(0).ok_or(0)?;
-    let head: u64 = read_kernel(skb, o.skb_head)?;
-    let network: u16 = read_kernel(skb, o.skb_network_header)?;
-    let transport: u16 = read_kernel(skb, o.skb_transport_header)?;
-    // 0xffff: no transport header set (not past IP yet, or not IP at all).
-    if transport == u16::MAX || transport <= network {
-        return Ok(());
-    }
-    let ports: [u8; 4] = read_kernel(head, transport)?;
-    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
-    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-    if !is_ftp(src_port) && !is_ftp(dst_port) {
-        return Ok(());
-    }
-    // FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, in the record's `state` byte.
-    let tcp_flags: u8 = read_kernel(head, transport + 13)?;
-    let ip = head + u64::from(network);
-    let version: u8 = read_kernel::<u8>(ip, 0)? >> 4;
-    let mut src4 = [0u8; 4];
-    let mut dst4 = [0u8; 4];
-    let mut src6 = [0u8; 16];
-    let mut dst6 = [0u8; 16];
-    let family = if version == 4 {
-        if read_kernel::<u8>(ip, 9)? != IPPROTO_TCP_U8 {
-            return Ok(());
-        }
-        src4 = read_kernel(ip, 12)?;
-        dst4 = read_kernel(ip, 16)?;
-        AF_INET
-    } else if version == 6 {
-        if read_kernel::<u8>(ip, 6)? != IPPROTO_TCP_U8 {
-            return Ok(());
-        }
-        src6 = read_kernel(ip, 8)?;
-        dst6 = read_kernel(ip, 24)?;
-        AF_INET6
-    } else {
-        return Ok(());
-    };
     // Arrived on an interface: the destination is this host's end.
     let arriving = read_kernel::<i32>(skb, o.skb_iif).unwrap_or(0) != 0;
-    let record = if arriving {
-        SockRecord {
-            sk: 0,
-            arg1: reason,
-            arg2: 0,
-            family,
-            state: tcp_flags,
-            flags: flags | record_flags::NO_SOCKET,
-            sport: dst_port,
-            dport: src_port,
-            saddr4: dst4,
-            daddr4: src4,
-            saddr6: dst6,
-            daddr6: src6,
-        }
-    } else {
-        SockRecord {
-            sk: 0,
-            arg1: reason,
-            arg2: 1,
-            family,
-            state: tcp_flags,
-            flags: flags | record_flags::NO_SOCKET,
-            sport: src_port,
-            dport: dst_port,
-            saddr4: src4,
-            daddr4: dst4,
-            saddr6: src6,
-            daddr6: dst6,
-        }
-    };
-    let netns = match read_kernel::<u64>(skb, o.skb_dev) {
-        Ok(dev) if dev != 0 => net_inum(dev, o.netdev_net, o),
-        _ => 0,
-    };
-    emit(ProbeId::KfreeSkb, netns, record);
+    let direction = if arriving { 0 } else { 1 };
+    if let Some(record) = packet_record(skb, arriving, reason, direction, flags)? {
+        emit(ProbeId::KfreeSkb, skb_netns(skb), record);
+    }
     Ok(())
 }
 
@@ -404,49 +334,87 @@ fn try_send_reset(sk: u64, skb: u64, arg1: i64, flags: u8) -> Result<(), i64> {
     if sk != 0 {
         return try_sock_event(ProbeId::TcpSendReset, sk, false, arg1, 0, flags);
     }
+    // The packet being answered came in: its destination is this host.
+    let Some(record) = packet_record(skb, true, arg1, 0, flags)? else {
+        return Ok(());
+    };
+    emit(ProbeId::TcpSendReset, skb_netns(skb), record);
+    Ok(())
+}
+
+/// The TCP/IP headers of `skb` as a record from this host's point of view
+/// (`arriving`: the destination is the local end), if the packet is TCP and
+/// one of its ports is FTP. The `state` byte carries the TCP flags.
+#[inline(always)]
+fn packet_record(
+    skb: u64,
+    arriving: bool,
+    arg1: i64,
+    arg2: i64,
+    flags: u8,
+) -> Result<Option<SockRecord>, i64> {
     let o = OFFSETS.get(0).ok_or(0)?;
     let head: u64 = read_kernel(skb, o.skb_head)?;
     let network: u16 = read_kernel(skb, o.skb_network_header)?;
     let transport: u16 = read_kernel(skb, o.skb_transport_header)?;
-    let ports: [u8; 4] = read_kernel(head, transport)?;
-    let remote_port = u16::from_be_bytes([ports[0], ports[1]]);
-    let local_port = u16::from_be_bytes([ports[2], ports[3]]);
-    if !is_ftp(local_port) && !is_ftp(remote_port) {
-        return Ok(());
+    // 0xffff: no transport header set (not past IP yet, or not IP at all).
+    if transport == u16::MAX || transport <= network {
+        return Ok(None);
     }
-    let version: u8 = read_kernel::<u8>(head, network)? >> 4;
+    let ports: [u8; 4] = read_kernel(head, transport)?;
+    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    if !is_ftp(src_port) && !is_ftp(dst_port) {
+        return Ok(None);
+    }
+    // FIN, SYN, RST, PSH, ACK, URG, ECE, CWR.
+    let tcp_flags: u8 = read_kernel(head, transport + 13)?;
+    let ip = head + u64::from(network);
     let mut record = SockRecord {
         sk: 0,
         arg1,
-        arg2: 0,
+        arg2,
         family: 0,
-        state: 0,
+        state: tcp_flags,
         flags: flags | record_flags::NO_SOCKET,
-        sport: local_port,
-        dport: remote_port,
+        sport: src_port,
+        dport: dst_port,
         saddr4: [0; 4],
         daddr4: [0; 4],
         saddr6: [0; 16],
         daddr6: [0; 16],
     };
-    let ip = head + u64::from(network);
-    if version == 4 {
-        record.family = AF_INET;
-        record.daddr4 = read_kernel(ip, 12)?;
-        record.saddr4 = read_kernel(ip, 16)?;
-    } else if version == 6 {
-        record.family = AF_INET6;
-        record.daddr6 = read_kernel(ip, 8)?;
-        record.saddr6 = read_kernel(ip, 24)?;
-    } else {
-        return Ok(());
+    match read_kernel::<u8>(ip, 0)? >> 4 {
+        4 if read_kernel::<u8>(ip, 9)? == IPPROTO_TCP_U8 => {
+            record.family = AF_INET;
+            record.saddr4 = read_kernel(ip, 12)?;
+            record.daddr4 = read_kernel(ip, 16)?;
+        }
+        6 if read_kernel::<u8>(ip, 6)? == IPPROTO_TCP_U8 => {
+            record.family = AF_INET6;
+            record.saddr6 = read_kernel(ip, 8)?;
+            record.daddr6 = read_kernel(ip, 24)?;
+        }
+        _ => return Ok(None),
     }
-    let netns = match read_kernel::<u64>(skb, o.skb_dev) {
+    if arriving {
+        core::mem::swap(&mut record.sport, &mut record.dport);
+        core::mem::swap(&mut record.saddr4, &mut record.daddr4);
+        core::mem::swap(&mut record.saddr6, &mut record.daddr6);
+    }
+    Ok(Some(record))
+}
+
+/// Network namespace of a packet, through the device it is on.
+#[inline(always)]
+fn skb_netns(skb: u64) -> u32 {
+    let Some(o) = OFFSETS.get(0) else {
+        return 0;
+    };
+    match read_kernel::<u64>(skb, o.skb_dev) {
         Ok(dev) if dev != 0 => net_inum(dev, o.netdev_net, o),
         _ => 0,
-    };
-    emit(ProbeId::TcpSendReset, netns, record);
-    Ok(())
+    }
 }
 
 /// Segments in a retransmitted skb (`tcp_skb_pcount`): SACK can merge
