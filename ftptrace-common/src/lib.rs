@@ -45,7 +45,9 @@ pub enum ProbeId {
     TcpReceiveReset = 4,
     /// `tcp:tcp_destroy_sock(sk)`
     TcpDestroySock = 5,
-    /// `sock:inet_sk_error_report(sk)`: `arg1` is `sk_err`.
+    /// A socket error reported (`sock:inet_sk_error_report(sk)`, or
+    /// `sock_def_error_report(sk)` through fentry/kprobe, or `sk_err` when a
+    /// socket enters CLOSE): `arg1` is `sk_err`.
     InetSkErrorReport = 6,
     /// A keepalive probe sent: `arg1` is `icsk_probes_out` after it.
     KeepaliveProbe = 7,
@@ -134,6 +136,11 @@ pub struct KernelOffsets {
     /// `struct sk_buff` → `skb_iif` (i32): the interface a packet arrived
     /// on, 0 for one this host is sending.
     pub skb_iif: u16,
+    /// `struct inet_connection_sock` → `icsk_probes_out` (u8).
+    pub icsk_probes_out: u16,
+    /// `struct sock` → `__sk_common.skc_flags`, alias `sk_flags` (unsigned
+    /// long; bit 0 is `SOCK_DEAD`).
+    pub sock_flags: u16,
 }
 
 impl KernelOffsets {
@@ -158,6 +165,8 @@ impl KernelOffsets {
         sock_v6_saddr: NO_FIELD,
         sock_v6_daddr: NO_FIELD,
         skb_iif: NO_FIELD,
+        icsk_probes_out: NO_FIELD,
+        sock_flags: NO_FIELD,
     };
 }
 
@@ -181,8 +190,22 @@ pub struct TimerHooks {
     /// The retransmit timer in the socket: `inet_connection_sock` →
     /// `icsk_retransmit_timer`, or `sock` → `tcp_retransmit_timer` (7.2).
     pub icsk_retransmit_timer: u16,
-    /// `struct inet_connection_sock` → `icsk_probes_out` (u8).
-    pub icsk_probes_out: u16,
+    pub _pad: u16,
+}
+
+/// How the hook ladder set up the probes that have one (one map entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    /// `LINUX_MIB_TCPKEEPALIVE`: the `mib` argument of `tcp_xmit_probe_skb`
+    /// for a keepalive probe (enum values differ between kernels).
+    pub keepalive_mib: u32,
+    /// `LINUX_MIB_TCPWINPROBE`: the same for a zero-window probe.
+    pub window_probe_mib: u32,
+    /// 1 when no error-report hook works: socket errors are read from
+    /// `sk_err` as a socket enters CLOSE (`inet_sock_set_state`).
+    pub error_at_close: u8,
+    pub _pad: [u8; 7],
 }
 
 /// A socket timer running on a CPU, between `timer_expire_entry` and `_exit`.
@@ -261,10 +284,12 @@ pub mod maps {
     pub const OFFSETS: &str = "OFFSETS";
     pub const LOST: &str = "LOST";
     pub const TIMER_HOOKS: &str = "TIMER_HOOKS";
+    pub const SETTINGS: &str = "SETTINGS";
 }
 
 const _: () = {
-    assert!(size_of::<KernelOffsets>() == 40);
+    assert!(size_of::<KernelOffsets>() == 44);
+    assert!(size_of::<ProbeSettings>() == 16);
     assert!(size_of::<EventHeader>() == 48);
     assert!(core::mem::offset_of!(EventHeader, boot_ns) == 8);
     assert!(core::mem::offset_of!(EventHeader, netns) == 40);
@@ -277,11 +302,12 @@ const _: () = {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Event, KernelOffsets, TimerHooks};
+    use super::{Event, KernelOffsets, ProbeSettings, TimerHooks};
 
     // SAFETY: both are `#[repr(C)]` plain integers and arrays with explicit
     // padding, valid for any bit pattern.
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for TimerHooks {}
+    unsafe impl aya::Pod for ProbeSettings {}
 }

@@ -21,13 +21,13 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
         bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
     },
-    macros::{map, raw_tracepoint},
+    macros::{fentry, kprobe, map, raw_tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::RawTracePointContext,
+    programs::{FEntryContext, ProbeContext, RawTracePointContext},
 };
 use ftptrace_common::{
     Event, EventHeader, IPPROTO_TCP, KernelOffsets, NO_FIELD, PORT_MAP_ENTRIES, ProbeId,
-    RunningTimer, SockRecord, TimerHooks, WIRE_VERSION, record_flags,
+    ProbeSettings, RunningTimer, SockRecord, TimerHooks, WIRE_VERSION, record_flags,
 };
 
 /// Events to user space.
@@ -46,6 +46,10 @@ static OFFSETS: Array<KernelOffsets> = Array::with_max_entries(1, 0);
 #[map]
 static TIMER_HOOKS: Array<TimerHooks> = Array::with_max_entries(1, 0);
 
+/// What the hook ladder chose, for the programs that depend on it (one entry).
+#[map]
+static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
+
 /// The FTP socket timer running on each CPU, if any.
 #[map]
 static RUNNING_TIMER: PerCpuArray<RunningTimer> = PerCpuArray::with_max_entries(1, 0);
@@ -58,6 +62,7 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 // include/net/tcp_states.h, unchanged since they were introduced.
 const TCP_TIME_WAIT: u8 = 6;
+const TCP_CLOSE: i32 = 7;
 const TCP_NEW_SYN_RECV: u8 = 12;
 
 // Arguments are the tracepoints' TP_PROTO. Where a kernel version added an
@@ -79,6 +84,9 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
         i64::from(new),
         0,
     );
+    if new == TCP_CLOSE && SETTINGS.get(0).is_some_and(|s| s.error_at_close != 0) {
+        let _ = try_error_at_close(sk);
+    }
     0
 }
 
@@ -161,6 +169,59 @@ pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// `sock_def_error_report(struct sock *sk)`, through fentry: the socket's
+/// error callback, where kernels before 5.13 have no tracepoint.
+#[fentry(function = "sock_def_error_report")]
+pub fn fentry_error_report(ctx: FEntryContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = try_error_report(sk);
+    0
+}
+
+/// `sock_def_error_report(struct sock *sk)`, through a kprobe.
+#[kprobe]
+pub fn kprobe_error_report(ctx: ProbeContext) -> u32 {
+    if let Some(sk) = ctx.arg::<u64>(0) {
+        let _ = try_error_report(sk);
+    }
+    0
+}
+
+/// `tcp_xmit_probe_skb(struct sock *sk, int urgent, int mib)`, through
+/// fentry: every keepalive and zero-window probe leaves through it, right
+/// where the kernel counts it in TCPKeepAlive or TCPWinProbe (`mib`).
+#[fentry(function = "tcp_xmit_probe_skb")]
+pub fn fentry_xmit_probe(ctx: FEntryContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let mib: i32 = ctx.arg(2);
+    let _ = try_xmit_probe(sk, mib);
+    0
+}
+
+/// `tcp_xmit_probe_skb(struct sock *sk, int urgent, int mib)`, through a kprobe.
+#[kprobe]
+pub fn kprobe_xmit_probe(ctx: ProbeContext) -> u32 {
+    if let (Some(sk), Some(mib)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(2)) {
+        let _ = try_xmit_probe(sk, mib);
+    }
+    0
+}
+
+/// A probe about to be sent: `icsk_probes_out` counts it only afterwards.
+fn try_xmit_probe(sk: u64, mib: i32) -> Result<(), i64> {
+    let settings = SETTINGS.get(0).ok_or(0)?;
+    let probe = if mib as u32 == settings.keepalive_mib {
+        ProbeId::KeepaliveProbe
+    } else if mib as u32 == settings.window_probe_mib {
+        ProbeId::ZeroWindowProbe
+    } else {
+        return Ok(());
+    };
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let probes_out: u8 = read_kernel(sk, o.icsk_probes_out)?;
+    try_sock_event(probe, sk, false, i64::from(probes_out) + 1, 0, 0)
+}
+
 /// `timer_expire_entry(struct timer_list *timer, unsigned long baseclk)`.
 /// Fires for every timer on the system: the function pointer comparison
 /// comes first, and anything else costs one read.
@@ -202,7 +263,7 @@ fn try_timer_entry(timer: u64) -> Result<(), i64> {
     if !is_ftp(sport) && !is_ftp(dport) {
         return Ok(());
     }
-    let probes_out: u8 = read_kernel(sk, hooks.icsk_probes_out)?;
+    let probes_out: u8 = read_kernel(sk, o.icsk_probes_out)?;
     if let Some(slot) = RUNNING_TIMER.get_ptr_mut(0) {
         // SAFETY: per-CPU slot; timer callbacks do not nest on a CPU.
         unsafe {
@@ -229,8 +290,8 @@ fn try_timer_exit(timer: u64) -> Result<(), i64> {
     }
     // SAFETY: as above.
     unsafe { (*slot).timer = 0 };
-    let hooks = TIMER_HOOKS.get(0).ok_or(0)?;
-    let probes_out: u8 = read_kernel(running.sk, hooks.icsk_probes_out)?;
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let probes_out: u8 = read_kernel(running.sk, o.icsk_probes_out)?;
     if probes_out <= running.probes_out {
         return Ok(());
     }
@@ -276,6 +337,19 @@ fn try_drop(skb: u64, reason: i64, flags: u8) -> Result<(), i64> {
 fn try_error_report(sk: u64) -> Result<(), i64> {
     let o = OFFSETS.get(0).ok_or(0)?;
     let err: i32 = read_kernel(sk, o.sock_err)?;
+    try_sock_event(ProbeId::InetSkErrorReport, sk, true, i64::from(err), 0, 0)
+}
+
+/// The fallback without an error-report hook: a socket entering CLOSE with
+/// `sk_err` set had its error reported just before (reset, timeout), unless
+/// nobody holds it any more (`SOCK_DEAD`: the kernel reports nothing then).
+fn try_error_at_close(sk: u64) -> Result<(), i64> {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let err: i32 = read_kernel(sk, o.sock_err)?;
+    let flags: u64 = read_kernel(sk, o.sock_flags)?;
+    if err == 0 || flags & 1 != 0 {
+        return Ok(());
+    }
     try_sock_event(ProbeId::InetSkErrorReport, sk, true, i64::from(err), 0, 0)
 }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::{
     cli::{CheckArgs, Format},
     ebpf_loader::Tracer,
+    hook_ladder,
     kernel_facts::{BTF_PATH, KernelFacts, kernel_release},
     output::ProbeStatus,
     privileges, tracefs,
@@ -103,18 +104,24 @@ fn preflight() -> Report {
     };
     if !report.privileges.ok {
         // Without privileges nothing loads; say which probes the kernel has.
+        let not_tried = |name: String, reason: Option<&String>| ProbeStatus {
+            name,
+            hook: "off",
+            target: None,
+            attached: false,
+            reason: Some(reason.map_or("not tried: missing privileges".into(), Clone::clone)),
+            fell_back: Vec::new(),
+        };
         report.probes = facts
             .probes
             .iter()
-            .map(|plan| ProbeStatus {
-                name: plan.probe.full_name(),
-                hook: "off",
-                attached: false,
-                reason: Some(match &plan.program {
-                    Ok(_) => "not tried: missing privileges".into(),
-                    Err(reason) => reason.clone(),
-                }),
-            })
+            .map(|plan| not_tried(plan.probe.full_name(), plan.program.as_ref().err()))
+            .chain(
+                hook_ladder::LADDERS
+                    .iter()
+                    .flat_map(|ladder| ladder.serves)
+                    .map(|name| not_tried((*name).into(), None)),
+            )
             .collect();
         return report;
     }
@@ -127,8 +134,10 @@ fn preflight() -> Report {
             report.probes = vec![ProbeStatus {
                 name: "all".into(),
                 hook: "off",
+                target: None,
                 attached: false,
                 reason: Some(format!("{e:#}")),
+                fell_back: Vec::new(),
             }];
         }
     }
@@ -151,16 +160,20 @@ fn render(report: &Report) -> String {
     }
     for probe in &report.probes {
         let hook = if probe.attached { probe.hook } else { "off" };
+        let target = probe.target.map(|t| format!(" {t}")).unwrap_or_default();
         let reason = probe
             .reason
             .as_deref()
             .map(|r| format!("  ({r})"))
             .unwrap_or_default();
         text += &format!(
-            "probe       {}{:<28} {hook}{reason}\n",
+            "probe       {}{:<28} {hook}{target}{reason}\n",
             mark(probe.attached),
             probe.name
         );
+        for why in &probe.fell_back {
+            text += &format!("{:<44}   not {why}\n", "");
+        }
     }
     text += if report.ready {
         "ready: `ftptrace trace` will work\n"

@@ -4,15 +4,21 @@
 
 use anyhow::Context as _;
 use aya::{
-    Ebpf, EbpfLoader,
+    Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{Program, ProgramError, RawTracePoint},
+    programs::{FEntry, KProbe, Program, ProgramError, RawTracePoint},
 };
-use ftptrace_common::{KernelOffsets, TimerHooks, maps};
+use ftptrace_common::{KernelOffsets, ProbeSettings, TimerHooks, maps};
 
 use std::os::fd::AsFd as _;
 
-use crate::{kernel_facts::KernelFacts, output::ProbeStatus, ports::PortSet, prog_stats};
+use crate::{
+    hook_ladder::{self, FORCE_HOOK_ENV, Rung, Tier},
+    kernel_facts::{KernelFacts, error_at_close_usable, error_report_usable, probes_out_usable},
+    output::ProbeStatus,
+    ports::PortSet,
+    prog_stats,
+};
 
 /// The eBPF object built by build.rs from `ftptrace-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ftptrace"));
@@ -55,27 +61,78 @@ impl Tracer {
             .iter()
             .map(|plan| {
                 let attached = plan.program.clone().and_then(|program| {
-                    attach(&mut ebpf, program, |p: &mut RawTracePoint| {
-                        p.load()?;
-                        p.attach(plan.probe.name).map(drop)
-                    })?;
+                    attach_raw_tracepoint(&mut ebpf, program, plan.probe.name)?;
                     attached_programs.push(program);
                     Ok(())
                 });
                 ProbeStatus {
                     name: plan.probe.full_name(),
-                    hook: "raw_tracepoint",
+                    hook: if attached.is_ok() {
+                        "raw_tracepoint"
+                    } else {
+                        "off"
+                    },
+                    target: Some(plan.probe.name),
                     attached: attached.is_ok(),
                     reason: attached.err(),
+                    fell_back: Vec::new(),
                 }
             })
             .collect();
+        let state_attached = statuses
+            .iter()
+            .any(|s| s.attached && s.name == "sock:inet_sock_set_state");
 
-        statuses.extend(attach_timer_fallback(
-            &mut ebpf,
-            facts,
-            &mut attached_programs,
-        ));
+        let forced = hook_ladder::forced_tier()?;
+        let mut error_at_close = false;
+        for ladder in hook_ladder::LADDERS {
+            let mut fell_back = Vec::new();
+            let mut chosen = None;
+            for rung in ladder.rungs_to_try(forced) {
+                let attempt = usable(facts, &rung, state_attached)
+                    .and_then(|()| attach_rung(&mut ebpf, facts, &rung));
+                match attempt {
+                    Ok(()) => {
+                        attached_programs.extend(rung.programs);
+                        error_at_close |= rung.programs.is_empty();
+                        chosen = Some(rung);
+                        break;
+                    }
+                    Err(why) => fell_back.push(format!("{}: {why}", rung.tier)),
+                }
+            }
+            for &name in ladder.serves {
+                statuses.push(match chosen {
+                    Some(rung) => ProbeStatus {
+                        name: name.into(),
+                        hook: rung.hook,
+                        target: Some(rung.target),
+                        attached: true,
+                        reason: None,
+                        fell_back: fell_back.clone(),
+                    },
+                    None => ProbeStatus {
+                        name: name.into(),
+                        hook: "off",
+                        target: None,
+                        attached: false,
+                        reason: Some(match forced {
+                            Some(tier) => format!(
+                                "forced to {tier} ({FORCE_HOOK_ENV}): {}",
+                                fell_back.join("; ")
+                            ),
+                            None => format!("no hook works here: {}", fell_back.join("; ")),
+                        }),
+                        fell_back: Vec::new(),
+                    },
+                });
+            }
+        }
+        let mut settings: Array<_, ProbeSettings> =
+            Array::try_from(map(&mut ebpf, maps::SETTINGS)?)?;
+        settings
+            .set(0, facts.probe_settings(error_at_close), 0)
+            .context("filling the settings map")?;
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?;
@@ -121,6 +178,8 @@ impl Tracer {
             };
             let result = match program {
                 Program::RawTracePoint(p) => p.unload(),
+                Program::FEntry(p) => p.unload(),
+                Program::KProbe(p) => p.unload(),
                 _ => Ok(()),
             };
             if let Err(e) = result {
@@ -130,37 +189,86 @@ impl Tracer {
     }
 }
 
-/// Keepalive and zero-window probes through the socket timers: two
-/// programs on `timer:timer_expire_entry`/`_exit`, shared by both kinds.
-fn attach_timer_fallback(
-    ebpf: &mut Ebpf,
-    facts: &KernelFacts,
-    attached_programs: &mut Vec<&'static str>,
-) -> Vec<ProbeStatus> {
-    let attached = facts.timer_hooks.clone().and_then(|hooks| {
-        let mut map: Array<_, TimerHooks> = map(ebpf, maps::TIMER_HOOKS)
-            .and_then(|m| Ok(Array::try_from(m)?))
-            .map_err(|e| format!("{e:#}"))?;
-        map.set(0, hooks, 0)
-            .map_err(|e| format!("filling the timer map: {e}"))?;
-        for program in ["timer_expire_entry", "timer_expire_exit"] {
-            attach(ebpf, program, |p: &mut RawTracePoint| {
-                p.load()?;
-                p.attach(program).map(drop)
-            })?;
-            attached_programs.push(program);
+/// Whether this kernel has what `rung` needs, before trying to attach it.
+fn usable(facts: &KernelFacts, rung: &Rung, state_attached: bool) -> Result<(), String> {
+    let serves_probes = rung.programs.iter().any(|p| p.contains("xmit_probe"));
+    match rung.tier {
+        Tier::RawTracepoint => facts
+            .error_report_tracepoint
+            .clone()
+            .and_then(|()| error_report_usable(&facts.offsets)),
+        Tier::Fentry | Tier::Kprobe => {
+            if rung.tier == Tier::Kprobe {
+                facts.kprobes.clone()?;
+            }
+            if serves_probes {
+                facts.probe_mibs.clone().map(drop)?;
+                probes_out_usable(&facts.offsets)
+            } else {
+                error_report_usable(&facts.offsets)
+            }
         }
-        Ok(())
-    });
-    ["keepalive_probe", "zero_window_probe"]
-        .into_iter()
-        .map(|name| ProbeStatus {
-            name: name.into(),
-            hook: "timer",
-            attached: attached.is_ok(),
-            reason: attached.clone().err(),
-        })
-        .collect()
+        Tier::Fallback if rung.programs.is_empty() => {
+            if !state_attached {
+                return Err("sock:inet_sock_set_state is not attached".into());
+            }
+            error_at_close_usable(&facts.offsets)
+        }
+        Tier::Fallback => {
+            facts.timer_hooks.clone().map(drop)?;
+            probes_out_usable(&facts.offsets)
+        }
+    }
+}
+
+/// Loads and attaches the programs of one rung (none for the CLOSE
+/// fallback, which only needs a flag in the settings map).
+fn attach_rung(ebpf: &mut Ebpf, facts: &KernelFacts, rung: &Rung) -> Result<(), String> {
+    match rung.tier {
+        Tier::RawTracepoint => {
+            for &program in rung.programs {
+                let tracepoint = rung.target.rsplit(':').next().unwrap_or(rung.target);
+                attach_raw_tracepoint(ebpf, program, tracepoint)?;
+            }
+        }
+        Tier::Fentry => {
+            let btf = Btf::from_sys_fs().map_err(|e| chain(&e))?;
+            for &program in rung.programs {
+                attach(ebpf, program, |p: &mut FEntry| {
+                    p.load(rung.target, &btf)?;
+                    p.attach().map(drop)
+                })?;
+            }
+        }
+        Tier::Kprobe => {
+            for &program in rung.programs {
+                attach(ebpf, program, |p: &mut KProbe| {
+                    p.load()?;
+                    p.attach(rung.target, 0).map(drop)
+                })?;
+            }
+        }
+        Tier::Fallback if rung.programs.is_empty() => {}
+        Tier::Fallback => {
+            let hooks = facts.timer_hooks.clone()?;
+            let mut map: Array<_, TimerHooks> = map(ebpf, maps::TIMER_HOOKS)
+                .and_then(|m| Ok(Array::try_from(m)?))
+                .map_err(|e| format!("{e:#}"))?;
+            map.set(0, hooks, 0)
+                .map_err(|e| format!("filling the timer map: {e}"))?;
+            for &program in rung.programs {
+                attach_raw_tracepoint(ebpf, program, program)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), String> {
+    attach(ebpf, program, |p: &mut RawTracePoint| {
+        p.load()?;
+        p.attach(tracepoint).map(drop)
+    })
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
@@ -190,7 +298,8 @@ where
     attach(program).map_err(|e| chain(&e))
 }
 
-/// An error with its sources on one line (aya nests the syscall error).
+/// An error with its sources on one line (aya nests the syscall error),
+/// without aya's empty verifier log.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -198,6 +307,9 @@ fn chain(error: &dyn std::error::Error) -> String {
         text.push_str(": ");
         text.push_str(&inner.to_string());
         source = inner.source();
+    }
+    if let Some((before, _)) = text.split_once(". Verifier output: : ") {
+        text = before.to_owned();
     }
     text
 }

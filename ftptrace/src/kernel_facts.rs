@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ftptrace_common::{KernelOffsets, NO_FIELD, TimerHooks};
+use ftptrace_common::{KernelOffsets, NO_FIELD, ProbeSettings, TimerHooks};
 
 use crate::{
     btf::Btf,
@@ -31,6 +31,12 @@ pub struct KernelFacts {
     /// The socket timer fallback for keepalive and zero-window probes, or
     /// why it cannot work here.
     pub timer_hooks: Result<TimerHooks, String>,
+    /// Whether `sock:inet_sk_error_report` exists (5.13+), else why not.
+    pub error_report_tracepoint: Result<(), String>,
+    /// The `mib` values of keepalive and window probes, else why unknown.
+    pub probe_mibs: Result<(u32, u32), String>,
+    /// Whether kprobes can be created at all, else why not.
+    pub kprobes: Result<(), String>,
 }
 
 impl KernelFacts {
@@ -66,12 +72,9 @@ impl KernelFacts {
                         true => Ok(format),
                         false => Err(format!("{} describes `{}`", path.display(), format.name)),
                     });
-                let program = match (&format, probe.id) {
-                    (Err(reason), _) => Err(reason.clone()),
-                    (Ok(_), ftptrace_common::ProbeId::InetSkErrorReport) => {
-                        error_report_usable(&offsets).map(|()| probe.program)
-                    }
-                    (Ok(format), _) => Ok(probe.program_for(format)),
+                let program = match &format {
+                    Err(reason) => Err(reason.clone()),
+                    Ok(format) => Ok(probe.program_for(format)),
                 };
                 ProbePlan {
                     probe,
@@ -94,13 +97,64 @@ impl KernelFacts {
             &resolve,
         );
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let error_report_tracepoint = match tracefs
+            .join("events/sock/inet_sk_error_report/format")
+            .exists()
+        {
+            true => Ok(()),
+            false => Err("this kernel has no tracepoint sock:inet_sk_error_report (5.13+)".into()),
+        };
         Ok(Self {
             release: kernel_release(),
             names,
             offsets,
             probes,
             timer_hooks: timer_hooks(&btf, &kallsyms),
+            error_report_tracepoint,
+            probe_mibs: probe_mibs(&btf),
+            kprobes: kprobes_available(tracefs),
         })
+    }
+
+    /// What the programs of the ladder rungs read, for the `SETTINGS` map.
+    pub fn probe_settings(&self, error_at_close: bool) -> ProbeSettings {
+        let (keepalive_mib, window_probe_mib) =
+            self.probe_mibs.clone().unwrap_or((u32::MAX, u32::MAX));
+        ProbeSettings {
+            keepalive_mib,
+            window_probe_mib,
+            error_at_close: u8::from(error_at_close),
+            _pad: [0; 7],
+        }
+    }
+}
+
+/// `LINUX_MIB_TCPKEEPALIVE` and `LINUX_MIB_TCPWINPROBE`: enum values that
+/// shift whenever a kernel adds a counter before them.
+fn probe_mibs(btf: &Btf) -> Result<(u32, u32), String> {
+    let value = |name: &str| {
+        btf.enum_value(name)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| format!("kernel BTF has no enum value {name}"))
+    };
+    Ok((
+        value("LINUX_MIB_TCPKEEPALIVE")?,
+        value("LINUX_MIB_TCPWINPROBE")?,
+    ))
+}
+
+/// Kprobes come through the `kprobe` perf PMU (4.17+) or tracefs
+/// `kprobe_events`; a kernel built without CONFIG_KPROBES has neither.
+fn kprobes_available(tracefs: &Path) -> Result<(), String> {
+    if Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+        || tracefs.join("kprobe_events").exists()
+    {
+        Ok(())
+    } else {
+        Err(
+            "this kernel has no kprobes (CONFIG_KPROBES off: no kprobe PMU, no kprobe_events)"
+                .into(),
+        )
     }
 }
 
@@ -149,6 +203,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
         sock_v6_saddr: optional("sock", &["__sk_common", "skc_v6_rcv_saddr"]),
         sock_v6_daddr: optional("sock", &["__sk_common", "skc_v6_daddr"]),
         skb_iif: optional("sk_buff", &["skb_iif"]),
+        icsk_probes_out: optional("inet_connection_sock", &["icsk_probes_out"]),
+        sock_flags: optional("sock", &["__sk_common", "skc_flags"]),
     })
 }
 
@@ -189,17 +245,34 @@ pub fn timer_hooks(btf: &Btf, kallsyms: &str) -> Result<TimerHooks, String> {
         // 7.2 moved it into struct sock, sharing sk_timer's place.
         icsk_retransmit_timer: offset("inet_connection_sock", &["icsk_retransmit_timer"])
             .or_else(|_| offset("sock", &["tcp_retransmit_timer"]))?,
-        icsk_probes_out: offset("inet_connection_sock", &["icsk_probes_out"])?,
+        _pad: 0,
     })
 }
 
 /// Whether the offsets suffice for the socket error probe, else why not.
 pub fn error_report_usable(offsets: &KernelOffsets) -> Result<(), String> {
-    let needed = [
+    needs(&[
         ("sock.sk_protocol", offsets.sock_protocol),
         ("sock.sk_err", offsets.sock_err),
-    ];
-    match needed.iter().find(|(_, offset)| *offset == NO_FIELD) {
+    ])
+}
+
+/// Whether the offsets suffice for the socket error fallback at CLOSE.
+pub fn error_at_close_usable(offsets: &KernelOffsets) -> Result<(), String> {
+    error_report_usable(offsets)?;
+    needs(&[("sock.sk_flags", offsets.sock_flags)])
+}
+
+/// Whether the offsets suffice to count unanswered probes.
+pub fn probes_out_usable(offsets: &KernelOffsets) -> Result<(), String> {
+    needs(&[(
+        "inet_connection_sock.icsk_probes_out",
+        offsets.icsk_probes_out,
+    )])
+}
+
+fn needs(fields: &[(&str, u16)]) -> Result<(), String> {
+    match fields.iter().find(|(_, offset)| *offset == NO_FIELD) {
         Some((name, _)) => Err(format!("kernel BTF lacks {name}")),
         None => Ok(()),
     }
@@ -235,7 +308,10 @@ mod tests {
             return;
         };
         let offsets = kernel_offsets(&Btf::parse(&data).unwrap()).unwrap();
-        assert_eq!(error_report_usable(&offsets), Ok(()));
+        assert_eq!(error_at_close_usable(&offsets), Ok(()));
+        assert_eq!(probes_out_usable(&offsets), Ok(()));
+        let (keepalive, window) = probe_mibs(&Btf::parse(&data).unwrap()).unwrap();
+        assert_ne!(keepalive, window);
         let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
         if kallsyms
             .lines()
@@ -243,7 +319,7 @@ mod tests {
         {
             let hooks = timer_hooks(&Btf::parse(&data).unwrap(), &kallsyms).unwrap();
             assert_ne!(hooks.keepalive_fn, hooks.write_timer_fn);
-            assert!(hooks.icsk_probes_out > hooks.icsk_retransmit_timer);
+            assert!(offsets.icsk_probes_out > hooks.icsk_retransmit_timer);
         }
         assert_ne!(offsets.skb_dev, NO_FIELD);
         assert_ne!(offsets.skb_transport_header, NO_FIELD);

@@ -46,12 +46,21 @@ pub struct PortsLine {
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct ProbeStatus {
-    /// `category:event` of the kernel hook.
+    /// `category:event` for a tracepoint probe, the event kind for a probe
+    /// with a hook ladder.
     pub name: String,
+    /// `raw_tracepoint`, `fentry`, `kprobe`, `timer`, or `off`.
     pub hook: &'static str,
+    /// What the hook is attached to: a tracepoint or a kernel function.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<&'static str>,
     pub attached: bool,
+    /// Why it is off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The better hooks tried first, each with why it did not work here.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fell_back: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]

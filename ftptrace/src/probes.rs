@@ -1,5 +1,6 @@
-//! The probes ftptrace attaches: which kernel tracepoint, and which program
-//! of the eBPF object serves it on this kernel.
+//! The probes that are tracepoints on every kernel ftptrace supports: which
+//! tracepoint, and which program of the eBPF object serves it on this kernel.
+//! The others climb a hook ladder (`hook_ladder`).
 
 use ftptrace_common::ProbeId;
 
@@ -42,7 +43,7 @@ const fn probe(id: ProbeId, category: &'static str, name: &'static str) -> Probe
     }
 }
 
-pub const PROBES: [Probe; 8] = [
+pub const PROBES: [Probe; 7] = [
     probe(ProbeId::InetSockSetState, "sock", "inet_sock_set_state"),
     Probe {
         with_field: Some(("err", "tcp_retransmit_skb_err")),
@@ -55,8 +56,6 @@ pub const PROBES: [Probe; 8] = [
     },
     probe(ProbeId::TcpReceiveReset, "tcp", "tcp_receive_reset"),
     probe(ProbeId::TcpDestroySock, "tcp", "tcp_destroy_sock"),
-    // Added in 5.13.
-    probe(ProbeId::InetSkErrorReport, "sock", "inet_sk_error_report"),
     // The drop reason came in 5.17.
     Probe {
         with_field: Some(("reason", "kfree_skb_reason")),

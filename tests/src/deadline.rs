@@ -15,8 +15,22 @@ pub struct Deadline {
     timeout: Duration,
 }
 
+/// Stretches every deadline by an integer factor: `cargo xtask vm` sets it
+/// for guests under software emulation, where everything runs several
+/// times slower (loading an nftables module alone can take seconds).
+pub const TIME_SCALE_ENV: &str = "FTPTRACE_TEST_TIME_SCALE";
+
+fn time_scale() -> u32 {
+    std::env::var(TIME_SCALE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .clamp(1, 20)
+}
+
 impl Deadline {
     pub fn after(timeout: Duration) -> Self {
+        let timeout = timeout * time_scale();
         Self {
             end: Instant::now() + timeout,
             timeout,

@@ -85,9 +85,43 @@ pub struct Ports {
 pub struct Probe {
     pub name: String,
     pub hook: String,
+    #[serde(default)]
+    pub target: Option<String>,
     pub attached: bool,
     #[serde(default)]
     pub reason: Option<String>,
+    #[serde(default)]
+    pub fell_back: Vec<String>,
+}
+
+/// The variable that forces every hook ladder onto one tier (the tracer
+/// reads it; it reaches the tracer because children inherit the environment).
+pub const FORCE_HOOK_ENV: &str = "FTPTRACE_FORCE_HOOK";
+
+/// The tier the suite runs under, when `cargo xtask vm` forces one.
+pub fn forced_tier() -> Option<String> {
+    std::env::var(FORCE_HOOK_ENV).ok().filter(|t| !t.is_empty())
+}
+
+/// The probes with a hook ladder, and the hook each must report under a
+/// forced tier: a test passing under a tier must have run on that tier.
+pub fn expected_ladder_hook(probe: &str, tier: &str) -> Option<(&'static str, &'static str)> {
+    let target = match (probe, tier) {
+        ("socket_error", "raw_tracepoint") => ("raw_tracepoint", "sock:inet_sk_error_report"),
+        ("socket_error", "fentry") => ("fentry", "sock_def_error_report"),
+        ("socket_error", "kprobe") => ("kprobe", "sock_def_error_report"),
+        ("socket_error", "fallback") => (
+            "raw_tracepoint",
+            "sock:inet_sock_set_state (sk_err at CLOSE)",
+        ),
+        ("keepalive_probe" | "zero_window_probe", "fentry") => ("fentry", "tcp_xmit_probe_skb"),
+        ("keepalive_probe" | "zero_window_probe", "kprobe") => ("kprobe", "tcp_xmit_probe_skb"),
+        ("keepalive_probe" | "zero_window_probe", "fallback") => {
+            ("timer", "timer:timer_expire_entry/exit (socket timers)")
+        }
+        _ => return None,
+    };
+    Some(target)
 }
 
 /// A `stats` line.
@@ -347,6 +381,19 @@ impl Tracer {
             panic!(
                 "the tracer did not start as the contract says (schema 1, every probe attached): {first}"
             );
+        }
+        if let Some(tier) = forced_tier() {
+            for probe in &start.probes {
+                if let Some((hook, target)) = expected_ladder_hook(&probe.name, &tier)
+                    && (probe.hook != hook || probe.target.as_deref() != Some(target))
+                {
+                    kill_and_reap(&mut child);
+                    panic!(
+                        "{FORCE_HOOK_ENV}={tier}, yet {} uses {} on {:?}: {first}",
+                        probe.name, probe.hook, probe.target
+                    );
+                }
+            }
         }
         Self {
             child,

@@ -4,7 +4,10 @@
 use std::{process::Command, time::Duration};
 
 use serde_json::Value;
-use tests::{process::run, tracer::binary};
+use tests::{
+    process::run,
+    tracer::{FORCE_HOOK_ENV, binary, expected_ladder_hook, forced_tier},
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -15,6 +18,12 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
         .split(['.', '-'])
         .map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
+/// Whether the kernel can create kprobes at all (CONFIG_KPROBES).
+fn kprobes_exist() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+        || std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists()
 }
 
 #[test]
@@ -48,31 +57,72 @@ fn check_reports_every_probe_as_it_attaches() {
             "tcp:tcp_send_reset",
             "tcp:tcp_receive_reset",
             "tcp:tcp_destroy_sock",
-            "sock:inet_sk_error_report",
             "skb:kfree_skb",
+            "socket_error",
             "keepalive_probe",
             "zero_window_probe"
         ]
     );
+    let forced = forced_tier();
     for probe in probes {
-        // inet_sk_error_report came in 5.13; everything else is older than 5.8.
-        let expected = probe["name"] != "sock:inet_sk_error_report" || kernel_at_least(5, 13);
-        assert_eq!(probe["attached"], expected, "{probe}: {done}");
-        if expected {
-            let hook = if probe["name"]
-                .as_str()
-                .is_some_and(|n| n.ends_with("_probe"))
-            {
-                "timer"
-            } else {
-                "raw_tracepoint"
-            };
-            assert_eq!(probe["hook"], hook, "{probe}");
-        } else {
-            assert!(
-                probe["reason"].is_string(),
-                "an off probe says why: {probe}"
-            );
+        // Every tracepoint is older than 5.8, and every ladder ends in a
+        // fallback built on tracepoints: on a supported kernel all attach.
+        assert_eq!(probe["attached"], true, "{probe}: {done}");
+        let name = probe["name"].as_str().expect("name");
+        let hook = probe["hook"].as_str().expect("hook");
+        let target = probe["target"].as_str().expect("target");
+        let fell_back: Vec<&str> = probe["fell_back"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match (name, forced.as_deref()) {
+            ("socket_error" | "keepalive_probe" | "zero_window_probe", Some(tier)) => {
+                assert_eq!(
+                    Some((hook, target)),
+                    expected_ladder_hook(name, tier),
+                    "{FORCE_HOOK_ENV}={tier}: {probe}"
+                );
+                assert!(
+                    fell_back.is_empty(),
+                    "a forced tier tries nothing else: {probe}"
+                );
+            }
+            ("socket_error", None) if kernel_at_least(5, 13) => {
+                assert_eq!(
+                    (hook, target),
+                    ("raw_tracepoint", "sock:inet_sk_error_report")
+                );
+                assert!(fell_back.is_empty(), "{probe}");
+            }
+            ("socket_error" | "keepalive_probe" | "zero_window_probe", None) => {
+                // The first rung that works, and why each one above it did not.
+                let order = ["fentry", "kprobe", "timer"];
+                let rung = order
+                    .iter()
+                    .position(|h| *h == hook)
+                    .or((hook == "raw_tracepoint" && name == "socket_error").then_some(2))
+                    .unwrap_or_else(|| panic!("unexpected hook: {probe}"));
+                assert_eq!(
+                    fell_back.len(),
+                    rung + usize::from(name == "socket_error"),
+                    "{probe}"
+                );
+                if !kprobes_exist() {
+                    assert!(
+                        fell_back
+                            .iter()
+                            .any(|f| f.starts_with("kprobe: ") && f.contains("CONFIG_KPROBES")),
+                        "{probe}"
+                    );
+                }
+            }
+            _ => {
+                assert_eq!(hook, "raw_tracepoint", "{probe}");
+                assert_eq!(
+                    format!("{}:{target}", name.split(':').next().unwrap_or("")),
+                    name
+                );
+            }
         }
     }
 

@@ -73,6 +73,25 @@ const KERNELS: &[Kernel] = &[
     },
 ];
 
+/// Hook tiers the suite's ladder tests run under, forced one at a time
+/// (`FTPTRACE_FORCE_HOOK`); the default run covers each probe's first
+/// working rung (the raw tracepoint where there is one).
+const TIERS: [&str; 3] = ["fentry", "kprobe", "fallback"];
+
+/// Tiers every Debian guest must offer: their kernels have kprobes and BTF.
+/// The host offers what it offers (this one: no kprobes, fentry refused);
+/// the fallback works everywhere.
+const GUEST_TIERS: &[&str] = &TIERS;
+const HOST_TIERS: &[&str] = &["fallback"];
+
+/// The test executables that exercise the probes with a hook ladder
+/// (socket errors, keepalive and zero-window probes), run once per tier.
+const LADDER_TESTS: &[&str] = &["check", "probes", "refused", "syn_drop"];
+
+/// Deadlines in the tests stretch by this factor in a guest: under software
+/// emulation the same work takes several times longer.
+const GUEST_TIME_SCALE: u32 = 5;
+
 const VIRTME_NG: &str = "virtme-ng==1.42";
 /// One test executable in a guest: the slowest takes about a minute under TCG.
 const EXECUTABLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -426,7 +445,7 @@ fn virtme_ng() -> anyhow::Result<PathBuf> {
 fn boot(name: &str, guest: &Guest, vng: &Path, suite: &Suite) -> anyhow::Result<Outcome> {
     let out = fresh_run_dir(name)?;
     let script = out.join("run.sh");
-    fs::write(&script, script_text(suite, &out))?;
+    fs::write(&script, script_text(suite, &out, GUEST_TIME_SCALE))?;
     let path = format!(
         "{}:{}",
         vng.display(),
@@ -453,7 +472,7 @@ fn boot(name: &str, guest: &Guest, vng: &Path, suite: &Suite) -> anyhow::Result<
         .stderr(console_file)
         .status()
         .context("running vng")?;
-    let mut outcome = Outcome::read(&out.join("suite.log"));
+    let mut outcome = Outcome::read(&out.join("suite.log"), GUEST_TIERS);
     if !outcome.finished {
         outcome.why_unfinished = Some(if status.code() == Some(124) {
             format!(
@@ -475,13 +494,13 @@ fn boot(name: &str, guest: &Guest, vng: &Path, suite: &Suite) -> anyhow::Result<
 fn on_host(suite: &Suite) -> anyhow::Result<Outcome> {
     let out = fresh_run_dir("host")?;
     let script = out.join("run.sh");
-    fs::write(&script, script_text(suite, &out))?;
+    fs::write(&script, script_text(suite, &out, 1))?;
     let _ = Command::new("sh")
         .arg(&script)
         .stdin(Stdio::null())
         .status()
         .context("running the suite")?;
-    let mut outcome = Outcome::read(&out.join("suite.log"));
+    let mut outcome = Outcome::read(&out.join("suite.log"), HOST_TIERS);
     if !outcome.finished {
         outcome.why_unfinished = Some("the suite's script stopped before the end".into());
     }
@@ -497,13 +516,16 @@ fn fresh_run_dir(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The script run in the guest (or on the host): every test executable,
-/// one test at a time, each bounded, all output into `out/suite.log`.
-fn script_text(suite: &Suite, out: &Path) -> String {
+/// one test at a time, each bounded, all output into `out/suite.log`; then
+/// the ladder tests once per hook tier that `ftptrace check` says attaches
+/// when forced (`=== tier T` or `=== tier T off` in the log).
+fn script_text(suite: &Suite, out: &Path, time_scale: u32) -> String {
     let log = sh_quote(&out.join("suite.log"));
     let mut script = format!(
         "#!/bin/sh\n\
          # Written by `cargo xtask vm`.\n\
          log={log}\n\
+         out={out}\n\
          : > \"$log\"\n\
          exec < /dev/null\n\
          mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing\n\
@@ -514,18 +536,46 @@ fn script_text(suite: &Suite, out: &Path) -> String {
          done\n\
          mkdir -p /run/netns\n\
          cd {dir} || exit 1\n\
-         export FTPTRACE_BIN={tracer} CI=true\n",
+         export FTPTRACE_BIN={tracer} CI=true FTPTRACE_TEST_TIME_SCALE={time_scale}\n\
+         unset FTPTRACE_FORCE_HOOK\n",
+        out = sh_quote(out),
         dir = sh_quote(&suite.dir),
         tracer = sh_quote(&suite.tracer),
     );
-    for (name, exe) in &suite.tests {
+    let run_test = |script: &mut String, label: &str, exe: &Path| {
         let _ = write!(
             script,
-            "echo '==> {name}' >> \"$log\"\n\
+            "echo '==> {label}' >> \"$log\"\n\
              timeout --kill-after=10 {timeout} {exe} --test-threads=1 >> \"$log\" 2>&1\n\
-             printf '\\n<== %s exit %s\\n' {name} $? >> \"$log\"\n",
+             printf '\\n<== %s exit %s\\n' {label} $? >> \"$log\"\n",
             timeout = EXECUTABLE_TIMEOUT.as_secs(),
             exe = sh_quote(exe),
+        );
+    };
+    for (name, exe) in &suite.tests {
+        run_test(&mut script, name, exe);
+    }
+    for tier in TIERS {
+        let _ = write!(
+            script,
+            "if FTPTRACE_FORCE_HOOK={tier} \"$FTPTRACE_BIN\" check --format json > \"$out/check-{tier}.json\" 2>&1 \\\n\
+             \x20   && ! grep -q '\"hook\":\"off\"' \"$out/check-{tier}.json\"; then\n\
+             echo '=== tier {tier}' >> \"$log\"\n\
+             export FTPTRACE_FORCE_HOOK={tier}\n"
+        );
+        for (name, exe) in suite
+            .tests
+            .iter()
+            .filter(|(n, _)| LADDER_TESTS.contains(&n.as_str()))
+        {
+            run_test(&mut script, &format!("{name}@{tier}"), exe);
+        }
+        let _ = write!(
+            script,
+            "unset FTPTRACE_FORCE_HOOK\n\
+             else\n\
+             echo '=== tier {tier} off' >> \"$log\"\n\
+             fi\n"
         );
     }
     script.push_str("echo '=== end' >> \"$log\"\n");
@@ -545,14 +595,20 @@ struct Outcome {
     failed: Vec<String>,
     /// The script reached its end.
     finished: bool,
+    /// Hook tiers the ladder tests ran under, and those that did not attach.
+    tiers_run: Vec<String>,
+    tiers_off: Vec<String>,
+    /// Tiers this kernel must offer.
+    tiers_expected: Vec<String>,
     why_unfinished: Option<String>,
     log: PathBuf,
 }
 
 impl Outcome {
-    fn read(log: &Path) -> Self {
+    fn read(log: &Path, expected_tiers: &[&str]) -> Self {
         let mut outcome = Self::parse(&fs::read_to_string(log).unwrap_or_default());
         outcome.log = log.to_owned();
+        outcome.tiers_expected = expected_tiers.iter().map(|t| (*t).to_owned()).collect();
         outcome
     }
 
@@ -561,9 +617,18 @@ impl Outcome {
         let mut failed = Vec::new();
         let mut failed_here = false;
         let mut finished = false;
+        let (mut tiers_run, mut tiers_off) = (Vec::new(), Vec::new());
+        // `@tier` of the executable running, for the names of its failures.
+        let mut tier_suffix = "";
         for line in text.lines() {
-            if line.starts_with("==> ") {
+            if let Some(label) = line.strip_prefix("==> ") {
                 failed_here = false;
+                tier_suffix = label.find('@').map_or("", |at| &label[at..]);
+            } else if let Some(tier) = line.strip_prefix("=== tier ") {
+                match tier.strip_suffix(" off") {
+                    Some(off) => tiers_off.push(off.to_owned()),
+                    None => tiers_run.push(tier.to_owned()),
+                }
             } else if let Some(rest) = line.strip_prefix("<== ") {
                 let (name, code) = rest.rsplit_once(" exit ").unwrap_or((rest, "?"));
                 if code != "0" && !failed_here {
@@ -581,7 +646,7 @@ impl Outcome {
                 if test.ends_with(" ... ok") {
                     passed += 1;
                 } else if let Some(name) = test.strip_suffix(" ... FAILED") {
-                    failed.push(name.to_owned());
+                    failed.push(format!("{name}{tier_suffix}"));
                     failed_here = true;
                 }
             }
@@ -590,22 +655,51 @@ impl Outcome {
             passed,
             failed,
             finished,
+            tiers_run,
+            tiers_off,
+            tiers_expected: Vec::new(),
             why_unfinished: None,
             log: PathBuf::new(),
         }
     }
 
     fn ok(&self) -> bool {
-        self.finished && self.failed.is_empty()
+        self.finished && self.failed.is_empty() && self.missing_tiers().is_empty()
+    }
+
+    /// Expected tiers under which the ladder tests did not run.
+    fn missing_tiers(&self) -> Vec<&str> {
+        self.tiers_expected
+            .iter()
+            .filter(|t| !self.tiers_run.contains(t))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// `tiers: fentry kprobe fallback` (plus `off: ...` for those that did not attach).
+    fn tiers(&self) -> String {
+        let mut text = format!("tiers: {}", self.tiers_run.join(" "));
+        if !self.tiers_off.is_empty() {
+            let _ = write!(text, "; off: {}", self.tiers_off.join(" "));
+        }
+        text
     }
 
     /// `6.1.0-56-amd64  ok  34 passed (190 s)` or `... FAILED  2 failed: a, b (...)`.
     fn line(&self, kernel: &str, took: Duration) -> String {
         let secs = took.as_secs();
         if self.ok() {
-            return format!("{kernel:<24}  ok      {} passed ({secs} s)", self.passed);
+            return format!(
+                "{kernel:<24}  ok      {} passed, {} ({secs} s)",
+                self.passed,
+                self.tiers()
+            );
         }
         let mut line = format!("{kernel:<24}  FAILED  ");
+        let missing = self.missing_tiers();
+        if self.finished && !missing.is_empty() {
+            let _ = write!(line, "tiers that did not attach: {}; ", missing.join(" "));
+        }
         if !self.failed.is_empty() {
             let _ = write!(
                 line,
@@ -658,6 +752,11 @@ test keepalive_probes ...
 <== probes exit 124
 ==> cli_errors
 <== cli_errors exit 139
+=== tier fentry
+==> probes@fentry
+test keepalive_probes ... FAILED
+<== probes@fentry exit 101
+=== tier kprobe off
 === end
 ";
 
@@ -670,11 +769,28 @@ test keepalive_probes ...
             [
                 "refused_connection_shows_reset",
                 "probes (timed out after 600 s)",
-                "cli_errors (exit 139)"
+                "cli_errors (exit 139)",
+                "keepalive_probes@fentry"
             ]
         );
         assert!(outcome.finished);
         assert!(!outcome.ok());
+        assert_eq!(outcome.tiers_run, ["fentry"]);
+        assert_eq!(outcome.tiers_off, ["kprobe"]);
+    }
+
+    #[test]
+    fn an_expected_tier_that_did_not_run_fails_the_kernel() {
+        let mut outcome =
+            Outcome::parse("test a ... ok\n=== tier fallback\n=== tier kprobe off\n=== end\n");
+        assert!(outcome.ok());
+        outcome.tiers_expected = vec!["kprobe".into(), "fallback".into()];
+        assert!(!outcome.ok());
+        assert!(
+            outcome
+                .line("6.1", Duration::from_secs(1))
+                .contains("tiers that did not attach: kprobe; ")
+        );
     }
 
     #[test]
@@ -687,11 +803,11 @@ test keepalive_probes ...
 
     #[test]
     fn lines_say_ok_or_what_failed_and_where_the_log_is() {
-        let mut outcome = Outcome::parse("test a ... ok\n=== end\n");
+        let mut outcome = Outcome::parse("test a ... ok\n=== tier fallback\n=== end\n");
         let took = Duration::from_secs(7);
         assert_eq!(
             outcome.line("6.1.0-56-amd64", took),
-            "6.1.0-56-amd64            ok      1 passed (7 s)"
+            "6.1.0-56-amd64            ok      1 passed, tiers: fallback (7 s)"
         );
         outcome.failed = vec!["b".into(), "c".into()];
         outcome.log = PathBuf::from("/x/suite.log");
