@@ -54,7 +54,8 @@ pub enum ProbeId {
     /// A zero-window probe sent: `arg1` is `icsk_probes_out` after it.
     ZeroWindowProbe = 8,
     /// `skb:kfree_skb(skb, location[, reason[, rx_sk]])`: a packet dropped;
-    /// `arg1` is the drop reason, `arg2` 1 when it was leaving (else arriving).
+    /// `arg1` is the drop reason, `arg2` 1 when it was leaving (else
+    /// arriving), and `sk` holds `location` (a packet has no socket here).
     KfreeSkb = 9,
 }
 

@@ -54,7 +54,7 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn run(format_kind: Format, records: &[Vec<u8>], decoder: &Decoder) -> Duration {
+fn run(format_kind: Format, records: &[Vec<u8>], decoder: &mut Decoder) -> Duration {
     let ports = PortSet {
         control: vec![2121],
         passive: None,
@@ -87,7 +87,7 @@ fn main() {
         Some(&format("tracepoint-formats/6.18/tcp/tcp_send_reset.format")),
         &|_| None,
     );
-    let decoder = Decoder::new(names);
+    let mut decoder = Decoder::new(names);
     let records = records();
     let decode_only = {
         let start = Instant::now();
@@ -104,11 +104,11 @@ fn main() {
         ("decode only", decode_only),
         (
             "decode+attribute+JSON line",
-            run(Format::Json, &records, &decoder),
+            run(Format::Json, &records, &mut decoder),
         ),
         (
             "decode+attribute+text line",
-            run(Format::Text, &records, &decoder),
+            run(Format::Text, &records, &mut decoder),
         ),
     ] {
         let per_event = took.as_nanos() as f64 / EVENTS as f64;

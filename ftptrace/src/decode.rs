@@ -9,6 +9,7 @@ use ftptrace_common::{Event, EventHeader, ProbeId, SockRecord, WIRE_VERSION, rec
 use crate::{
     event::{EventKind, KernelEvent, Task},
     kernel_names::KernelNames,
+    kernel_symbols::KernelSymbols,
 };
 
 const AF_INET: u16 = libc::AF_INET as u16;
@@ -30,14 +31,20 @@ pub enum DecodeError {
 /// Decodes records for one kernel.
 pub struct Decoder {
     names: KernelNames,
+    symbols: KernelSymbols,
 }
 
 impl Decoder {
+    /// A decoder naming drop locations from /proc/kallsyms.
     pub fn new(names: KernelNames) -> Self {
-        Self { names }
+        Self::with_symbols(names, KernelSymbols::from_proc())
     }
 
-    pub fn decode(&self, bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    pub fn with_symbols(names: KernelNames, symbols: KernelSymbols) -> Self {
+        Self { names, symbols }
+    }
+
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         if bytes.len() < size_of::<Event>() {
             return Err(DecodeError::Short(bytes.len()));
         }
@@ -111,8 +118,12 @@ impl Decoder {
                 },
                 outgoing: arg2 == 1,
                 tcp_flags: r[26],
+                location: self.symbols.function(sk),
             },
         };
+        // A drop record carries the freeing code's address where a socket
+        // record has the socket's.
+        let sk = if probe == ProbeId::KfreeSkb { 0 } else { sk };
         Ok(KernelEvent {
             boot_ns: u64_at(bytes, 8),
             cpu: u32_at(bytes, 4),
@@ -194,11 +205,14 @@ mod tests {
     };
 
     fn decoder_6_18() -> Decoder {
-        Decoder::new(KernelNames::from_formats(
-            testdata_format("6.18", "sock", "inet_sock_set_state").as_ref(),
-            testdata_format("6.18", "tcp", "tcp_send_reset").as_ref(),
-            &|_| None,
-        ))
+        Decoder::with_symbols(
+            KernelNames::from_formats(
+                testdata_format("6.18", "sock", "inet_sock_set_state").as_ref(),
+                testdata_format("6.18", "tcp", "tcp_send_reset").as_ref(),
+                &|_| None,
+            ),
+            KernelSymbols::from_text("ffffffff81900000 T nf_hook_slow\n"),
+        )
     }
 
     fn record(family: u16, local: &str, remote: &str) -> SockRecord {
@@ -303,7 +317,7 @@ mod tests {
 
     #[test]
     fn retransmits_say_syn_and_failure() {
-        let decoder = decoder_6_18();
+        let mut decoder = decoder_6_18();
         let mut syn = record(AF_INET, "192.0.2.2:40000", "192.0.2.1:30001");
         (syn.state, syn.arg2) = (2, 1);
         let event = decoder
@@ -343,7 +357,7 @@ mod tests {
 
     #[test]
     fn resets_carry_a_reason_only_where_the_kernel_gives_one() {
-        let decoder = decoder_6_18();
+        let mut decoder = decoder_6_18();
         let mut refused = record(AF_INET, "192.0.2.1:2121", "192.0.2.2:40000");
         (refused.arg1, refused.flags, refused.sk) =
             (1, record_flags::HAS_ARG | record_flags::NO_SOCKET, 0);
@@ -373,6 +387,27 @@ mod tests {
     }
 
     #[test]
+    fn drops_name_the_function_that_freed_the_packet_and_have_no_socket() {
+        let mut record = record(AF_INET, "192.0.2.1:30003", "192.0.2.2:40001");
+        record.sk = 0xffff_ffff_8190_001c;
+        record.state = 0x02;
+        record.flags = record_flags::NO_SOCKET;
+        let event = decoder_6_18()
+            .decode(&event_bytes(ProbeId::KfreeSkb, record))
+            .unwrap();
+        assert_eq!(
+            event.kind,
+            EventKind::Drop {
+                reason: None,
+                outgoing: false,
+                tcp_flags: 0x02,
+                location: Some("nf_hook_slow".into()),
+            }
+        );
+        assert_eq!(event.sock, None);
+    }
+
+    #[test]
     fn socket_errors_carry_the_errno() {
         let mut record = record(AF_INET, "192.0.2.2:40001", "192.0.2.1:30003");
         record.arg1 = 110;
@@ -384,7 +419,7 @@ mod tests {
 
     #[test]
     fn malformed_records_are_errors_not_panics() {
-        let decoder = decoder_6_18();
+        let mut decoder = decoder_6_18();
         let good = record(AF_INET, "192.0.2.1:21", "192.0.2.2:40000");
         assert_eq!(decoder.decode(&[0; 10]), Err(DecodeError::Short(10)));
         let mut bytes = event_bytes(ProbeId::TcpDestroySock, good);
@@ -425,7 +460,7 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/records");
         let hex = std::fs::read_to_string(format!("{dir}/6.18-refused-v4-v6.hex")).unwrap();
         let expected = std::fs::read_to_string(format!("{dir}/6.18-refused-v4-v6.jsonl")).unwrap();
-        let decoder = decoder_6_18();
+        let mut decoder = decoder_6_18();
         let ports = crate::ports::PortSet {
             control: vec![2121],
             passive: None,

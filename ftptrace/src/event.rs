@@ -63,6 +63,8 @@ pub enum EventKind {
         outgoing: bool,
         /// The packet's TCP flags byte (`SYN` 0x02, `RST` 0x04, ...).
         tcp_flags: u8,
+        /// The kernel function that freed the packet, when known.
+        location: Option<String>,
     },
 }
 

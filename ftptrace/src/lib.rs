@@ -14,6 +14,7 @@ pub mod event;
 pub mod hook_ladder;
 pub mod kernel_facts;
 pub mod kernel_names;
+pub mod kernel_symbols;
 pub mod output;
 pub mod ports;
 pub mod privileges;

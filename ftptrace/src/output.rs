@@ -143,6 +143,7 @@ enum Details<'a> {
         reason: Option<&'a str>,
         direction: &'static str,
         tcp_flags: String,
+        location: Option<&'a str>,
     },
 }
 
@@ -184,10 +185,12 @@ impl<'a> From<&'a EventKind> for Details<'a> {
                 reason,
                 outgoing,
                 tcp_flags,
+                location,
             } => Self::Drop {
                 reason: reason.as_deref(),
                 direction: if *outgoing { "out" } else { "in" },
                 tcp_flags: tcp_flag_names(*tcp_flags),
+                location: location.as_deref(),
             },
         }
     }
@@ -323,11 +326,16 @@ impl Output {
                         reason,
                         outgoing,
                         tcp_flags,
+                        location,
                     } => format!(
-                        "{} {} dropped ({})",
+                        "{} {} dropped ({}{})",
                         if *outgoing { "outgoing" } else { "incoming" },
                         tcp_flag_names(*tcp_flags),
-                        reason.as_deref().unwrap_or("no reason given")
+                        reason.as_deref().unwrap_or("no reason given"),
+                        location
+                            .as_deref()
+                            .map(|l| format!(" in {l}"))
+                            .unwrap_or_default()
                     ),
                 };
                 let owner = who

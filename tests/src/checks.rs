@@ -26,15 +26,28 @@ pub fn resets_sent(events: &[&Event], start: &Start) -> i64 {
             reason,
             direction,
             tcp_flags,
+            location,
         } => {
+            // Before 5.17 there is no reason; TCP's receive path freeing
+            // a segment nobody took is the same fact.
+            let no_socket = match reason {
+                Some(reason) => reason == "NO_SOCKET",
+                None => matches!(location.as_deref(), Some("tcp_v4_rcv" | "tcp_v6_rcv")),
+            };
             socketless
-                && reason.as_deref() == Some("NO_SOCKET")
+                && no_socket
                 && direction == "in"
                 && !tcp_flags.split('|').any(|f| f == "RST")
         }
         _ => false,
     };
     i64::try_from(events.iter().filter(answered).count()).expect("fits")
+}
+
+/// Whether a drop's `location` is netfilter's code (`nf_hook_slow`, or
+/// `nft_do_chain` where nftables frees the packet itself).
+pub fn dropped_by_firewall(location: Option<&str>) -> bool {
+    location.is_some_and(|l| l.starts_with("nf_") || l.starts_with("nft_"))
 }
 
 /// Segments the retransmit events carry: what the kernel adds to

@@ -212,6 +212,7 @@ pub enum Kind {
         reason: Option<String>,
         direction: String,
         tcp_flags: String,
+        location: Option<String>,
     },
 }
 
@@ -540,7 +541,8 @@ impl Trace {
                     reason,
                     direction,
                     tcp_flags,
-                } => format!("drop {direction} {tcp_flags} {reason:?}"),
+                    location,
+                } => format!("drop {direction} {tcp_flags} {reason:?} in {location:?}"),
             };
             *counts.entry(key).or_default() += 1;
         }

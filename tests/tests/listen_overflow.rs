@@ -10,7 +10,7 @@ use std::{
 };
 
 use tests::{
-    checks::count,
+    checks::{count, dropped_by_firewall},
     deadline::{Deadline, wait_for},
     netns::{NetNs, NsPair, SERVER_V4},
     nft::{self, Hook, Rule},
@@ -194,6 +194,17 @@ fn accept_queue_overflow_drops_match_listen_overflows() {
         count(&acks_dropped),
         held + overflows,
         "dropped ACK events vs nft counter ({held}) + ListenOverflows ({overflows}){ctx}"
+    );
+    // Where each was freed tells them apart on every kernel: the firewall's
+    // in netfilter's code, the overflows in TCP's receive path.
+    let by_firewall = acks_dropped
+        .iter()
+        .filter(|e| matches!(&e.kind, Kind::Drop { location, .. } if dropped_by_firewall(location.as_deref())))
+        .count();
+    assert_eq!(
+        i64::try_from(by_firewall).expect("fits"),
+        held,
+        "ACK drops located in netfilter vs the nft counter{ctx}"
     );
     // The reason says which is which where the kernel has it (its
     // kfree_skb print format lists the names).

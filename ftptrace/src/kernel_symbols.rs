@@ -1,0 +1,121 @@
+//! Kernel code addresses → function names, from /proc/kallsyms. Used for a
+//! dropped packet's `location` (the function that freed it), the only hint
+//! of why on kernels without drop reasons (before 5.17). Drops of FTP
+//! packets are rare and come from few places, so each new address costs
+//! one scan of the file and is then remembered.
+
+use std::collections::HashMap;
+
+/// Addresses remembered at most; past it, lookups still work, uncached.
+const CACHE_LIMIT: usize = 4096;
+
+pub struct KernelSymbols {
+    /// Where the symbol table is read from (`/proc/kallsyms`), or a fixed
+    /// text for tests.
+    source: Source,
+    cache: HashMap<u64, Option<String>>,
+}
+
+enum Source {
+    File(&'static str),
+    Text(String),
+}
+
+impl KernelSymbols {
+    pub fn from_proc() -> Self {
+        Self {
+            source: Source::File("/proc/kallsyms"),
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn from_text(text: impl Into<String>) -> Self {
+        Self {
+            source: Source::Text(text.into()),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The function containing `addr`, or `None` when unknown (addresses
+    /// hidden by kernel.kptr_restrict read as 0 and match nothing).
+    pub fn function(&mut self, addr: u64) -> Option<String> {
+        if addr == 0 {
+            return None;
+        }
+        if let Some(known) = self.cache.get(&addr) {
+            return known.clone();
+        }
+        let found = match &self.source {
+            Source::File(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| containing(&text, addr)),
+            Source::Text(text) => containing(text, addr),
+        };
+        if self.cache.len() < CACHE_LIMIT {
+            self.cache.insert(addr, found.clone());
+        }
+        found
+    }
+}
+
+/// The text symbol with the highest address at or below `addr` (kallsyms is
+/// not sorted across modules, so every line is looked at).
+fn containing(kallsyms: &str, addr: u64) -> Option<String> {
+    let mut best: Option<(u64, &str)> = None;
+    for line in kallsyms.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(start), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if !matches!(kind, "t" | "T") {
+            continue;
+        }
+        let Ok(start) = u64::from_str_radix(start, 16) else {
+            continue;
+        };
+        if start != 0 && start <= addr && best.is_none_or(|(b, _)| start > b) {
+            best = Some((start, name));
+        }
+    }
+    best.map(|(_, name)| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KALLSYMS: &str = "\
+ffffffff81000000 T _stext
+ffffffff81a00000 t tcp_v4_rcv
+ffffffff81a00800 T tcp_v4_early_demux
+ffffffff81900000 T nf_hook_slow
+ffffffff81a00400 d some_data
+ffffffffc0001000 t nft_do_chain\t[nf_tables]
+";
+
+    #[test]
+    fn an_address_belongs_to_the_nearest_text_symbol_below_it() {
+        let mut symbols = KernelSymbols::from_text(KALLSYMS);
+        assert_eq!(
+            symbols.function(0xffffffff81a0049c).as_deref(),
+            Some("tcp_v4_rcv")
+        );
+        assert_eq!(
+            symbols.function(0xffffffff8190001c).as_deref(),
+            Some("nf_hook_slow")
+        );
+        assert_eq!(
+            symbols.function(0xffffffffc0001010).as_deref(),
+            Some("nft_do_chain")
+        );
+        assert_eq!(symbols.function(0x1000), None);
+        assert_eq!(symbols.function(0), None);
+    }
+
+    #[test]
+    fn hidden_addresses_match_nothing() {
+        let mut symbols = KernelSymbols::from_text("0000000000000000 T tcp_v4_rcv\n");
+        assert_eq!(symbols.function(0xffffffff81a0049c), None);
+    }
+}
