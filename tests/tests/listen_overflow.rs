@@ -183,6 +183,15 @@ fn accept_queue_overflow_drops_match_listen_overflows() {
         overflows,
         "every listen drop here is an overflow{ctx}"
     );
+    // The held handshake's SYN-ACK went out again (what let its ACK
+    // through): tcp_retransmit_synack, counted as TCPSynRetrans.
+    let synacks = run.server_where(|e| matches!(&e.kind, Kind::Retransmit { syn: true, .. }));
+    assert!(!synacks.is_empty(), "no SYN-ACK retransmit{ctx}");
+    assert_eq!(
+        count(&synacks),
+        run.server.get("TcpExt.TCPSynRetrans"),
+        "SYN-ACK retransmit events vs TcpExt.TCPSynRetrans{ctx}"
+    );
     // Pure ACKs to port 21 dropped in the server's namespace: the ones the
     // firewall held back plus the overflows, on every kernel.
     let acks_dropped = run.server_where(|e| {

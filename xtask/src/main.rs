@@ -35,6 +35,10 @@ enum Task {
         /// List the kernels and exit.
         #[arg(long)]
         list: bool,
+        /// The CI subset: only the tests that cover every probe, and one
+        /// forced hook tier per kernel, chosen so the matrix covers them all.
+        #[arg(long)]
+        quick: bool,
     },
     /// Measure the user-space pipeline (decode, attribute, print) per event.
     Bench,
@@ -58,12 +62,16 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Task::Test { filter } => test::run_tests(filter.as_deref()),
-        Task::Vm { kernels, list } => {
+        Task::Vm {
+            kernels,
+            list,
+            quick,
+        } => {
             if list {
                 vm::list();
                 return Ok(());
             }
-            vm::run_matrix(&kernels)
+            vm::run_matrix(&kernels, quick)
         }
         Task::Bench => {
             setup::build_chain()?;

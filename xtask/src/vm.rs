@@ -29,6 +29,10 @@ use crate::{is_root, output, run, setup, workspace_root};
 /// A Debian kernel and the archive suite its packages come from.
 struct Kernel {
     name: &'static str,
+    /// The hook tier `--quick` forces here: across the matrix, each tier
+    /// runs somewhere (the default run covers raw tracepoints, and fentry
+    /// wherever it is a ladder's first rung that works).
+    quick_tier: &'static str,
     packages: &'static [&'static str],
     uri: &'static str,
     suite: &'static str,
@@ -43,18 +47,21 @@ const DEBIAN_SECURITY: &str = "http://deb.debian.org/debian-security";
 const KERNELS: &[Kernel] = &[
     Kernel {
         name: "5.10",
+        quick_tier: "kprobe",
         packages: &["linux-image-5.10.0-46-amd64"],
         uri: DEBIAN_SECURITY,
         suite: "bullseye-security",
     },
     Kernel {
         name: "6.1",
+        quick_tier: "fallback",
         packages: &["linux-image-6.1.0-56-amd64"],
         uri: DEBIAN_SECURITY,
         suite: "bookworm-security",
     },
     Kernel {
         name: "6.12",
+        quick_tier: "kprobe",
         packages: &["linux-image-6.12.117+deb12-amd64"],
         uri: DEBIAN_SECURITY,
         suite: "bookworm-security",
@@ -63,6 +70,7 @@ const KERNELS: &[Kernel] = &[
         // From 7.x Debian splits the image: kernel, modules, and the
         // metadata package; all three unpack under usr/lib/modules/<kver>/.
         name: "7.2",
+        quick_tier: "fentry",
         packages: &[
             "linux-binary-7.2.12+deb14-amd64",
             "linux-modules-7.2.12+deb14-amd64",
@@ -87,6 +95,43 @@ const HOST_TIERS: &[&str] = &["fallback"];
 /// The test executables that exercise the probes with a hook ladder
 /// (socket errors, keepalive and zero-window probes), run once per tier.
 const LADDER_TESTS: &[&str] = &["check", "probes", "refused", "syn_drop"];
+
+/// `--quick`: the executables that together see every probe fire (state
+/// changes, data and SYN/SYN-ACK retransmits, resets both ways, socket
+/// errors, teardown, keepalive and window probes, firewall and
+/// listen-overflow drops) and check every probe's hook.
+const QUICK_TESTS: &[&str] = &["check", "refused", "syn_drop", "probes", "listen_overflow"];
+
+/// `--quick` under a forced tier: the ladder probes' tests, less syn_drop
+/// (its ETIMEDOUT is the keepalive test's too).
+const QUICK_LADDER_TESTS: &[&str] = &["check", "probes", "refused"];
+
+/// What runs on one kernel.
+struct Plan {
+    /// Test executables of the default run; all when `None`.
+    tests: Option<&'static [&'static str]>,
+    /// Forced tiers, and the executables run under each.
+    tiers: Vec<&'static str>,
+    tier_tests: &'static [&'static str],
+}
+
+impl Plan {
+    fn full(tiers: &[&'static str]) -> Self {
+        Self {
+            tests: None,
+            tiers: tiers.to_vec(),
+            tier_tests: LADDER_TESTS,
+        }
+    }
+
+    fn quick(tier: &'static str) -> Self {
+        Self {
+            tests: Some(QUICK_TESTS),
+            tiers: vec![tier],
+            tier_tests: QUICK_LADDER_TESTS,
+        }
+    }
+}
 
 /// Deadlines in the tests stretch by this factor in a guest: under software
 /// emulation the same work takes several times longer.
@@ -113,7 +158,7 @@ pub fn list() {
 
 /// Runs the suite on `only` (all kernels and the host when empty), prints
 /// one line per kernel, and fails if any kernel did.
-pub fn run_matrix(only: &[String]) -> anyhow::Result<()> {
+pub fn run_matrix(only: &[String], quick: bool) -> anyhow::Result<()> {
     for name in only {
         if name != "host" && !KERNELS.iter().any(|k| k.name == name) {
             bail!("unknown kernel {name} (see `cargo xtask vm --list`)");
@@ -145,7 +190,12 @@ pub fn run_matrix(only: &[String]) -> anyhow::Result<()> {
     for kernel in guests {
         let started = Instant::now();
         let result = prepare(kernel).and_then(|guest| {
-            let outcome = boot(kernel.name, &guest, &vng, &suite)?;
+            let plan = if quick {
+                Plan::quick(kernel.quick_tier)
+            } else {
+                Plan::full(GUEST_TIERS)
+            };
+            let outcome = boot(kernel.name, &guest, &vng, &suite, &plan)?;
             Ok((guest.kver, outcome))
         });
         let line = match result {
@@ -167,7 +217,12 @@ pub fn run_matrix(only: &[String]) -> anyhow::Result<()> {
         let started = Instant::now();
         let kver = fs::read_to_string("/proc/sys/kernel/osrelease")
             .context("reading /proc/sys/kernel/osrelease")?;
-        let outcome = on_host(&suite)?;
+        let plan = if quick {
+            Plan::quick("fallback")
+        } else {
+            Plan::full(&TIERS)
+        };
+        let outcome = on_host(&suite, &plan)?;
         if !outcome.ok() {
             failed.push("host");
         }
@@ -442,10 +497,16 @@ fn virtme_ng() -> anyhow::Result<PathBuf> {
 }
 
 /// Boots the kernel with the suite as its only job.
-fn boot(name: &str, guest: &Guest, vng: &Path, suite: &Suite) -> anyhow::Result<Outcome> {
+fn boot(
+    name: &str,
+    guest: &Guest,
+    vng: &Path,
+    suite: &Suite,
+    plan: &Plan,
+) -> anyhow::Result<Outcome> {
     let out = fresh_run_dir(name)?;
     let script = out.join("run.sh");
-    fs::write(&script, script_text(suite, &out, GUEST_TIME_SCALE))?;
+    fs::write(&script, script_text(suite, &out, GUEST_TIME_SCALE, plan))?;
     let path = format!(
         "{}:{}",
         vng.display(),
@@ -472,7 +533,7 @@ fn boot(name: &str, guest: &Guest, vng: &Path, suite: &Suite) -> anyhow::Result<
         .stderr(console_file)
         .status()
         .context("running vng")?;
-    let mut outcome = Outcome::read(&out.join("suite.log"), GUEST_TIERS);
+    let mut outcome = Outcome::read(&out.join("suite.log"), &plan.tiers);
     if !outcome.finished {
         outcome.why_unfinished = Some(if status.code() == Some(124) {
             format!(
@@ -491,10 +552,10 @@ fn boot(name: &str, guest: &Guest, vng: &Path, suite: &Suite) -> anyhow::Result<
 }
 
 /// The same script on the host's own kernel.
-fn on_host(suite: &Suite) -> anyhow::Result<Outcome> {
+fn on_host(suite: &Suite, plan: &Plan) -> anyhow::Result<Outcome> {
     let out = fresh_run_dir("host")?;
     let script = out.join("run.sh");
-    fs::write(&script, script_text(suite, &out, 1))?;
+    fs::write(&script, script_text(suite, &out, 1, plan))?;
     let _ = Command::new("sh")
         .arg(&script)
         .stdin(Stdio::null())
@@ -519,7 +580,7 @@ fn fresh_run_dir(name: &str) -> anyhow::Result<PathBuf> {
 /// one test at a time, each bounded, all output into `out/suite.log`; then
 /// the ladder tests once per hook tier that `ftptrace check` says attaches
 /// when forced (`=== tier T` or `=== tier T off` in the log).
-fn script_text(suite: &Suite, out: &Path, time_scale: u32) -> String {
+fn script_text(suite: &Suite, out: &Path, time_scale: u32, plan: &Plan) -> String {
     let log = sh_quote(&out.join("suite.log"));
     let mut script = format!(
         "#!/bin/sh\n\
@@ -552,10 +613,11 @@ fn script_text(suite: &Suite, out: &Path, time_scale: u32) -> String {
             exe = sh_quote(exe),
         );
     };
-    for (name, exe) in &suite.tests {
+    let in_default = |name: &str| plan.tests.is_none_or(|only| only.contains(&name));
+    for (name, exe) in suite.tests.iter().filter(|(n, _)| in_default(n)) {
         run_test(&mut script, name, exe);
     }
-    for tier in TIERS {
+    for &tier in &plan.tiers {
         let _ = write!(
             script,
             "if FTPTRACE_FORCE_HOOK={tier} \"$FTPTRACE_BIN\" check --format json > \"$out/check-{tier}.json\" 2>&1 \\\n\
@@ -566,7 +628,7 @@ fn script_text(suite: &Suite, out: &Path, time_scale: u32) -> String {
         for (name, exe) in suite
             .tests
             .iter()
-            .filter(|(n, _)| LADDER_TESTS.contains(&n.as_str()))
+            .filter(|(n, _)| plan.tier_tests.contains(&n.as_str()))
         {
             run_test(&mut script, &format!("{name}@{tier}"), exe);
         }
@@ -815,6 +877,51 @@ test keepalive_probes ... FAILED
             outcome.line("6.1.0-56-amd64", took),
             "6.1.0-56-amd64            FAILED  2 failed: b, c; 1 passed (7 s, log: /x/suite.log)"
         );
+    }
+
+    #[test]
+    fn the_quick_plan_runs_its_subset_and_one_forced_tier() {
+        let suite = Suite {
+            tracer: PathBuf::from("/t/ftptrace"),
+            dir: PathBuf::from("/w/tests"),
+            tests: ["tests", "check", "clean_download", "probes", "refused"]
+                .iter()
+                .map(|n| ((*n).to_owned(), PathBuf::from(format!("/t/{n}"))))
+                .collect(),
+        };
+        let script = script_text(&suite, Path::new("/o"), 5, &Plan::quick("kprobe"));
+        for line in [
+            "==> check'",
+            "==> probes'",
+            "==> check@kprobe'",
+            "==> refused@kprobe'",
+        ] {
+            assert!(script.contains(line), "{line} missing:\n{script}");
+        }
+        for line in ["==> clean_download", "==> tests'", "@fentry", "@fallback"] {
+            assert!(!script.contains(line), "{line} present:\n{script}");
+        }
+        assert!(script.contains("FTPTRACE_TEST_TIME_SCALE=5"));
+        let full = script_text(&suite, Path::new("/o"), 1, &Plan::full(&TIERS));
+        for line in [
+            "==> clean_download'",
+            "==> tests'",
+            "==> probes@fentry'",
+            "==> probes@fallback'",
+        ] {
+            assert!(full.contains(line), "{line} missing:\n{full}");
+        }
+    }
+
+    #[test]
+    fn every_tier_runs_somewhere_in_the_quick_matrix() {
+        for tier in TIERS {
+            assert!(
+                tier == "fallback" || KERNELS.iter().any(|k| k.quick_tier == tier),
+                "{tier}"
+            );
+        }
+        assert!(KERNELS.iter().all(|k| TIERS.contains(&k.quick_tier)));
     }
 
     #[test]
