@@ -253,9 +253,20 @@ impl Output {
                     start.ports.active_data,
                     start.probes.len()
                 ))?;
-                for probe in start.probes.iter().filter(|p| !p.attached) {
-                    let reason = probe.reason.as_deref().unwrap_or("unknown reason");
-                    self.text(format_args!("  not attached: {} ({reason})", probe.name))?;
+                for probe in start.probes {
+                    if !probe.attached {
+                        let reason = probe.reason.as_deref().unwrap_or("unknown reason");
+                        self.text(format_args!("  not attached: {} ({reason})", probe.name))?;
+                    } else if !probe.fell_back.is_empty() {
+                        // A ladder probe on a lesser rung: say which, and why.
+                        self.text(format_args!(
+                            "  {} via {} {} (not {})",
+                            probe.name,
+                            probe.hook,
+                            probe.target.unwrap_or(""),
+                            probe.fell_back.join("; not ")
+                        ))?;
+                    }
                 }
             }
         }
@@ -434,6 +445,77 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Err(io::Error::from_raw_os_error(libc::ENOSPC))
         }
+    }
+
+    /// A writer whose bytes the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_text_start_line_names_fallbacks_and_probes_that_are_off() {
+        let probe = |name: &str,
+                     hook: &'static str,
+                     attached: bool,
+                     reason: Option<&str>,
+                     fell_back: &[&str]| ProbeStatus {
+            name: name.into(),
+            hook,
+            target: attached.then_some("tcp_xmit_probe_skb"),
+            attached,
+            reason: reason.map(Into::into),
+            fell_back: fell_back.iter().map(|f| (*f).to_owned()).collect(),
+        };
+        let probes = [
+            probe(
+                "sock:inet_sock_set_state",
+                "raw_tracepoint",
+                true,
+                None,
+                &[],
+            ),
+            probe("keepalive_probe", "kprobe", true, None, &["fentry: EPERM"]),
+            probe(
+                "socket_error",
+                "off",
+                false,
+                Some("no hook works here"),
+                &[],
+            ),
+        ];
+        let shared = Shared::default();
+        let mut output = Output::new(Format::Text, Box::new(shared.clone()));
+        output
+            .start(&Start {
+                version: "0.1.0",
+                kernel: "6.1.0",
+                ports: PortsLine {
+                    control: vec![21],
+                    active_data: 20,
+                    passive: None,
+                },
+                probes: &probes,
+            })
+            .unwrap();
+        let text = String::from_utf8(shared.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("; 2/3 probes attached"), "{text}");
+        assert_eq!(
+            &lines[1..],
+            [
+                "  keepalive_probe via kprobe tcp_xmit_probe_skb (not fentry: EPERM)",
+                "  not attached: socket_error (no hook works here)"
+            ]
+        );
     }
 
     fn stats(is_final: bool) -> Stats {
