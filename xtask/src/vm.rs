@@ -577,7 +577,9 @@ fn fresh_run_dir(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The script run in the guest (or on the host): every test executable,
-/// one test at a time, each bounded, all output into `out/suite.log`; then
+/// one test at a time, each bounded, all output into `out/suite.log` (with
+/// the passing tests' output too: the counters and events they compared);
+/// then
 /// the ladder tests once per hook tier that `ftptrace check` says attaches
 /// when forced (`=== tier T` or `=== tier T off` in the log).
 fn script_text(suite: &Suite, out: &Path, time_scale: u32, plan: &Plan) -> String {
@@ -607,7 +609,7 @@ fn script_text(suite: &Suite, out: &Path, time_scale: u32, plan: &Plan) -> Strin
         let _ = write!(
             script,
             "echo '==> {label}' >> \"$log\"\n\
-             timeout --kill-after=10 {timeout} {exe} --test-threads=1 >> \"$log\" 2>&1\n\
+             timeout --kill-after=10 {timeout} {exe} --test-threads=1 --show-output >> \"$log\" 2>&1\n\
              printf '\\n<== %s exit %s\\n' {label} $? >> \"$log\"\n",
             timeout = EXECUTABLE_TIMEOUT.as_secs(),
             exe = sh_quote(exe),
