@@ -11,6 +11,7 @@ pub mod clock;
 pub mod decode;
 pub mod ebpf_loader;
 pub mod event;
+pub mod ftp_control;
 pub mod hook_ladder;
 pub mod kernel_facts;
 pub mod kernel_names;
