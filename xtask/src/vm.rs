@@ -600,7 +600,9 @@ fn script_text(suite: &Suite, out: &Path, time_scale: u32, plan: &Plan) -> Strin
          mkdir -p /run/netns\n\
          cd {dir} || exit 1\n\
          export FTPTRACE_BIN={tracer} CI=true FTPTRACE_TEST_TIME_SCALE={time_scale}\n\
-         unset FTPTRACE_FORCE_HOOK\n",
+         unset FTPTRACE_FORCE_HOOK\n\
+         # Each probe's hook on this kernel, for the record.\n\
+         \"$FTPTRACE_BIN\" check --format json > \"$out/check-default.json\" 2>&1\n",
         out = sh_quote(out),
         dir = sh_quote(&suite.dir),
         tracer = sh_quote(&suite.tracer),
