@@ -143,11 +143,24 @@ fn accept_queue_overflow_drops_match_listen_overflows() {
                 n => Err(format!("{n} queued")),
             },
         );
-        let held = nft::hits(&net.server)[0];
         // The ACK answering the next SYN-ACK retransmit goes through and
-        // finds the queue full.
-        net.server
-            .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
+        // finds the queue full. An accept rule goes in front of the drop
+        // rule rather than the table going away: the drop rule's counter
+        // stays, final, to be read after the race with retransmits is over.
+        net.server.run_ok(
+            "nft",
+            &[
+                "insert",
+                "rule",
+                "inet",
+                nft::TABLE,
+                "input",
+                "tcp",
+                "sport",
+                &HELD_PORT.to_string(),
+                "accept",
+            ],
+        );
         wait_for(
             "the accept queue to overflow",
             Duration::from_secs(20),
@@ -168,7 +181,7 @@ fn accept_queue_overflow_drops_match_listen_overflows() {
         if wait_until(&mut client, Deadline::after(Duration::from_secs(10))).is_none() {
             kill_and_reap(&mut client);
         }
-        held
+        nft::hits(&net.server)[0]
     });
     let ctx = run.context();
     let held = i64::try_from(run.outcome).expect("fits");
