@@ -603,14 +603,14 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         return Ok(());
     }
     let payload_len = len - payload_at;
-    let captured = payload_len.min(CONTROL_CAPTURE_BYTES as u32);
-    // The verifier loses `captured`'s lower bound in the subtraction; read
-    // back through memory, LLVM cannot drop the check that restores it.
+    // 1..=CONTROL_CAPTURE_BYTES, spelled so that every verifier sees both
+    // bounds: older ones (5.10) learn no lower bound from `!= 0`, so the
+    // length is a mask (through memory, which LLVM cannot see through) plus
+    // one. CONTROL_CAPTURE_BYTES is a power of two.
+    let less_one = payload_len.min(CONTROL_CAPTURE_BYTES as u32) - 1;
     // SAFETY: a local variable.
-    let captured = unsafe { core::ptr::read_volatile(&captured) };
-    if captured == 0 || captured > CONTROL_CAPTURE_BYTES as u32 {
-        return Ok(());
-    }
+    let less_one = unsafe { core::ptr::read_volatile(&less_one) };
+    let captured = (less_one & (CONTROL_CAPTURE_BYTES as u32 - 1)) + 1;
 
     let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
         count_lost();
