@@ -11,7 +11,7 @@
 
 /// Bumped on any change to the layouts below. Every event carries it, and the
 /// loader refuses events of another version instead of misreading them.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 
 /// Marks an offset that the running kernel's layout does not have.
 pub const NO_FIELD: u16 = u16::MAX;
@@ -57,6 +57,10 @@ pub enum ProbeId {
     /// `arg1` is the drop reason, `arg2` 1 when it was leaving (else
     /// arriving), and `sk` holds `location` (a packet has no socket here).
     KfreeSkb = 9,
+    /// The first bytes of an FTP control-channel TCP segment, seen by the
+    /// `cgroup_skb` programs on the cgroup v2 root: a [`ControlRecord`],
+    /// not an [`Event`].
+    ControlSegment = 10,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -74,6 +78,7 @@ impl TryFrom<u16> for ProbeId {
             7 => Self::KeepaliveProbe,
             8 => Self::ZeroWindowProbe,
             9 => Self::KfreeSkb,
+            10 => Self::ControlSegment,
             other => return Err(other),
         })
     }
@@ -279,6 +284,77 @@ pub struct SockRecord {
     pub daddr6: [u8; 16],
 }
 
+/// Payload bytes copied per control-channel segment. FTP commands and
+/// replies are short lines (`227 Entering Passive Mode (192,0,2,1,117,50).`
+/// is 47 bytes with its CRLF); a longer segment is delivered cut short and
+/// user space resynchronises at the next line.
+pub const CONTROL_CAPTURE_BYTES: usize = 256;
+
+/// [`ControlSegment::direction`] values.
+pub mod direction {
+    /// The segment arrived for the socket (`cgroup_skb/ingress`).
+    pub const INGRESS: u8 = 0;
+    /// The socket sent it (`cgroup_skb/egress`).
+    pub const EGRESS: u8 = 1;
+}
+
+/// Bits of [`ControlSegment::flags`].
+pub mod segment_flags {
+    /// The segment started with `PASS` or `ACCT` and an argument, which the
+    /// kernel overwrote with `*` up to the line end: the secret never
+    /// leaves the kernel.
+    pub const REDACTED: u8 = 1;
+}
+
+/// A ring buffer record of kind [`ProbeId::ControlSegment`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlRecord {
+    pub header: EventHeader,
+    pub segment: ControlSegment,
+}
+
+/// One TCP segment (one skb: several segments when the kernel merged or
+/// will split them) of an FTP control connection, from the socket's point
+/// of view. Family, ports and addresses sit at the offsets they have in
+/// [`SockRecord`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlSegment {
+    /// Kernel address of the socket, as [`SockRecord::sk`]: links the
+    /// segment to the socket's other events. Never printed.
+    pub sk: u64,
+    /// `bpf_get_socket_cookie`: unique per socket for the whole boot,
+    /// never reused, unlike an address.
+    pub cookie: u64,
+    /// TCP sequence number of the segment (host order); with `SYN` set the
+    /// payload starts one further.
+    pub seq: u32,
+    /// TCP payload bytes in the skb, of which `captured_len` were copied.
+    pub payload_len: u32,
+    /// `AF_INET` or `AF_INET6`: the packet's IP version.
+    pub family: u16,
+    /// [`direction`] value.
+    pub direction: u8,
+    /// TCP flags byte (FIN, SYN, RST, PSH, ACK, URG, ECE, CWR).
+    pub tcp_flags: u8,
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
+    pub saddr4: [u8; 4],
+    pub daddr4: [u8; 4],
+    pub saddr6: [u8; 16],
+    pub daddr6: [u8; 16],
+    /// Bytes of `data` that hold payload, at most [`CONTROL_CAPTURE_BYTES`].
+    pub captured_len: u16,
+    /// [`segment_flags`] bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
+    /// The first `captured_len` payload bytes; the rest is unspecified.
+    pub data: [u8; CONTROL_CAPTURE_BYTES],
+}
+
 pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     pub const PORTS: &str = "PORTS";
@@ -299,11 +375,25 @@ const _: () = {
     assert!(size_of::<Event>().is_multiple_of(8));
     assert!(size_of::<TimerHooks>() == 24);
     assert!(size_of::<RunningTimer>() == 24);
+    // Family, ports and addresses where a SockRecord has them.
+    assert!(core::mem::offset_of!(ControlSegment, family) == 24);
+    assert!(core::mem::offset_of!(ControlSegment, sport) == 28);
+    assert!(core::mem::offset_of!(ControlSegment, saddr4) == 32);
+    assert!(core::mem::offset_of!(ControlSegment, daddr6) == 56);
+    assert!(core::mem::offset_of!(ControlSegment, captured_len) == 72);
+    assert!(core::mem::offset_of!(ControlSegment, data) == 80);
+    assert!(size_of::<ControlSegment>() == 80 + CONTROL_CAPTURE_BYTES);
+    assert!(size_of::<ControlRecord>() == 48 + 80 + CONTROL_CAPTURE_BYTES);
+    assert!(size_of::<ControlRecord>().is_multiple_of(8));
+    // Distinct sizes: a record's length alone tells the kinds apart too.
+    assert!(size_of::<ControlRecord>() != size_of::<Event>());
+    // `captured_len` is a u16.
+    assert!(CONTROL_CAPTURE_BYTES <= u16::MAX as usize);
 };
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{Event, KernelOffsets, ProbeSettings, TimerHooks};
+    use super::{ControlRecord, Event, KernelOffsets, ProbeSettings, TimerHooks};
 
     // SAFETY: both are `#[repr(C)]` plain integers and arrays with explicit
     // padding, valid for any bit pattern.
@@ -311,4 +401,5 @@ mod pod {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for TimerHooks {}
     unsafe impl aya::Pod for ProbeSettings {}
+    unsafe impl aya::Pod for ControlRecord {}
 }

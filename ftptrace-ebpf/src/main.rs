@@ -12,22 +12,29 @@
 //! Struct offsets come from the `OFFSETS` map that the loader fills from BTF
 //! before attaching, so this one object serves every kernel. All decoding
 //! (names, addresses, who owns the socket) happens in user space.
+//!
+//! The FTP control channel's bytes come from two `cgroup_skb` programs on
+//! the cgroup v2 root, which the kernel runs for every packet a socket of
+//! any process sends or receives, in every network namespace; they copy the
+//! head of each control-connection segment and never drop anything.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_skb_load_bytes,
     },
-    macros::{fentry, kprobe, map, raw_tracepoint},
+    macros::{cgroup_skb, fentry, kprobe, map, raw_tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
-    programs::{FEntryContext, ProbeContext, RawTracePointContext},
+    programs::{FEntryContext, ProbeContext, RawTracePointContext, SkBuffContext},
 };
 use ftptrace_common::{
-    Event, EventHeader, IPPROTO_TCP, KernelOffsets, NO_FIELD, PORT_MAP_ENTRIES, ProbeId,
-    ProbeSettings, RunningTimer, SockRecord, TimerHooks, WIRE_VERSION, record_flags,
+    CONTROL_CAPTURE_BYTES, ControlRecord, Event, EventHeader, IPPROTO_TCP, KernelOffsets, NO_FIELD,
+    PORT_MAP_ENTRIES, ProbeId, ProbeSettings, RunningTimer, SockRecord, TimerHooks, WIRE_VERSION,
+    direction, port_role, record_flags, segment_flags,
 };
 
 /// Events to user space.
@@ -532,6 +539,180 @@ fn emit(probe: ProbeId, netns: u32, record: SockRecord) {
     });
     // No wakeup per event: user space drains on a short timer.
     entry.submit(BPF_RB_NO_WAKEUP.into());
+}
+
+/// `cgroup_skb/ingress`: a packet about to be handed to a socket (from
+/// `sk_filter`, before TCP processes it). Always 1: never drop.
+#[cgroup_skb(ingress)]
+pub fn control_ingress(ctx: SkBuffContext) -> i32 {
+    let _ = try_control_segment(&ctx, direction::INGRESS);
+    1
+}
+
+/// `cgroup_skb/egress`: a packet a socket sends (`ip_finish_output`,
+/// `ip6_finish_output`). Always 1: never drop.
+#[cgroup_skb(egress)]
+pub fn control_egress(ctx: SkBuffContext) -> i32 {
+    let _ = try_control_segment(&ctx, direction::EGRESS);
+    1
+}
+
+/// Smallest TCP header and the IPv4/IPv6 headers without options.
+const TCP_HEADER: u32 = 20;
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+
+/// Copies the head of a control-connection segment with payload into the
+/// ring buffer. Runs for every packet of every socket on the host, so the
+/// port test comes first and reads only the socket (no packet bytes).
+/// The skb starts at the network header in `cgroup_skb` programs.
+#[inline(always)]
+fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
+    let skb = ctx.skb.skb;
+    // SAFETY: context fields; the verifier turns them into loads from
+    // `skb->sk`, which the kernel sets before running the program. Volatile
+    // keeps them full 4-byte loads, as the context rules want.
+    let (local_port, remote_port) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*skb).local_port),
+            core::ptr::read_volatile(&raw const (*skb).remote_port),
+        )
+    };
+    // `local_port` is in host order; `remote_port` is the network-order
+    // port in the upper half of a big-endian u32.
+    if !is_control(local_port as u16) && !is_control(u32::from_be(remote_port) as u16) {
+        return Ok(());
+    }
+    // 40 bytes: the whole IPv6 header, or IPv4's plus the start of TCP's
+    // (a TCP/IPv4 packet is never shorter).
+    let ip: [u8; IPV6_HEADER] = ctx.skb.load(0)?;
+    let (family, tcp_at) = match ip[0] >> 4 {
+        4 if ip[9] == IPPROTO_TCP_U8 => (AF_INET, usize::from(ip[0] & 0x0f) * 4),
+        // TCP right after the fixed header; extension headers on a TCP
+        // socket's packets are rare enough to skip.
+        6 if ip[6] == IPPROTO_TCP_U8 => (AF_INET6, IPV6_HEADER),
+        _ => return Ok(()),
+    };
+    if tcp_at < IPV4_HEADER {
+        return Ok(());
+    }
+    let tcp: [u8; TCP_HEADER as usize] = ctx.skb.load(tcp_at)?;
+    let payload_at = tcp_at as u32 + u32::from(tcp[12] >> 4) * 4;
+    let len = ctx.skb.len();
+    if len <= payload_at {
+        return Ok(());
+    }
+    let payload_len = len - payload_at;
+    // 1..=CONTROL_CAPTURE_BYTES, spelled so that every verifier sees both
+    // bounds: older ones (5.10) learn no lower bound from `!= 0`, so the
+    // length is a mask (through memory, which LLVM cannot see through) plus
+    // one. CONTROL_CAPTURE_BYTES is a power of two.
+    let less_one = payload_len.min(CONTROL_CAPTURE_BYTES as u32) - 1;
+    // SAFETY: a local variable.
+    let less_one = unsafe { core::ptr::read_volatile(&less_one) };
+    let captured = (less_one & (CONTROL_CAPTURE_BYTES as u32 - 1)) + 1;
+
+    let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
+        count_lost();
+        return Ok(());
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is the reserved, exclusively owned ring buffer slot;
+    // every field is written below before it is submitted.
+    unsafe {
+        let data = &raw mut (*record).segment.data;
+        // SAFETY: `captured` is 1..=CONTROL_CAPTURE_BYTES, the size of `data`.
+        if bpf_skb_load_bytes(ctx.as_ptr(), payload_at, data.cast(), captured) != 0 {
+            entry.discard(0);
+            return Ok(());
+        }
+        let mut flags = 0;
+        // The password never leaves the kernel: in a segment that starts
+        // with `PASS secret` (or `ACCT`), the argument is overwritten with
+        // `*` up to the line end, which keeps the lines and lengths intact.
+        // (A PASS line that does not start a segment still reaches the
+        // parser, which drops its argument.)
+        let d = &mut *data;
+        let verb =
+            |d: &[u8; CONTROL_CAPTURE_BYTES]| [d[0] | 0x20, d[1] | 0x20, d[2] | 0x20, d[3] | 0x20];
+        if captured > 5 && d[4] == b' ' && matches!(&verb(d), b"pass" | b"acct") {
+            let mut i = 5;
+            while i < CONTROL_CAPTURE_BYTES && (i as u32) < captured {
+                if d[i] == b'\r' || d[i] == b'\n' {
+                    break;
+                }
+                d[i] = b'*';
+                i += 1;
+            }
+            flags |= segment_flags::REDACTED;
+        }
+        let segment = &raw mut (*record).segment;
+        (*segment).captured_len = captured as u16;
+        (*segment).flags = flags;
+        (*segment)._pad = [0; 5];
+        (*segment).payload_len = payload_len;
+        (*segment).seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+        (*segment).tcp_flags = tcp[13];
+        (*segment).direction = dir;
+        (*segment).family = family;
+        (*segment).cookie = bpf_get_socket_cookie(ctx.as_ptr());
+        // The packet's addresses and ports from the socket's point of view.
+        let src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+        let dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+        let arriving = dir == direction::INGRESS;
+        (*segment).sport = if arriving { dst_port } else { src_port };
+        (*segment).dport = if arriving { src_port } else { dst_port };
+        (*segment).saddr4 = [0; 4];
+        (*segment).daddr4 = [0; 4];
+        (*segment).saddr6 = [0; 16];
+        (*segment).daddr6 = [0; 16];
+        if family == AF_INET {
+            let src = [ip[12], ip[13], ip[14], ip[15]];
+            let dst = [ip[16], ip[17], ip[18], ip[19]];
+            (*segment).saddr4 = if arriving { dst } else { src };
+            (*segment).daddr4 = if arriving { src } else { dst };
+        } else {
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src.copy_from_slice(&ip[8..24]);
+            dst.copy_from_slice(&ip[24..40]);
+            (*segment).saddr6 = if arriving { dst } else { src };
+            (*segment).daddr6 = if arriving { src } else { dst };
+        }
+        // The socket's address, as the tracepoint programs report it. The
+        // context hands it out as a socket pointer the verifier will not let
+        // us offset; stored and read back it is a plain number (allowed with
+        // CAP_PERFMON), usable for the namespace read below.
+        let sk_field = &raw mut (*segment).sk;
+        core::ptr::write_volatile(sk_field, (*skb).__bindgen_anon_2.sk as u64);
+        let sk = core::ptr::read_volatile(sk_field);
+        let netns = match OFFSETS.get(0) {
+            Some(o) => net_inum(sk, o.sock_net, o),
+            None => 0,
+        };
+        (*record).header = EventHeader {
+            version: WIRE_VERSION,
+            probe: ProbeId::ControlSegment as u16,
+            cpu: bpf_get_smp_processor_id(),
+            boot_ns: bpf_ktime_get_boot_ns(),
+            // Not available to cgroup_skb programs before 6.10, and in
+            // softirq not the owner anyway: user space attributes the socket.
+            pid_tgid: 0,
+            comm: [0; 16],
+            netns,
+            _pad: 0,
+        };
+    }
+    entry.submit(BPF_RB_NO_WAKEUP.into());
+    Ok(())
+}
+
+#[inline(always)]
+fn is_control(port: u16) -> bool {
+    port != 0
+        && PORTS
+            .get(u32::from(port))
+            .is_some_and(|role| *role & port_role::CONTROL != 0)
 }
 
 #[inline(always)]

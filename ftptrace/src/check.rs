@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     cli::{CheckArgs, Format},
-    ebpf_loader::Tracer,
+    ebpf_loader::{CONTROL_CHANNEL_PROBE, Tracer},
     hook_ladder,
     kernel_facts::{BTF_PATH, KernelFacts, kernel_release},
     output::ProbeStatus,
@@ -120,6 +120,7 @@ fn preflight() -> Report {
                 hook_ladder::LADDERS
                     .iter()
                     .flat_map(|ladder| ladder.serves)
+                    .chain([&CONTROL_CHANNEL_PROBE])
                     .map(|name| not_tried((*name).into(), None)),
             )
             .collect();
@@ -160,7 +161,11 @@ fn render(report: &Report) -> String {
     }
     for probe in &report.probes {
         let hook = if probe.attached { probe.hook } else { "off" };
-        let target = probe.target.map(|t| format!(" {t}")).unwrap_or_default();
+        let target = probe
+            .target
+            .as_deref()
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default();
         let reason = probe
             .reason
             .as_deref()

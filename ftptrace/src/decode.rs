@@ -4,10 +4,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use ftptrace_common::{Event, EventHeader, ProbeId, SockRecord, WIRE_VERSION, record_flags};
+use ftptrace_common::{
+    CONTROL_CAPTURE_BYTES, ControlRecord, ControlSegment, Event, EventHeader, ProbeId, SockRecord,
+    WIRE_VERSION, direction, record_flags, segment_flags,
+};
 
 use crate::{
-    event::{EventKind, KernelEvent, Task},
+    event::{EventKind, KernelEvent, Payload, Segment, Task},
     kernel_names::KernelNames,
     kernel_symbols::KernelSymbols,
 };
@@ -20,6 +23,14 @@ const HEADER_SIZE: usize = size_of::<EventHeader>();
 pub enum DecodeError {
     #[error("record of {0} bytes is shorter than an event")]
     Short(usize),
+    #[error("{probe:?} record of {len} bytes, expected {expected}")]
+    Size {
+        probe: ProbeId,
+        len: usize,
+        expected: usize,
+    },
+    #[error("control segment record claims {captured} bytes captured of {payload} in the segment")]
+    Captured { captured: usize, payload: u32 },
     #[error("record has wire version {0}, this ftptrace reads {WIRE_VERSION}")]
     Version(u16),
     #[error("unknown probe id {0}")]
@@ -55,6 +66,18 @@ impl Decoder {
         let raw_probe = u16_at(bytes, 2);
         let probe =
             ProbeId::try_from(raw_probe).map_err(|_| DecodeError::UnknownProbe(raw_probe))?;
+        // The probe says the layout; the length must match it.
+        let expected = match probe {
+            ProbeId::ControlSegment => size_of::<ControlRecord>(),
+            _ => size_of::<Event>(),
+        };
+        if bytes.len() < expected {
+            return Err(DecodeError::Size {
+                probe,
+                len: bytes.len(),
+                expected,
+            });
+        }
         let pid_tgid = u64_at(bytes, 16);
         let comm = &bytes[24..40];
         let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
@@ -75,6 +98,7 @@ impl Decoder {
         };
 
         let kind = match probe {
+            ProbeId::ControlSegment => EventKind::ControlSegment(control_segment(r)?),
             ProbeId::InetSockSetState => EventKind::State {
                 old: self.names.state_name(arg1),
                 new: self.names.state_name(arg2),
@@ -140,6 +164,33 @@ impl Decoder {
     }
 }
 
+/// The part of a control segment record that a socket record lacks; `r`
+/// starts at the segment and is long enough (checked by the caller).
+fn control_segment(r: &[u8]) -> Result<Segment, DecodeError> {
+    let payload_len = u32_at(r, 20);
+    let captured = usize::from(u16_at(r, 72));
+    if captured > CONTROL_CAPTURE_BYTES || captured as u64 > u64::from(payload_len) {
+        return Err(DecodeError::Captured {
+            captured,
+            payload: payload_len,
+        });
+    }
+    let tcp_flags = r[27];
+    // A SYN's payload (TCP Fast Open) starts one past its sequence number.
+    let seq = u32_at(r, 16).wrapping_add(u32::from(tcp_flags & TCP_SYN != 0));
+    Ok(Segment {
+        cookie: u64_at(r, 8),
+        outgoing: r[26] == direction::EGRESS,
+        seq,
+        payload_len,
+        redacted: r[74] & segment_flags::REDACTED != 0,
+        payload: Payload::new(&r[DATA_AT..DATA_AT + captured]),
+    })
+}
+
+const TCP_SYN: u8 = 0x02;
+const DATA_AT: usize = std::mem::offset_of!(ControlSegment, data);
+
 /// IPv4-mapped IPv6 (`::ffff:192.0.2.1`, a dual-stack socket talking IPv4) is IPv4.
 fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
@@ -175,6 +226,23 @@ const _: () = {
     assert!(offset_of!(SockRecord, daddr4) == 36);
     assert!(offset_of!(SockRecord, saddr6) == 40);
     assert!(offset_of!(SockRecord, daddr6) == 56);
+    // A control segment shares the socket record's addressing offsets.
+    assert!(offset_of!(ControlRecord, segment) == HEADER_SIZE);
+    assert!(offset_of!(ControlSegment, sk) == 0);
+    assert!(offset_of!(ControlSegment, cookie) == 8);
+    assert!(offset_of!(ControlSegment, seq) == 16);
+    assert!(offset_of!(ControlSegment, payload_len) == 20);
+    assert!(offset_of!(ControlSegment, family) == 24);
+    assert!(offset_of!(ControlSegment, direction) == 26);
+    assert!(offset_of!(ControlSegment, tcp_flags) == 27);
+    assert!(offset_of!(ControlSegment, sport) == 28);
+    assert!(offset_of!(ControlSegment, dport) == 30);
+    assert!(offset_of!(ControlSegment, saddr4) == 32);
+    assert!(offset_of!(ControlSegment, daddr4) == 36);
+    assert!(offset_of!(ControlSegment, saddr6) == 40);
+    assert!(offset_of!(ControlSegment, daddr6) == 56);
+    assert!(offset_of!(ControlSegment, captured_len) == 72);
+    assert!(offset_of!(ControlSegment, flags) == 74);
 };
 
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
@@ -437,6 +505,174 @@ mod tests {
                 family: 1
             })
         );
+    }
+
+    /// The bytes the `cgroup_skb` programs write for a control segment.
+    fn control_bytes(
+        local: &str,
+        remote: &str,
+        direction: u8,
+        seq: u32,
+        payload: &[u8],
+        payload_len: u32,
+    ) -> Vec<u8> {
+        let addressing = record(
+            if local.starts_with('[') {
+                AF_INET6
+            } else {
+                AF_INET
+            },
+            local,
+            remote,
+        );
+        let mut data = [0xAA; CONTROL_CAPTURE_BYTES];
+        data[..payload.len()].copy_from_slice(payload);
+        let control = ControlRecord {
+            header: EventHeader {
+                version: WIRE_VERSION,
+                probe: ProbeId::ControlSegment as u16,
+                cpu: 1,
+                boot_ns: 77,
+                pid_tgid: 0,
+                comm: [0; 16],
+                netns: 4_026_532_001,
+                _pad: 0,
+            },
+            segment: ControlSegment {
+                sk: 0xffff_8880_0000_2000,
+                cookie: 4242,
+                seq,
+                payload_len,
+                family: addressing.family,
+                direction,
+                tcp_flags: 0x18,
+                sport: addressing.sport,
+                dport: addressing.dport,
+                saddr4: addressing.saddr4,
+                daddr4: addressing.daddr4,
+                saddr6: addressing.saddr6,
+                daddr6: addressing.daddr6,
+                captured_len: u16::try_from(payload.len()).unwrap(),
+                flags: 0,
+                _pad: [0; 5],
+                data,
+            },
+        };
+        // SAFETY: `ControlRecord` is plain old data with explicit padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&raw const control).cast::<u8>(),
+                size_of::<ControlRecord>(),
+            )
+        }
+        .to_vec()
+    }
+
+    const REPLY_227: &[u8] = b"227 Entering Passive Mode (192,0,2,1,117,50).\r\n";
+
+    #[test]
+    fn control_segments_decode_with_exactly_the_captured_bytes() {
+        let bytes = control_bytes(
+            "192.0.2.1:21",
+            "192.0.2.2:40000",
+            direction::EGRESS,
+            1000,
+            REPLY_227,
+            47,
+        );
+        let event = decoder_6_18().decode(&bytes).unwrap();
+        assert_eq!(event.local, "192.0.2.1:21".parse().unwrap());
+        assert_eq!(event.remote, "192.0.2.2:40000".parse().unwrap());
+        assert_eq!(
+            (event.netns, event.sock, event.cpu, event.boot_ns),
+            (Some(4_026_532_001), Some(0xffff_8880_0000_2000), 1, 77)
+        );
+        let EventKind::ControlSegment(segment) = &event.kind else {
+            panic!("{event:?}")
+        };
+        assert_eq!(segment.payload.bytes(), REPLY_227);
+        assert_eq!(
+            (
+                segment.cookie,
+                segment.outgoing,
+                segment.seq,
+                segment.payload_len
+            ),
+            (4242, true, 1000, 47)
+        );
+        assert!(!segment.truncated() && !segment.redacted);
+        // What the segment says is never in debug output.
+        assert!(!format!("{event:?}").contains("Passive"), "{event:?}");
+    }
+
+    #[test]
+    fn control_segments_over_ipv6_cut_short_and_with_syn() {
+        let mut bytes = control_bytes(
+            "[2001:db8::2]:40000",
+            "[2001:db8::1]:21",
+            direction::INGRESS,
+            u32::MAX,
+            &REPLY_227[..10],
+            300,
+        );
+        // A SYN with data (TCP Fast Open): payload starts at seq + 1.
+        bytes[HEADER_SIZE + 27] = 0x02;
+        let event = decoder_6_18().decode(&bytes).unwrap();
+        assert_eq!(event.local, "[2001:db8::2]:40000".parse().unwrap());
+        let EventKind::ControlSegment(segment) = event.kind else {
+            panic!()
+        };
+        assert_eq!((segment.outgoing, segment.seq), (false, 0));
+        assert!(segment.truncated());
+        assert_eq!(segment.payload.len(), 10);
+    }
+
+    #[test]
+    fn control_records_are_told_apart_by_probe_and_size() {
+        let mut decoder = decoder_6_18();
+        let good = control_bytes(
+            "192.0.2.1:21",
+            "192.0.2.2:40000",
+            direction::EGRESS,
+            1,
+            b"221 Bye\r\n",
+            9,
+        );
+        // A socket-record-sized record claiming to be a control segment.
+        let short = &good[..size_of::<Event>()];
+        assert_eq!(
+            decoder.decode(short),
+            Err(DecodeError::Size {
+                probe: ProbeId::ControlSegment,
+                len: size_of::<Event>(),
+                expected: size_of::<ControlRecord>()
+            })
+        );
+        // More captured than the segment had, or than the record holds.
+        let captured_at = HEADER_SIZE + 72;
+        let mut liar = good.clone();
+        liar[captured_at] = 10;
+        assert_eq!(
+            decoder.decode(&liar),
+            Err(DecodeError::Captured {
+                captured: 10,
+                payload: 9
+            })
+        );
+        let mut huge = good.clone();
+        huge[HEADER_SIZE + 20..HEADER_SIZE + 24].copy_from_slice(&5000u32.to_ne_bytes());
+        huge[captured_at..captured_at + 2].copy_from_slice(&1000u16.to_ne_bytes());
+        assert!(matches!(
+            decoder.decode(&huge),
+            Err(DecodeError::Captured { captured: 1000, .. })
+        ));
+        // The same bytes under a socket probe's id are a socket record.
+        let mut as_state = good;
+        as_state[2] = ProbeId::InetSockSetState as u8;
+        assert!(matches!(
+            decoder.decode(&as_state).unwrap().kind,
+            EventKind::State { .. }
+        ));
     }
 
     #[derive(Clone, Default)]

@@ -6,11 +6,14 @@ use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, KProbe, Program, ProgramError, RawTracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, Program, ProgramError,
+        RawTracePoint,
+    },
 };
 use ftptrace_common::{KernelOffsets, ProbeSettings, TimerHooks, maps};
 
-use std::os::fd::AsFd as _;
+use std::{fs::File, os::fd::AsFd as _, path::PathBuf};
 
 use crate::{
     hook_ladder::{self, FORCE_HOOK_ENV, Rung, Tier},
@@ -72,7 +75,7 @@ impl Tracer {
                     } else {
                         "off"
                     },
-                    target: Some(plan.probe.name),
+                    target: Some(plan.probe.name.into()),
                     attached: attached.is_ok(),
                     reason: attached.err(),
                     fell_back: Vec::new(),
@@ -106,7 +109,7 @@ impl Tracer {
                     Some(rung) => ProbeStatus {
                         name: name.into(),
                         hook: rung.hook,
-                        target: Some(rung.target),
+                        target: Some(rung.target.into()),
                         attached: true,
                         reason: None,
                         fell_back: fell_back.clone(),
@@ -128,6 +131,37 @@ impl Tracer {
                 });
             }
         }
+        statuses.push(match attach_control_channel(&mut ebpf) {
+            Ok(cgroup) => {
+                attached_programs.extend(CONTROL_CHANNEL_PROGRAMS.map(|(name, _)| name));
+                ProbeStatus {
+                    name: CONTROL_CHANNEL_PROBE.into(),
+                    hook: "cgroup_skb",
+                    target: Some(cgroup.display().to_string()),
+                    attached: true,
+                    reason: None,
+                    fell_back: Vec::new(),
+                }
+            }
+            Err(why) => {
+                // Whatever attached of the pair goes: half a conversation
+                // would parse as a broken one.
+                for (name, _) in CONTROL_CHANNEL_PROGRAMS {
+                    if let Some(Program::CgroupSkb(p)) = ebpf.program_mut(name) {
+                        let _ = p.unload();
+                    }
+                }
+                ProbeStatus {
+                    name: CONTROL_CHANNEL_PROBE.into(),
+                    hook: "off",
+                    target: None,
+                    attached: false,
+                    reason: Some(why),
+                    fell_back: Vec::new(),
+                }
+            }
+        });
+
         let mut settings: Array<_, ProbeSettings> =
             Array::try_from(map(&mut ebpf, maps::SETTINGS)?)?;
         settings
@@ -180,6 +214,7 @@ impl Tracer {
                 Program::RawTracePoint(p) => p.unload(),
                 Program::FEntry(p) => p.unload(),
                 Program::KProbe(p) => p.unload(),
+                Program::CgroupSkb(p) => p.unload(),
                 _ => Ok(()),
             };
             if let Err(e) = result {
@@ -187,6 +222,77 @@ impl Tracer {
             }
         }
     }
+}
+
+/// The probe reading the FTP control channel, as the start line names it.
+pub const CONTROL_CHANNEL_PROBE: &str = "control_channel";
+
+/// Its programs and where each attaches.
+const CONTROL_CHANNEL_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
+    ("control_ingress", CgroupSkbAttachType::Ingress),
+    ("control_egress", CgroupSkbAttachType::Egress),
+];
+
+/// Attaches the control-channel programs to the root of the cgroup v2
+/// hierarchy, where the kernel runs them for the packets of every socket
+/// (sockets belong to the cgroup of the process that made them, and a
+/// program on the root applies to every cgroup below it). Returns the
+/// cgroup's path.
+fn attach_control_channel(ebpf: &mut Ebpf) -> Result<PathBuf, String> {
+    let mounts = std::fs::read_to_string("/proc/mounts")
+        .map_err(|e| format!("cannot read /proc/mounts: {e}"))?;
+    let root = cgroup2_mount(&mounts).ok_or_else(|| {
+        "no cgroup v2 file system is mounted (e.g. `mount -t cgroup2 none /sys/fs/cgroup`)"
+            .to_owned()
+    })?;
+    let cgroup = File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    for (program, attach_type) in CONTROL_CHANNEL_PROGRAMS {
+        attach(ebpf, program, |p: &mut CgroupSkb| {
+            p.load()?;
+            // aya attaches through a BPF link (5.7+), which the kernel
+            // always attaches as BPF_F_ALLOW_MULTI: programs already on the
+            // root, and any attached to cgroups below it later, run
+            // alongside ours. A link takes no flags (any is EINVAL).
+            p.attach(&cgroup, attach_type, CgroupAttachMode::Single)
+                .map(drop)
+        })?;
+    }
+    Ok(root)
+}
+
+/// Mount point of the first cgroup2 file system in /proc/mounts text (its
+/// root is the hierarchy's root unless this process is in a cgroup namespace).
+fn cgroup2_mount(mounts: &str) -> Option<PathBuf> {
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, mount_point, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
+        (fs_type == "cgroup2").then(|| PathBuf::from(unescape_mount_field(mount_point)))
+    })
+}
+
+/// /proc/mounts writes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|_| bytes[i] == b'\\')
+            .and_then(|digits| std::str::from_utf8(digits).ok())
+            .and_then(|digits| u8::from_str_radix(digits, 8).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Whether this kernel has what `rung` needs, before trying to attach it.
@@ -323,4 +429,37 @@ fn raise_memlock_limit() {
     };
     // SAFETY: passes a valid rlimit struct.
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup2_is_found_among_v1_hierarchies() {
+        let mounts = "tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0\n\
+                      cgroup /sys/fs/cgroup/cpu cgroup rw,relatime,cpu 0 0\n\
+                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
+        assert_eq!(
+            cgroup2_mount(mounts),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        assert_eq!(
+            cgroup2_mount("cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n"),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(cgroup2_mount("proc /proc proc rw 0 0\n"), None);
+        assert_eq!(cgroup2_mount(""), None);
+    }
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(
+            cgroup2_mount("none /mnt/my\\040cgroups cgroup2 rw 0 0\n"),
+            Some(PathBuf::from("/mnt/my cgroups"))
+        );
+        assert_eq!(unescape_mount_field("a\\134b"), "a\\b");
+        // Not an escape: left as it is.
+        assert_eq!(unescape_mount_field("a\\9zz\\"), "a\\9zz\\");
+    }
 }

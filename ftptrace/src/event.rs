@@ -1,6 +1,8 @@
 //! What the kernel reported, decoded: one [`KernelEvent`] per ring buffer record.
 
-use std::net::SocketAddr;
+use std::{fmt, net::SocketAddr};
+
+use crate::ftp_control::{ControlEvent, Side as FtpSide};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelEvent {
@@ -16,6 +18,23 @@ pub struct KernelEvent {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub kind: EventKind,
+}
+
+impl KernelEvent {
+    /// The same socket, time and place, with another kind (what a control
+    /// segment said); the segment's bytes are not copied.
+    pub fn with_kind(&self, kind: EventKind) -> Self {
+        Self {
+            boot_ns: self.boot_ns,
+            cpu: self.cpu,
+            current: self.current.clone(),
+            netns: self.netns,
+            sock: self.sock,
+            local: self.local,
+            remote: self.remote,
+            kind,
+        }
+    }
 }
 
 /// A process as `bpf_get_current_pid_tgid`/`comm` saw it.
@@ -66,6 +85,78 @@ pub enum EventKind {
         /// The kernel function that freed the packet, when known.
         location: Option<String>,
     },
+    /// The head of one FTP control-connection segment. Never printed: the
+    /// control-channel parser turns it into [`EventKind::Ftp`] events.
+    ControlSegment(Segment),
+    /// What one side said on the control channel.
+    Ftp {
+        /// The peer that sent it.
+        from: FtpSide,
+        event: ControlEvent,
+    },
+}
+
+/// A captured control-channel segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// The kernel's socket cookie: unique per socket for the whole boot.
+    pub cookie: u64,
+    /// Sent by this socket (else it arrived for it).
+    pub outgoing: bool,
+    /// TCP sequence number of the first payload byte.
+    pub seq: u32,
+    /// Payload bytes in the segment; `payload` holds the first of them.
+    pub payload_len: u32,
+    /// The kernel masked a `PASS`/`ACCT` argument with `*`.
+    pub redacted: bool,
+    pub payload: Payload,
+}
+
+impl Segment {
+    /// Bytes of the segment that were not captured.
+    pub fn truncated(&self) -> bool {
+        self.payload.len() < self.payload_len as usize
+    }
+}
+
+/// Captured control-channel bytes. They may hold a password the kernel did
+/// not recognise, so `Debug` shows only their length and they are zeroed
+/// when dropped.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Payload(Vec<u8>);
+
+impl Payload {
+    pub fn new(bytes: &[u8]) -> Self {
+        Self(bytes.to_vec())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload({} bytes)", self.0.len())
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        for byte in &mut self.0 {
+            // SAFETY: a valid, exclusively borrowed byte. Volatile, so the
+            // wipe is not optimised away before the memory is freed.
+            unsafe { std::ptr::write_volatile(byte, 0) };
+        }
+    }
 }
 
 /// TCP flag names of a flags byte, e.g. `SYN|ACK`; empty for none.
@@ -100,6 +191,22 @@ mod tests {
         assert_eq!(tcp_flag_names(0x12), "SYN|ACK");
         assert_eq!(tcp_flag_names(0x14), "RST|ACK");
         assert_eq!(tcp_flag_names(0), "");
+    }
+
+    #[test]
+    fn payload_debug_shows_only_the_length() {
+        let payload = Payload::new(b"PASS hunter2\r\n");
+        assert_eq!(format!("{payload:?}"), "Payload(14 bytes)");
+        let segment = Segment {
+            cookie: 1,
+            outgoing: true,
+            seq: 0,
+            payload_len: 14,
+            redacted: false,
+            payload,
+        };
+        assert!(!format!("{segment:?}").contains("hunter2"));
+        assert!(!segment.truncated());
     }
 
     #[test]

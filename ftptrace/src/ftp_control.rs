@@ -250,6 +250,26 @@ impl LineBuffer {
 }
 
 impl Verb {
+    /// The verb as sent, upper-cased (`RETR`).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::User => "USER",
+            Self::Pass => "PASS",
+            Self::Auth => "AUTH",
+            Self::Pasv => "PASV",
+            Self::Epsv => "EPSV",
+            Self::Port => "PORT",
+            Self::Eprt => "EPRT",
+            Self::Retr => "RETR",
+            Self::Stor => "STOR",
+            Self::List => "LIST",
+            Self::Nlst => "NLST",
+            Self::Appe => "APPE",
+            Self::Quit => "QUIT",
+            Self::Other(verb) => verb,
+        }
+    }
+
     fn parse(word: &[u8]) -> Option<Self> {
         if !(3..=8).contains(&word.len()) || !word.iter().all(u8::is_ascii_alphabetic) {
             return None;
@@ -647,6 +667,17 @@ mod tests {
                 .flat_map(|byte| parser.feed(side, byte))
                 .collect();
             assert_eq!(one_at_a_time, whole, "{side:?} one byte at a time");
+        }
+    }
+
+    #[test]
+    fn verbs_name_themselves_as_parsed() {
+        for word in [
+            "USER", "PASS", "AUTH", "PASV", "EPSV", "PORT", "EPRT", "RETR", "STOR", "LIST", "NLST",
+            "APPE", "QUIT", "SYST", "FEAT",
+        ] {
+            let verb = Verb::parse(word.to_ascii_lowercase().as_bytes()).unwrap();
+            assert_eq!(verb.as_str(), word);
         }
     }
 

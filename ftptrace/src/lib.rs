@@ -8,6 +8,7 @@ pub mod btf;
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod control_channel;
 pub mod decode;
 pub mod ebpf_loader;
 pub mod event;

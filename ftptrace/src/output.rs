@@ -13,6 +13,7 @@ use crate::{
     attribution::Attribution,
     cli::Format,
     event::{EventKind, KernelEvent, errno_name, tcp_flag_names},
+    ftp_control::{self, ControlEvent},
 };
 
 /// Version of the JSON lines contract; bumped only for incompatible changes.
@@ -49,11 +50,11 @@ pub struct ProbeStatus {
     /// `category:event` for a tracepoint probe, the event kind for a probe
     /// with a hook ladder.
     pub name: String,
-    /// `raw_tracepoint`, `fentry`, `kprobe`, `timer`, or `off`.
+    /// `raw_tracepoint`, `fentry`, `kprobe`, `timer`, `cgroup_skb`, or `off`.
     pub hook: &'static str,
-    /// What the hook is attached to: a tracepoint or a kernel function.
+    /// What the hook is attached to: a tracepoint, a kernel function, a cgroup.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<&'static str>,
+    pub target: Option<String>,
     pub attached: bool,
     /// Why it is off.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,11 +146,36 @@ enum Details<'a> {
         tcp_flags: String,
         location: Option<&'a str>,
     },
+    /// Every `ftp` line has every field, `null` where this line has none.
+    Ftp {
+        from: &'static str,
+        command: Option<&'a str>,
+        arg: Option<&'a str>,
+        reply: Option<u16>,
+        text: Option<&'a str>,
+        data_endpoint: Option<DataEndpoint>,
+        encrypted: bool,
+    },
 }
 
-impl<'a> From<&'a EventKind> for Details<'a> {
-    fn from(kind: &'a EventKind) -> Self {
-        match kind {
+#[derive(Serialize)]
+struct DataEndpoint {
+    addr: Option<String>,
+    port: u16,
+}
+
+fn ftp_side(side: ftp_control::Side) -> &'static str {
+    match side {
+        ftp_control::Side::Client => "client",
+        ftp_control::Side::Server => "server",
+    }
+}
+
+impl<'a> Details<'a> {
+    /// The line's kind-specific fields; `None` for a kind that is never
+    /// printed (a raw control segment).
+    fn of(kind: &'a EventKind) -> Option<Self> {
+        Some(match kind {
             EventKind::State { old, new } => Self::State {
                 old_state: old,
                 new_state: new,
@@ -192,8 +218,48 @@ impl<'a> From<&'a EventKind> for Details<'a> {
                 tcp_flags: tcp_flag_names(*tcp_flags),
                 location: location.as_deref(),
             },
-        }
+            EventKind::Ftp { from, event } => {
+                let mut details = FtpDetails::default();
+                match event {
+                    ControlEvent::Command { verb, arg } => {
+                        details.command = Some(verb.as_str());
+                        details.arg = arg.as_deref();
+                    }
+                    ControlEvent::Reply { code, text } => {
+                        details.reply = Some(*code);
+                        details.text = Some(text);
+                    }
+                    ControlEvent::DataEndpoint { addr, port, .. } => {
+                        details.data_endpoint = Some(DataEndpoint {
+                            addr: addr.map(|a| a.to_canonical().to_string()),
+                            port: *port,
+                        });
+                    }
+                    ControlEvent::Encrypted => details.encrypted = true,
+                }
+                Self::Ftp {
+                    from: ftp_side(*from),
+                    command: details.command,
+                    arg: details.arg,
+                    reply: details.reply,
+                    text: details.text,
+                    data_endpoint: details.data_endpoint,
+                    encrypted: details.encrypted,
+                }
+            }
+            EventKind::ControlSegment(_) => return None,
+        })
     }
+}
+
+#[derive(Default)]
+struct FtpDetails<'a> {
+    command: Option<&'a str>,
+    arg: Option<&'a str>,
+    reply: Option<u16>,
+    text: Option<&'a str>,
+    data_endpoint: Option<DataEndpoint>,
+    encrypted: bool,
 }
 
 #[derive(Serialize)]
@@ -263,7 +329,7 @@ impl Output {
                             "  {} via {} {} (not {})",
                             probe.name,
                             probe.hook,
-                            probe.target.unwrap_or(""),
+                            probe.target.as_deref().unwrap_or(""),
                             probe.fell_back.join("; not ")
                         ))?;
                     }
@@ -280,11 +346,15 @@ impl Output {
         side: &Side,
         who: &Attribution,
     ) -> anyhow::Result<()> {
+        // Raw bytes are never printed, whatever the caller did.
+        let Some(details) = Details::of(&event.kind) else {
+            anyhow::bail!("internal error: a raw control segment reached the output");
+        };
         match self.format {
             Format::Json => self.json(&EventLine {
                 line_type: "event",
                 ts,
-                details: Details::from(&event.kind),
+                details,
                 side,
                 local_addr: event.local.ip().to_string(),
                 local_port: event.local.port(),
@@ -348,6 +418,8 @@ impl Output {
                             .map(|l| format!(" in {l}"))
                             .unwrap_or_default()
                     ),
+                    EventKind::Ftp { from, event } => ftp_text(*from, event),
+                    EventKind::ControlSegment(_) => unreachable!("rejected above"),
                 };
                 let owner = who
                     .owner
@@ -410,6 +482,45 @@ impl Output {
     }
 }
 
+/// `ftp client: RETR file`, `ftp server: 226 Transfer complete`. The peer
+/// chose these bytes: control characters are escaped so they cannot drive
+/// the terminal.
+fn ftp_text(from: ftp_control::Side, event: &ControlEvent) -> String {
+    let said = match event {
+        ControlEvent::Command { verb, arg } => match arg {
+            Some(arg) => format!("{} {}", verb.as_str(), printable(arg)),
+            None => verb.as_str().to_owned(),
+        },
+        ControlEvent::Reply { code, text } => format!("{code} {}", printable(text)),
+        ControlEvent::DataEndpoint {
+            addr: Some(addr),
+            port,
+            ..
+        } => format!(
+            "data endpoint {}",
+            std::net::SocketAddr::new(addr.to_canonical(), *port)
+        ),
+        ControlEvent::DataEndpoint {
+            addr: None, port, ..
+        } => format!("data endpoint port {port}"),
+        ControlEvent::Encrypted => "now encrypted (TLS)".to_owned(),
+    };
+    format!("ftp {}: {said}", ftp_side(from))
+}
+
+fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 fn write_error(error: io::Error) -> anyhow::Error {
     if error.kind() == io::ErrorKind::BrokenPipe {
         OutputClosed.into()
@@ -470,7 +581,7 @@ mod tests {
                      fell_back: &[&str]| ProbeStatus {
             name: name.into(),
             hook,
-            target: attached.then_some("tcp_xmit_probe_skb"),
+            target: attached.then(|| "tcp_xmit_probe_skb".into()),
             attached,
             reason: reason.map(Into::into),
             fell_back: fell_back.iter().map(|f| (*f).to_owned()).collect(),
@@ -565,6 +676,169 @@ mod tests {
             text,
             "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"sockets\":2,\"final\":true}\n"
         );
+    }
+
+    fn ftp_event(from: ftp_control::Side, event: ControlEvent) -> KernelEvent {
+        KernelEvent {
+            boot_ns: 1,
+            cpu: 0,
+            current: Task {
+                pid: 0,
+                comm: String::new(),
+            },
+            netns: Some(4_026_531_833),
+            sock: Some(1),
+            local: "192.0.2.1:21".parse::<SocketAddr>().unwrap(),
+            remote: "192.0.2.2:40000".parse::<SocketAddr>().unwrap(),
+            kind: EventKind::Ftp { from, event },
+        }
+    }
+
+    fn ftp_lines(format: Format, events: &[KernelEvent]) -> String {
+        let shared = Shared::default();
+        let mut output = Output::new(format, Box::new(shared.clone()));
+        let who = Attribution {
+            socket: Some(3),
+            owner: None,
+        };
+        for event in events {
+            output
+                .event("2026-11-25T00:00:00Z", event, &Side::Server, &who)
+                .unwrap();
+        }
+        output.flush().unwrap();
+        String::from_utf8(shared.0.lock().unwrap().clone()).unwrap()
+    }
+
+    fn samples() -> Vec<KernelEvent> {
+        use ftp_control::{Side::Client, Side::Server, Verb};
+        vec![
+            ftp_event(
+                Client,
+                ControlEvent::Command {
+                    verb: Verb::Retr,
+                    arg: Some("file".into()),
+                },
+            ),
+            ftp_event(
+                Client,
+                ControlEvent::Command {
+                    verb: Verb::Pass,
+                    arg: None,
+                },
+            ),
+            ftp_event(
+                Server,
+                ControlEvent::Reply {
+                    code: 226,
+                    text: "Transfer \x1b[31mcomplete.".into(),
+                },
+            ),
+            ftp_event(
+                Server,
+                ControlEvent::DataEndpoint {
+                    announced_by: Server,
+                    addr: Some("::ffff:192.0.2.1".parse().unwrap()),
+                    port: 30001,
+                },
+            ),
+            ftp_event(
+                Server,
+                ControlEvent::DataEndpoint {
+                    announced_by: Server,
+                    addr: None,
+                    port: 30002,
+                },
+            ),
+            ftp_event(Server, ControlEvent::Encrypted),
+        ]
+    }
+
+    /// docs/json-lines.md: every `ftp` line has every field, null where
+    /// it has none.
+    #[test]
+    fn ftp_lines_keep_the_contract() {
+        let text = ftp_lines(Format::Json, &samples());
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let fields = |line: &serde_json::Value| {
+            [
+                "from",
+                "command",
+                "arg",
+                "reply",
+                "text",
+                "data_endpoint",
+                "encrypted",
+            ]
+            .map(|field| line[field].to_string())
+            .join(" ")
+        };
+        assert_eq!(
+            lines.iter().map(fields).collect::<Vec<_>>(),
+            [
+                r#""client" "RETR" "file" null null null false"#,
+                r#""client" "PASS" null null null null false"#,
+                r#""server" null null 226 "Transfer \u001b[31mcomplete." null false"#,
+                r#""server" null null null null {"addr":"192.0.2.1","port":30001} false"#,
+                r#""server" null null null null {"addr":null,"port":30002} false"#,
+                r#""server" null null null null null true"#,
+            ]
+        );
+        for line in &lines {
+            assert_eq!(
+                (&line["type"], &line["kind"], &line["side"], &line["socket"]),
+                (&"event".into(), &"ftp".into(), &"server".into(), &3.into())
+            );
+            assert_eq!(line.as_object().unwrap().len(), 20, "{line}");
+        }
+    }
+
+    #[test]
+    fn ftp_text_escapes_what_the_peer_sent() {
+        let text = ftp_lines(Format::Text, &samples());
+        let said: Vec<&str> = text
+            .lines()
+            .map(|l| l.split_once(" ftp ").unwrap().1)
+            .map(|l| l.split_once(" netns").unwrap().0)
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "client: RETR file",
+                "client: PASS",
+                "server: 226 Transfer \\u{1b}[31mcomplete.",
+                "server: data endpoint 192.0.2.1:30001",
+                "server: data endpoint port 30002",
+                "server: now encrypted (TLS)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_raw_control_segment_is_never_printed() {
+        let mut event = ftp_event(ftp_control::Side::Client, ControlEvent::Encrypted);
+        event.kind = EventKind::ControlSegment(crate::event::Segment {
+            cookie: 1,
+            outgoing: false,
+            seq: 0,
+            payload_len: 4,
+            redacted: false,
+            payload: crate::event::Payload::new(b"NOOP"),
+        });
+        for format in [Format::Json, Format::Text] {
+            let shared = Shared::default();
+            let mut output = Output::new(format, Box::new(shared.clone()));
+            let who = Attribution {
+                socket: None,
+                owner: None,
+            };
+            assert!(output.event("ts", &event, &Side::Client, &who).is_err());
+            output.flush().unwrap();
+            assert!(shared.0.lock().unwrap().is_empty());
+        }
     }
 
     /// The contract of docs/json-lines.md: every promised field is there,

@@ -9,8 +9,10 @@ use crate::{
     attribution::SocketTable,
     cli::TraceArgs,
     clock::WallClock,
+    control_channel::ControlChannels,
     decode::Decoder,
     ebpf_loader::Tracer,
+    event::EventKind,
     kernel_facts::KernelFacts,
     output::{Output, PortsLine, Side, Start, Stats},
     ports::{ACTIVE_DATA_PORT, PortSet},
@@ -67,6 +69,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let mut stream = Stream {
         decoder,
         sockets: SocketTable::default(),
+        control: ControlChannels::default(),
         clock: WallClock::now()?,
         ports,
         events: 0,
@@ -87,6 +90,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
 struct Stream {
     decoder: Decoder,
     sockets: SocketTable,
+    control: ControlChannels,
     clock: WallClock,
     ports: PortSet,
     events: u64,
@@ -149,7 +153,25 @@ impl Stream {
             } else {
                 Side::Client
             };
-            output.event(&self.clock.rfc3339(event.boot_ns), &event, &side, &who)?;
+            let ts = self.clock.rfc3339(event.boot_ns);
+            match &event.kind {
+                EventKind::ControlSegment(segment) => {
+                    let local_is_server = self.ports.control.contains(&event.local.port());
+                    for kind in self.control.segment(event.sock, local_is_server, segment) {
+                        output.event(&ts, &event.with_kind(kind), &side, &who)?;
+                        self.events += 1;
+                        wrote = true;
+                    }
+                    continue;
+                }
+                EventKind::Destroy => {
+                    if let Some(sk) = event.sock {
+                        self.control.forget_socket(sk);
+                    }
+                }
+                _ => {}
+            }
+            output.event(&ts, &event, &side, &who)?;
             self.events += 1;
             wrote = true;
         }

@@ -29,6 +29,21 @@ pub struct Curl {
     connect_timeout: Duration,
     max_time: Duration,
     epsv: bool,
+    credentials: Option<Credentials>,
+}
+
+/// A user and password for curl. `Debug` hides the password, and curl gets
+/// it from a config file, so no command line or message shows it.
+#[derive(Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <password>)", self.user)
+    }
 }
 
 /// What a client run did.
@@ -52,7 +67,18 @@ impl Curl {
             connect_timeout: Duration::from_secs(5),
             max_time: Duration::from_secs(30),
             epsv: true,
+            credentials: None,
         }
+    }
+
+    /// Log in as `user` with `password` (default: curl's anonymous login).
+    #[must_use]
+    pub fn credentials(mut self, user: &str, password: &str) -> Self {
+        self.credentials = Some(Credentials {
+            user: user.into(),
+            password: password.into(),
+        });
+        self
     }
 
     /// `--disable-epsv`: only PASV. (When an EPSV data connection fails, curl
@@ -82,6 +108,15 @@ impl Curl {
         let out = dir.path().join("body");
         let mut command = ns.command("curl");
         command.arg("-sS");
+        if let Some(credentials) = &self.credentials {
+            let config = dir.path().join("curlrc");
+            std::fs::write(
+                &config,
+                format!("user = \"{}:{}\"\n", credentials.user, credentials.password),
+            )
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
+            command.arg("-K").arg(&config);
+        }
         if self.url.starts_with("ftp://") {
             command.arg("--ftp-pasv");
             if !self.epsv {

@@ -214,6 +214,25 @@ pub enum Kind {
         tcp_flags: String,
         location: Option<String>,
     },
+    /// A line of the control channel; every field is always there.
+    Ftp {
+        /// The peer that said it.
+        from: Side,
+        command: Option<String>,
+        arg: Option<String>,
+        reply: Option<u16>,
+        text: Option<String>,
+        data_endpoint: Option<DataEndpoint>,
+        encrypted: bool,
+    },
+}
+
+/// Where an `ftp` line says the next data connection goes.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DataEndpoint {
+    pub addr: Option<String>,
+    pub port: u16,
 }
 
 /// One `event` line.
@@ -456,6 +475,7 @@ impl Tracer {
         );
         let mut events = Vec::new();
         let mut stats = Vec::new();
+        let all_lines = lines.clone();
         for (n, line) in lines.iter().enumerate().skip(1) {
             match parse_line(line) {
                 Ok(Line::Event(event)) => events.push(*event),
@@ -490,6 +510,7 @@ impl Tracer {
             events,
             stats,
             stderr,
+            lines: all_lines,
         }
     }
 }
@@ -508,6 +529,8 @@ pub struct Trace {
     /// Every stats line, the final one last.
     pub stats: Vec<Stats>,
     pub stderr: String,
+    /// Every line printed on standard output, the start line first.
+    pub lines: Vec<String>,
 }
 
 impl Trace {
@@ -543,6 +566,7 @@ impl Trace {
                     tcp_flags,
                     location,
                 } => format!("drop {direction} {tcp_flags} {reason:?} in {location:?}"),
+                Kind::Ftp { .. } => "ftp".into(),
             };
             *counts.entry(key).or_default() += 1;
         }
@@ -621,6 +645,33 @@ mod tests {
                 state: "ESTABLISHED".into()
             }
         );
+    }
+
+    #[test]
+    fn parses_ftp_lines() {
+        let ftp = EVENT.replace(
+            r#""kind":"socket_error","errno":"ECONNREFUSED","code":111"#,
+            r#""kind":"ftp","from":"server","command":null,"arg":null,"reply":229,"text":"x","data_endpoint":{"addr":null,"port":30001},"encrypted":false"#,
+        );
+        let Ok(Line::Event(event)) = parse_line(&ftp) else {
+            panic!("{ftp}")
+        };
+        assert_eq!(
+            event.kind,
+            Kind::Ftp {
+                from: Side::Server,
+                command: None,
+                arg: None,
+                reply: Some(229),
+                text: Some("x".into()),
+                data_endpoint: Some(DataEndpoint {
+                    addr: None,
+                    port: 30001
+                }),
+                encrypted: false
+            }
+        );
+        assert!(parse_line(&ftp.replace(r#""port":30001"#, r#""port":30001,"new":1"#)).is_err());
     }
 
     #[test]

@@ -38,6 +38,12 @@ pub struct VsftpdConfig {
     pub passive: RangeInclusive<u16>,
     /// Files in the anonymous root: name and size (content from [`pattern`]).
     pub files: Vec<(String, usize)>,
+    /// Ask anonymous users for a password (`no_anon_password=NO`), so
+    /// clients send `PASS`.
+    pub anonymous_password: bool,
+    /// Log every command and reply (`log_ftp_protocol`), for
+    /// [`Vsftpd::protocol_log`].
+    pub log_protocol: bool,
 }
 
 impl VsftpdConfig {
@@ -48,7 +54,17 @@ impl VsftpdConfig {
             port: 21,
             passive: PASSIVE_PORTS,
             files: vec![("file".into(), 4 << 20)],
+            anonymous_password: false,
+            log_protocol: false,
         }
+    }
+
+    /// Ask anonymous users for a password and log every command and reply.
+    #[must_use]
+    pub fn with_password_and_protocol_log(mut self) -> Self {
+        self.anonymous_password = true;
+        self.log_protocol = true;
+        self
     }
 
     /// Replaces the served files by one file `name` of `size` bytes.
@@ -58,8 +74,9 @@ impl VsftpdConfig {
         self
     }
 
-    /// The `vsftpd.conf` text for anonymous root `anon_root`.
-    pub fn render(&self, anon_root: &Path) -> String {
+    /// The `vsftpd.conf` text for anonymous root `anon_root`, logging to
+    /// `log` if the protocol is logged.
+    pub fn render(&self, anon_root: &Path, log: &Path) -> String {
         let mut conf = String::new();
         match self.listen {
             Listen::V4(addr) => {
@@ -76,15 +93,29 @@ impl VsftpdConfig {
         let _ = writeln!(conf, "anon_root={}", anon_root.display());
         let _ = writeln!(conf, "pasv_min_port={}", self.passive.start());
         let _ = writeln!(conf, "pasv_max_port={}", self.passive.end());
+        let _ = writeln!(
+            conf,
+            "no_anon_password={}",
+            if self.anonymous_password { "NO" } else { "YES" }
+        );
+        if self.log_protocol {
+            // The vsftpd log format, not xferlog's; PASS is logged as
+            // `PASS <password>`.
+            let _ = writeln!(
+                conf,
+                "xferlog_enable=YES\nxferlog_std_format=NO\nlog_ftp_protocol=YES\nvsftpd_log_file={}",
+                log.display()
+            );
+        } else {
+            conf.push_str("xferlog_enable=NO\n");
+        }
         conf.push_str(
             "background=NO\n\
              anonymous_enable=YES\n\
-             no_anon_password=YES\n\
              local_enable=NO\n\
              write_enable=NO\n\
              pasv_enable=YES\n\
              seccomp_sandbox=NO\n\
-             xferlog_enable=NO\n\
              # Keep every vsftpd process in the test's namespace (no per-session\n\
              # namespaces), so cleanup finds and kills them all.\n\
              isolate=NO\n\
@@ -107,7 +138,7 @@ pub struct Vsftpd {
     daemon: Daemon,
     config: VsftpdConfig,
     // Dropped after the daemon (fields drop in declaration order).
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Vsftpd {
@@ -125,7 +156,7 @@ impl Vsftpd {
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         }
         let conf: PathBuf = dir.path().join("vsftpd.conf");
-        std::fs::write(&conf, config.render(&root))
+        std::fs::write(&conf, config.render(&root, &dir.path().join(PROTOCOL_LOG)))
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", conf.display()));
         let mut daemon = Daemon::spawn(
             ns.command("vsftpd").arg(&conf),
@@ -146,7 +177,7 @@ impl Vsftpd {
         Self {
             daemon,
             config,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -174,6 +205,53 @@ impl Vsftpd {
     pub fn log(&self) -> String {
         self.daemon.log_text()
     }
+
+    /// The commands and replies vsftpd logged, in order, with the client
+    /// address of each (needs [`VsftpdConfig::log_protocol`]). Only those
+    /// lines are read: the login line of the same log holds an anonymous
+    /// user's password, which must never reach test output.
+    #[track_caller]
+    pub fn protocol_log(&self) -> Vec<ProtocolLine> {
+        assert!(self.config.log_protocol, "vsftpd logs no protocol here");
+        let path = self.dir.path().join(PROTOCOL_LOG);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        text.lines().filter_map(ProtocolLine::parse).collect()
+    }
+}
+
+/// The protocol log's file name in vsftpd's scratch directory.
+const PROTOCOL_LOG: &str = "protocol.log";
+
+/// One `FTP command` or `FTP response` line of vsftpd's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolLine {
+    /// The client's address.
+    pub client: String,
+    /// A command the client sent (else a reply vsftpd sent).
+    pub command: bool,
+    /// The line as logged (`RETR file`, `226 Transfer complete.`).
+    pub line: String,
+}
+
+impl ProtocolLine {
+    /// `... FTP command: Client "192.0.2.2", "RETR file"`; `None` for any
+    /// other line.
+    pub fn parse(log_line: &str) -> Option<Self> {
+        let (command, rest) = if let Some((_, rest)) = log_line.split_once("] FTP command: ") {
+            (true, rest)
+        } else {
+            (false, log_line.split_once("] FTP response: ")?.1)
+        };
+        let rest = rest.strip_prefix("Client \"")?;
+        let (client, rest) = rest.split_once("\", \"")?;
+        let line = rest.strip_suffix('"')?;
+        Some(Self {
+            client: client.to_owned(),
+            command,
+            line: line.to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -184,17 +262,44 @@ mod tests {
     #[test]
     fn config_for_each_listen_kind() {
         let root = Path::new("/r");
-        let v4 = VsftpdConfig::new(Listen::V4(SERVER_V4)).render(root);
+        let log = Path::new("/l");
+        let v4 = VsftpdConfig::new(Listen::V4(SERVER_V4)).render(root, log);
         assert!(
             v4.starts_with(
                 "listen=YES\nlisten_ipv6=NO\nlisten_address=192.0.2.1\nlisten_port=21\n"
             )
         );
         assert!(v4.contains("anon_root=/r\npasv_min_port=30000\npasv_max_port=30009\n"));
-        let v6 = VsftpdConfig::new(Listen::V6(SERVER_V6)).render(root);
+        let v6 = VsftpdConfig::new(Listen::V6(SERVER_V6)).render(root, log);
         assert!(v6.starts_with("listen=NO\nlisten_ipv6=YES\nlisten_address6=2001:db8::1\n"));
-        let any = VsftpdConfig::new(Listen::V6Any).render(root);
+        let any = VsftpdConfig::new(Listen::V6Any).render(root, log);
         assert!(!any.contains("listen_address"));
+        assert!(any.contains("no_anon_password=YES\nxferlog_enable=NO\n"));
+        let logged = VsftpdConfig::new(Listen::V6Any)
+            .with_password_and_protocol_log()
+            .render(root, log);
+        assert!(logged.contains("no_anon_password=NO\n"));
+        assert!(logged.contains("log_ftp_protocol=YES\nvsftpd_log_file=/l\n"));
+    }
+
+    #[test]
+    fn protocol_log_lines_parse_and_others_do_not() {
+        let command = r#"Tue Dec  1 21:47:41 2026 [pid 24681] [ftp] FTP command: Client "192.0.2.2", "RETR file""#;
+        assert_eq!(
+            ProtocolLine::parse(command),
+            Some(ProtocolLine {
+                client: "192.0.2.2".into(),
+                command: true,
+                line: "RETR file".into()
+            })
+        );
+        let reply = r#"Tue Dec  1 21:47:41 2026 [pid 24681] [ftp] FTP response: Client "192.0.2.2", "257 "/" is the current directory""#;
+        assert_eq!(
+            ProtocolLine::parse(reply).map(|l| (l.command, l.line)),
+            Some((false, r#"257 "/" is the current directory"#.into()))
+        );
+        let login = r#"Tue Dec  1 21:47:41 2026 [pid 24679] [ftp] OK LOGIN: Client "192.0.2.2", anon password "x""#;
+        assert_eq!(ProtocolLine::parse(login), None);
     }
 
     #[test]

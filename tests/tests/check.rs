@@ -20,6 +20,16 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
+/// Where cgroup v2 is mounted (the control-channel programs attach to its
+/// root): the second field of its /proc/mounts line.
+fn cgroup2_mount() -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+    mounts.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(2) == Some(&"cgroup2")).then(|| fields[1].to_owned())
+    })
+}
+
 /// Whether the kernel can create kprobes at all (CONFIG_KPROBES).
 fn kprobes_exist() -> bool {
     std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
@@ -60,13 +70,15 @@ fn check_reports_every_probe_as_it_attaches() {
             "skb:kfree_skb",
             "socket_error",
             "keepalive_probe",
-            "zero_window_probe"
+            "zero_window_probe",
+            "control_channel"
         ]
     );
     let forced = forced_tier();
     for probe in probes {
-        // Every tracepoint is older than 5.8, and every ladder ends in a
-        // fallback built on tracepoints: on a supported kernel all attach.
+        // Every tracepoint is older than 5.8, every ladder ends in a
+        // fallback built on tracepoints, and cgroup_skb programs are older
+        // still: on a supported kernel with cgroup v2 mounted all attach.
         assert_eq!(probe["attached"], true, "{probe}: {done}");
         let name = probe["name"].as_str().expect("name");
         let hook = probe["hook"].as_str().expect("hook");
@@ -116,6 +128,14 @@ fn check_reports_every_probe_as_it_attaches() {
                     );
                 }
             }
+            ("control_channel", _) => {
+                assert_eq!(
+                    (hook, Some(target)),
+                    ("cgroup_skb", cgroup2_mount().as_deref()),
+                    "{probe}"
+                );
+                assert!(fell_back.is_empty(), "{probe}");
+            }
             _ => {
                 assert_eq!(hook, "raw_tracepoint", "{probe}");
                 assert_eq!(
@@ -137,7 +157,7 @@ fn check_reports_every_probe_as_it_attaches() {
             .lines()
             .filter(|l| l.starts_with("probe"))
             .count(),
-        10,
+        11,
         "{text}"
     );
 }

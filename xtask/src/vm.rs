@@ -592,6 +592,8 @@ fn script_text(suite: &Suite, out: &Path, time_scale: u32, plan: &Plan) -> Strin
          : > \"$log\"\n\
          exec < /dev/null\n\
          mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing\n\
+         # The control-channel programs attach to the cgroup v2 root.\n\
+         grep -q ' cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup\n\
          # The tests create /run/netns/* and scratch files in /tmp.\n\
          for dir in /run /tmp; do\n\
          \x20   probe=\"$dir/.ftptrace-vm-$$\"\n\

@@ -1,0 +1,342 @@
+//! One [`ControlParser`] per FTP control connection, fed the segments the
+//! kernel captured, in TCP sequence order: retransmitted bytes are fed once,
+//! and bytes the kernel never delivered (a lost record, a segment cut short)
+//! make the parser resynchronise at the next line instead of gluing halves
+//! of two lines together.
+//!
+//! Connections are keyed by the kernel's socket cookie, which is never
+//! reused (a socket address is). Each end of a connection on this host is
+//! its own socket, so a host that is both client and server parses both.
+
+use std::collections::HashMap;
+
+use crate::{
+    event::{EventKind, Segment},
+    ftp_control::{ControlEvent, ControlParser, Side},
+};
+
+/// Control connections followed at once; past it the least recently active
+/// one is forgotten (counted in [`ControlChannels::evicted`]).
+pub const CAPACITY: usize = 4096;
+
+/// The parsers of the control connections seen so far.
+#[derive(Debug)]
+pub struct ControlChannels {
+    connections: HashMap<u64, Connection>,
+    /// Socket address → cookie, to forget a connection when its socket is freed.
+    by_socket: HashMap<u64, u64>,
+    capacity: usize,
+    clock: u64,
+    evicted: u64,
+}
+
+#[derive(Debug, Default)]
+struct Connection {
+    parser: ControlParser,
+    socket: Option<u64>,
+    /// Next expected sequence number from the client, then from the server.
+    next_seq: [Option<u32>; 2],
+    last_used: u64,
+}
+
+impl Default for ControlChannels {
+    fn default() -> Self {
+        Self::with_capacity(CAPACITY)
+    }
+}
+
+impl ControlChannels {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            connections: HashMap::new(),
+            by_socket: HashMap::new(),
+            capacity: capacity.max(1),
+            clock: 0,
+            evicted: 0,
+        }
+    }
+
+    /// Parses one captured segment of socket `socket`, whose local end is
+    /// the FTP server when `local_is_server`; returns what it completed, as
+    /// [`EventKind::Ftp`] events.
+    pub fn segment(
+        &mut self,
+        socket: Option<u64>,
+        local_is_server: bool,
+        segment: &Segment,
+    ) -> Vec<EventKind> {
+        self.clock += 1;
+        let from = match (local_is_server, segment.outgoing) {
+            (true, true) | (false, false) => Side::Server,
+            (true, false) | (false, true) => Side::Client,
+        };
+        if !self.connections.contains_key(&segment.cookie) {
+            self.make_room();
+        }
+        let connection = self.connections.entry(segment.cookie).or_default();
+        connection.last_used = self.clock;
+        if connection.socket.is_none()
+            && let Some(sk) = socket
+        {
+            connection.socket = Some(sk);
+            self.by_socket.insert(sk, segment.cookie);
+        }
+        let index = usize::from(from == Side::Server);
+        let events = feed_in_order(
+            &mut connection.parser,
+            &mut connection.next_seq[index],
+            from,
+            segment,
+        );
+        events
+            .into_iter()
+            .map(|event| EventKind::Ftp { from, event })
+            .collect()
+    }
+
+    /// The kernel freed socket `sk`: its connection, if any, is over.
+    pub fn forget_socket(&mut self, sk: u64) {
+        if let Some(cookie) = self.by_socket.remove(&sk) {
+            self.connections.remove(&cookie);
+        }
+    }
+
+    /// Connections followed now.
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// Connections forgotten to stay within the capacity.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    fn make_room(&mut self) {
+        while self.connections.len() >= self.capacity {
+            let Some((&oldest, _)) = self.connections.iter().min_by_key(|(_, c)| c.last_used)
+            else {
+                return;
+            };
+            if let Some(connection) = self.connections.remove(&oldest)
+                && let Some(sk) = connection.socket
+            {
+                self.by_socket.remove(&sk);
+            }
+            self.evicted += 1;
+        }
+    }
+}
+
+/// Feeds the bytes of `segment` that follow what this direction already
+/// had (`next`: the sequence number after them, `None` before the first
+/// segment), and moves `next` past them.
+fn feed_in_order(
+    parser: &mut ControlParser,
+    next: &mut Option<u32>,
+    from: Side,
+    segment: &Segment,
+) -> Vec<ControlEvent> {
+    let bytes = segment.payload.bytes();
+    let end = segment.seq.wrapping_add(segment.payload_len);
+    let Some(expected) = *next else {
+        *next = Some(end);
+        return parser.segment(from, bytes, segment.truncated());
+    };
+    // Sequence numbers wrap: compare by signed distance (RFC 1982).
+    let ahead = segment.seq.wrapping_sub(expected) as i32;
+    if ahead > 0 {
+        // Bytes between `expected` and `seq` never reached us.
+        parser.gap(from);
+        *next = Some(end);
+        return parser.segment(from, bytes, segment.truncated());
+    }
+    let already = ahead.unsigned_abs();
+    if already >= segment.payload_len {
+        // A retransmit of bytes already fed.
+        return Vec::new();
+    }
+    *next = Some(end);
+    match bytes.get(already as usize..) {
+        Some(new) if !new.is_empty() => parser.segment(from, new, segment.truncated()),
+        // The new bytes are past what the kernel captured.
+        _ => {
+            parser.gap(from);
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::Payload, ftp_control::Verb};
+
+    const PASSWORD: &str = "Tr0ub4dor&3";
+
+    fn segment(cookie: u64, outgoing: bool, seq: u32, bytes: &[u8]) -> Segment {
+        Segment {
+            cookie,
+            outgoing,
+            seq,
+            payload_len: u32::try_from(bytes.len()).unwrap(),
+            redacted: false,
+            payload: Payload::new(bytes),
+        }
+    }
+
+    fn commands(kinds: &[EventKind]) -> Vec<String> {
+        kinds
+            .iter()
+            .map(|kind| match kind {
+                EventKind::Ftp {
+                    from,
+                    event: ControlEvent::Command { verb, arg },
+                } => format!("{from:?} {} {arg:?}", verb.as_str()),
+                EventKind::Ftp {
+                    from,
+                    event: ControlEvent::Reply { code, text },
+                } => format!("{from:?} {code} {text}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_server_socket_hears_the_client_arrive_and_sends_replies() {
+        let mut channels = ControlChannels::default();
+        let mut out = channels.segment(Some(0xa), true, &segment(1, true, 100, b"220 hi\r\n"));
+        out.extend(channels.segment(
+            Some(0xa),
+            true,
+            &segment(1, false, 5000, b"USER anonymous\r\n"),
+        ));
+        assert_eq!(
+            commands(&out),
+            ["Server 220 hi", "Client USER Some(\"anonymous\")"]
+        );
+        // The client's own socket: what it sends is the client's.
+        let out = channels.segment(Some(0xb), false, &segment(2, true, 5000, b"QUIT\r\n"));
+        assert_eq!(commands(&out), ["Client QUIT None"]);
+        assert_eq!(channels.len(), 2);
+    }
+
+    #[test]
+    fn retransmitted_bytes_are_fed_once() {
+        let mut channels = ControlChannels::default();
+        let first = segment(1, false, 10, b"USER a\r\nPA");
+        let mut out = channels.segment(None, true, &first);
+        // The same segment again, then one overlapping it by two bytes.
+        out.extend(channels.segment(None, true, &first));
+        out.extend(channels.segment(None, true, &segment(1, false, 18, b"PASS x\r\nPASV\r\n")));
+        assert_eq!(
+            commands(&out),
+            [
+                "Client USER Some(\"a\")",
+                "Client PASS None",
+                "Client PASV None"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_segment_resynchronises_at_the_next_line() {
+        let mut channels = ControlChannels::default();
+        let mut out = channels.segment(None, true, &segment(1, false, 0, b"RETR fi"));
+        // Bytes 7..20 never came: "le\r\nSTOR abc" is lost.
+        out.extend(channels.segment(None, true, &segment(1, false, 20, b"def\r\nQUIT\r\n")));
+        assert_eq!(commands(&out), ["Client QUIT None"]);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut channels = ControlChannels::default();
+        let start = u32::MAX - 3;
+        let mut out = channels.segment(None, true, &segment(1, false, start, b"NOOP\r\n"));
+        out.extend(channels.segment(None, true, &segment(1, false, start, b"NOOP\r\n")));
+        out.extend(channels.segment(None, true, &segment(1, false, 2, b"QUIT\r\n")));
+        assert_eq!(commands(&out), ["Client NOOP None", "Client QUIT None"]);
+    }
+
+    #[test]
+    fn a_cut_segment_drops_the_rest_of_its_line() {
+        let mut channels = ControlChannels::default();
+        let mut cut = segment(1, true, 0, b"230-Welcome\r\n230-a very long ban");
+        cut.payload_len = 400;
+        let mut out = channels.segment(None, true, &cut);
+        out.extend(channels.segment(
+            None,
+            true,
+            &segment(1, true, 400, b"ner\r\n230 Login ok\r\n"),
+        ));
+        // The rest of the cut line is skipped, and with it the multi-line
+        // reply, whose end may have been in the lost bytes; the next full
+        // line is a reply of its own.
+        assert_eq!(commands(&out), ["Server 230 Login ok"]);
+    }
+
+    #[test]
+    fn a_password_masked_by_the_kernel_keeps_the_lines_in_step() {
+        let mut channels = ControlChannels::default();
+        // What the kernel delivers for "PASS <password>\r\n" and the
+        // command after it.
+        let masked = format!("PASS {}\r\n", "*".repeat(PASSWORD.len()));
+        let mut segment_1 = segment(1, false, 0, masked.as_bytes());
+        segment_1.redacted = true;
+        let mut out = channels.segment(None, true, &segment_1);
+        out.extend(channels.segment(
+            None,
+            true,
+            &segment(1, false, segment_1.payload_len, b"PWD\r\n"),
+        ));
+        assert_eq!(commands(&out), ["Client PASS None", "Client PWD None"]);
+    }
+
+    #[test]
+    fn the_parser_drops_a_password_the_kernel_did_not_redact() {
+        let mut channels = ControlChannels::default();
+        let line = format!("PASS {PASSWORD}\r\n");
+        let out = channels.segment(None, true, &segment(1, false, 0, line.as_bytes()));
+        assert_eq!(
+            out,
+            [EventKind::Ftp {
+                from: Side::Client,
+                event: ControlEvent::Command {
+                    verb: Verb::Pass,
+                    arg: None
+                }
+            }]
+        );
+    }
+
+    #[test]
+    fn the_map_is_bounded_and_evicts_the_least_recently_active() {
+        let mut channels = ControlChannels::with_capacity(3);
+        for cookie in 1..=3 {
+            channels.segment(Some(cookie * 16), true, &segment(cookie, false, 0, b"NO"));
+        }
+        // Connection 1 is active again; 2 is now the oldest.
+        channels.segment(Some(16), true, &segment(1, false, 2, b"OP\r\n"));
+        channels.segment(Some(64), true, &segment(4, false, 0, b"NOOP\r\n"));
+        assert_eq!((channels.len(), channels.evicted()), (3, 1));
+        // 1 kept its partial line; 2 starts afresh, its "NO" forgotten.
+        let out = channels.segment(Some(32), true, &segment(2, false, 2, b"OP\r\n"));
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(channels.evicted(), 2);
+        assert!(channels.len() <= 3);
+    }
+
+    #[test]
+    fn a_freed_socket_forgets_its_connection() {
+        let mut channels = ControlChannels::default();
+        channels.segment(Some(0xa), true, &segment(7, false, 0, b"USER x\r\n"));
+        assert_eq!(channels.len(), 1);
+        channels.forget_socket(0xb);
+        assert_eq!(channels.len(), 1);
+        channels.forget_socket(0xa);
+        assert!(channels.is_empty());
+    }
+}
