@@ -414,10 +414,25 @@ fn chain(error: &dyn std::error::Error) -> String {
         text.push_str(&inner.to_string());
         source = inner.source();
     }
-    if let Some((before, _)) = text.split_once(". Verifier output: : ") {
-        text = before.to_owned();
+    one_line(&text)
+}
+
+/// A probe's reason is one line: a verifier rejection keeps only the
+/// verifier's verdict (the line before its statistics), not its whole log.
+fn one_line(text: &str) -> String {
+    let Some((before, log)) = text.split_once(". Verifier output:") else {
+        return text.replace('\n', " ");
+    };
+    let verdict = log
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("verification time"))
+        .filter(|l| !l.is_empty() && !l.starts_with(':'))
+        .last();
+    match verdict {
+        Some(verdict) => format!("{before} (verifier: {verdict})"),
+        None => before.to_owned(),
     }
-    text
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use
@@ -461,5 +476,25 @@ mod tests {
         assert_eq!(unescape_mount_field("a\\134b"), "a\\b");
         // Not an escape: left as it is.
         assert_eq!(unescape_mount_field("a\\9zz\\"), "a\\9zz\\");
+    }
+
+    #[test]
+    fn verifier_logs_shrink_to_their_verdict() {
+        let log = "the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier output: ; x\n\
+                   0: (bf) r6 = r1\ninvalid access to memory, mem_size=384 off=128 size=0\n\
+                   R3 min value is outside of the allowed memory range\nverification time 2893 usec\n\
+                   stack depth 304+0\n: Permission denied (os error 13)";
+        assert_eq!(
+            one_line(log),
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13) \
+             (verifier: R3 min value is outside of the allowed memory range)"
+        );
+        assert_eq!(
+            one_line(
+                "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). Verifier output: : Operation not permitted (os error 1)"
+            ),
+            "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)"
+        );
+        assert_eq!(one_line("a\nb"), "a b");
     }
 }

@@ -99,8 +99,15 @@ const LADDER_TESTS: &[&str] = &["check", "probes", "refused", "syn_drop"];
 /// `--quick`: the executables that together see every probe fire (state
 /// changes, data and SYN/SYN-ACK retransmits, resets both ways, socket
 /// errors, teardown, keepalive and window probes, firewall and
-/// listen-overflow drops) and check every probe's hook.
-const QUICK_TESTS: &[&str] = &["check", "refused", "syn_drop", "probes", "listen_overflow"];
+/// listen-overflow drops, the control channel) and check every probe's hook.
+const QUICK_TESTS: &[&str] = &[
+    "check",
+    "refused",
+    "syn_drop",
+    "probes",
+    "listen_overflow",
+    "control_channel",
+];
 
 /// `--quick` under a forced tier: the ladder probes' tests, less syn_drop
 /// (its ETIMEDOUT is the keepalive test's too).
