@@ -146,16 +146,7 @@ enum Details<'a> {
         tcp_flags: String,
         location: Option<&'a str>,
     },
-    /// Every `ftp` line has every field, `null` where this line has none.
-    Ftp {
-        from: &'static str,
-        command: Option<&'a str>,
-        arg: Option<&'a str>,
-        reply: Option<u16>,
-        text: Option<&'a str>,
-        data_endpoint: Option<DataEndpoint>,
-        encrypted: bool,
-    },
+    Ftp(FtpDetails<'a>),
 }
 
 #[derive(Serialize)]
@@ -219,7 +210,10 @@ impl<'a> Details<'a> {
                 location: location.as_deref(),
             },
             EventKind::Ftp { from, event } => {
-                let mut details = FtpDetails::default();
+                let mut details = FtpDetails {
+                    from: ftp_side(*from),
+                    ..FtpDetails::default()
+                };
                 match event {
                     ControlEvent::Command { verb, arg } => {
                         details.command = Some(verb.as_str());
@@ -237,23 +231,17 @@ impl<'a> Details<'a> {
                     }
                     ControlEvent::Encrypted => details.encrypted = true,
                 }
-                Self::Ftp {
-                    from: ftp_side(*from),
-                    command: details.command,
-                    arg: details.arg,
-                    reply: details.reply,
-                    text: details.text,
-                    data_endpoint: details.data_endpoint,
-                    encrypted: details.encrypted,
-                }
+                Self::Ftp(details)
             }
             EventKind::ControlSegment(_) => return None,
         })
     }
 }
 
-#[derive(Default)]
+/// Every `ftp` line has every field, `null` where this line has none.
+#[derive(Default, Serialize)]
 struct FtpDetails<'a> {
+    from: &'static str,
     command: Option<&'a str>,
     arg: Option<&'a str>,
     reply: Option<u16>,
