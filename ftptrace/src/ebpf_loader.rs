@@ -13,10 +13,10 @@ use aya::{
 };
 use ftptrace_common::{KernelOffsets, ProbeSettings, TimerHooks, maps};
 
-use std::{fs::File, os::fd::AsFd as _, path::PathBuf};
+use std::{cell::OnceCell, fs::File, os::fd::AsFd as _, path::PathBuf};
 
 use crate::{
-    hook_ladder::{self, FORCE_HOOK_ENV, Rung, Tier},
+    hook_ladder::{self, FORCE_HOOK_ENV, Observes, Rung, Tier},
     kernel_facts::{KernelFacts, error_at_close_usable, error_report_usable, probes_out_usable},
     output::ProbeStatus,
     ports::PortSet,
@@ -88,16 +88,20 @@ impl Tracer {
 
         let forced = hook_ladder::forced_tier()?;
         let mut error_at_close = false;
+        // aya's view of the kernel BTF, parsed once, only if a fentry rung
+        // is tried.
+        let fentry_btf = OnceCell::new();
         for ladder in hook_ladder::LADDERS {
             let mut fell_back = Vec::new();
             let mut chosen = None;
             for rung in ladder.rungs_to_try(forced) {
-                let attempt = usable(facts, &rung, state_attached)
-                    .and_then(|()| attach_rung(&mut ebpf, facts, &rung));
+                let attempt = usable(facts, ladder.observes, &rung, state_attached)
+                    .and_then(|()| attach_rung(&mut ebpf, facts, &rung, &fentry_btf));
                 match attempt {
                     Ok(()) => {
                         attached_programs.extend(rung.programs);
-                        error_at_close |= rung.programs.is_empty();
+                        error_at_close |= ladder.observes == Observes::SocketErrors
+                            && rung.tier == Tier::Fallback;
                         chosen = Some(rung);
                         break;
                     }
@@ -296,31 +300,34 @@ fn unescape_mount_field(field: &str) -> String {
 }
 
 /// Whether this kernel has what `rung` needs, before trying to attach it.
-fn usable(facts: &KernelFacts, rung: &Rung, state_attached: bool) -> Result<(), String> {
-    let serves_probes = rung.programs.iter().any(|p| p.contains("xmit_probe"));
-    match rung.tier {
-        Tier::RawTracepoint => facts
+fn usable(
+    facts: &KernelFacts,
+    observes: Observes,
+    rung: &Rung,
+    state_attached: bool,
+) -> Result<(), String> {
+    if rung.tier == Tier::Kprobe {
+        facts.kprobes.clone()?;
+    }
+    match (observes, rung.tier) {
+        (Observes::SocketErrors, Tier::RawTracepoint) => facts
             .error_report_tracepoint
             .clone()
             .and_then(|()| error_report_usable(&facts.offsets)),
-        Tier::Fentry | Tier::Kprobe => {
-            if rung.tier == Tier::Kprobe {
-                facts.kprobes.clone()?;
-            }
-            if serves_probes {
-                facts.probe_mibs.clone().map(drop)?;
-                probes_out_usable(&facts.offsets)
-            } else {
-                error_report_usable(&facts.offsets)
-            }
+        (Observes::SocketErrors, Tier::Fentry | Tier::Kprobe) => {
+            error_report_usable(&facts.offsets)
         }
-        Tier::Fallback if rung.programs.is_empty() => {
+        (Observes::SocketErrors, Tier::Fallback) => {
             if !state_attached {
                 return Err("sock:inet_sock_set_state is not attached".into());
             }
             error_at_close_usable(&facts.offsets)
         }
-        Tier::Fallback => {
+        (Observes::ProbesSent, Tier::RawTracepoint | Tier::Fentry | Tier::Kprobe) => {
+            facts.probe_mibs.clone().map(drop)?;
+            probes_out_usable(&facts.offsets)
+        }
+        (Observes::ProbesSent, Tier::Fallback) => {
             facts.timer_hooks.clone().map(drop)?;
             probes_out_usable(&facts.offsets)
         }
@@ -329,7 +336,12 @@ fn usable(facts: &KernelFacts, rung: &Rung, state_attached: bool) -> Result<(), 
 
 /// Loads and attaches the programs of one rung (none for the CLOSE
 /// fallback, which only needs a flag in the settings map).
-fn attach_rung(ebpf: &mut Ebpf, facts: &KernelFacts, rung: &Rung) -> Result<(), String> {
+fn attach_rung(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    rung: &Rung,
+    fentry_btf: &OnceCell<Result<Btf, String>>,
+) -> Result<(), String> {
     match rung.tier {
         Tier::RawTracepoint => {
             for &program in rung.programs {
@@ -338,10 +350,13 @@ fn attach_rung(ebpf: &mut Ebpf, facts: &KernelFacts, rung: &Rung) -> Result<(), 
             }
         }
         Tier::Fentry => {
-            let btf = Btf::from_sys_fs().map_err(|e| chain(&e))?;
+            let btf = fentry_btf
+                .get_or_init(|| Btf::from_sys_fs().map_err(|e| chain(&e)))
+                .as_ref()
+                .map_err(Clone::clone)?;
             for &program in rung.programs {
                 attach(ebpf, program, |p: &mut FEntry| {
-                    p.load(rung.target, &btf)?;
+                    p.load(rung.target, btf)?;
                     p.attach().map(drop)
                 })?;
             }

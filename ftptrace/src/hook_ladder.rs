@@ -79,9 +79,20 @@ pub struct Rung {
     pub target: &'static str,
 }
 
+/// What a ladder observes: it decides what each rung needs from the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observes {
+    /// Socket errors: `sk_err` and the protocol, whichever hook reports them.
+    SocketErrors,
+    /// Keepalive and window probes: `icsk_probes_out`, and for the function
+    /// hooks the `mib` values that tell the two apart.
+    ProbesSent,
+}
+
 /// Events served by one set of programs, and the rungs to try for them.
 #[derive(Clone, Copy, Debug)]
 pub struct Ladder {
+    pub observes: Observes,
     /// Event kinds, as the start line names the probes.
     pub serves: &'static [&'static str],
     pub rungs: &'static [Rung],
@@ -105,6 +116,7 @@ impl Ladder {
 /// `sock_def_error_report` is the callback every TCP socket's error report
 /// runs through; `inet_sk_error_report` is the tracepoint 5.13 added after it.
 pub const SOCKET_ERROR: Ladder = Ladder {
+    observes: Observes::SocketErrors,
     serves: &["socket_error"],
     rungs: &[
         Rung {
@@ -137,6 +149,7 @@ pub const SOCKET_ERROR: Ladder = Ladder {
 /// `tcp_xmit_probe_skb` sends every keepalive and zero-window probe and
 /// counts it (TCPKeepAlive, TCPWinProbe); the timers are the fallback.
 pub const PROBES_SENT: Ladder = Ladder {
+    observes: Observes::ProbesSent,
     serves: &["keepalive_probe", "zero_window_probe"],
     rungs: &[
         Rung {
