@@ -3,7 +3,7 @@
 //! socket timers, counted as the kernel counts them.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
     process::Stdio,
     time::Duration,
 };
@@ -19,19 +19,22 @@ use tests::{
     vsftpd::{Listen, Vsftpd, VsftpdConfig},
 };
 
-/// A client that opens the FTP control connection, turns on keepalive with
-/// short timers (1 s idle, 1 s interval, 3 probes), says `ready`, and waits
-/// for the kernel to give up on the connection.
+/// A client that opens the FTP control connection, says `ready`, waits for
+/// `go` (the path is dead by then), turns on keepalive with short timers
+/// (1 s idle, 1 s interval, 3 probes) and waits for the kernel to give up on
+/// the connection. Keepalive starts only once the path is dead: a probe that
+/// went out first would be answered and reset the probe count.
 const KEEPALIVE_CLIENT: &str = r#"
 import errno, socket, sys
 s = socket.create_connection((sys.argv[1], 21), timeout=10)
 s.recv(1024)
+print("ready", flush=True)
+sys.stdin.readline()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 s.settimeout(30)
-print("ready", flush=True)
 try:
     s.recv(1024)
     print("no error")
@@ -51,7 +54,7 @@ fn keepalive_probes_on_a_dead_path_then_etimedout() {
             .client
             .command("python3")
             .args(["-c", KEEPALIVE_CLIENT, &SERVER_V4.to_string()])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -62,6 +65,10 @@ fn keepalive_probes_on_a_dead_path_then_etimedout() {
         assert_eq!(line.trim(), "ready");
         // The path dies: nothing in either direction from now on.
         nft::apply(&net.client, &Rule::blackhole(21));
+        let mut go = client.stdin.take().expect("piped");
+        go.write_all(b"go\n")
+            .expect("tell the client the path is dead");
+        drop(go);
         let status = wait_until(&mut client, Deadline::after(Duration::from_secs(30)));
         if status.is_none() {
             kill_and_reap(&mut client);
