@@ -24,6 +24,10 @@ pub mod port_role {
     pub const CONTROL: u8 = 1;
     pub const ACTIVE_DATA: u8 = 2;
     pub const PASSIVE_DATA: u8 = 4;
+    /// A data port announced on a control channel (227/229), traced until
+    /// its connection closes or the announcement expires; user space sets
+    /// and clears it, as nf_conntrack_ftp's expectations do.
+    pub const EXPECTED_DATA: u8 = 8;
 }
 
 /// `IPPROTO_TCP`, for the tracepoints that also fire for SCTP and MPTCP.

@@ -646,6 +646,22 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
             }
             flags |= segment_flags::REDACTED;
         }
+        // A `227`/`229` reply announces the next passive data port: trace
+        // it from now on, before the client can connect (user space learns
+        // of it a drain later, and expires it).
+        if captured > 8
+            && d[0] == b'2'
+            && d[1] == b'2'
+            && (d[2] == b'7' || d[2] == b'9')
+            && d[3] == b' '
+        {
+            let port = announced_port(d, captured, d[2] == b'7');
+            if port != 0
+                && let Some(role) = PORTS.get_ptr_mut(port)
+            {
+                *role |= port_role::EXPECTED_DATA;
+            }
+        }
         let segment = &raw mut (*record).segment;
         (*segment).captured_len = captured as u16;
         (*segment).flags = flags;
@@ -705,6 +721,40 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     }
     entry.submit(BPF_RB_NO_WAKEUP.into());
     Ok(())
+}
+
+/// Bytes of a `227`/`229` reply searched for the port.
+const ANNOUNCE_SCAN: usize = 96;
+
+/// The data port of `227 ... (h1,h2,h3,h4,p1,p2)` (`p1*256+p2`: the last two
+/// numbers before `)`) or `229 ... (|||port|)` (the last number); 0 if none.
+#[inline(always)]
+fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pasv: bool) -> u32 {
+    let (mut prev, mut last, mut cur) = (0u32, 0u32, 0u32);
+    let mut in_number = false;
+    let mut i = 4;
+    while i < ANNOUNCE_SCAN && (i as u32) < captured {
+        let c = d[i];
+        if c.is_ascii_digit() {
+            if cur < 100_000 {
+                cur = cur * 10 + u32::from(c - b'0');
+            }
+            in_number = true;
+        } else {
+            if in_number {
+                prev = last;
+                last = cur;
+                cur = 0;
+                in_number = false;
+            }
+            if c == b')' {
+                break;
+            }
+        }
+        i += 1;
+    }
+    let port = if pasv { prev * 256 + last } else { last };
+    if port < 65_536 { port } else { 0 }
 }
 
 #[inline(always)]

@@ -1,5 +1,6 @@
 //! The user-space cost per kernel event: decode a ring buffer record,
-//! attribute it to a socket, write its JSON (or text) line. Records are the
+//! attribute it to a socket, file it under its FTP session, write its JSON
+//! (or text) line, and write the session lines as sessions end. Records are the
 //! ones recorded from a 6.18 kernel (testdata/records), replayed in a loop.
 //!
 //! Run: `cargo xtask bench` (or `cargo bench -p ftptrace --bench pipeline`).
@@ -18,6 +19,8 @@ use ftptrace::{
     kernel_names::KernelNames,
     output::{Output, Side},
     ports::PortSet,
+    session::Sessions,
+    session_record::SessionRecord,
     tracepoint_format::TracepointFormat,
 };
 
@@ -61,19 +64,39 @@ fn run(format_kind: Format, records: &[Vec<u8>], decoder: &mut Decoder) -> Durat
     };
     let clock = WallClock::now().expect("clock");
     let mut sockets = SocketTable::default();
+    let mut sessions = Sessions::new(ports.clone(), "bench");
+    let mut ended = Vec::new();
     let mut output = Output::new(format_kind, Box::new(io::sink()));
     let start = Instant::now();
-    for record in records.iter().cycle().take(EVENTS) {
-        let event = decoder.decode(black_box(record)).expect("decodes");
+    // The records repeat: each pass is shifted later in time, so every pass
+    // makes new sessions and the earlier ones end.
+    let pass_ns = 10_000_000_000;
+    for (n, record) in records.iter().cycle().take(EVENTS).enumerate() {
+        let mut event = decoder.decode(black_box(record)).expect("decodes");
+        event.boot_ns += (n / records.len()) as u64 * pass_ns;
         let who = sockets.observe(&event);
+        let place = sessions.observe(&event, &mut ended);
         let side = if ports.contains(event.local.port()) {
             Side::Server
         } else {
             Side::Client
         };
         output
-            .event(&clock.rfc3339(event.boot_ns), &event, &side, &who)
+            .event(
+                &clock.rfc3339(event.boot_ns),
+                &event,
+                &side,
+                &who,
+                place.as_ref(),
+            )
             .expect("write");
+        if n % records.len() == records.len() - 1 {
+            ended.extend(sessions.tick(event.boot_ns + pass_ns / 2));
+            for session in ended.drain(..) {
+                let record = SessionRecord::new(&session, false, &|ns| clock.rfc3339(ns));
+                output.session(&record).expect("write");
+            }
+        }
     }
     output.flush().expect("flush");
     start.elapsed()
@@ -103,17 +126,17 @@ fn main() {
     for (what, took) in [
         ("decode only", decode_only),
         (
-            "decode+attribute+JSON line",
+            "decode+attribute+session+JSON line",
             run(Format::Json, &records, &mut decoder),
         ),
         (
-            "decode+attribute+text line",
+            "decode+attribute+session+text line",
             run(Format::Text, &records, &mut decoder),
         ),
     ] {
         let per_event = took.as_nanos() as f64 / EVENTS as f64;
         println!(
-            "  {what:<28} {per_event:>7.0} ns/event  {:>10.0} events/s",
+            "  {what:<36} {per_event:>7.0} ns/event  {:>10.0} events/s",
             1e9 / per_event
         );
     }

@@ -716,7 +716,7 @@ mod tests {
                 Side::Client
             };
             output
-                .event("ts", &event, &side, &sockets.observe(&event))
+                .event("ts", &event, &side, &sockets.observe(&event), None)
                 .unwrap();
         }
         output.flush().unwrap();

@@ -30,6 +30,8 @@ pub struct Tracer {
     ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    port_map: Array<MapData, u8>,
+    ports: PortSet,
     pub probes: Vec<ProbeStatus>,
     /// Names of the programs attached, to detach.
     attached: Vec<&'static str>,
@@ -47,7 +49,7 @@ impl Tracer {
             .load(OBJECT)
             .context("cannot load the eBPF object into the kernel")?;
 
-        let mut port_map: Array<_, u8> = Array::try_from(map(&mut ebpf, maps::PORTS)?)?;
+        let mut port_map: Array<_, u8> = Array::try_from(take_map(&mut ebpf, maps::PORTS)?)?;
         for (port, role) in ports.entries() {
             port_map
                 .set(u32::from(port), role, 0)
@@ -178,9 +180,23 @@ impl Tracer {
             ebpf,
             ring,
             lost,
+            port_map,
+            ports: ports.clone(),
             probes: statuses,
             attached: attached_programs,
         })
+    }
+
+    /// Traces (or stops tracing) a data port announced on a control channel;
+    /// a port in the configured set keeps its roles either way.
+    pub fn set_expected(&mut self, port: u16, expected: bool) -> anyhow::Result<()> {
+        let mut role = self.ports.role(port);
+        if expected {
+            role |= ftptrace_common::port_role::EXPECTED_DATA;
+        }
+        self.port_map
+            .set(u32::from(port), role, 0)
+            .with_context(|| format!("updating the port map for port {port}"))
     }
 
     /// Events the kernel dropped because the ring buffer was full, all CPUs.

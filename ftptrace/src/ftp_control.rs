@@ -19,11 +19,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 /// longer line is junk rather than a reason to buffer more.
 pub const MAX_LINE_LEN: usize = 512;
 
-/// Which peer sent the bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An FTP role: which peer sent the bytes, which end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
     Client,
     Server,
+}
+
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+        }
+    }
 }
 
 /// A command verb. The ones named matter for explaining disconnects; any

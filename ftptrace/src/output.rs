@@ -14,6 +14,8 @@ use crate::{
     cli::Format,
     event::{EventKind, KernelEvent, errno_name, tcp_flag_names},
     ftp_control::{self, ControlEvent},
+    session::Placement,
+    session_record::SessionRecord,
 };
 
 /// Version of the JSON lines contract; bumped only for incompatible changes.
@@ -77,6 +79,11 @@ pub struct Stats {
     pub undecodable: u64,
     /// Sockets currently remembered for attribution.
     pub sockets: usize,
+    /// FTP sessions begun so far, open now, and reported early because too
+    /// many were open at once.
+    pub sessions: u64,
+    pub sessions_open: usize,
+    pub sessions_evicted: u64,
     #[serde(rename = "final")]
     pub is_final: bool,
 }
@@ -107,6 +114,9 @@ struct EventLine<'a> {
     comm: Option<&'a str>,
     socket: Option<u64>,
     cpu: u32,
+    /// The FTP session and connection (`control`, `data:N`) once known.
+    session: Option<&'a str>,
+    conn: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -153,13 +163,6 @@ enum Details<'a> {
 struct DataEndpoint {
     addr: Option<String>,
     port: u16,
-}
-
-fn ftp_side(side: ftp_control::Side) -> &'static str {
-    match side {
-        ftp_control::Side::Client => "client",
-        ftp_control::Side::Server => "server",
-    }
 }
 
 impl<'a> Details<'a> {
@@ -211,7 +214,7 @@ impl<'a> Details<'a> {
             },
             EventKind::Ftp { from, event } => {
                 let mut details = FtpDetails {
-                    from: ftp_side(*from),
+                    from: from.as_str(),
                     ..FtpDetails::default()
                 };
                 match event {
@@ -333,6 +336,7 @@ impl Output {
         event: &KernelEvent,
         side: &Side,
         who: &Attribution,
+        place: Option<&Placement>,
     ) -> anyhow::Result<()> {
         // Raw bytes are never printed, whatever the caller did.
         let Some(details) = Details::of(&event.kind) else {
@@ -353,62 +357,11 @@ impl Output {
                 comm: who.owner.as_ref().map(|t| t.comm.as_str()),
                 socket: who.socket,
                 cpu: event.cpu,
+                session: place.map(|p| p.session.as_str()),
+                conn: place.map(|p| p.conn.label()),
             }),
             Format::Text => {
-                let what = match &event.kind {
-                    EventKind::State { old, new } => format!("state {old} -> {new}"),
-                    EventKind::Retransmit {
-                        state,
-                        syn,
-                        error,
-                        segs,
-                    } => format!(
-                        "retransmit{}{} in {state}{}",
-                        if *syn { " SYN" } else { "" },
-                        segs.filter(|&n| n > 1)
-                            .map(|n| format!(" ({n} segments)"))
-                            .unwrap_or_default(),
-                        error
-                            .map(|e| format!(" failed: {}", errno_name(e)))
-                            .unwrap_or_default()
-                    ),
-                    EventKind::ResetSent { reason, state } => format!(
-                        "reset sent ({}){}",
-                        reason.as_deref().unwrap_or("no reason given"),
-                        state
-                            .as_ref()
-                            .map(|s| format!(" in {s}"))
-                            .unwrap_or_else(|| " (no socket)".into())
-                    ),
-                    EventKind::ResetReceived { state } => format!("reset received in {state}"),
-                    EventKind::SocketError { errno } => {
-                        format!("socket error {}", errno_name(*errno))
-                    }
-                    EventKind::Destroy => "socket destroyed".into(),
-                    EventKind::KeepaliveProbe { probes_out } => {
-                        format!("keepalive probe, {probes_out} unanswered")
-                    }
-                    EventKind::ZeroWindowProbe { probes_out } => {
-                        format!("zero-window probe, {probes_out} unanswered")
-                    }
-                    EventKind::Drop {
-                        reason,
-                        outgoing,
-                        tcp_flags,
-                        location,
-                    } => format!(
-                        "{} {} dropped ({}{})",
-                        if *outgoing { "outgoing" } else { "incoming" },
-                        tcp_flag_names(*tcp_flags),
-                        reason.as_deref().unwrap_or("no reason given"),
-                        location
-                            .as_deref()
-                            .map(|l| format!(" in {l}"))
-                            .unwrap_or_default()
-                    ),
-                    EventKind::Ftp { from, event } => ftp_text(*from, event),
-                    EventKind::ControlSegment(_) => unreachable!("rejected above"),
-                };
+                let what = describe(&event.kind);
                 let owner = who
                     .owner
                     .as_ref()
@@ -422,12 +375,28 @@ impl Output {
                     Side::Server => "server",
                     Side::Client => "client",
                 };
+                let place = place
+                    .map(|p| format!(" [{} {}]", p.session, p.conn.label()))
+                    .unwrap_or_default();
                 self.text(format_args!(
-                    "{ts} {side} {} <> {} {what}{owner}{netns}",
+                    "{ts} {side} {} <> {} {what}{owner}{netns}{place}",
                     event.local, event.remote
                 ))
             }
         }
+    }
+
+    /// A session that ended (or, at the end of the run, is still open).
+    pub fn session(&mut self, record: &SessionRecord) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Tagged {
+                line_type: "session",
+                schema: None,
+                body: record,
+            })?,
+            Format::Text => self.text(format_args!("{}", record.text()))?,
+        }
+        self.flush()
     }
 
     pub fn stats(&mut self, stats: &Stats) -> anyhow::Result<()> {
@@ -438,7 +407,7 @@ impl Output {
                 body: stats,
             })?,
             Format::Text => self.text(format_args!(
-                "-- {}: {} events, {} lost, {} missed, {} undecodable",
+                "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted",
                 if stats.is_final {
                     "final stats"
                 } else {
@@ -447,7 +416,10 @@ impl Output {
                 stats.events,
                 stats.lost,
                 stats.missed,
-                stats.undecodable
+                stats.undecodable,
+                stats.sessions,
+                stats.sessions_open,
+                stats.sessions_evicted
             ))?,
         }
         self.flush()
@@ -467,6 +439,66 @@ impl Output {
 
     fn text(&mut self, line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
         writeln!(self.sink, "{line}").map_err(write_error)
+    }
+}
+
+/// What an event says, in words: the text format's line and a timeline entry.
+pub fn describe(kind: &EventKind) -> String {
+    match kind {
+        EventKind::State { old, new } => format!("state {old} -> {new}"),
+        EventKind::Retransmit {
+            state,
+            syn,
+            error,
+            segs,
+        } => format!(
+            "retransmit{}{} in {state}{}",
+            if *syn { " SYN" } else { "" },
+            segs.filter(|&n| n > 1)
+                .map(|n| format!(" ({n} segments)"))
+                .unwrap_or_default(),
+            error
+                .map(|e| format!(" failed: {}", errno_name(e)))
+                .unwrap_or_default()
+        ),
+        EventKind::ResetSent { reason, state } => format!(
+            "reset sent ({}){}",
+            reason.as_deref().unwrap_or("no reason given"),
+            state
+                .as_ref()
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_else(|| " (no socket)".into())
+        ),
+        EventKind::ResetReceived { state } => format!("reset received in {state}"),
+        EventKind::SocketError { errno } => {
+            format!("socket error {}", errno_name(*errno))
+        }
+        EventKind::Destroy => "socket destroyed".into(),
+        EventKind::KeepaliveProbe { probes_out } => {
+            format!("keepalive probe, {probes_out} unanswered")
+        }
+        EventKind::ZeroWindowProbe { probes_out } => {
+            format!("zero-window probe, {probes_out} unanswered")
+        }
+        EventKind::Drop {
+            reason,
+            outgoing,
+            tcp_flags,
+            location,
+        } => format!(
+            "{} {} dropped ({}{})",
+            if *outgoing { "outgoing" } else { "incoming" },
+            tcp_flag_names(*tcp_flags),
+            reason.as_deref().unwrap_or("no reason given"),
+            location
+                .as_deref()
+                .map(|l| format!(" in {l}"))
+                .unwrap_or_default()
+        ),
+        EventKind::Ftp { from, event } => ftp_text(*from, event),
+        EventKind::ControlSegment(segment) => {
+            format!("control segment, {} bytes", segment.payload_len)
+        }
     }
 }
 
@@ -493,10 +525,11 @@ fn ftp_text(from: ftp_control::Side, event: &ControlEvent) -> String {
         } => format!("data endpoint port {port}"),
         ControlEvent::Encrypted => "now encrypted (TLS)".to_owned(),
     };
-    format!("ftp {}: {said}", ftp_side(from))
+    format!("ftp {}: {said}", from.as_str())
 }
 
-fn printable(text: &str) -> String {
+/// The text with control characters escaped, so a peer cannot drive the terminal.
+pub fn printable(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
             let escaped: Vec<char> = if c.is_control() {
@@ -624,6 +657,9 @@ mod tests {
             missed: 0,
             undecodable: 0,
             sockets: 2,
+            sessions: 0,
+            sessions_open: 0,
+            sessions_evicted: 0,
             is_final,
         }
     }
@@ -662,7 +698,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"sockets\":2,\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"final\":true}\n"
         );
     }
 
@@ -691,7 +727,7 @@ mod tests {
         };
         for event in events {
             output
-                .event("2026-11-25T00:00:00Z", event, &Side::Server, &who)
+                .event("2026-11-25T00:00:00Z", event, &Side::Server, &who, None)
                 .unwrap();
         }
         output.flush().unwrap();
@@ -780,7 +816,7 @@ mod tests {
                 (&line["type"], &line["kind"], &line["side"], &line["socket"]),
                 (&"event".into(), &"ftp".into(), &"server".into(), &3.into())
             );
-            assert_eq!(line.as_object().unwrap().len(), 20, "{line}");
+            assert_eq!(line.as_object().unwrap().len(), 22, "{line}");
         }
     }
 
@@ -823,7 +859,11 @@ mod tests {
                 socket: None,
                 owner: None,
             };
-            assert!(output.event("ts", &event, &Side::Client, &who).is_err());
+            assert!(
+                output
+                    .event("ts", &event, &Side::Client, &who, None)
+                    .is_err()
+            );
             output.flush().unwrap();
             assert!(shared.0.lock().unwrap().is_empty());
         }
@@ -890,6 +930,7 @@ mod tests {
                     &event,
                     &Side::Client,
                     &who,
+                    None,
                 )
                 .unwrap();
         }

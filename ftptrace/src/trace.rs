@@ -12,11 +12,15 @@ use crate::{
     control_channel::ControlChannels,
     decode::Decoder,
     ebpf_loader::Tracer,
-    event::EventKind,
+    event::{EventKind, KernelEvent},
+    ftp_control::Side as FtpSide,
     kernel_facts::KernelFacts,
     output::{Output, PortsLine, Side, Start, Stats},
     ports::{ACTIVE_DATA_PORT, PortSet},
-    privileges, tracefs,
+    privileges,
+    session::{Placement, Session, Sessions},
+    session_record::SessionRecord,
+    tracefs,
 };
 
 /// How often the ring buffer is drained. The programs submit without waking
@@ -49,10 +53,14 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
             probe.reason.as_deref().unwrap_or("unknown reason")
         );
     }
-    if ports.passive.is_none() {
+    let reads_control = tracer
+        .probes
+        .iter()
+        .any(|p| p.name == crate::ebpf_loader::CONTROL_CHANNEL_PROBE && p.attached);
+    if ports.passive.is_none() && !reads_control {
         eprintln!(
-            "ftptrace: note: no --passive-ports given, so passive data connections are not traced \
-             (vsftpd: pasv_min_port-pasv_max_port)"
+            "ftptrace: note: the control channel cannot be read and no --passive-ports was given, \
+             so passive data connections are not traced (vsftpd: pasv_min_port-pasv_max_port)"
         );
     }
     output.start(&Start {
@@ -71,9 +79,11 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         sockets: SocketTable::default(),
         control: ControlChannels::default(),
         clock: WallClock::now()?,
+        sessions: Sessions::new(ports.clone(), session_id_prefix()),
         ports,
         events: 0,
         undecodable: 0,
+        evicted: 0,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -84,6 +94,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     tracer.detach();
     result?;
     stream.drain(&mut tracer, &mut output)?;
+    stream.finish(&mut output)?;
     stream.stats(&tracer, &mut output, true)
 }
 
@@ -93,8 +104,10 @@ struct Stream {
     control: ControlChannels,
     clock: WallClock,
     ports: PortSet,
+    sessions: Sessions,
     events: u64,
     undecodable: u64,
+    evicted: u64,
 }
 
 impl Stream {
@@ -132,6 +145,7 @@ impl Stream {
 
     fn drain(&mut self, tracer: &mut Tracer, output: &mut Output) -> anyhow::Result<()> {
         let mut wrote = false;
+        let mut evicted = Vec::new();
         while let Some(item) = tracer.ring.next() {
             let decoded = self.decoder.decode(&item);
             drop(item);
@@ -148,17 +162,21 @@ impl Stream {
                 }
             };
             let who = self.sockets.observe(&event);
-            let side = if self.ports.contains(event.local.port()) {
-                Side::Server
-            } else {
-                Side::Client
-            };
             let ts = self.clock.rfc3339(event.boot_ns);
             match &event.kind {
                 EventKind::ControlSegment(segment) => {
+                    self.sessions.observe(&event, &mut evicted);
                     let local_is_server = self.ports.control.contains(&event.local.port());
                     for kind in self.control.segment(event.sock, local_is_server, segment) {
-                        output.event(&ts, &event.with_kind(kind), &side, &who)?;
+                        let said = event.with_kind(kind);
+                        let place = self.sessions.observe(&said, &mut evicted);
+                        output.event(
+                            &ts,
+                            &said,
+                            &self.side(&said, place.as_ref()),
+                            &who,
+                            place.as_ref(),
+                        )?;
                         self.events += 1;
                         wrote = true;
                     }
@@ -171,12 +189,56 @@ impl Stream {
                 }
                 _ => {}
             }
-            output.event(&ts, &event, &side, &who)?;
+            let place = self.sessions.observe(&event, &mut evicted);
+            output.event(
+                &ts,
+                &event,
+                &self.side(&event, place.as_ref()),
+                &who,
+                place.as_ref(),
+            )?;
             self.events += 1;
             wrote = true;
         }
+        for session in evicted {
+            self.evicted += 1;
+            self.report(&session, true, output)?;
+        }
+        let now = boot_ns()?;
+        for session in self.sessions.tick(now) {
+            self.report(&session, false, output)?;
+        }
+        for update in self.sessions.take_port_updates() {
+            tracer.set_expected(update.port, update.expected)?;
+        }
         if wrote {
             output.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The end of this host's socket: from its session once placed, else
+    /// from the configured ports.
+    fn side(&self, event: &KernelEvent, place: Option<&Placement>) -> Side {
+        match place.map(|p| p.end) {
+            Some(FtpSide::Server) => Side::Server,
+            Some(FtpSide::Client) => Side::Client,
+            None if self.ports.contains(event.local.port()) => Side::Server,
+            None => Side::Client,
+        }
+    }
+
+    fn report(&self, session: &Session, evicted: bool, output: &mut Output) -> anyhow::Result<()> {
+        let clock = self.clock;
+        output.session(&SessionRecord::new(session, evicted, &|ns| {
+            clock.rfc3339(ns)
+        }))
+    }
+
+    /// Reports the sessions still open as the run ends.
+    fn finish(&mut self, output: &mut Output) -> anyhow::Result<()> {
+        for session in self.sessions.drain() {
+            self.report(&session, false, output)?;
         }
         Ok(())
     }
@@ -188,7 +250,25 @@ impl Stream {
             missed: tracer.missed()?,
             undecodable: self.undecodable,
             sockets: self.sockets.len(),
+            sessions: self.sessions.started,
+            sessions_open: self.sessions.open_count(),
+            sessions_evicted: self.evicted,
             is_final,
         })
     }
+}
+
+/// Session ids are `<run>-<n>`: the run is the start time in seconds (hex),
+/// so ids from two runs feeding one log pipeline do not collide.
+fn session_id_prefix() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{secs:x}")
+}
+
+fn boot_ns() -> anyhow::Result<u64> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)?;
+    Ok(u64::try_from(now.tv_sec())? * 1_000_000_000 + u64::try_from(now.tv_nsec())?)
 }

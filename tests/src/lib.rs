@@ -35,6 +35,9 @@
 //!   end-of-run contract (exit 0, final stats, nothing lost) checked on stop.
 //! - [`observe`]: snapshot, action, quiescence, snapshot, stop: events and
 //!   counter deltas for exactly the same kernel activity.
+//! - [`scenario`]: a scripted FTP client for the moves curl does not make
+//!   (idle, hang up mid-transfer, connect late, TLS that verifies).
+//! - [`sessions`]: checks on `session` lines (cause, connection, closes).
 //! - [`checks`]: assertions shared by tests; [`deadline`], [`process`],
 //!   [`tmp`]: bounded waits, child processes, scratch directories.
 //!
@@ -61,6 +64,8 @@ pub mod netns;
 pub mod nft;
 pub mod observe;
 pub mod process;
+pub mod scenario;
+pub mod sessions;
 pub mod tmp;
 pub mod tracer;
 pub mod vsftpd;

@@ -110,6 +110,37 @@ impl NetNs {
         })
     }
 
+    /// Bytes received but not yet read on the established sockets whose
+    /// local port is `port` (`ss` Recv-Q).
+    #[track_caller]
+    pub fn unread_bytes_on(&self, port: u16) -> u64 {
+        let out = self
+            .run_ok(
+                "ss",
+                &[
+                    "-Htn",
+                    "state",
+                    "established",
+                    "sport",
+                    "=",
+                    &format!(":{port}"),
+                ],
+            )
+            .stdout;
+        out.lines()
+            .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Sends `signal` to every process in the namespace.
+    pub fn signal_all(&self, signal: i32) {
+        for pid in self.pids() {
+            // SAFETY: kill(2) on a pid read from this namespace, which only
+            // holds processes this test started.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
     /// Pids of the processes in this namespace.
     fn pids(&self) -> Vec<i32> {
         let out = crate::process::run(

@@ -65,6 +65,15 @@ impl Rule {
         }
     }
 
+    /// Answers SYNs to `dport` with a reset, as a firewall's `reject` does.
+    pub fn reset_syn_to(dport: &RangeInclusive<u16>) -> Self {
+        Self {
+            hook: Hook::Input,
+            matches: format!("tcp dport {} tcp flags & (syn | ack) == syn", range(dport)),
+            verdict: "reject with tcp reset".into(),
+        }
+    }
+
     /// Drops every TCP segment of connections to the peer's `port`, both
     /// ways: a dead path (use in the client's namespace).
     pub fn blackhole(port: u16) -> [Self; 2] {

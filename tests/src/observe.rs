@@ -82,14 +82,21 @@ impl<T> Observed<T> {
 
     /// Counter deltas and event counts by kind of both namespaces.
     pub fn summary(&self) -> String {
+        let sessions: Vec<String> = self
+            .trace
+            .sessions
+            .iter()
+            .map(|s| format!("\n  {}", s.brief()))
+            .collect();
         format!(
-            "server netns {}: counters {}\n  events {}\nclient netns {}: counters {}\n  events {}",
+            "server netns {}: counters {}\n  events {}\nclient netns {}: counters {}\n  events {}\nsessions:{}",
             self.server_ns,
             self.server.nonzero(),
             Trace::summary(&self.server_events()),
             self.client_ns,
             self.client.nonzero(),
             Trace::summary(&self.client_events()),
+            sessions.concat(),
         )
     }
 
@@ -104,7 +111,7 @@ impl<T> Observed<T> {
                 .join("\n")
         };
         format!(
-            "\nserver netns {} counters: {}\nserver events: {}\n{}\nclient netns {} counters: {}\nclient events: {}\n{}\ntracer stderr: {}",
+            "\nserver netns {} counters: {}\nserver events: {}\n{}\nclient netns {} counters: {}\nclient events: {}\n{}\nsessions:\n{}\ntracer stderr: {}",
             self.server_ns,
             self.server.nonzero(),
             Trace::summary(&self.server_events()),
@@ -113,6 +120,13 @@ impl<T> Observed<T> {
             self.client.nonzero(),
             Trace::summary(&self.client_events()),
             lines(self.client_events()),
+            self.trace
+                .lines
+                .iter()
+                .filter(|l| l.starts_with(r#"{"type":"session""#))
+                .map(|l| format!("  {l}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             self.trace.stderr.trim_end(),
         )
     }

@@ -133,6 +133,9 @@ pub struct Stats {
     pub missed: u64,
     pub undecodable: u64,
     pub sockets: u64,
+    pub sessions: u64,
+    pub sessions_open: u64,
+    pub sessions_evicted: u64,
     #[serde(rename = "final")]
     pub is_final: bool,
 }
@@ -159,6 +162,8 @@ struct Common {
     comm: Option<String>,
     socket: Option<u64>,
     cpu: u32,
+    session: Option<String>,
+    conn: Option<String>,
 }
 
 const COMMON_FIELDS: &[&str] = &[
@@ -173,6 +178,8 @@ const COMMON_FIELDS: &[&str] = &[
     "comm",
     "socket",
     "cpu",
+    "session",
+    "conn",
 ];
 
 /// What happened, with the fields of that kind.
@@ -251,6 +258,9 @@ pub struct Event {
     pub comm: Option<String>,
     pub socket: Option<u64>,
     pub cpu: u32,
+    /// The FTP session and connection (`control`, `data:N`) once known.
+    pub session: Option<String>,
+    pub conn: Option<String>,
     /// The JSON line itself, for failure messages.
     pub line: String,
 }
@@ -272,7 +282,101 @@ impl Event {
 pub enum Line {
     Start(Start),
     Event(Box<Event>),
+    Session(Box<Session>),
     Stats(Stats),
+}
+
+/// A `session` line: one FTP session, its timeline and its cause.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Session {
+    pub id: String,
+    pub start: String,
+    pub end: String,
+    pub state: String,
+    pub seeded: bool,
+    #[serde(default)]
+    pub evicted: Option<String>,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub seen_from: Vec<Side>,
+    pub user: Option<String>,
+    pub commands: Vec<String>,
+    pub replies: Vec<String>,
+    pub encrypted: bool,
+    pub control: Conn,
+    pub data: Vec<Conn>,
+    pub timeline: Vec<TimelineEntry>,
+    pub timeline_omitted: u64,
+    pub cause: Option<String>,
+    pub cause_conn: Option<String>,
+    pub evidence: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub addr: String,
+    pub port: u16,
+}
+
+/// A connection of a session.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Conn {
+    pub conn: String,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub start: String,
+    pub end: String,
+    pub close: String,
+    pub closed_by: String,
+    #[serde(default)]
+    pub linked_by: Option<String>,
+    pub established: bool,
+    pub retransmits: u32,
+    pub syn_retransmits: u32,
+    pub seen_from: Vec<Side>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineEntry {
+    pub ts: String,
+    pub offset_ms: u64,
+    pub conn: String,
+    pub side: Side,
+    pub what: String,
+}
+
+impl Session {
+    /// The one-line summary failure messages show.
+    pub fn brief(&self) -> String {
+        let conns: Vec<String> = std::iter::once(&self.control)
+            .chain(&self.data)
+            .map(|c| {
+                format!(
+                    "{} {}:{}->{}:{} {}/{}",
+                    c.conn,
+                    c.client.addr,
+                    c.client.port,
+                    c.server.addr,
+                    c.server.port,
+                    c.close,
+                    c.closed_by
+                )
+            })
+            .collect();
+        format!(
+            "session {} {} cause {:?} on {:?} [{}] evidence {:?}",
+            self.id,
+            self.state,
+            self.cause,
+            self.cause_conn,
+            conns.join(", "),
+            self.evidence
+        )
+    }
 }
 
 /// Parses one JSON line strictly: unknown types, kinds and fields are errors.
@@ -292,6 +396,9 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         Some("stats") => Ok(Line::Stats(
             serde_json::from_value(Value::Object(map)).map_err(bad)?,
         )),
+        Some("session") => Ok(Line::Session(Box::new(
+            serde_json::from_value(Value::Object(map)).map_err(bad)?,
+        ))),
         Some("event") => {
             let (common, specific): (Map<String, Value>, Map<String, Value>) = map
                 .into_iter()
@@ -311,6 +418,8 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
                 comm: common.comm,
                 socket: common.socket,
                 cpu: common.cpu,
+                session: common.session,
+                conn: common.conn,
                 line: line.to_owned(),
             })))
         }
@@ -474,11 +583,13 @@ impl Tracer {
             tail()
         );
         let mut events = Vec::new();
+        let mut sessions = Vec::new();
         let mut stats = Vec::new();
         let all_lines = lines.clone();
         for (n, line) in lines.iter().enumerate().skip(1) {
             match parse_line(line) {
                 Ok(Line::Event(event)) => events.push(*event),
+                Ok(Line::Session(session)) => sessions.push(*session),
                 Ok(Line::Stats(s)) => stats.push(s),
                 Ok(Line::Start(_)) => panic!("a second start line (line {}): {line}", n + 1),
                 Err(e) => panic!("line {} breaks the contract: {e}\nstderr:\n{stderr}", n + 1),
@@ -508,6 +619,7 @@ impl Tracer {
         Trace {
             start: self.start.clone(),
             events,
+            sessions,
             stats,
             stderr,
             lines: all_lines,
@@ -526,6 +638,7 @@ impl Drop for Tracer {
 pub struct Trace {
     pub start: Start,
     pub events: Vec<Event>,
+    pub sessions: Vec<Session>,
     /// Every stats line, the final one last.
     pub stats: Vec<Stats>,
     pub stderr: String,
@@ -583,8 +696,8 @@ mod tests {
     use super::*;
 
     const START: &str = r#"{"type":"start","schema":1,"version":"0.1.0","kernel":"6.18.44","ports":{"control":[21,2121],"active_data":20,"passive":[30000,30009]},"probes":[{"name":"sock:inet_sock_set_state","hook":"tracepoint","attached":true}]}"#;
-    const EVENT: &str = r#"{"type":"event","ts":"2026-11-25T02:15:22.259505404Z","kind":"socket_error","errno":"ECONNREFUSED","code":111,"side":"client","local_addr":"192.0.2.2","local_port":42212,"remote_addr":"192.0.2.1","remote_port":21,"netns":4026531833,"pid":12781,"comm":"curl","socket":1,"cpu":1}"#;
-    const STATS: &str = r#"{"type":"stats","events":6,"lost":0,"missed":0,"undecodable":0,"sockets":0,"final":true}"#;
+    const EVENT: &str = r#"{"type":"event","ts":"2026-11-25T02:15:22.259505404Z","kind":"socket_error","errno":"ECONNREFUSED","code":111,"side":"client","local_addr":"192.0.2.2","local_port":42212,"remote_addr":"192.0.2.1","remote_port":21,"netns":4026531833,"pid":12781,"comm":"curl","socket":1,"cpu":1,"session":"6a0b1c2d-1","conn":"control"}"#;
+    const STATS: &str = r#"{"type":"stats","events":6,"lost":0,"missed":0,"undecodable":0,"sockets":0,"sessions":1,"sessions_open":0,"sessions_evicted":0,"final":true}"#;
 
     #[test]
     fn parses_the_documented_lines() {

@@ -6,6 +6,7 @@ use std::{
     net::IpAddr,
     ops::RangeInclusive,
     path::{Path, PathBuf},
+    process::Command,
     time::Duration,
 };
 
@@ -44,6 +45,10 @@ pub struct VsftpdConfig {
     /// Log every command and reply (`log_ftp_protocol`), for
     /// [`Vsftpd::protocol_log`].
     pub log_protocol: bool,
+    /// Offer `AUTH TLS` with a self-signed certificate made at start.
+    pub tls: bool,
+    /// More `key=value` lines (e.g. `idle_session_timeout`, `max_clients`).
+    pub settings: Vec<(String, String)>,
 }
 
 impl VsftpdConfig {
@@ -56,7 +61,24 @@ impl VsftpdConfig {
             files: vec![("file".into(), 4 << 20)],
             anonymous_password: false,
             log_protocol: false,
+            tls: false,
+            settings: Vec::new(),
         }
+    }
+
+    /// Adds a `key=value` line to the config.
+    #[must_use]
+    pub fn with(mut self, key: &str, value: &str) -> Self {
+        self.settings.push((key.into(), value.into()));
+        self
+    }
+
+    /// Offers `AUTH TLS` with a self-signed certificate (which verifying
+    /// clients reject).
+    #[must_use]
+    pub fn with_tls(mut self) -> Self {
+        self.tls = true;
+        self
     }
 
     /// Ask anonymous users for a password and log every command and reply.
@@ -121,8 +143,52 @@ impl VsftpdConfig {
              isolate=NO\n\
              isolate_network=NO\n",
         );
+        if self.tls {
+            let dir = anon_root.parent().unwrap_or(anon_root);
+            let _ = writeln!(
+                conf,
+                "ssl_enable=YES\nallow_anon_ssl=YES\nforce_anon_logins_ssl=NO\nforce_anon_data_ssl=NO\n\
+                 require_ssl_reuse=NO\nrsa_cert_file={}\nrsa_private_key_file={}",
+                dir.join(TLS_CERT).display(),
+                dir.join(TLS_KEY).display()
+            );
+        }
+        for (key, value) in &self.settings {
+            let _ = writeln!(conf, "{key}={value}");
+        }
         conf
     }
+}
+
+/// The certificate and key files of a TLS server, in its directory.
+const TLS_CERT: &str = "cert.pem";
+const TLS_KEY: &str = "key.pem";
+
+#[track_caller]
+fn make_self_signed_certificate(dir: &Path) {
+    let out = crate::process::run(
+        Command::new("openssl").current_dir(dir).args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=ftp.example.org",
+            "-keyout",
+            TLS_KEY,
+            "-out",
+            TLS_CERT,
+        ]),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "openssl could not make a test certificate: {}",
+        out.stderr
+    );
 }
 
 /// The content of a served file of `len` bytes: a repeating pattern with a
@@ -154,6 +220,9 @@ impl Vsftpd {
             let path = root.join(name);
             std::fs::write(&path, pattern(*size))
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
+        if config.tls {
+            make_self_signed_certificate(dir.path());
         }
         let conf: PathBuf = dir.path().join("vsftpd.conf");
         std::fs::write(&conf, config.render(&root, &dir.path().join(PROTOCOL_LOG)))

@@ -1,0 +1,189 @@
+//! How one connection of a session ended, and who ended it, from what each
+//! end on this host saw.
+
+use crate::{
+    ftp_control::Side,
+    session::{Conn, View, other},
+};
+
+/// `ETIMEDOUT`, `ECONNREFUSED`.
+const ETIMEDOUT: i32 = 110;
+const ECONNREFUSED: i32 = 111;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    Fin,
+    Reset,
+    Timeout,
+    Refused,
+    Open,
+}
+
+impl Close {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+            Self::Refused => "refused",
+            Self::Open => "open",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClosedBy {
+    Client,
+    Server,
+    Middlebox,
+    Unknown,
+}
+
+impl ClosedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Server => "server",
+            Self::Middlebox => "middlebox",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    fn of(end: Side) -> Self {
+        match end {
+            Side::Client => Self::Client,
+            Side::Server => Self::Server,
+        }
+    }
+}
+
+/// The verdict on one connection, with when it was reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ending {
+    pub close: Close,
+    pub closed_by: ClosedBy,
+    /// When the deciding event happened (boot ns), if any.
+    pub at_ns: Option<u64>,
+}
+
+pub fn ending(conn: &Conn) -> Ending {
+    let seen: Vec<(Side, &View)> = conn.seen().collect();
+    let verdict = |close, closed_by, at_ns| Ending {
+        close,
+        closed_by,
+        at_ns,
+    };
+    // The kernel gave up on the connection: retransmissions or keepalive
+    // probes went unanswered. That end closed it.
+    if let Some((end, ns)) = first_error(&seen, ETIMEDOUT) {
+        return verdict(Close::Timeout, ClosedBy::of(end), Some(ns));
+    }
+    if let Some(refused) = refusal(conn) {
+        return refused;
+    }
+    if !conn.is_done() {
+        return verdict(Close::Open, ClosedBy::Unknown, None);
+    }
+    if !conn.established() {
+        // Never got through and nobody refused it: whoever stopped waiting.
+        let gave_up = seen
+            .iter()
+            .filter(|(_, v)| v.had_socket)
+            .filter_map(|(end, v)| v.closed_ns.map(|ns| (*end, ns)))
+            .min_by_key(|(_, ns)| *ns);
+        return match gave_up {
+            Some((end, ns)) => verdict(Close::Timeout, ClosedBy::of(end), Some(ns)),
+            None => verdict(Close::Timeout, ClosedBy::Unknown, None),
+        };
+    }
+    // The first of: a FIN sent, a reset sent, a reset received.
+    let mut first: Option<(u64, Close, ClosedBy)> = None;
+    let mut consider = |ns: u64, close: Close, by: ClosedBy| {
+        if first.is_none_or(|(at, ..)| ns < at) {
+            first = Some((ns, close, by));
+        }
+    };
+    for (end, view) in &seen {
+        if let Some(ns) = view.fin_sent_ns {
+            consider(ns, Close::Fin, ClosedBy::of(*end));
+        }
+        if let Some(ns) = view.fin_received_ns {
+            consider(ns, Close::Fin, ClosedBy::of(other(*end)));
+        }
+        if let Some((ns, _)) = view.resets_sent.first() {
+            consider(*ns, Close::Reset, ClosedBy::of(*end));
+        }
+        if let Some((ns, _)) = view.resets_received.first() {
+            consider(*ns, Close::Reset, reset_sender(conn, *end));
+        }
+    }
+    match first {
+        Some((ns, close, by)) => verdict(close, by, Some(ns)),
+        None => verdict(Close::Fin, ClosedBy::Unknown, None),
+    }
+}
+
+/// Who sent the reset that `receiver` got: the peer when its end is not on
+/// this host (the best guess, see the evidence); when it is, the peer only
+/// if its socket sent one, else something in between forged it.
+pub fn reset_sender(conn: &Conn, receiver: Side) -> ClosedBy {
+    let sender = other(receiver);
+    match conn.view(sender) {
+        Some(view) if view.had_socket => {
+            if view.resets_sent.is_empty() && view.resets_sent_without_socket == 0 {
+                ClosedBy::Middlebox
+            } else {
+                ClosedBy::of(sender)
+            }
+        }
+        _ => ClosedBy::of(sender),
+    }
+}
+
+fn first_error(seen: &[(Side, &View)], errno: i32) -> Option<(Side, u64)> {
+    seen.iter()
+        .flat_map(|(end, v)| {
+            v.errors
+                .iter()
+                .filter(move |(_, e)| *e == errno)
+                .map(move |(ns, _)| (*end, *ns))
+        })
+        .min_by_key(|(_, ns)| *ns)
+}
+
+/// A SYN answered by a reset: the client's connect failed with
+/// ECONNREFUSED or got a reset in SYN_SENT, or the server's host answered
+/// the SYN with a reset from no socket.
+fn refusal(conn: &Conn) -> Option<Ending> {
+    if conn.established() {
+        return None;
+    }
+    let client = conn.view(Side::Client);
+    let at_client = client.and_then(|v| {
+        v.errors
+            .iter()
+            .find(|(_, e)| *e == ECONNREFUSED)
+            .map(|(ns, _)| *ns)
+            .or_else(|| {
+                v.resets_received
+                    .iter()
+                    .find(|(_, state)| state == "SYN_SENT")
+                    .map(|(ns, _)| *ns)
+            })
+    });
+    let server = conn.view(Side::Server);
+    let by_server_host = server
+        .filter(|v| v.resets_sent_without_socket > 0 || !v.resets_sent.is_empty())
+        .map(|v| v.first_ns);
+    let at_ns = at_client.or(by_server_host)?;
+    // A server end on this host that sent no reset did not refuse it.
+    let closed_by = match server {
+        Some(_) if by_server_host.is_none() => ClosedBy::Middlebox,
+        _ => ClosedBy::Server,
+    };
+    Some(Ending {
+        close: Close::Refused,
+        closed_by,
+        at_ns: Some(at_ns),
+    })
+}

@@ -1,0 +1,599 @@
+//! Why a session ended: a stable label, the connection it hit, and the
+//! evidence, each sentence citing the timeline or the kernel's counts.
+//!
+//! The rules are tried in order; the first that holds is the cause. The
+//! order puts what the kernel proves (a refused SYN, a timeout) before what
+//! the FTP dialogue suggests (a 421, a missing QUIT), and a clean end last.
+
+use crate::{
+    connection_close::{Close, ClosedBy, Ending, ending},
+    event::EventKind,
+    ftp_control::{ControlEvent, Side, Verb},
+    output::describe,
+    session::{ConnId, Entry, Session},
+};
+
+/// A TLS handshake that fails ends within this long of the `234`.
+const TLS_HANDSHAKE_NS: u64 = 10_000_000_000;
+/// A client that gives up on the handshake sends at most this many
+/// encrypted segments (ClientHello, TLS 1.3's compatibility
+/// ChangeCipherSpec, an alert); one that completes it and logs in sends at
+/// least five (ClientHello, Finished, USER, PASS, QUIT).
+const TLS_FAILED_CLIENT_SEGMENTS: u32 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    Clean,
+    ServerIdleTimeout,
+    ClientAbort,
+    DataConnectionBlocked,
+    DataConnectionRefused,
+    PacketLossRecovered,
+    RetransmissionTimeout,
+    MiddleboxReset,
+    PeerReset,
+    KeepaliveTimeout,
+    ConnectionRefused,
+    ServerLimit,
+    TlsFailure,
+    Unknown,
+}
+
+impl Cause {
+    pub const ALL: [Self; 14] = [
+        Self::Clean,
+        Self::ServerIdleTimeout,
+        Self::ClientAbort,
+        Self::DataConnectionBlocked,
+        Self::DataConnectionRefused,
+        Self::PacketLossRecovered,
+        Self::RetransmissionTimeout,
+        Self::MiddleboxReset,
+        Self::PeerReset,
+        Self::KeepaliveTimeout,
+        Self::ConnectionRefused,
+        Self::ServerLimit,
+        Self::TlsFailure,
+        Self::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clean => "clean",
+            Self::ServerIdleTimeout => "server_idle_timeout",
+            Self::ClientAbort => "client_abort",
+            Self::DataConnectionBlocked => "data_connection_blocked",
+            Self::DataConnectionRefused => "data_connection_refused",
+            Self::PacketLossRecovered => "packet_loss_recovered",
+            Self::RetransmissionTimeout => "retransmission_timeout",
+            Self::MiddleboxReset => "middlebox_reset",
+            Self::PeerReset => "peer_reset",
+            Self::KeepaliveTimeout => "keepalive_timeout",
+            Self::ConnectionRefused => "connection_refused",
+            Self::ServerLimit => "server_limit",
+            Self::TlsFailure => "tls_failure",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// `None` for a session still open with nothing wrong so far.
+    pub cause: Option<Cause>,
+    pub cause_conn: Option<ConnId>,
+    pub evidence: Vec<String>,
+}
+
+pub fn diagnose(session: &Session) -> Diagnosis {
+    let endings: Vec<(ConnId, Ending)> = session.conns().map(|c| (c.id, ending(c))).collect();
+    let control = endings[0].1;
+    let data = &endings[1..];
+    let found = connection_refused(session, control)
+        .or_else(|| server_limit(session))
+        .or_else(|| tls_failure(session, control))
+        .or_else(|| data_refused(session, data))
+        .or_else(|| data_blocked(session, data))
+        .or_else(|| timeout(session, &endings))
+        .or_else(|| middlebox_reset(session, &endings))
+        .or_else(|| server_idle_timeout(session, control))
+        .or_else(|| client_abort(session, control))
+        .or_else(|| peer_reset(session, &endings))
+        .or_else(|| packet_loss_recovered(session, control));
+    if let Some(found) = found {
+        return found;
+    }
+    let all_fin = endings.iter().all(|(_, e)| e.close == Close::Fin);
+    if all_fin && session.quit_ns.is_some() {
+        let mut evidence = vec![format!(
+            "the client said QUIT{} and every connection closed with FIN",
+            cite_first(session, |e| is_command(e, &Verb::Quit))
+        )];
+        evidence.push(format!("{} data connection(s)", session.data.len()));
+        return found_at(Cause::Clean, None, evidence);
+    }
+    if control.close == Close::Open {
+        return Diagnosis {
+            cause: None,
+            cause_conn: None,
+            evidence: vec!["the control connection is still open".into()],
+        };
+    }
+    found_at(
+        Cause::Unknown,
+        None,
+        vec![format!(
+            "the control connection closed with {} by {} and no rule matched",
+            control.close.as_str(),
+            control.closed_by.as_str()
+        )],
+    )
+}
+
+fn found_at(cause: Cause, conn: Option<ConnId>, evidence: Vec<String>) -> Diagnosis {
+    Diagnosis {
+        cause: Some(cause),
+        cause_conn: conn,
+        evidence,
+    }
+}
+
+fn connection_refused(session: &Session, control: Ending) -> Option<Diagnosis> {
+    if control.close != Close::Refused {
+        return None;
+    }
+    let mut evidence = vec![format!(
+        "the control connection's SYN was answered by a reset{}",
+        cite_first(session, |e| {
+            e.conn == ConnId::Control
+                && matches!(
+                    &e.kind,
+                    EventKind::ResetReceived { .. }
+                        | EventKind::SocketError { errno: 111 }
+                        | EventKind::ResetSent { state: None, .. }
+                )
+        })
+    )];
+    if control.closed_by == ClosedBy::Middlebox {
+        evidence.push(
+            "the server's end on this host sent no reset: a firewall or middlebox answered".into(),
+        );
+    }
+    Some(found_at(
+        Cause::ConnectionRefused,
+        Some(ConnId::Control),
+        evidence,
+    ))
+}
+
+fn server_limit(session: &Session) -> Option<Diagnosis> {
+    let greeting = session.timeline.entries().find(|e| {
+        e.conn == ConnId::Control
+            && matches!(
+                &e.kind,
+                EventKind::Ftp {
+                    event: ControlEvent::Reply { .. },
+                    ..
+                }
+            )
+    });
+    if let Some(entry) = greeting
+        && matches!(
+            &entry.kind,
+            EventKind::Ftp {
+                event: ControlEvent::Reply { code: 421, .. },
+                ..
+            }
+        )
+    {
+        return Some(found_at(
+            Cause::ServerLimit,
+            Some(ConnId::Control),
+            vec![format!(
+                "the server greeted with 421, refusing the session{}",
+                cite(session, entry)
+            )],
+        ));
+    }
+    let overflow = |e: &Entry| {
+        e.conn == ConnId::Control
+            && matches!(&e.kind, EventKind::Drop { reason: Some(r), .. } if r.contains("LISTEN_OVERFLOW"))
+    };
+    let overflows = count(session, overflow);
+    if overflows > 0 {
+        return Some(found_at(
+            Cause::ServerLimit,
+            Some(ConnId::Control),
+            vec![format!(
+                "{overflows} packet(s) dropped because the server's accept queue was full{}",
+                cite_first(session, overflow)
+            )],
+        ));
+    }
+    None
+}
+
+fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
+    let tls_at = session.encrypted_ns?;
+    let ended_at = control.at_ns?;
+    let [client_segments, server_segments] = session.encrypted_segments;
+    let soon = ended_at.saturating_sub(tls_at) <= TLS_HANDSHAKE_NS;
+    let handshake_only = client_segments <= TLS_FAILED_CLIENT_SEGMENTS;
+    if !(soon && handshake_only && !session.data.iter().any(|c| c.established())) {
+        return None;
+    }
+    let began = if session.control.server.port() == 990 {
+        "implicit TLS (port 990) began with the connection".to_owned()
+    } else {
+        format!(
+            "the channel switched to TLS{}",
+            cite_first(session, |e| matches!(
+                &e.kind,
+                EventKind::Ftp {
+                    event: ControlEvent::Encrypted,
+                    ..
+                }
+            ))
+        )
+    };
+    Some(found_at(
+        Cause::TlsFailure,
+        Some(ConnId::Control),
+        vec![
+            began,
+            format!(
+                "then the client sent {client_segments} and the server {server_segments} \
+                 encrypted segment(s): too few for a completed handshake and a login"
+            ),
+            format!(
+                "the control connection closed with {} by {} {} ms after TLS began",
+                control.close.as_str(),
+                control.closed_by.as_str(),
+                ended_at.saturating_sub(tls_at) / 1_000_000
+            ),
+        ],
+    ))
+}
+
+fn data_refused(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diagnosis> {
+    let (id, ending) = data.iter().find(|(_, e)| e.close == Close::Refused)?;
+    let mut evidence = vec![format!(
+        "{}'s SYN was answered by a reset{}",
+        id.label(),
+        cite_first(session, |e| {
+            e.conn == *id
+                && matches!(
+                    &e.kind,
+                    EventKind::ResetReceived { .. }
+                        | EventKind::SocketError { errno: 111 }
+                        | EventKind::ResetSent { state: None, .. }
+                )
+        })
+    )];
+    if ending.closed_by == ClosedBy::Middlebox {
+        evidence.push(format!(
+            "the server's end of {} on this host sent no reset: a firewall or middlebox answered",
+            id.label()
+        ));
+    }
+    add_reply(session, &mut evidence, 425);
+    Some(found_at(Cause::DataConnectionRefused, Some(*id), evidence))
+}
+
+fn data_blocked(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diagnosis> {
+    let stuck = data
+        .iter()
+        .find(|(id, e)| !session.conn(*id).established() && e.close != Close::Refused);
+    let unused = session.expectations.iter().find(|x| x.used_by.is_none());
+    let said_425 = session.replies.contains(&425);
+    let mut evidence = Vec::new();
+    let conn = if let Some((id, _)) = stuck {
+        let conn = session.conn(*id);
+        evidence.push(format!(
+            "{} to {} never reached ESTABLISHED",
+            id.label(),
+            conn.server
+        ));
+        let syn_retransmits: u32 = conn.seen().map(|(_, v)| v.syn_retransmits).sum();
+        if syn_retransmits > 0 {
+            evidence.push(format!(
+                "{syn_retransmits} SYN retransmit(s) went unanswered{}",
+                cite_first(session, |e| e.conn == *id
+                    && matches!(e.kind, EventKind::Retransmit { syn: true, .. }))
+            ));
+        }
+        let drops = count(session, |e| {
+            e.conn == *id && matches!(e.kind, EventKind::Drop { .. })
+        });
+        if drops > 0 {
+            evidence.push(format!(
+                "{drops} of its packet(s) dropped on this host{}",
+                cite_first(session, |e| e.conn == *id
+                    && matches!(e.kind, EventKind::Drop { .. }))
+            ));
+        }
+        Some(*id)
+    } else if let Some(x) = unused.filter(|_| said_425) {
+        evidence.push(format!(
+            "data endpoint port {} was announced{} and no connection to it was seen",
+            x.port,
+            cite_first(session, |e| matches!(&e.kind,
+                EventKind::Ftp { event: ControlEvent::DataEndpoint { port, .. }, .. } if *port == x.port))
+        ));
+        None
+    } else {
+        return None;
+    };
+    add_reply(session, &mut evidence, 425);
+    Some(found_at(Cause::DataConnectionBlocked, conn, evidence))
+}
+
+fn timeout(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnosis> {
+    let (id, ending) = endings
+        .iter()
+        .find(|(_, e)| e.close == Close::Timeout && e.closed_by != ClosedBy::Unknown)?;
+    let conn = session.conn(*id);
+    let end = match ending.closed_by {
+        ClosedBy::Server => Side::Server,
+        _ => Side::Client,
+    };
+    let view = conn.view(end)?;
+    // A connection that never established and timed out is the data
+    // rule's; here only kernel timeouts (ETIMEDOUT) count.
+    view.errors.iter().find(|(_, e)| *e == 110)?;
+    let gave_up = format!(
+        "the {} end's kernel gave up on {}{}",
+        ending.closed_by.as_str(),
+        id.label(),
+        cite_first(session, |e| e.conn == *id
+            && matches!(e.kind, EventKind::SocketError { errno: 110 }))
+    );
+    if view.keepalive_probes > 0 {
+        return Some(found_at(
+            Cause::KeepaliveTimeout,
+            Some(*id),
+            vec![
+                format!(
+                    "{} keepalive probe(s) went unanswered{}",
+                    view.keepalive_probes,
+                    cite_first(session, |e| e.conn == *id
+                        && matches!(e.kind, EventKind::KeepaliveProbe { .. }))
+                ),
+                gave_up,
+            ],
+        ));
+    }
+    let mut evidence = Vec::new();
+    if view.retransmits + view.syn_retransmits > 0 {
+        evidence.push(format!(
+            "{} retransmit(s) went unanswered{}",
+            view.retransmits + view.syn_retransmits,
+            cite_first(session, |e| e.conn == *id
+                && matches!(e.kind, EventKind::Retransmit { .. }))
+        ));
+    }
+    evidence.push(gave_up);
+    Some(found_at(Cause::RetransmissionTimeout, Some(*id), evidence))
+}
+
+fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnosis> {
+    let (id, ending) = endings
+        .iter()
+        .find(|(_, e)| e.close == Close::Reset && e.closed_by == ClosedBy::Middlebox)?;
+    let conn = session.conn(*id);
+    let receiver = conn
+        .seen()
+        .find(|(_, v)| !v.resets_received.is_empty())
+        .map(|(end, _)| end)?;
+    let _ = ending;
+    Some(found_at(
+        Cause::MiddleboxReset,
+        Some(*id),
+        vec![
+            format!(
+                "the {} end received a reset{}",
+                Side::as_str(receiver),
+                cite_first(session, |e| e.conn == *id
+                    && matches!(e.kind, EventKind::ResetReceived { .. }))
+            ),
+            format!(
+                "both ends of {} are on this host and the {}'s TCP stack sent no reset: \
+                 something in between forged it",
+                id.label(),
+                Side::as_str(crate::session::other(receiver))
+            ),
+        ],
+    ))
+}
+
+fn server_idle_timeout(session: &Session, control: Ending) -> Option<Diagnosis> {
+    if control.closed_by != ClosedBy::Server {
+        return None;
+    }
+    let mut replies = session.timeline.entries().filter(|e| {
+        e.conn == ConnId::Control
+            && matches!(
+                &e.kind,
+                EventKind::Ftp {
+                    event: ControlEvent::Reply { .. },
+                    ..
+                }
+            )
+    });
+    replies.next()?; // the greeting
+    let timed_out = replies.find(|e| {
+        matches!(
+            &e.kind,
+            EventKind::Ftp {
+                event: ControlEvent::Reply { code: 421, .. },
+                ..
+            }
+        )
+    })?;
+    let before = session
+        .timeline
+        .entries()
+        .filter(|e| {
+            e.ns < timed_out.ns
+                && matches!(
+                    &e.kind,
+                    EventKind::Ftp {
+                        from: Side::Client,
+                        ..
+                    }
+                )
+        })
+        .map(|e| e.ns)
+        .max()
+        .unwrap_or(session.start_ns);
+    Some(found_at(
+        Cause::ServerIdleTimeout,
+        Some(ConnId::Control),
+        vec![
+            format!(
+                "the server said 421 after {} ms without a command{}",
+                timed_out.ns.saturating_sub(before) / 1_000_000,
+                cite(session, timed_out)
+            ),
+            format!(
+                "then the server closed the control connection with {}",
+                control.close.as_str()
+            ),
+        ],
+    ))
+}
+
+fn client_abort(session: &Session, control: Ending) -> Option<Diagnosis> {
+    let abort = |e: &Entry| {
+        matches!(&e.kind, EventKind::Ftp { event: ControlEvent::Command { verb: Verb::Other(v), .. }, .. } if v == "ABOR")
+            || matches!(
+                &e.kind,
+                EventKind::Ftp {
+                    event: ControlEvent::Reply { code: 426, .. },
+                    ..
+                }
+            )
+    };
+    if count(session, abort) > 0 {
+        return Some(found_at(
+            Cause::ClientAbort,
+            Some(ConnId::Control),
+            vec![format!(
+                "the transfer was aborted{}",
+                cite_first(session, abort)
+            )],
+        ));
+    }
+    if control.closed_by != ClosedBy::Client || session.quit_ns.is_some() {
+        return None;
+    }
+    let mut evidence = vec![format!(
+        "the client closed the control connection with {} without QUIT{}",
+        control.close.as_str(),
+        control
+            .at_ns
+            .map(|ns| format!(" (+{} ms)", session.offset_ms(ns)))
+            .unwrap_or_default()
+    )];
+    if session.transfer_open {
+        evidence.push("a transfer had started (150) and not finished".into());
+    }
+    Some(found_at(
+        Cause::ClientAbort,
+        Some(ConnId::Control),
+        evidence,
+    ))
+}
+
+fn peer_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnosis> {
+    let (id, ending) = endings.iter().find(|(_, e)| e.close == Close::Reset)?;
+    let conn = session.conn(*id);
+    let mut evidence = vec![format!(
+        "the {} reset {}{}",
+        ending.closed_by.as_str(),
+        id.label(),
+        cite_first(session, |e| e.conn == *id
+            && matches!(
+                e.kind,
+                EventKind::ResetSent { .. } | EventKind::ResetReceived { .. }
+            ))
+    )];
+    let sender_seen = match ending.closed_by {
+        ClosedBy::Client => conn.view(Side::Client).is_some_and(|v| v.had_socket),
+        ClosedBy::Server => conn.view(Side::Server).is_some_and(|v| v.had_socket),
+        _ => false,
+    };
+    if !sender_seen {
+        evidence
+            .push("only the receiving end is on this host: a middlebox cannot be ruled out".into());
+    }
+    Some(found_at(Cause::PeerReset, Some(*id), evidence))
+}
+
+fn packet_loss_recovered(session: &Session, control: Ending) -> Option<Diagnosis> {
+    if control.close == Close::Open {
+        return None;
+    }
+    let mut evidence = Vec::new();
+    let mut worst: Option<(ConnId, u32)> = None;
+    for conn in session.conns() {
+        let n: u32 = conn
+            .seen()
+            .map(|(_, v)| v.retransmits + v.syn_retransmits)
+            .sum();
+        if n > 0 {
+            evidence.push(format!(
+                "{} retransmit(s) on {}{}",
+                n,
+                conn.id.label(),
+                cite_first(session, |e| e.conn == conn.id
+                    && matches!(e.kind, EventKind::Retransmit { .. }))
+            ));
+            if worst.is_none_or(|(_, w)| n > w) {
+                worst = Some((conn.id, n));
+            }
+        }
+    }
+    let (id, _) = worst?;
+    evidence.push("the session still completed: the losses were recovered".into());
+    Some(found_at(Cause::PacketLossRecovered, Some(id), evidence))
+}
+
+fn add_reply(session: &Session, evidence: &mut Vec<String>, code: u16) {
+    let said = |e: &Entry| matches!(&e.kind, EventKind::Ftp { event: ControlEvent::Reply { code: c, .. }, .. } if *c == code);
+    if count(session, said) > 0 {
+        evidence.push(format!(
+            "the server replied {code}{}",
+            cite_first(session, said)
+        ));
+    }
+}
+
+fn is_command(entry: &Entry, verb: &Verb) -> bool {
+    matches!(&entry.kind, EventKind::Ftp { event: ControlEvent::Command { verb: v, .. }, .. } if v == verb)
+}
+
+fn count(session: &Session, what: impl Fn(&Entry) -> bool) -> usize {
+    session.timeline.entries().filter(|e| what(e)).count()
+}
+
+/// ` (+12 ms data:1 client: retransmit SYN in SYN_SENT)` for the first
+/// timeline entry that matches, or nothing.
+fn cite_first(session: &Session, what: impl Fn(&Entry) -> bool) -> String {
+    session
+        .timeline
+        .entries()
+        .find(|e| what(e))
+        .map(|e| cite(session, e))
+        .unwrap_or_default()
+}
+
+fn cite(session: &Session, entry: &Entry) -> String {
+    format!(
+        " (+{} ms {} {}: {})",
+        session.offset_ms(entry.ns),
+        entry.conn.label(),
+        Side::as_str(entry.seen_at),
+        describe(&entry.kind)
+    )
+}

@@ -1,0 +1,953 @@
+//! FTP sessions: one control connection plus the data connections its
+//! `227`/`229`/`PORT`/`EPRT` announced, assembled from the kernel's events.
+//!
+//! A connection is the same whichever end of it is on this host: both ends
+//! are merged on the 4-tuple (a lab, or a host that is client and server,
+//! sees each connection twice, once per network namespace), and each end's
+//! events are kept apart as that end's [`View`]. What the views add up to
+//! (how a connection closed, who closed it, why the session ended) is
+//! decided in [`crate::connection_close`] and [`crate::disconnect_cause`].
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
+};
+
+use crate::{
+    event::{EventKind, KernelEvent},
+    ftp_control::{ControlEvent, Side, Verb},
+    ports::PortSet,
+};
+
+/// Sessions followed at once; past it the one quiet longest is evicted
+/// (counted, never silently).
+pub const MAX_OPEN_SESSIONS: usize = 4096;
+/// Timeline entries kept from a session's start, and again from its end:
+/// a long session keeps how it began and how it ended.
+pub const TIMELINE_HEAD: usize = 100;
+pub const TIMELINE_TAIL: usize = 100;
+/// Commands and replies listed per session.
+pub const MAX_LISTED: usize = 200;
+/// An announced data endpoint not connected to within this long is dropped.
+pub const EXPECTATION_TTL_NS: u64 = 60_000_000_000;
+/// A session whose connections all closed is emitted once it has been quiet
+/// this long, so the late events of the other end and stray resets land in it.
+pub const LINGER_NS: u64 = 2_000_000_000;
+/// A closed control connection waits at most this long for its data
+/// connections' last events.
+pub const DATA_GRACE_NS: u64 = 30_000_000_000;
+/// Events of a socket held back until its 4-tuple is known (a connecting
+/// socket has no local port yet).
+const MAX_PENDING_PER_SOCKET: usize = 16;
+const MAX_PENDING_SOCKETS: usize = 4096;
+/// Socket-less events kept for a connection that may start just after them.
+const MAX_ORPHANS: usize = 256;
+const ORPHAN_TTL_NS: u64 = 1_000_000_000;
+
+/// Which connection of a session: the control connection or data:N (from 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConnId {
+    Control,
+    Data(usize),
+}
+
+impl ConnId {
+    pub fn label(self) -> String {
+        match self {
+            Self::Control => "control".into(),
+            Self::Data(n) => format!("data:{n}"),
+        }
+    }
+}
+
+/// How a data connection was tied to its session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkedBy {
+    /// A `227`/`229`/`PORT`/`EPRT` announced its endpoint.
+    Announcement,
+    /// The control channel was unreadable (TLS): same client address, a data
+    /// port, the most recently active session.
+    Heuristic,
+}
+
+/// One end's account of a connection: what its socket did.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// The end had a socket (else only socket-less packets were seen: drops,
+    /// resets for a port nobody listens on).
+    pub had_socket: bool,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub syn_sent: bool,
+    pub established_ns: Option<u64>,
+    /// This end sent the first FIN (ESTABLISHED → FIN_WAIT1).
+    pub fin_sent_ns: Option<u64>,
+    /// The peer's FIN arrived first (ESTABLISHED → CLOSE_WAIT).
+    pub fin_received_ns: Option<u64>,
+    pub resets_sent: Vec<(u64, Option<String>)>,
+    /// Resets this end's socket sent for a segment after it was gone.
+    pub resets_sent_without_socket: u32,
+    pub resets_received: Vec<(u64, String)>,
+    pub errors: Vec<(u64, i32)>,
+    pub retransmits: u32,
+    pub syn_retransmits: u32,
+    /// Retransmits after this end closed (its FIN): not data lost.
+    pub closing_retransmits: u32,
+    pub keepalive_probes: u32,
+    pub zero_window_probes: u32,
+    /// Dropped packets: (when, reason, flags, where).
+    pub drops: Vec<(u64, Option<String>, u8, Option<String>)>,
+    pub closed_ns: Option<u64>,
+    pub destroyed: bool,
+}
+
+impl View {
+    /// Nothing more will happen on this end.
+    pub fn is_done(&self) -> bool {
+        !self.had_socket || self.closed_ns.is_some() || self.destroyed
+    }
+}
+
+/// A TCP connection of a session, with what each end on this host saw.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub id: ConnId,
+    /// The FTP client's end and the FTP server's end.
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub linked_by: LinkedBy,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// `[client's end, server's end]`.
+    pub views: [Option<View>; 2],
+    /// The kernel's expectation for this connection's port is held while it lives.
+    pub holds_port: Option<u16>,
+}
+
+impl Conn {
+    fn new(id: ConnId, client: SocketAddr, server: SocketAddr, ns: u64, by: LinkedBy) -> Self {
+        Self {
+            id,
+            client,
+            server,
+            linked_by: by,
+            first_ns: ns,
+            last_ns: ns,
+            views: [None, None],
+            holds_port: None,
+        }
+    }
+
+    pub fn view(&self, end: Side) -> Option<&View> {
+        self.views[end_index(end)].as_ref()
+    }
+
+    fn view_mut(&mut self, end: Side, ns: u64) -> &mut View {
+        self.views[end_index(end)].get_or_insert_with(|| View {
+            first_ns: ns,
+            last_ns: ns,
+            ..View::default()
+        })
+    }
+
+    /// Every end seen is done (and at least one was seen).
+    pub fn is_done(&self) -> bool {
+        self.views.iter().flatten().all(View::is_done) && self.views.iter().any(Option::is_some)
+    }
+
+    pub fn seen(&self) -> impl Iterator<Item = (Side, &View)> {
+        [Side::Client, Side::Server]
+            .into_iter()
+            .filter_map(|end| self.view(end).map(|v| (end, v)))
+    }
+
+    /// Either end reached ESTABLISHED.
+    pub fn established(&self) -> bool {
+        self.seen().any(|(_, v)| v.established_ns.is_some())
+    }
+}
+
+fn end_index(end: Side) -> usize {
+    match end {
+        Side::Client => 0,
+        Side::Server => 1,
+    }
+}
+
+/// A data endpoint announced on the control channel, waiting for its connection.
+#[derive(Clone, Debug)]
+pub struct Expectation {
+    pub announced_by: Side,
+    /// `None` for `229`: the control connection's server address.
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+    pub at_ns: u64,
+    /// The connection that used it.
+    pub used_by: Option<ConnId>,
+}
+
+/// One line of a session's disconnect timeline.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub ns: u64,
+    pub conn: ConnId,
+    /// The end whose kernel reported it.
+    pub seen_at: Side,
+    pub kind: EventKind,
+}
+
+/// A session's timeline: its first and its last entries, with how many in
+/// between were left out.
+#[derive(Clone, Debug, Default)]
+pub struct Timeline {
+    pub head: Vec<Entry>,
+    pub tail: VecDeque<Entry>,
+    pub omitted: u64,
+}
+
+impl Timeline {
+    fn push(&mut self, entry: Entry) {
+        if self.head.len() < TIMELINE_HEAD {
+            self.head.push(entry);
+            return;
+        }
+        if self.tail.len() == TIMELINE_TAIL {
+            self.tail.pop_front();
+            self.omitted += 1;
+        }
+        self.tail.push_back(entry);
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.head.iter().chain(self.tail.iter())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: String,
+    pub start_ns: u64,
+    pub last_ns: u64,
+    pub seeded: bool,
+    pub control: Conn,
+    pub data: Vec<Conn>,
+    pub user: Option<String>,
+    pub commands: Vec<String>,
+    pub replies: Vec<u16>,
+    /// Commands and replies beyond [`MAX_LISTED`].
+    pub unlisted: u64,
+    pub quit_ns: Option<u64>,
+    /// `150`/`125` without a closing reply yet.
+    pub transfer_open: bool,
+    /// When the channel turned to TLS (`234`, or port 990 from the start).
+    pub encrypted_ns: Option<u64>,
+    /// Control segments carrying payload after encryption, by sender
+    /// `[client, server]`: a TLS handshake that failed stops early.
+    pub encrypted_segments: [u32; 2],
+    pub expectations: Vec<Expectation>,
+    pub timeline: Timeline,
+    /// Any `ftp` event was seen: the channel is readable.
+    pub control_readable: bool,
+}
+
+impl Session {
+    pub fn conn(&self, id: ConnId) -> &Conn {
+        match id {
+            ConnId::Control => &self.control,
+            ConnId::Data(n) => &self.data[n - 1],
+        }
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> &mut Conn {
+        match id {
+            ConnId::Control => &mut self.control,
+            ConnId::Data(n) => &mut self.data[n - 1],
+        }
+    }
+
+    pub fn conns(&self) -> impl Iterator<Item = &Conn> {
+        std::iter::once(&self.control).chain(self.data.iter())
+    }
+
+    /// Ends of the control connection seen on this host.
+    pub fn seen_from(&self) -> Vec<Side> {
+        self.control.seen().map(|(end, _)| end).collect()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.control.is_done() && self.data.iter().all(Conn::is_done)
+    }
+
+    /// The offset of `ns` from the session's start, in milliseconds.
+    pub fn offset_ms(&self, ns: u64) -> u64 {
+        ns.saturating_sub(self.start_ns) / 1_000_000
+    }
+
+    fn encrypted(&self) -> bool {
+        self.encrypted_ns.is_some()
+    }
+}
+
+/// Where an event landed: its session and connection, and which end of it
+/// this host's socket is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub session: String,
+    pub conn: ConnId,
+    pub end: Side,
+}
+
+/// A change for the kernel's port map: trace (or stop tracing) a data port
+/// that an announcement made expected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortUpdate {
+    pub port: u16,
+    pub expected: bool,
+}
+
+/// Every session being followed.
+#[derive(Debug)]
+pub struct Sessions {
+    ports: PortSet,
+    id_prefix: String,
+    next_id: u64,
+    capacity: usize,
+    open: HashMap<String, Session>,
+    /// (client, server) 4-tuple → session and connection.
+    by_tuple: HashMap<(SocketAddr, SocketAddr), (String, ConnId)>,
+    /// (netns, socket) → its session and connection, while the socket lives
+    /// (the kernel reuses a freed socket's address).
+    by_socket: HashMap<(Option<u32>, u64), (String, ConnId)>,
+    /// Socket-less events that matched no connection yet, e.g. the reset
+    /// for a refused SYN, which the kernel reports before dropping the SYN.
+    orphans: VecDeque<KernelEvent>,
+    /// Events of sockets whose 4-tuple is not known yet.
+    pending: HashMap<(Option<u32>, u64), Vec<KernelEvent>>,
+    /// Data ports the kernel traces because of an announcement: port →
+    /// (deadline, connections holding it).
+    expected_ports: HashMap<u16, (u64, u32)>,
+    port_updates: Vec<PortUpdate>,
+    pub evicted: u64,
+    pub started: u64,
+}
+
+impl Sessions {
+    pub fn new(ports: PortSet, id_prefix: impl Into<String>) -> Self {
+        Self::with_capacity(ports, id_prefix, MAX_OPEN_SESSIONS)
+    }
+
+    pub fn with_capacity(ports: PortSet, id_prefix: impl Into<String>, capacity: usize) -> Self {
+        Self {
+            ports,
+            id_prefix: id_prefix.into(),
+            next_id: 0,
+            capacity: capacity.max(1),
+            open: HashMap::new(),
+            by_tuple: HashMap::new(),
+            by_socket: HashMap::new(),
+            orphans: VecDeque::new(),
+            pending: HashMap::new(),
+            expected_ports: HashMap::new(),
+            port_updates: Vec::new(),
+            evicted: 0,
+            started: 0,
+        }
+    }
+
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Kernel port-map changes since the last call.
+    pub fn take_port_updates(&mut self) -> Vec<PortUpdate> {
+        std::mem::take(&mut self.port_updates)
+    }
+
+    /// Files `event` under its session. Returns where it landed, or `None`
+    /// for an event of no session (yet). Evicted sessions are returned in
+    /// `evicted_out` so they are still reported.
+    pub fn observe(&mut self, event: &KernelEvent, out: &mut Vec<Session>) -> Option<Placement> {
+        if let EventKind::ControlSegment(segment) = &event.kind {
+            // Only counted: the parser turns readable segments into `ftp` events.
+            if segment.payload_len > 0 {
+                self.count_encrypted_segment(event, segment.outgoing);
+            }
+            return None;
+        }
+        let key = event.sock.map(|sk| (event.netns, sk));
+        if let Some(key) = key
+            && !self.by_socket.contains_key(&key)
+            && !full_tuple(event)
+        {
+            self.hold_back(key, event, out);
+            return None;
+        }
+        if let Some(key) = key
+            && let Some(held) = self.pending.remove(&key)
+        {
+            // They happened before the socket had its 4-tuple: file them
+            // under the one it has now.
+            for mut earlier in held {
+                earlier.local = event.local;
+                earlier.remote = event.remote;
+                self.place(&earlier, out);
+            }
+        }
+        self.place(event, out)
+    }
+
+    /// Sessions that have ended by `now_ns` (boot time), and the expired
+    /// expectations' ports released.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<Session> {
+        let ended: Vec<String> = self
+            .open
+            .values()
+            .filter(|s| {
+                let quiet = now_ns.saturating_sub(s.last_ns);
+                (s.is_done() && quiet >= LINGER_NS)
+                    || (s.control.is_done() && quiet >= DATA_GRACE_NS)
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        let finished = ended.iter().filter_map(|id| self.close(id)).collect();
+        let expired: Vec<u16> = self
+            .expected_ports
+            .iter()
+            .filter(|(_, (deadline, holders))| *holders == 0 && *deadline <= now_ns)
+            .map(|(port, _)| *port)
+            .collect();
+        for port in expired {
+            self.expected_ports.remove(&port);
+            self.port_updates.push(PortUpdate {
+                port,
+                expected: false,
+            });
+        }
+        finished
+    }
+
+    /// Every session still open, for the end of the run.
+    pub fn drain(&mut self) -> Vec<Session> {
+        let mut ids: Vec<String> = self.open.keys().cloned().collect();
+        ids.sort();
+        ids.iter().filter_map(|id| self.close(id)).collect()
+    }
+
+    fn close(&mut self, id: &str) -> Option<Session> {
+        let session = self.open.remove(id)?;
+        self.by_tuple.retain(|_, (sid, _)| sid != id);
+        self.by_socket.retain(|_, (sid, _)| sid != id);
+        for conn in session.conns() {
+            if let Some(port) = conn.holds_port {
+                self.release_port(port, session.last_ns);
+            }
+        }
+        Some(session)
+    }
+
+    fn hold_back(&mut self, key: (Option<u32>, u64), event: &KernelEvent, out: &mut Vec<Session>) {
+        if matches!(event.kind, EventKind::Destroy) {
+            // Freed before its 4-tuple was known: a listener, or a connect
+            // that never got a port. Only a connection attempt is kept.
+            let held = self.pending.remove(&key).unwrap_or_default();
+            if event.remote.port() != 0 {
+                for earlier in held.iter().chain([event]) {
+                    self.place(earlier, out);
+                }
+            }
+            return;
+        }
+        if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING_SOCKETS {
+            return;
+        }
+        let held = self.pending.entry(key).or_default();
+        if held.len() < MAX_PENDING_PER_SOCKET {
+            held.push(event.clone());
+        }
+    }
+
+    fn place(&mut self, event: &KernelEvent, out: &mut Vec<Session>) -> Option<Placement> {
+        let (session_id, conn_id, end) = match self.find(event) {
+            Some(found) => found,
+            None => {
+                let Some(started) = self.start_conn(event, out) else {
+                    self.keep_orphan(event);
+                    return None;
+                };
+                self.adopt_orphans(&started, event);
+                started
+            }
+        };
+        if let Some(sk) = event.sock {
+            let key = (event.netns, sk);
+            if matches!(event.kind, EventKind::Destroy) {
+                self.by_socket.remove(&key);
+            } else if full_tuple(event) {
+                self.by_socket.insert(key, (session_id.clone(), conn_id));
+            }
+        }
+        self.record(&session_id, conn_id, end, event);
+        Some(Placement {
+            session: session_id,
+            conn: conn_id,
+            end,
+        })
+    }
+
+    /// The session, connection and end an event belongs to, if known.
+    fn find(&self, event: &KernelEvent) -> Option<(String, ConnId, Side)> {
+        if let Some(sk) = event.sock
+            && let Some((sid, conn)) = self.by_socket.get(&(event.netns, sk))
+        {
+            let c = self.open.get(sid)?.conn(*conn);
+            return Some((sid.clone(), *conn, end_of(event, c.client, c.server)));
+        }
+        for (client, server) in [(event.local, event.remote), (event.remote, event.local)] {
+            let Some((sid, conn)) = self.by_tuple.get(&(client, server)) else {
+                continue;
+            };
+            // A connection opening on the 4-tuple of one whose end here is
+            // closed: the tuple was reused (a client port taken again while
+            // the old session lingers). (A TIME_WAIT socket answering a late
+            // segment is the old connection's.)
+            let end = end_of(event, client, server);
+            let old = self.open.get(sid)?.conn(*conn).view(end);
+            let opens = matches!(&event.kind, EventKind::State { new, .. } if new == "SYN_SENT" || new == "SYN_RECV");
+            if opens && old.is_some_and(|v| v.had_socket && v.is_done()) {
+                return None;
+            }
+            return Some((sid.clone(), *conn, end));
+        }
+        None
+    }
+
+    fn keep_orphan(&mut self, event: &KernelEvent) {
+        if event.sock.is_none() && event.remote.port() != 0 {
+            if self.orphans.len() == MAX_ORPHANS {
+                self.orphans.pop_front();
+            }
+            self.orphans.push_back(event.clone());
+        }
+    }
+
+    /// Files the orphans of a connection that just started under it, first.
+    fn adopt_orphans(&mut self, started: &(String, ConnId, Side), event: &KernelEvent) {
+        let (sid, conn_id, _) = started;
+        let tuple = [(event.local, event.remote), (event.remote, event.local)];
+        let recent = |o: &KernelEvent| event.boot_ns.saturating_sub(o.boot_ns) <= ORPHAN_TTL_NS;
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
+            .into_iter()
+            .partition(|o| recent(o) && tuple.contains(&(o.local, o.remote)));
+        self.orphans = rest.into_iter().filter(|o| recent(o)).collect();
+        let conn = self.open[sid].conn(*conn_id);
+        let (client, server) = (conn.client, conn.server);
+        for orphan in mine {
+            self.record(sid, *conn_id, end_of(&orphan, client, server), &orphan);
+        }
+    }
+
+    fn start_conn(
+        &mut self,
+        event: &KernelEvent,
+        out: &mut Vec<Session>,
+    ) -> Option<(String, ConnId, Side)> {
+        // Only the events that begin or show a connection open one: a stray
+        // destroy or reset for an untracked socket does not.
+        let (local, remote) = (event.local, event.remote);
+        if remote.port() == 0 {
+            return None;
+        }
+        // Without a socket, only a dropped connection attempt (a SYN) is
+        // news; a stray segment of a forgotten connection is not.
+        let attempt =
+            matches!(event.kind, EventKind::Drop { tcp_flags, .. } if tcp_flags & 0x12 == 0x02);
+        if event.sock.is_none() && !attempt {
+            return None;
+        }
+        if self.ports.control.contains(&local.port()) {
+            return Some(self.start_session(event, remote, local, Side::Server, out));
+        }
+        if self.ports.control.contains(&remote.port()) {
+            return Some(self.start_session(event, local, remote, Side::Client, out));
+        }
+        self.link_data(event)
+    }
+
+    fn start_session(
+        &mut self,
+        event: &KernelEvent,
+        client: SocketAddr,
+        server: SocketAddr,
+        end: Side,
+        out: &mut Vec<Session>,
+    ) -> (String, ConnId, Side) {
+        if self.open.len() >= self.capacity {
+            self.evict_oldest(out);
+        }
+        self.next_id += 1;
+        self.started += 1;
+        let id = format!("{}-{}", self.id_prefix, self.next_id);
+        let ns = event.boot_ns;
+        let mut session = Session {
+            id: id.clone(),
+            start_ns: ns,
+            last_ns: ns,
+            seeded: false,
+            control: Conn::new(ConnId::Control, client, server, ns, LinkedBy::Announcement),
+            data: Vec::new(),
+            user: None,
+            commands: Vec::new(),
+            replies: Vec::new(),
+            unlisted: 0,
+            quit_ns: None,
+            transfer_open: false,
+            // Implicit FTPS: TLS from the first byte.
+            encrypted_ns: (server.port() == 990).then_some(ns),
+            encrypted_segments: [0, 0],
+            expectations: Vec::new(),
+            timeline: Timeline::default(),
+            control_readable: false,
+        };
+        session.control.first_ns = ns;
+        self.open.insert(id.clone(), session);
+        self.by_tuple
+            .insert((client, server), (id.clone(), ConnId::Control));
+        (id, ConnId::Control, end)
+    }
+
+    fn evict_oldest(&mut self, out: &mut Vec<Session>) {
+        let oldest = self
+            .open
+            .values()
+            .min_by_key(|s| s.last_ns)
+            .map(|s| s.id.clone());
+        if let Some(id) = oldest
+            && let Some(session) = self.close(&id)
+        {
+            self.evicted += 1;
+            out.push(session);
+        }
+    }
+
+    /// Ties a new connection to the session whose announcement it answers.
+    fn link_data(&mut self, event: &KernelEvent) -> Option<(String, ConnId, Side)> {
+        let ns = event.boot_ns;
+        let ends = [(event.local, event.remote), (event.remote, event.local)];
+        // The most recent unused announcement that fits wins.
+        let mut best: Option<(u64, String, usize, SocketAddr, SocketAddr)> = None;
+        for session in self.open.values() {
+            for (index, exp) in session.expectations.iter().enumerate() {
+                if exp.used_by.is_some() || ns.saturating_sub(exp.at_ns) > EXPECTATION_TTL_NS {
+                    continue;
+                }
+                for (a, b) in ends {
+                    let fits = match exp.announced_by {
+                        // Passive: `a` is the server's data end, `b` the client.
+                        Side::Server => {
+                            a.port() == exp.port
+                                && b.ip() == session.control.client.ip()
+                                && (exp.addr.is_none_or(|addr| addr == a.ip())
+                                    || a.ip() == session.control.server.ip())
+                        }
+                        // Active: `a` is the client's announced end.
+                        Side::Client => {
+                            a.port() == exp.port
+                                && exp.addr.is_none_or(|addr| addr == a.ip())
+                                && b.ip() == session.control.server.ip()
+                        }
+                    };
+                    if fits && best.as_ref().is_none_or(|(at, ..)| exp.at_ns > *at) {
+                        let (client, server) = match exp.announced_by {
+                            Side::Server => (b, a),
+                            Side::Client => (a, b),
+                        };
+                        best = Some((exp.at_ns, session.id.clone(), index, client, server));
+                    }
+                }
+            }
+        }
+        if let Some((_, sid, index, client, server)) = best {
+            let conn_id = self.add_data_conn(&sid, client, server, ns, LinkedBy::Announcement);
+            let session = self.open.get_mut(&sid).expect("found above");
+            session.expectations[index].used_by = Some(conn_id);
+            let port = session.expectations[index].port;
+            if self.expected_ports.contains_key(&port) {
+                self.open
+                    .get_mut(&sid)
+                    .expect("found above")
+                    .conn_mut(conn_id)
+                    .holds_port = Some(port);
+                if let Some((_, holders)) = self.expected_ports.get_mut(&port) {
+                    *holders += 1;
+                }
+            }
+            return Some((sid, conn_id, end_of(event, client, server)));
+        }
+        self.link_by_heuristic(event)
+    }
+
+    /// A data connection of a session whose channel cannot be read: on a
+    /// data port, from the control connection's client address, to its
+    /// server address; the most recently active such session.
+    fn link_by_heuristic(&mut self, event: &KernelEvent) -> Option<(String, ConnId, Side)> {
+        let ends = [(event.local, event.remote), (event.remote, event.local)];
+        let mut best: Option<(u64, String, SocketAddr, SocketAddr)> = None;
+        for session in self.open.values() {
+            if session.control_readable && !session.encrypted() {
+                continue;
+            }
+            for (client, server) in ends {
+                let data_port = self.ports.role(server.port()) != 0
+                    || self.expected_ports.contains_key(&server.port());
+                if data_port
+                    && !self.ports.control.contains(&server.port())
+                    && client.ip() == session.control.client.ip()
+                    && server.ip() == session.control.server.ip()
+                    && best.as_ref().is_none_or(|(at, ..)| session.last_ns > *at)
+                {
+                    best = Some((session.last_ns, session.id.clone(), client, server));
+                }
+            }
+        }
+        let (_, sid, client, server) = best?;
+        let conn_id = self.add_data_conn(&sid, client, server, event.boot_ns, LinkedBy::Heuristic);
+        Some((sid, conn_id, end_of(event, client, server)))
+    }
+
+    fn add_data_conn(
+        &mut self,
+        sid: &str,
+        client: SocketAddr,
+        server: SocketAddr,
+        ns: u64,
+        by: LinkedBy,
+    ) -> ConnId {
+        let session = self.open.get_mut(sid).expect("caller found it");
+        let id = ConnId::Data(session.data.len() + 1);
+        session.data.push(Conn::new(id, client, server, ns, by));
+        self.by_tuple.insert((client, server), (sid.to_owned(), id));
+        id
+    }
+
+    fn count_encrypted_segment(&mut self, event: &KernelEvent, outgoing: bool) {
+        let Some((sid, ConnId::Control, end)) = self.find(event) else {
+            return;
+        };
+        let session = self.open.get_mut(&sid).expect("found");
+        if !session.encrypted() {
+            return;
+        }
+        if end == Side::Client && server_end_seen(&session.control) {
+            return;
+        }
+        let from = if outgoing { end } else { other(end) };
+        session.encrypted_segments[end_index(from)] += 1;
+    }
+
+    fn record(&mut self, sid: &str, conn_id: ConnId, end: Side, event: &KernelEvent) {
+        let ns = event.boot_ns;
+        let mut expect = None;
+        let session = self.open.get_mut(sid).expect("placed");
+        session.last_ns = session.last_ns.max(ns);
+        let conn = session.conn_mut(conn_id);
+        conn.last_ns = conn.last_ns.max(ns);
+        let view = conn.view_mut(end, ns);
+        view.last_ns = view.last_ns.max(ns);
+        if event.sock.is_some() {
+            view.had_socket = true;
+        }
+        match &event.kind {
+            EventKind::State { old, new } => match new.as_str() {
+                "SYN_SENT" => view.syn_sent = true,
+                "ESTABLISHED" => view.established_ns = Some(ns),
+                "FIN_WAIT1" if old == "ESTABLISHED" || old == "SYN_RECV" => {
+                    view.fin_sent_ns.get_or_insert(ns);
+                }
+                "CLOSE_WAIT" => {
+                    view.fin_received_ns.get_or_insert(ns);
+                }
+                "CLOSE" if old != "LISTEN" => {
+                    view.closed_ns.get_or_insert(ns);
+                }
+                _ => {}
+            },
+            EventKind::Retransmit {
+                syn, segs, state, ..
+            } => {
+                let n = segs.unwrap_or(1).max(1);
+                if *syn {
+                    view.syn_retransmits += n;
+                } else if matches!(state.as_str(), "FIN_WAIT1" | "CLOSING" | "LAST_ACK") {
+                    view.closing_retransmits += n;
+                } else {
+                    view.retransmits += n;
+                }
+            }
+            EventKind::ResetSent { reason, state } => {
+                if state.is_some() {
+                    view.resets_sent.push((ns, reason.clone()));
+                } else {
+                    view.resets_sent_without_socket += 1;
+                }
+            }
+            EventKind::ResetReceived { state } => view.resets_received.push((ns, state.clone())),
+            EventKind::SocketError { errno } => view.errors.push((ns, *errno)),
+            EventKind::Destroy => view.destroyed = true,
+            EventKind::KeepaliveProbe { .. } => view.keepalive_probes += 1,
+            EventKind::ZeroWindowProbe { .. } => view.zero_window_probes += 1,
+            EventKind::Drop {
+                reason,
+                tcp_flags,
+                location,
+                ..
+            } => view
+                .drops
+                .push((ns, reason.clone(), *tcp_flags, location.clone())),
+            EventKind::Ftp { from, event: said } => {
+                session.control_readable = true;
+                if end == Side::Client && server_end_seen(&session.control) {
+                    // Both ends of the connection are on this host and say
+                    // the same words: the server's account is kept.
+                    return;
+                }
+                expect = apply_ftp(session, *from, said, ns);
+            }
+            EventKind::ControlSegment(_) => {}
+        }
+        session.timeline.push(Entry {
+            ns,
+            conn: conn_id,
+            seen_at: end,
+            kind: event.kind.clone(),
+        });
+        if let Some(port) = expect {
+            self.expect_port(port, ns);
+        }
+        if matches!(event.kind, EventKind::Destroy) {
+            let session = &self.open[sid];
+            let conn = session.conn(conn_id);
+            if conn.is_done()
+                && let Some(port) = conn.holds_port
+            {
+                self.open
+                    .get_mut(sid)
+                    .expect("placed")
+                    .conn_mut(conn_id)
+                    .holds_port = None;
+                self.release_port(port, ns);
+            }
+        }
+    }
+
+    fn expect_port(&mut self, port: u16, ns: u64) {
+        if self.ports.contains(port) {
+            // Traced already (`--passive-ports`, port 20): nothing to add.
+            return;
+        }
+        let entry = self.expected_ports.entry(port).or_insert_with(|| {
+            self.port_updates.push(PortUpdate {
+                port,
+                expected: true,
+            });
+            (0, 0)
+        });
+        entry.0 = entry.0.max(ns + EXPECTATION_TTL_NS);
+    }
+
+    fn release_port(&mut self, port: u16, ns: u64) {
+        if let Some((deadline, holders)) = self.expected_ports.get_mut(&port) {
+            *holders = holders.saturating_sub(1);
+            // Late segments of the closing connection are still wanted.
+            *deadline = (*deadline).max(ns + LINGER_NS);
+        }
+    }
+}
+
+/// Applies what a peer said to the session; returns a data port to expect.
+fn apply_ftp(session: &mut Session, from: Side, said: &ControlEvent, ns: u64) -> Option<u16> {
+    match said {
+        ControlEvent::Command { verb, arg } => {
+            if *verb == Verb::User {
+                session.user = arg.clone();
+            }
+            if *verb == Verb::Quit {
+                session.quit_ns.get_or_insert(ns);
+            }
+            list(
+                &mut session.commands,
+                &mut session.unlisted,
+                verb.as_str().to_owned(),
+            );
+            None
+        }
+        ControlEvent::Reply { code, .. } => {
+            match code {
+                125 | 150 => session.transfer_open = true,
+                226 | 250 | 425 | 426 | 450 | 451 | 452 | 550 | 551 | 552 => {
+                    session.transfer_open = false;
+                }
+                _ => {}
+            }
+            if session.replies.len() < MAX_LISTED {
+                session.replies.push(*code);
+            } else {
+                session.unlisted += 1;
+            }
+            None
+        }
+        ControlEvent::DataEndpoint {
+            announced_by,
+            addr,
+            port,
+        } => {
+            let _ = from;
+            session.expectations.push(Expectation {
+                announced_by: *announced_by,
+                addr: addr.map(|a| a.to_canonical()),
+                port: *port,
+                at_ns: ns,
+                used_by: None,
+            });
+            (*announced_by == Side::Server).then_some(*port)
+        }
+        ControlEvent::Encrypted => {
+            session.encrypted_ns.get_or_insert(ns);
+            None
+        }
+    }
+}
+
+fn list(items: &mut Vec<String>, unlisted: &mut u64, item: String) {
+    if items.len() < MAX_LISTED {
+        items.push(item);
+    } else {
+        *unlisted += 1;
+    }
+}
+
+/// Which end of the connection (client, server) the event's socket is.
+fn end_of(event: &KernelEvent, client: SocketAddr, server: SocketAddr) -> Side {
+    if event.local == server || (event.local.port() == server.port() && event.remote == client) {
+        Side::Server
+    } else {
+        Side::Client
+    }
+}
+
+pub fn other(end: Side) -> Side {
+    match end {
+        Side::Client => Side::Server,
+        Side::Server => Side::Client,
+    }
+}
+
+/// The server's end of the connection has a socket on this host.
+fn server_end_seen(conn: &Conn) -> bool {
+    conn.view(Side::Server).is_some_and(|v| v.had_socket)
+}
+
+/// Both ports are known (a connecting socket has no local port at first; a
+/// listener has no remote end).
+fn full_tuple(event: &KernelEvent) -> bool {
+    event.local.port() != 0 && event.remote.port() != 0
+}

@@ -1,0 +1,206 @@
+//! The `session` line: one per FTP session when it ends (or, still open,
+//! when ftptrace stops), with its disconnect timeline and cause. The JSON
+//! shape is part of the contract in docs/json-lines.md.
+
+use serde::Serialize;
+
+use crate::{
+    connection_close::ending,
+    disconnect_cause::{Diagnosis, diagnose},
+    ftp_control::Side,
+    output::{describe, printable},
+    session::{Conn, LinkedBy, Session},
+};
+
+#[derive(Debug, Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub start: String,
+    pub end: String,
+    /// `closed`, or `open` for a session still open when ftptrace stopped.
+    pub state: &'static str,
+    pub seeded: bool,
+    /// Why this record came early: `capacity` when too many sessions were open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<&'static str>,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub seen_from: Vec<&'static str>,
+    pub user: Option<String>,
+    pub commands: Vec<String>,
+    pub replies: Vec<String>,
+    pub encrypted: bool,
+    pub control: ConnRecord,
+    pub data: Vec<ConnRecord>,
+    pub timeline: Vec<TimelineEntry>,
+    /// Timeline entries left out between the first and the last ones kept.
+    pub timeline_omitted: u64,
+    pub cause: Option<&'static str>,
+    pub cause_conn: Option<String>,
+    pub evidence: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    pub addr: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnRecord {
+    pub conn: String,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub start: String,
+    pub end: String,
+    pub close: &'static str,
+    pub closed_by: &'static str,
+    /// `announcement` (227/229/PORT/EPRT) or `heuristic` (TLS channel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linked_by: Option<&'static str>,
+    pub established: bool,
+    /// Retransmitted segments (SYNs apart), both ends on this host summed.
+    pub retransmits: u32,
+    pub syn_retransmits: u32,
+    pub seen_from: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineEntry {
+    pub ts: String,
+    pub offset_ms: u64,
+    pub conn: String,
+    /// The end whose kernel reported it.
+    pub side: &'static str,
+    pub what: String,
+}
+
+impl SessionRecord {
+    /// `ts` turns boot-time nanoseconds into RFC 3339.
+    pub fn new(session: &Session, evicted: bool, ts: &dyn Fn(u64) -> String) -> Self {
+        let Diagnosis {
+            cause,
+            cause_conn,
+            evidence,
+        } = diagnose(session);
+        let open = !session.is_done();
+        Self {
+            id: session.id.clone(),
+            start: ts(session.start_ns),
+            end: ts(session.last_ns),
+            state: if open { "open" } else { "closed" },
+            seeded: session.seeded,
+            evicted: evicted.then_some("capacity"),
+            client: endpoint(session.control.client),
+            server: endpoint(session.control.server),
+            seen_from: session.seen_from().into_iter().map(Side::as_str).collect(),
+            user: session.user.clone(),
+            commands: session.commands.clone(),
+            replies: session.replies.iter().map(u16::to_string).collect(),
+            encrypted: session.encrypted_ns.is_some(),
+            control: conn_record(&session.control, ts),
+            data: session.data.iter().map(|c| conn_record(c, ts)).collect(),
+            timeline: session
+                .timeline
+                .entries()
+                .map(|e| TimelineEntry {
+                    ts: ts(e.ns),
+                    offset_ms: session.offset_ms(e.ns),
+                    conn: e.conn.label(),
+                    side: Side::as_str(e.seen_at),
+                    what: describe(&e.kind),
+                })
+                .collect(),
+            timeline_omitted: session.timeline.omitted,
+            cause: cause.map(|c| c.as_str()),
+            cause_conn: cause_conn.map(|c| c.label()),
+            evidence,
+        }
+    }
+
+    /// The record for a person: a header, the timeline, the verdict.
+    pub fn text(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "== session {} {}:{} -> {}:{} user {} ({}{}): {}{}",
+            self.id,
+            self.client.addr,
+            self.client.port,
+            self.server.addr,
+            self.server.port,
+            self.user.as_deref().unwrap_or("?"),
+            self.state,
+            if self.seeded { ", seeded" } else { "" },
+            self.cause.unwrap_or("no cause yet"),
+            self.cause_conn
+                .as_deref()
+                .map(|c| format!(" on {c}"))
+                .unwrap_or_default()
+        );
+        for conn in std::iter::once(&self.control).chain(&self.data) {
+            let _ = writeln!(
+                out,
+                "   {} {}:{} -> {}:{} closed {} by {}",
+                conn.conn,
+                conn.client.addr,
+                conn.client.port,
+                conn.server.addr,
+                conn.server.port,
+                conn.close,
+                conn.closed_by
+            );
+        }
+        for (i, entry) in self.timeline.iter().enumerate() {
+            if self.timeline_omitted > 0 && i == crate::session::TIMELINE_HEAD {
+                let _ = writeln!(out, "   ... {} entries left out", self.timeline_omitted);
+            }
+            let _ = writeln!(
+                out,
+                "   +{:>7} ms {:<7} {:<6} {}",
+                entry.offset_ms,
+                entry.conn,
+                entry.side,
+                printable(&entry.what)
+            );
+        }
+        for line in &self.evidence {
+            let _ = writeln!(out, "   evidence: {}", printable(line));
+        }
+        out.pop();
+        out
+    }
+}
+
+fn conn_record(conn: &Conn, ts: &dyn Fn(u64) -> String) -> ConnRecord {
+    let ending = ending(conn);
+    ConnRecord {
+        conn: conn.id.label(),
+        client: endpoint(conn.client),
+        server: endpoint(conn.server),
+        start: ts(conn.first_ns),
+        end: ts(conn.last_ns),
+        close: ending.close.as_str(),
+        closed_by: ending.closed_by.as_str(),
+        linked_by: match (conn.id, conn.linked_by) {
+            (crate::session::ConnId::Control, _) => None,
+            (_, LinkedBy::Announcement) => Some("announcement"),
+            (_, LinkedBy::Heuristic) => Some("heuristic"),
+        },
+        established: conn.established(),
+        retransmits: conn
+            .seen()
+            .map(|(_, v)| v.retransmits + v.closing_retransmits)
+            .sum(),
+        syn_retransmits: conn.seen().map(|(_, v)| v.syn_retransmits).sum(),
+        seen_from: conn.seen().map(|(end, _)| Side::as_str(end)).collect(),
+    }
+}
+
+fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
+    Endpoint {
+        addr: addr.ip().to_canonical().to_string(),
+        port: addr.port(),
+    }
+}
