@@ -105,11 +105,11 @@ pub fn diagnose(session: &Session) -> Diagnosis {
     }
     let all_fin = endings.iter().all(|(_, e)| e.close == Close::Fin);
     if all_fin && session.quit_ns.is_some() {
-        let mut evidence = vec![format!(
-            "the client said QUIT{} and every connection closed with FIN",
-            cite_first(session, |e| is_command(e, &Verb::Quit))
+        let evidence = vec![format!(
+            "the client said QUIT{} and every connection ({} data) closed with FIN",
+            cite_first(session, |e| is_command(e, &Verb::Quit)),
+            session.data.len()
         )];
-        evidence.push(format!("{} data connection(s)", session.data.len()));
         return found_at(Cause::Clean, None, evidence);
     }
     if control.close == Close::Open {
@@ -596,4 +596,489 @@ fn cite(session: &Session, entry: &Entry) -> String {
         Side::as_str(entry.seen_at),
         describe(&entry.kind)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::EventKind,
+        ftp_control::{ControlEvent, Side::*, Verb},
+        session_script::{Link, Script, state, verdicts},
+    };
+
+    const CLIENT: &str = "192.0.2.2:40000";
+    const SERVER: &str = "192.0.2.1:21";
+    const DATA_CLIENT: &str = "192.0.2.2:40002";
+    const DATA_SERVER: &str = "192.0.2.1:30001";
+    const BOTH: &[Side] = &[Client, Server];
+    const SERVER_ONLY: &[Side] = &[Server];
+    const CLIENT_ONLY: &[Side] = &[Client];
+
+    /// The verdict of each session in the stream cut to `seen`.
+    fn seen(script: &Script, seen: &[Side]) -> Vec<String> {
+        verdicts(&script.seen_from(seen), script.end_ns())
+    }
+
+    /// Login, PASV, RETR with its data connection, 226.
+    fn download(s: &mut Script) -> (Link, Link) {
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.pasv(&control, 30001);
+        let data = s.connect(DATA_CLIENT, DATA_SERVER);
+        s.command(&control, Verb::Retr, Some("file"));
+        s.reply(&control, 150, "Opening BINARY mode data connection.");
+        (control, data)
+    }
+
+    fn quit(s: &mut Script, control: &Link) {
+        s.command(control, Verb::Quit, None);
+        s.reply(control, 221, "Goodbye.");
+        s.fin(control, Server);
+    }
+
+    #[test]
+    fn clean_from_either_end_or_both() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.fin(&data, Server);
+        s.reply(&control, 226, "Transfer complete.");
+        quit(&mut s, &control);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["clean - | fin/server, fin/server"],
+                "{ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_idle_timeout() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.after_ms(300_000);
+        s.reply(&control, 421, "Timeout.");
+        s.fin(&control, Server);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["server_idle_timeout control | fin/server"],
+                "{ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_abort_mid_transfer() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.reset(&data, Client);
+        s.fin(&control, Client);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["client_abort control | fin/client, reset/client"],
+                "{ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_abor_is_a_client_abort() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.command(&control, Verb::Other("ABOR".into()), None);
+        s.fin(&data, Server);
+        s.reply(&control, 226, "ABOR successful.");
+        quit(&mut s, &control);
+        assert_eq!(
+            seen(&s, BOTH),
+            ["client_abort control | fin/server, fin/server"]
+        );
+    }
+
+    /// The data SYNs die in the server's firewall: the client retransmits
+    /// them; the server's kernel drops them before any socket sees them.
+    #[test]
+    fn data_connection_blocked() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.pasv(&control, 30001);
+        let data = s.link(DATA_CLIENT, DATA_SERVER);
+        s.syn(&data);
+        for _ in 0..3 {
+            s.after_ms(1000);
+            s.socketless(&data, Server, drop("NETFILTER_DROP", 0x02));
+            s.emit(
+                &data,
+                Client,
+                EventKind::Retransmit {
+                    state: "SYN_SENT".into(),
+                    syn: true,
+                    error: None,
+                    segs: Some(1),
+                },
+            );
+        }
+        s.emit(&data, Client, state("SYN_SENT", "CLOSE"));
+        s.destroy(&data, Client);
+        s.reply(&control, 425, "Failed to establish connection.");
+        quit(&mut s, &control);
+        assert_eq!(
+            seen(&s, BOTH),
+            ["data_connection_blocked data:1 | fin/server, timeout/client"]
+        );
+        assert_eq!(
+            seen(&s, CLIENT_ONLY),
+            ["data_connection_blocked data:1 | fin/server, timeout/client"]
+        );
+        // The server's host sees only the drops: nobody there closed it.
+        assert_eq!(
+            seen(&s, SERVER_ONLY),
+            ["data_connection_blocked data:1 | fin/server, timeout/unknown"]
+        );
+    }
+
+    #[test]
+    fn an_announced_endpoint_nobody_reached_and_a_425_is_blocked() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.pasv(&control, 30001);
+        s.command(&control, Verb::Retr, Some("file"));
+        s.reply(&control, 425, "Failed to establish connection.");
+        quit(&mut s, &control);
+        assert_eq!(seen(&s, BOTH), ["data_connection_blocked - | fin/server"]);
+    }
+
+    #[test]
+    fn data_connection_refused_by_the_server() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.pasv(&control, 30001);
+        let data = s.link(DATA_CLIENT, DATA_SERVER);
+        s.syn(&data);
+        // The server's kernel answers the SYN for a port nobody listens on
+        // (its reset comes before the drop), the client's connect fails.
+        s.socketless(
+            &data,
+            Server,
+            EventKind::ResetSent {
+                reason: Some("NO_SOCKET".into()),
+                state: None,
+            },
+        );
+        s.socketless(&data, Server, drop("NO_SOCKET", 0x02));
+        s.emit(
+            &data,
+            Client,
+            EventKind::ResetReceived {
+                state: "SYN_SENT".into(),
+            },
+        );
+        s.emit(&data, Client, EventKind::SocketError { errno: 111 });
+        s.emit(&data, Client, state("SYN_SENT", "CLOSE"));
+        s.destroy(&data, Client);
+        quit(&mut s, &control);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["data_connection_refused data:1 | fin/server, refused/server"],
+                "{ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn packet_loss_recovered() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        for _ in 0..4 {
+            s.emit(
+                &data,
+                Server,
+                EventKind::Retransmit {
+                    state: "ESTABLISHED".into(),
+                    syn: false,
+                    error: None,
+                    segs: Some(2),
+                },
+            );
+        }
+        s.fin(&data, Server);
+        s.reply(&control, 226, "Transfer complete.");
+        quit(&mut s, &control);
+        for ends in [BOTH, SERVER_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["packet_loss_recovered data:1 | fin/server, fin/server"]
+            );
+        }
+        // The receiver sees no retransmits of its peer: clean from there.
+        assert_eq!(seen(&s, CLIENT_ONLY), ["clean - | fin/server, fin/server"]);
+    }
+
+    /// A FIN retransmitted after the transfer is not data lost.
+    #[test]
+    fn a_retransmitted_fin_is_not_loss() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.emit(
+            &data,
+            Server,
+            EventKind::Retransmit {
+                state: "FIN_WAIT1".into(),
+                syn: false,
+                error: None,
+                segs: Some(1),
+            },
+        );
+        s.fin(&data, Server);
+        s.reply(&control, 226, "Transfer complete.");
+        quit(&mut s, &control);
+        assert_eq!(seen(&s, BOTH), ["clean - | fin/server, fin/server"]);
+    }
+
+    #[test]
+    fn retransmission_timeout() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.command(&control, Verb::Other("NOOP".into()), None);
+        for _ in 0..5 {
+            s.after_ms(500);
+            s.emit(
+                &control,
+                Client,
+                EventKind::Retransmit {
+                    state: "ESTABLISHED".into(),
+                    syn: false,
+                    error: None,
+                    segs: Some(1),
+                },
+            );
+        }
+        s.give_up(&control, Client, "ESTABLISHED");
+        s.after_ms(10_000);
+        s.fin(&control, Server);
+        for ends in [BOTH, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["retransmission_timeout control | timeout/client"],
+                "{ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keepalive_timeout() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        for probes_out in 0..3 {
+            s.after_ms(1000);
+            s.emit(&control, Client, EventKind::KeepaliveProbe { probes_out });
+        }
+        s.after_ms(1000);
+        s.give_up(&control, Client, "ESTABLISHED");
+        for ends in [BOTH, CLIENT_ONLY] {
+            let verdict = seen(&s, ends);
+            assert_eq!(verdict.len(), 1);
+            assert!(
+                verdict[0].starts_with("keepalive_timeout control | timeout/client"),
+                "{verdict:?}"
+            );
+        }
+    }
+
+    /// The server got a reset its peer's stack never sent.
+    #[test]
+    fn middlebox_reset_when_both_ends_are_here() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.received_reset(&data, Server);
+        s.received_reset(&data, Client);
+        s.reply(&control, 426, "Failure writing network stream.");
+        quit(&mut s, &control);
+        assert_eq!(
+            seen(&s, BOTH),
+            ["middlebox_reset data:1 | fin/server, reset/middlebox"]
+        );
+        // From one end alone, the reset is the peer's as far as anyone can
+        // tell; the 426 says the transfer was cut.
+        assert_eq!(
+            seen(&s, SERVER_ONLY),
+            ["client_abort control | fin/server, reset/client"]
+        );
+    }
+
+    #[test]
+    fn peer_reset() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.reset(&control, Server);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["peer_reset control | reset/server"],
+                "{ends:?}"
+            );
+        }
+        let sessions = crate::session_script::sessions_of(&s.seen_from(CLIENT_ONLY), s.end_ns());
+        let d = diagnose(&sessions[0]);
+        assert!(
+            d.evidence
+                .iter()
+                .any(|e| e.contains("middlebox cannot be ruled out")),
+            "{:?}",
+            d.evidence
+        );
+    }
+
+    #[test]
+    fn connection_refused() {
+        let mut s = Script::new();
+        let control = s.link(CLIENT, SERVER);
+        s.syn(&control);
+        s.socketless(
+            &control,
+            Server,
+            EventKind::ResetSent {
+                reason: Some("NO_SOCKET".into()),
+                state: None,
+            },
+        );
+        s.socketless(&control, Server, drop("NO_SOCKET", 0x02));
+        s.emit(
+            &control,
+            Client,
+            EventKind::ResetReceived {
+                state: "SYN_SENT".into(),
+            },
+        );
+        s.emit(&control, Client, EventKind::SocketError { errno: 111 });
+        s.emit(&control, Client, state("SYN_SENT", "CLOSE"));
+        s.destroy(&control, Client);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["connection_refused control | refused/server"],
+                "{ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_limit_at_the_greeting() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.reply(
+            &control,
+            421,
+            "There are too many connected users, please try later.",
+        );
+        s.fin(&control, Server);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["server_limit control | fin/server"],
+                "{ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_limit_by_accept_queue_overflow() {
+        let mut s = Script::new();
+        let control = s.link(CLIENT, SERVER);
+        s.socketless(&control, Server, drop("TCP_LISTEN_OVERFLOW", 0x02));
+        assert_eq!(
+            seen(&s, SERVER_ONLY),
+            ["server_limit control | timeout/unknown"]
+        );
+    }
+
+    fn auth_tls(s: &mut Script, control: &Link) {
+        s.reply(control, 220, "(vsFTPd 3.0.3)");
+        s.command(control, Verb::Auth, Some("TLS"));
+        s.reply(control, 234, "Proceed with negotiation.");
+        s.say(control, Server, ControlEvent::Encrypted);
+    }
+
+    #[test]
+    fn tls_failure_when_the_handshake_stops() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        auth_tls(&mut s, &control);
+        for (from, at) in [
+            (Client, Client),
+            (Client, Server),
+            (Server, Server),
+            (Server, Client),
+        ] {
+            s.segment(&control, from, at, 500);
+        }
+        s.segment(&control, Client, Server, 7);
+        s.segment(&control, Client, Client, 7);
+        s.reset(&control, Client);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["tls_failure control | reset/client"],
+                "{ends:?}"
+            );
+        }
+    }
+
+    /// A completed handshake and a login then a quiet close are not a TLS failure.
+    #[test]
+    fn a_completed_tls_session_is_not_a_tls_failure() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        auth_tls(&mut s, &control);
+        for _ in 0..6 {
+            s.segment(&control, Client, Server, 100);
+            s.segment(&control, Server, Server, 100);
+        }
+        s.fin(&control, Server);
+        assert_eq!(seen(&s, SERVER_ONLY), ["unknown - | fin/server"]);
+    }
+
+    #[test]
+    fn a_server_closing_without_a_word_is_unknown() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.fin(&control, Server);
+        assert_eq!(seen(&s, BOTH), ["unknown - | fin/server"]);
+    }
+
+    #[test]
+    fn an_open_session_has_no_cause_yet() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        assert_eq!(seen(&s, BOTH), ["none - | open/unknown"]);
+    }
+
+    #[test]
+    fn every_cause_has_a_distinct_label() {
+        let labels: std::collections::BTreeSet<&str> =
+            Cause::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(labels.len(), Cause::ALL.len());
+    }
+
+    fn drop(reason: &str, flags: u8) -> EventKind {
+        EventKind::Drop {
+            reason: Some(reason.into()),
+            outgoing: false,
+            tcp_flags: flags,
+            location: Some("nft_do_chain".into()),
+        }
+    }
 }

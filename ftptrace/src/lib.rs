@@ -26,6 +26,8 @@ pub mod probes;
 pub mod prog_stats;
 pub mod session;
 pub mod session_record;
+#[cfg(test)]
+pub mod session_script;
 pub mod trace;
 pub mod tracefs;
 pub mod tracepoint_format;

@@ -206,16 +206,20 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    /// Adds an entry in time order: one end's events can arrive after the
+    /// other's (held back until its socket's 4-tuple was known).
     fn push(&mut self, entry: Entry) {
         if self.head.len() < TIMELINE_HEAD {
-            self.head.push(entry);
+            let at = self.head.partition_point(|e| e.ns <= entry.ns);
+            self.head.insert(at, entry);
             return;
         }
         if self.tail.len() == TIMELINE_TAIL {
             self.tail.pop_front();
             self.omitted += 1;
         }
-        self.tail.push_back(entry);
+        let at = self.tail.partition_point(|e| e.ns <= entry.ns);
+        self.tail.insert(at, entry);
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
@@ -950,4 +954,159 @@ fn server_end_seen(conn: &Conn) -> bool {
 /// listener has no remote end).
 fn full_tuple(event: &KernelEvent) -> bool {
     event.local.port() != 0 && event.remote.port() != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        ftp_control::Side::{Client, Server},
+        session_script::{Script, sessions_of},
+    };
+
+    const BOTH: &[Side] = &[Client, Server];
+
+    fn ports() -> PortSet {
+        PortSet {
+            control: vec![21],
+            passive: None,
+        }
+    }
+
+    #[test]
+    fn both_ends_make_one_session_and_the_words_count_once() {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        s.fin(&control, Server);
+        let sessions = sessions_of(&s.seen_from(BOTH), s.end_ns());
+        assert_eq!(sessions.len(), 1);
+        let session = &sessions[0];
+        assert_eq!(session.seen_from(), [Client, Server]);
+        assert_eq!(session.commands, ["USER"]);
+        assert_eq!(session.replies, [220, 230]);
+        assert_eq!(session.user.as_deref(), Some("alice"));
+        // The handshake's first events (no port yet) were held back, then
+        // filed under the connection.
+        let first = session.timeline.entries().next().unwrap();
+        assert_eq!((first.conn, first.seen_at), (ConnId::Control, Client));
+        assert!(matches!(&first.kind, EventKind::State { new, .. } if new == "SYN_SENT"));
+    }
+
+    #[test]
+    fn a_reused_four_tuple_is_a_new_session() {
+        let mut s = Script::new();
+        for _ in 0..3 {
+            let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+            s.login(&control);
+            s.fin(&control, Server);
+            s.after_ms(10);
+        }
+        let sessions = sessions_of(&s.seen_from(BOTH), s.end_ns());
+        assert_eq!(sessions.len(), 3);
+        assert!(sessions.iter().all(|s| s.replies == [220, 230]));
+    }
+
+    #[test]
+    fn announced_ports_are_traced_until_they_expire_or_their_connection_closes() {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        s.pasv(&control, 30001);
+        s.pasv(&control, 30002);
+        let data = s.connect("192.0.2.2:40002", "192.0.2.1:30002");
+        let opened = s.end_ns();
+        // A long transfer: nothing for longer than an announcement lives.
+        s.after_ms(EXPECTATION_TTL_NS / 1_000_000 + 10);
+        s.fin(&data, Server);
+        s.fin(&control, Server);
+        let (early, late): (Vec<_>, Vec<_>) = s
+            .seen_from(BOTH)
+            .into_iter()
+            .partition(|e| e.boot_ns <= opened);
+        let mut sessions = Sessions::new(ports(), "t");
+        let mut ended = Vec::new();
+        for event in &early {
+            sessions.observe(event, &mut ended);
+        }
+        let mut updates = sessions.take_port_updates();
+        updates.sort_by_key(|u| u.port);
+        let update = |port, expected| PortUpdate { port, expected };
+        assert_eq!(updates, [update(30001, true), update(30002, true)]);
+        // 30001 was never used: it expires; 30002 is held by data:1.
+        assert!(sessions.tick(opened + EXPECTATION_TTL_NS + 1).is_empty());
+        assert_eq!(sessions.take_port_updates(), [update(30001, false)]);
+        for event in &late {
+            sessions.observe(event, &mut ended);
+        }
+        let finished = sessions.tick(s.end_ns() + DATA_GRACE_NS);
+        assert_eq!(finished.len(), 1);
+        assert_eq!(finished[0].data.len(), 1);
+        assert_eq!(sessions.take_port_updates(), [update(30002, false)]);
+        assert!(ended.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_session_is_evicted_and_counted_past_the_cap() {
+        let mut s = Script::new();
+        for port in 0..5u16 {
+            let control = s.connect(&format!("192.0.2.2:{}", 40000 + port), "192.0.2.1:21");
+            s.login(&control);
+        }
+        let mut sessions = Sessions::with_capacity(ports(), "t", 3);
+        let mut evicted = Vec::new();
+        for event in s.seen_from(BOTH) {
+            sessions.observe(&event, &mut evicted);
+        }
+        assert_eq!(sessions.evicted, 2);
+        assert_eq!(sessions.open_count(), 3);
+        let ports: Vec<u16> = evicted.iter().map(|s| s.control.client.port()).collect();
+        assert_eq!(ports, [40000, 40001]);
+    }
+
+    #[test]
+    fn a_long_session_keeps_its_first_and_last_entries() {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        for _ in 0..500 {
+            s.command(&control, Verb::Other("NOOP".into()), None);
+        }
+        s.fin(&control, Server);
+        let sessions = sessions_of(&s.seen_from(&[Server]), s.end_ns());
+        let timeline = &sessions[0].timeline;
+        assert_eq!(timeline.head.len(), TIMELINE_HEAD);
+        assert_eq!(timeline.tail.len(), TIMELINE_TAIL);
+        assert!(timeline.omitted > 0);
+        assert!(matches!(
+            &timeline.tail.back().unwrap().kind,
+            EventKind::Destroy
+        ));
+        assert_eq!(sessions[0].commands.len(), MAX_LISTED);
+    }
+
+    #[test]
+    fn stray_segments_of_no_connection_start_nothing() {
+        let mut s = Script::new();
+        let control = s.link("192.0.2.2:40000", "192.0.2.1:21");
+        s.socketless(
+            &control,
+            Server,
+            EventKind::ResetSent {
+                reason: None,
+                state: None,
+            },
+        );
+        s.socketless(
+            &control,
+            Server,
+            EventKind::Drop {
+                reason: None,
+                outgoing: false,
+                tcp_flags: 0x11,
+                location: None,
+            },
+        );
+        assert!(sessions_of(&s.seen_from(BOTH), s.end_ns()).is_empty());
+    }
 }

@@ -204,3 +204,145 @@ fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
         port: addr.port(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        ftp_control::{Side::*, Verb},
+        session_script::{Script, sessions_of},
+    };
+
+    fn record() -> SessionRecord {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.reply(&control, 220, "(vsFTPd 3.0.3)");
+        s.command(&control, Verb::User, Some("alice"));
+        s.reply(&control, 331, "Please specify the password.");
+        // The parser never keeps PASS's argument.
+        s.command(&control, Verb::Pass, None);
+        s.reply(&control, 230, "Login \u{1b}[31msuccessful.");
+        s.command(&control, Verb::Quit, None);
+        s.reply(&control, 221, "Goodbye.");
+        s.fin(&control, Server);
+        let sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
+        SessionRecord::new(&sessions[0], false, &|ns| format!("t{ns}"))
+    }
+
+    /// docs/json-lines.md: the `session` line's fields.
+    #[test]
+    fn the_session_line_keeps_the_contract() {
+        let value = serde_json::to_value(record()).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "cause",
+                "cause_conn",
+                "client",
+                "commands",
+                "control",
+                "data",
+                "encrypted",
+                "end",
+                "evidence",
+                "id",
+                "replies",
+                "seeded",
+                "seen_from",
+                "server",
+                "start",
+                "state",
+                "timeline",
+                "timeline_omitted",
+                "user"
+            ]
+        );
+        assert_eq!(value["state"], "closed");
+        assert_eq!(value["cause"], "clean");
+        assert_eq!(value["cause_conn"], serde_json::Value::Null);
+        assert_eq!(value["user"], "alice");
+        assert_eq!(value["seen_from"], serde_json::json!(["client", "server"]));
+        assert_eq!(
+            value["commands"],
+            serde_json::json!(["USER", "PASS", "QUIT"])
+        );
+        assert_eq!(
+            value["replies"],
+            serde_json::json!(["220", "331", "230", "221"])
+        );
+        assert_eq!(
+            value["client"],
+            serde_json::json!({"addr": "192.0.2.2", "port": 40000})
+        );
+        let control = value["control"].as_object().unwrap();
+        assert_eq!(
+            control.keys().map(String::as_str).collect::<Vec<_>>(),
+            [
+                "client",
+                "close",
+                "closed_by",
+                "conn",
+                "end",
+                "established",
+                "retransmits",
+                "seen_from",
+                "server",
+                "start",
+                "syn_retransmits"
+            ]
+        );
+        assert_eq!(
+            (&control["close"], &control["closed_by"]),
+            (&"fin".into(), &"server".into())
+        );
+        let entry = &value["timeline"][0];
+        assert_eq!(
+            entry
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["conn", "offset_ms", "side", "ts", "what"]
+        );
+        assert_eq!(entry["what"], "state CLOSE -> SYN_SENT");
+        assert!(
+            value["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["what"] == "ftp client: PASS")
+        );
+    }
+
+    #[test]
+    fn the_text_record_escapes_what_the_peer_sent() {
+        let text = record().text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with(
+                "== session t-1 192.0.2.2:40000 -> 192.0.2.1:21 user alice (closed): clean"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "   control 192.0.2.2:40000 -> 192.0.2.1:21 closed fin by server"
+        );
+        assert!(text.contains("230 Login \\u{1b}[31msuccessful."), "{text}");
+        assert!(!text.contains('\u{1b}'));
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .starts_with("   evidence: the client said QUIT"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! Hand-built kernel event streams for the session and cause tests: a
+//! script of connections, words and closes, emitted as both ends' kernels
+//! would report them, then cut to what one end (or both) would see.
+
+use std::net::SocketAddr;
+
+use crate::{
+    connection_close::ending,
+    disconnect_cause::diagnose,
+    event::{EventKind, KernelEvent, Payload, Segment, Task},
+    ftp_control::{ControlEvent, Side, Verb},
+    ports::PortSet,
+    session::{Session, Sessions},
+};
+
+/// Network namespaces of the two ends.
+const CLIENT_NETNS: u32 = 1;
+const SERVER_NETNS: u32 = 2;
+
+/// One TCP connection of the script: its ends and their sockets.
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    socks: [u64; 2],
+    cookie: u64,
+}
+
+#[derive(Default)]
+pub struct Script {
+    events: Vec<KernelEvent>,
+    now_ns: u64,
+    next_sock: u64,
+    seq: [u32; 2],
+}
+
+fn index(end: Side) -> usize {
+    match end {
+        Side::Client => 0,
+        Side::Server => 1,
+    }
+}
+
+fn other(end: Side) -> Side {
+    match end {
+        Side::Client => Side::Server,
+        Side::Server => Side::Client,
+    }
+}
+
+impl Script {
+    pub fn new() -> Self {
+        Self {
+            now_ns: 1_000_000_000,
+            ..Self::default()
+        }
+    }
+
+    /// Moves the clock on.
+    pub fn after_ms(&mut self, ms: u64) -> &mut Self {
+        self.now_ns += ms * 1_000_000;
+        self
+    }
+
+    /// A link from `client` to `server` without any event yet.
+    pub fn link(&mut self, client: &str, server: &str) -> Link {
+        self.next_sock += 2;
+        Link {
+            client: client.parse().expect("client address"),
+            server: server.parse().expect("server address"),
+            socks: [0x1000 + self.next_sock, 0x1001 + self.next_sock],
+            cookie: self.next_sock,
+        }
+    }
+
+    /// A three-way handshake, as each end's kernel reports it (the
+    /// connecting socket has no local port yet when it enters SYN_SENT; the
+    /// server's new socket has no remote end yet when it leaves LISTEN).
+    pub fn connect(&mut self, client: &str, server: &str) -> Link {
+        let link = self.link(client, server);
+        self.syn(&link);
+        self.emit_at(&link, Side::Server, state("LISTEN", "SYN_RECV"), true);
+        self.after_ms(1);
+        self.emit(&link, Side::Client, state("SYN_SENT", "ESTABLISHED"));
+        self.emit(&link, Side::Server, state("SYN_RECV", "ESTABLISHED"));
+        self.after_ms(1);
+        link
+    }
+
+    /// The client's socket enters SYN_SENT.
+    pub fn syn(&mut self, link: &Link) {
+        self.emit_at(link, Side::Client, state("CLOSE", "SYN_SENT"), true);
+    }
+
+    /// What `from` said on a control connection, as both ends' parsers
+    /// report it, with the segment that carried it.
+    pub fn say(&mut self, link: &Link, from: Side, said: ControlEvent) {
+        for at in [Side::Client, Side::Server] {
+            self.segment(link, from, at, 10);
+            self.emit(
+                link,
+                at,
+                EventKind::Ftp {
+                    from,
+                    event: said.clone(),
+                },
+            );
+        }
+        self.after_ms(1);
+    }
+
+    pub fn command(&mut self, link: &Link, verb: Verb, arg: Option<&str>) {
+        self.say(
+            link,
+            Side::Client,
+            ControlEvent::Command {
+                verb,
+                arg: arg.map(Into::into),
+            },
+        );
+    }
+
+    pub fn reply(&mut self, link: &Link, code: u16, text: &str) {
+        self.say(
+            link,
+            Side::Server,
+            ControlEvent::Reply {
+                code,
+                text: text.into(),
+            },
+        );
+    }
+
+    /// Greeting, USER, 230.
+    pub fn login(&mut self, link: &Link) {
+        self.reply(link, 220, "(vsFTPd 3.0.3)");
+        self.command(link, Verb::User, Some("alice"));
+        self.reply(link, 230, "Login successful.");
+    }
+
+    /// `227` announcing `port` on the server's address.
+    pub fn pasv(&mut self, link: &Link, port: u16) {
+        self.command(link, Verb::Pasv, None);
+        self.reply(link, 227, "Entering Passive Mode.");
+        self.say(
+            link,
+            Side::Server,
+            ControlEvent::DataEndpoint {
+                announced_by: Side::Server,
+                addr: Some(link.server.ip()),
+                port,
+            },
+        );
+    }
+
+    /// A payload segment from `from`, captured at `at` (only counted: the
+    /// parser's words come as `Ftp` events).
+    pub fn segment(&mut self, link: &Link, from: Side, at: Side, len: u32) {
+        let seq = &mut self.seq[index(from)];
+        *seq = seq.wrapping_add(len);
+        let kind = EventKind::ControlSegment(Segment {
+            cookie: link.cookie * 2 + index(at) as u64,
+            outgoing: from == at,
+            seq: *seq,
+            payload_len: len,
+            redacted: false,
+            payload: Payload::new(&[]),
+        });
+        self.emit(link, at, kind);
+    }
+
+    /// An orderly close: `closer` sends the first FIN.
+    pub fn fin(&mut self, link: &Link, closer: Side) {
+        let peer = other(closer);
+        self.emit(link, closer, state("ESTABLISHED", "FIN_WAIT1"));
+        self.emit(link, peer, state("ESTABLISHED", "CLOSE_WAIT"));
+        self.after_ms(1);
+        self.emit(link, peer, state("CLOSE_WAIT", "LAST_ACK"));
+        self.emit(link, closer, state("FIN_WAIT1", "CLOSE"));
+        self.emit(link, peer, state("LAST_ACK", "CLOSE"));
+        self.destroy(link, Side::Client);
+        self.destroy(link, Side::Server);
+    }
+
+    /// `sender`'s socket resets the connection; the peer accepts the reset.
+    pub fn reset(&mut self, link: &Link, sender: Side) {
+        self.emit(
+            link,
+            sender,
+            EventKind::ResetSent {
+                reason: None,
+                state: Some("ESTABLISHED".into()),
+            },
+        );
+        self.emit(link, sender, state("ESTABLISHED", "CLOSE"));
+        self.destroy(link, sender);
+        self.after_ms(1);
+        self.received_reset(link, other(sender));
+    }
+
+    /// `receiver` accepts a reset (from whoever sent it).
+    pub fn received_reset(&mut self, link: &Link, receiver: Side) {
+        self.emit(
+            link,
+            receiver,
+            EventKind::ResetReceived {
+                state: "ESTABLISHED".into(),
+            },
+        );
+        self.emit(link, receiver, EventKind::SocketError { errno: 104 });
+        self.emit(link, receiver, state("ESTABLISHED", "CLOSE"));
+        self.destroy(link, receiver);
+    }
+
+    /// `end`'s kernel gives up (ETIMEDOUT) and closes.
+    pub fn give_up(&mut self, link: &Link, end: Side, from_state: &str) {
+        self.emit(
+            link,
+            end,
+            EventKind::ResetSent {
+                reason: None,
+                state: Some(from_state.into()),
+            },
+        );
+        self.emit(link, end, EventKind::SocketError { errno: 110 });
+        self.emit(link, end, state(from_state, "CLOSE"));
+        self.destroy(link, end);
+    }
+
+    pub fn destroy(&mut self, link: &Link, end: Side) {
+        self.emit(link, end, EventKind::Destroy);
+    }
+
+    /// A packet of the link dropped at `at` before any socket saw it.
+    pub fn socketless(&mut self, link: &Link, at: Side, kind: EventKind) {
+        let (local, remote) = ends(link, at);
+        self.push(at, None, local, remote, kind);
+    }
+
+    pub fn emit(&mut self, link: &Link, at: Side, kind: EventKind) {
+        self.emit_at(link, at, kind, false);
+    }
+
+    fn emit_at(&mut self, link: &Link, at: Side, kind: EventKind, early: bool) {
+        let (mut local, mut remote) = ends(link, at);
+        if early {
+            // Before the kernel filled in the tuple.
+            match at {
+                Side::Client => local.set_port(0),
+                Side::Server => remote = SocketAddr::new(unspecified(remote), 0),
+            }
+        }
+        self.push(at, Some(link.socks[index(at)]), local, remote, kind);
+    }
+
+    fn push(
+        &mut self,
+        at: Side,
+        sock: Option<u64>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        kind: EventKind,
+    ) {
+        self.now_ns += 1_000;
+        self.events.push(KernelEvent {
+            boot_ns: self.now_ns,
+            cpu: 0,
+            current: Task {
+                pid: 1,
+                comm: "test".into(),
+            },
+            netns: Some(match at {
+                Side::Client => CLIENT_NETNS,
+                Side::Server => SERVER_NETNS,
+            }),
+            sock,
+            local,
+            remote,
+            kind,
+        });
+    }
+
+    /// The events one end's kernel (or both) reported, in order.
+    pub fn seen_from(&self, ends: &[Side]) -> Vec<KernelEvent> {
+        self.events
+            .iter()
+            .filter(|e| {
+                ends.iter().any(|end| {
+                    e.netns
+                        == Some(match end {
+                            Side::Client => CLIENT_NETNS,
+                            Side::Server => SERVER_NETNS,
+                        })
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
+    pub fn end_ns(&self) -> u64 {
+        self.now_ns
+    }
+}
+
+/// The sessions a stream makes, ended a minute after its last event.
+pub fn sessions_of(events: &[KernelEvent], end_ns: u64) -> Vec<Session> {
+    let ports = PortSet {
+        control: vec![21, 990],
+        passive: None,
+    };
+    let mut sessions = Sessions::new(ports, "t");
+    let mut ended = Vec::new();
+    for event in events {
+        sessions.observe(event, &mut ended);
+    }
+    ended.extend(sessions.tick(end_ns + 60_000_000_000));
+    ended.extend(sessions.drain());
+    ended
+}
+
+/// `cause cause_conn | close/closed_by, ...` of each session.
+pub fn verdicts(events: &[KernelEvent], end_ns: u64) -> Vec<String> {
+    sessions_of(events, end_ns)
+        .iter()
+        .map(|s| {
+            let d = diagnose(s);
+            let closes: Vec<String> = s
+                .conns()
+                .map(|c| {
+                    let e = ending(c);
+                    format!("{}/{}", e.close.as_str(), e.closed_by.as_str())
+                })
+                .collect();
+            format!(
+                "{} {} | {}",
+                d.cause.map_or("none", |c| c.as_str()),
+                d.cause_conn.map_or("-".into(), |c| c.label()),
+                closes.join(", ")
+            )
+        })
+        .collect()
+}
+
+fn ends(link: &Link, at: Side) -> (SocketAddr, SocketAddr) {
+    match at {
+        Side::Client => (link.client, link.server),
+        Side::Server => (link.server, link.client),
+    }
+}
+
+fn unspecified(addr: SocketAddr) -> std::net::IpAddr {
+    match addr {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+pub fn state(old: &str, new: &str) -> EventKind {
+    EventKind::State {
+        old: old.into(),
+        new: new.into(),
+    }
+}
