@@ -22,6 +22,10 @@ use crate::{
 };
 
 /// The arguments every test uses unless it says otherwise.
+/// The tracer as an operator without `--passive-ports` runs it: data
+/// connections are found through the control channel's announcements.
+pub const NO_PASSIVE_RANGE_ARGS: &[&str] = &["trace", "--format", "json", "--ports", "21,2121"];
+
 pub const DEFAULT_ARGS: &[&str] = &[
     "trace",
     "--format",

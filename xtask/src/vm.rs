@@ -99,7 +99,8 @@ const LADDER_TESTS: &[&str] = &["check", "probes", "refused", "syn_drop"];
 /// `--quick`: the executables that together see every probe fire (state
 /// changes, data and SYN/SYN-ACK retransmits, resets both ways, socket
 /// errors, teardown, keepalive and window probes, firewall and
-/// listen-overflow drops, the control channel) and check every probe's hook.
+/// listen-overflow drops, the control channel, the kernel's data-port
+/// expectations and a session per cause) and check every probe's hook.
 const QUICK_TESTS: &[&str] = &[
     "check",
     "refused",
@@ -107,6 +108,7 @@ const QUICK_TESTS: &[&str] = &[
     "probes",
     "listen_overflow",
     "control_channel",
+    "sessions",
 ];
 
 /// `--quick` under a forced tier: the ladder probes' tests, less syn_drop
