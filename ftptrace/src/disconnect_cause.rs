@@ -104,6 +104,16 @@ pub fn diagnose(session: &Session) -> Diagnosis {
         return found;
     }
     let all_fin = endings.iter().all(|(_, e)| e.close == Close::Fin);
+    if all_fin && session.encrypted_ns.is_some() && session.quit_ns.is_none() {
+        return found_at(
+            Cause::Clean,
+            None,
+            vec![format!(
+                "the channel is encrypted (its words cannot be read) and every connection ({} data) closed with FIN",
+                session.data.len()
+            )],
+        );
+    }
     if all_fin && session.quit_ns.is_some() {
         let evidence = vec![format!(
             "the client said QUIT{} and every connection ({} data) closed with FIN",
@@ -484,7 +494,11 @@ fn client_abort(session: &Session, control: Ending) -> Option<Diagnosis> {
             )],
         ));
     }
-    if control.closed_by != ClosedBy::Client || session.quit_ns.is_some() {
+    // Under TLS a QUIT cannot be seen: its absence says nothing.
+    if control.closed_by != ClosedBy::Client
+        || session.quit_ns.is_some()
+        || session.encrypted_ns.is_some()
+    {
         return None;
     }
     let mut evidence = vec![format!(
@@ -1035,9 +1049,10 @@ mod tests {
         }
     }
 
-    /// A completed handshake and a login then a quiet close are not a TLS failure.
+    /// A completed handshake, a login and an orderly close: clean, though
+    /// no QUIT could be read.
     #[test]
-    fn a_completed_tls_session_is_not_a_tls_failure() {
+    fn a_completed_tls_session_is_clean() {
         let mut s = Script::new();
         let control = s.connect(CLIENT, SERVER);
         auth_tls(&mut s, &control);
@@ -1045,8 +1060,8 @@ mod tests {
             s.segment(&control, Client, Server, 100);
             s.segment(&control, Server, Server, 100);
         }
-        s.fin(&control, Server);
-        assert_eq!(seen(&s, SERVER_ONLY), ["unknown - | fin/server"]);
+        s.fin(&control, Client);
+        assert_eq!(seen(&s, SERVER_ONLY), ["clean - | fin/client"]);
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod session;
 pub mod session_record;
 #[cfg(test)]
 pub mod session_script;
+pub mod socket_inventory;
 pub mod trace;
 pub mod tracefs;
 pub mod tracepoint_format;

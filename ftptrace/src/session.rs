@@ -362,6 +362,53 @@ impl Sessions {
         self.open.len()
     }
 
+    /// Seeds the session of a control connection that was open before
+    /// tracing began (from sock_diag): its start, user and earlier words are
+    /// unknown. Returns whether it was a control connection.
+    pub fn seed(
+        &mut self,
+        open: &crate::socket_inventory::OpenConnection,
+        now_ns: u64,
+        out: &mut Vec<Session>,
+    ) -> bool {
+        let (client, server, end) = if self.ports.control.contains(&open.local.port()) {
+            (open.remote, open.local, Side::Server)
+        } else if self.ports.control.contains(&open.remote.port()) {
+            (open.local, open.remote, Side::Client)
+        } else {
+            return false;
+        };
+        let sid = match self.by_tuple.get(&(client, server)) {
+            Some((sid, _)) => sid.clone(),
+            None => {
+                let event = KernelEvent {
+                    boot_ns: now_ns,
+                    cpu: 0,
+                    current: crate::event::Task {
+                        pid: 0,
+                        comm: String::new(),
+                    },
+                    netns: Some(open.netns),
+                    sock: None,
+                    local: open.local,
+                    remote: open.remote,
+                    kind: EventKind::Destroy,
+                };
+                let (sid, _, _) = self.start_session(&event, client, server, end, out);
+                sid
+            }
+        };
+        let session = self.open.get_mut(&sid).expect("just found or made");
+        session.seeded = true;
+        let view = session.control.view_mut(end, now_ns);
+        view.had_socket = true;
+        // TCP_ESTABLISHED; a closing connection's state is left to its events.
+        if open.state == 1 {
+            view.established_ns = Some(now_ns);
+        }
+        true
+    }
+
     /// Kernel port-map changes since the last call.
     pub fn take_port_updates(&mut self) -> Vec<PortUpdate> {
         std::mem::take(&mut self.port_updates)

@@ -20,6 +20,8 @@ pub struct SessionRecord {
     /// `closed`, or `open` for a session still open when ftptrace stopped.
     pub state: &'static str,
     pub seeded: bool,
+    /// What ftptrace cannot know about a seeded session.
+    pub unknown: Vec<&'static str>,
     /// Why this record came early: `capacity` when too many sessions were open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evicted: Option<&'static str>,
@@ -90,6 +92,16 @@ impl SessionRecord {
             end: ts(session.last_ns),
             state: if open { "open" } else { "closed" },
             seeded: session.seeded,
+            unknown: if session.seeded {
+                vec![
+                    "start",
+                    "user",
+                    "commands and replies before ftptrace started",
+                    "data connections opened before ftptrace started",
+                ]
+            } else {
+                Vec::new()
+            },
             evicted: evicted.then_some("capacity"),
             client: endpoint(session.control.client),
             server: endpoint(session.control.server),
@@ -260,6 +272,7 @@ mod tests {
                 "state",
                 "timeline",
                 "timeline_omitted",
+                "unknown",
                 "user"
             ]
         );

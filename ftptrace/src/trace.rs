@@ -20,7 +20,7 @@ use crate::{
     privileges,
     session::{Placement, Session, Sessions},
     session_record::SessionRecord,
-    tracefs,
+    socket_inventory, tracefs,
 };
 
 /// How often the ring buffer is drained. The programs submit without waking
@@ -83,8 +83,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         ports,
         events: 0,
         undecodable: 0,
-        evicted: 0,
     };
+    stream.seed(&mut output)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .enable_io()
@@ -107,7 +107,6 @@ struct Stream {
     sessions: Sessions,
     events: u64,
     undecodable: u64,
-    evicted: u64,
 }
 
 impl Stream {
@@ -201,7 +200,6 @@ impl Stream {
             wrote = true;
         }
         for session in evicted {
-            self.evicted += 1;
             self.report(&session, true, output)?;
         }
         let now = boot_ns()?;
@@ -235,6 +233,25 @@ impl Stream {
         }))
     }
 
+    /// Seeds the sessions of control connections open before tracing began.
+    /// The programs are attached already, so a connection that opens now is
+    /// seen either here or by its events (or both: then they merge).
+    fn seed(&mut self, output: &mut Output) -> anyhow::Result<()> {
+        let (open, warnings) = socket_inventory::open_control_connections(&self.ports.control);
+        for warning in warnings {
+            eprintln!("ftptrace: warning: cannot list open connections in {warning}");
+        }
+        let now = boot_ns()?;
+        let mut evicted = Vec::new();
+        for connection in &open {
+            self.sessions.seed(connection, now, &mut evicted);
+        }
+        for session in evicted {
+            self.report(&session, true, output)?;
+        }
+        Ok(())
+    }
+
     /// Reports the sessions still open as the run ends.
     fn finish(&mut self, output: &mut Output) -> anyhow::Result<()> {
         for session in self.sessions.drain() {
@@ -252,7 +269,7 @@ impl Stream {
             sockets: self.sockets.len(),
             sessions: self.sessions.started,
             sessions_open: self.sessions.open_count(),
-            sessions_evicted: self.evicted,
+            sessions_evicted: self.sessions.evicted,
             is_final,
         })
     }

@@ -149,6 +149,21 @@ def main():
         except ssl.SSLCertVerificationError:
             c.sock.close()
             return "CERTIFICATE_VERIFY_FAILED"
+    if scenario == "ftps_download":
+        # FTPS that trusts the server's certificate (ARG): AUTH TLS, login,
+        # a protected download, QUIT.
+        import ftplib
+        context = ssl.create_default_context(cafile=arg)
+        context.check_hostname = False
+        ftps = ftplib.FTP_TLS(context=context, timeout=TIMEOUT)
+        ftps.connect(host, 21)
+        ftps.auth()
+        ftps.login()
+        ftps.prot_p()
+        got = []
+        ftps.retrbinary("RETR file", got.append)
+        ftps.quit()
+        return str(sum(len(b) for b in got))
     if scenario == "many":
         # ARG sessions in a row; every third downloads the file.
         done = 0

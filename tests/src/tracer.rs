@@ -299,6 +299,7 @@ pub struct Session {
     pub end: String,
     pub state: String,
     pub seeded: bool,
+    pub unknown: Vec<String>,
     #[serde(default)]
     pub evicted: Option<String>,
     pub client: Endpoint,

@@ -250,6 +250,11 @@ impl Vsftpd {
         }
     }
 
+    /// The self-signed certificate of a TLS server ([`VsftpdConfig::with_tls`]).
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.path().join(TLS_CERT)
+    }
+
     pub fn pid(&self) -> u32 {
         self.daemon.pid()
     }

@@ -494,3 +494,81 @@ fn a_killed_server_without_a_reply_is_unknown() {
         &[("fin", "server")],
     );
 }
+
+#[test]
+fn a_session_open_before_the_tracer_started_is_seeded() {
+    if !tests::root_or_skip("a_session_open_before_the_tracer_started_is_seeded") {
+        return;
+    }
+    let net = NsPair::new();
+    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+    let mut client = Scenario::start(&net.client, "hold", SERVER_V4, None);
+    client.wait_ready();
+    let run = observe(&net, tracer(), || {
+        client.go();
+        client.finish()
+    });
+    assert!(run.outcome.starts_with("230"), "client: {}", run.outcome);
+    let session = only_session(&run.trace);
+    assert!(session.seeded, "{}", session.brief());
+    assert!(
+        session.unknown.iter().any(|u| u == "user"),
+        "{:?}",
+        session.unknown
+    );
+    assert_eq!(session.user, None);
+    assert_eq!(session.commands, ["QUIT"]);
+    assert_eq!(session.seen_from, [Side::Client, Side::Server]);
+    assert_verdict(
+        session,
+        "clean",
+        None,
+        &[("fin", session.control.closed_by.as_str())],
+    );
+}
+
+/// Under TLS the announcements cannot be read: with the passive range given,
+/// the data connection is traced and linked by address.
+#[test]
+fn ftps_data_connection_is_linked_by_address() {
+    if !tests::root_or_skip("ftps_data_connection_is_linked_by_address") {
+        return;
+    }
+    let net = NsPair::new();
+    let ftp = Vsftpd::start(
+        &net.server,
+        VsftpdConfig::new(Listen::V4(SERVER_V4))
+            .with_tls()
+            .with_file("file", 100_000),
+    );
+    let certificate = ftp.certificate().display().to_string();
+    let run = observe(&net, Tracer::start(), || {
+        Scenario::start(&net.client, "ftps_download", SERVER_V4, Some(&certificate)).finish()
+    });
+    assert_eq!(run.outcome, "100000");
+    let session = only_session(&run.trace);
+    assert!(session.encrypted, "{}", session.brief());
+    assert_eq!(session.data.len(), 1, "{}", session.brief());
+    let data = &session.data[0];
+    assert_eq!(
+        (
+            data.linked_by.as_deref(),
+            data.established,
+            data.client.addr.as_str()
+        ),
+        (Some("heuristic"), true, session.client.addr.as_str()),
+        "{}",
+        session.brief()
+    );
+    assert_eq!(
+        session.cause.as_deref(),
+        Some("clean"),
+        "{}",
+        session.brief()
+    );
+    assert!(
+        conns(session).all(|c| c.close == "fin"),
+        "{}",
+        session.brief()
+    );
+}

@@ -1,0 +1,326 @@
+//! The TCP connections already open when ftptrace starts, from sock_diag
+//! (`NETLINK_SOCK_DIAG`, what `ss` reads), in every network namespace a
+//! process is in: their sessions are seeded, so a session that began before
+//! the tracer still gets a record.
+
+use std::{
+    collections::HashSet,
+    fs::File,
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::unix::fs::MetadataExt,
+};
+
+/// One open connection, from one end's point of view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenConnection {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Kernel TCP state number (`TCP_ESTABLISHED` is 1).
+    pub state: u8,
+}
+
+/// sock_diag's message type and the inet_diag request/response layouts
+/// (linux/sock_diag.h, linux/inet_diag.h).
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HEADER: usize = 16;
+
+/// Every state but LISTEN (10), TIME_WAIT (6) and CLOSE (7): connections
+/// whose session may still have something to say.
+const STATES: u32 = (1 << 1) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 9);
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct SockId {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    src: [u8; 16],
+    dst: [u8; 16],
+    interface: u32,
+    cookie: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Request {
+    // struct nlmsghdr
+    len: u32,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+    // struct inet_diag_req_v2
+    family: u8,
+    protocol: u8,
+    ext: u8,
+    pad: u8,
+    states: u32,
+    id: SockId,
+}
+
+/// Open connections with an FTP control port at either end, in every
+/// network namespace in use. Namespaces that cannot be entered are skipped
+/// and named in the returned warnings.
+pub fn open_control_connections(control_ports: &[u16]) -> (Vec<OpenConnection>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut warnings = Vec::new();
+    for (netns, path) in namespaces() {
+        let ports = control_ports.to_vec();
+        let result = std::thread::spawn(move || -> io::Result<Vec<OpenConnection>> {
+            enter(&path)?;
+            let mut all = dump(libc::AF_INET as u8, netns)?;
+            all.extend(dump(libc::AF_INET6 as u8, netns)?);
+            Ok(all
+                .into_iter()
+                .filter(|c| ports.contains(&c.local.port()) || ports.contains(&c.remote.port()))
+                .collect())
+        })
+        .join();
+        match result {
+            Ok(Ok(connections)) => found.extend(connections),
+            Ok(Err(e)) => warnings.push(format!("network namespace {netns}: {e}")),
+            Err(_) => warnings.push(format!("network namespace {netns}: the reader panicked")),
+        }
+    }
+    (found, warnings)
+}
+
+/// One `/proc/<pid>/ns/net` per network namespace in use.
+fn namespaces() -> Vec<(u32, String)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let path = format!("/proc/{pid}/ns/net");
+        // The process may be gone already: skip it.
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        let Ok(inode) = u32::try_from(meta.ino()) else {
+            continue;
+        };
+        if seen.insert(inode) {
+            out.push((inode, path));
+        }
+    }
+    out
+}
+
+/// Moves this thread into the network namespace at `path`.
+fn enter(path: &str) -> io::Result<()> {
+    let ns = File::open(path)?;
+    // SAFETY: setns(2) on an open namespace file; it affects only the
+    // calling thread, which exists only for this query.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Every TCP connection of `family` in this thread's network namespace.
+fn dump(family: u8, netns: u32) -> io::Result<Vec<OpenConnection>> {
+    // SAFETY: socket(2) with constant arguments; the fd is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let request = Request {
+        len: std::mem::size_of::<Request>() as u32,
+        kind: SOCK_DIAG_BY_FAMILY,
+        flags: (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16,
+        seq: 1,
+        pid: 0,
+        family,
+        protocol: libc::IPPROTO_TCP as u8,
+        ext: 0,
+        pad: 0,
+        states: STATES,
+        id: SockId::default(),
+    };
+    // SAFETY: sending the bytes of a plain repr(C) struct we own.
+    let sent = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            (&raw const request).cast(),
+            std::mem::size_of::<Request>(),
+            0,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: recv(2) into a buffer we own, of its length.
+        let got = unsafe {
+            libc::recv(
+                socket.as_raw_fd(),
+                buffer.as_mut_ptr().cast(),
+                buffer.len(),
+                0,
+            )
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match parse_messages(&buffer[..got as usize], netns, &mut found)? {
+            Parsed::More => {}
+            Parsed::Done => return Ok(found),
+        }
+    }
+}
+
+enum Parsed {
+    More,
+    Done,
+}
+
+/// Parses one datagram of netlink messages into `found`.
+fn parse_messages(
+    mut bytes: &[u8],
+    netns: u32,
+    found: &mut Vec<OpenConnection>,
+) -> io::Result<Parsed> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {what}"));
+    while bytes.len() >= NLMSG_HEADER {
+        let len = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+        let kind = u16::from_ne_bytes(bytes[4..6].try_into().expect("2 bytes"));
+        if len < NLMSG_HEADER || len > bytes.len() {
+            return Err(bad("truncated message"));
+        }
+        let body = &bytes[NLMSG_HEADER..len];
+        match kind {
+            NLMSG_DONE => return Ok(Parsed::Done),
+            NLMSG_ERROR => {
+                let errno = body
+                    .get(0..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
+                    .unwrap_or(0);
+                if errno != 0 {
+                    return Err(io::Error::from_raw_os_error(-errno));
+                }
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if let Some(connection) = parse_diag_msg(body, netns) {
+                    found.push(connection);
+                }
+            }
+            _ => {}
+        }
+        // Messages are 4-byte aligned.
+        let next = (len + 3) & !3;
+        bytes = bytes.get(next..).unwrap_or(&[]);
+    }
+    Ok(Parsed::More)
+}
+
+/// `struct inet_diag_msg`: family, state, timer, retrans, then the socket id.
+fn parse_diag_msg(body: &[u8], netns: u32) -> Option<OpenConnection> {
+    let family = *body.first()?;
+    let state = *body.get(1)?;
+    let id = body.get(4..4 + std::mem::size_of::<SockId>())?;
+    let sport = u16::from_be_bytes([id[0], id[1]]);
+    let dport = u16::from_be_bytes([id[2], id[3]]);
+    let address = |raw: &[u8]| -> Option<IpAddr> {
+        Some(if family == libc::AF_INET as u8 {
+            IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+        } else {
+            let v6 = Ipv6Addr::from(<[u8; 16]>::try_from(raw).ok()?);
+            IpAddr::V6(v6).to_canonical()
+        })
+    };
+    Some(OpenConnection {
+        netns,
+        local: SocketAddr::new(address(&id[4..20])?, sport),
+        remote: SocketAddr::new(address(&id[20..36])?, dport),
+        state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A netlink datagram with one `inet_diag_msg` and NLMSG_DONE, laid out
+    /// as the kernel sends them.
+    fn datagram() -> Vec<u8> {
+        let mut msg = vec![0u8; NLMSG_HEADER];
+        msg.extend([libc::AF_INET as u8, 1, 0, 0]);
+        msg.extend(21u16.to_be_bytes());
+        msg.extend(40000u16.to_be_bytes());
+        msg.extend([192, 0, 2, 1]);
+        msg.extend([0; 12]);
+        msg.extend([192, 0, 2, 2]);
+        msg.extend([0; 12]);
+        msg.extend([0; 12]); // interface, cookie
+        msg.extend([0; 20]); // expires, rqueue, wqueue, uid, inode
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
+        msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        let mut done = vec![0u8; NLMSG_HEADER + 4];
+        let done_len = done.len() as u32;
+        done[0..4].copy_from_slice(&done_len.to_ne_bytes());
+        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        msg.extend(done);
+        msg
+    }
+
+    #[test]
+    fn parses_a_dump() {
+        let mut found = Vec::new();
+        assert!(matches!(
+            parse_messages(&datagram(), 7, &mut found).unwrap(),
+            Parsed::Done
+        ));
+        assert_eq!(
+            found,
+            [OpenConnection {
+                netns: 7,
+                local: "192.0.2.1:21".parse().unwrap(),
+                remote: "192.0.2.2:40000".parse().unwrap(),
+                state: 1,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_truncated_message_is_an_error_not_a_panic() {
+        let bytes = datagram();
+        let mut found = Vec::new();
+        for cut in 0..bytes.len() {
+            let _ = parse_messages(&bytes[..cut], 7, &mut found);
+        }
+        let mut bad = bytes.clone();
+        bad[0..4].copy_from_slice(&10_000u32.to_ne_bytes());
+        assert!(parse_messages(&bad, 7, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn the_request_has_the_kernels_layout() {
+        // nlmsghdr (16) + inet_diag_req_v2 (56).
+        assert_eq!(std::mem::size_of::<Request>(), 72);
+        assert_eq!(std::mem::size_of::<SockId>(), 48);
+    }
+}
