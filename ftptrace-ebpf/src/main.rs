@@ -646,16 +646,15 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
             }
             flags |= segment_flags::REDACTED;
         }
-        // A `227`/`229` reply announces the next passive data port: trace
-        // it from now on, before the client can connect (user space learns
-        // of it a drain later, and expires it).
-        if captured > 8
-            && d[0] == b'2'
-            && d[1] == b'2'
-            && (d[2] == b'7' || d[2] == b'9')
-            && d[3] == b' '
-        {
-            let port = announced_port(d, captured, d[2] == b'7');
+        // A `227`/`229` reply or a `PORT`/`EPRT` command announces the next
+        // data connection's port: trace it from now on, before the peer can
+        // connect (user space learns of it a drain later, and expires it).
+        let reply = d[0] == b'2' && d[1] == b'2' && (d[2] == b'7' || d[2] == b'9') && d[3] == b' ';
+        let command = d[4] == b' ' && matches!(&verb(d), b"port" | b"eprt");
+        if captured > 8 && (reply || command) {
+            // 227 and PORT give the port as two numbers (p1,p2).
+            let pairs = (reply && d[2] == b'7') || (command && (d[0] | 0x20) == b'p');
+            let port = announced_port(d, captured, pairs);
             if port != 0
                 && let Some(role) = PORTS.get_ptr_mut(port)
             {
@@ -726,10 +725,12 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
 /// Bytes of a `227`/`229` reply searched for the port.
 const ANNOUNCE_SCAN: usize = 96;
 
-/// The data port of `227 ... (h1,h2,h3,h4,p1,p2)` (`p1*256+p2`: the last two
-/// numbers before `)`) or `229 ... (|||port|)` (the last number); 0 if none.
+/// The data port of `227 ... (h1,h2,h3,h4,p1,p2)` or `PORT h1,...,p1,p2`
+/// (`pairs`: `p1*256+p2`, the last two numbers) or of `229 ... (|||port|)` or
+/// `EPRT |af|addr|port|` (the last number), reading up to `)` or the line's
+/// end; 0 if none.
 #[inline(always)]
-fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pasv: bool) -> u32 {
+fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pairs: bool) -> u32 {
     let (mut prev, mut last, mut cur) = (0u32, 0u32, 0u32);
     let mut in_number = false;
     let mut i = 4;
@@ -747,13 +748,13 @@ fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pasv: bool) ->
                 cur = 0;
                 in_number = false;
             }
-            if c == b')' {
+            if c == b')' || c == b'\r' || c == b'\n' {
                 break;
             }
         }
         i += 1;
     }
-    let port = if pasv { prev * 256 + last } else { last };
+    let port = if pairs { prev * 256 + last } else { last };
     if port < 65_536 { port } else { 0 }
 }
 

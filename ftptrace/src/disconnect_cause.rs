@@ -387,7 +387,7 @@ fn timeout(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnosis>
 }
 
 fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnosis> {
-    let (id, ending) = endings
+    let (id, _) = endings
         .iter()
         .find(|(_, e)| e.close == Close::Reset && e.closed_by == ClosedBy::Middlebox)?;
     let conn = session.conn(*id);
@@ -395,7 +395,6 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
         .seen()
         .find(|(_, v)| !v.resets_received.is_empty())
         .map(|(end, _)| end)?;
-    let _ = ending;
     Some(found_at(
         Cause::MiddleboxReset,
         Some(*id),
@@ -665,6 +664,29 @@ mod tests {
                 "{ends:?}"
             );
         }
+    }
+
+    /// Events the kernel never delivered (a full ring, a tracepoint not run)
+    /// must not turn a clean session into a failed one: leaving ESTABLISHED,
+    /// or words on the channel, prove the handshake happened.
+    #[test]
+    fn a_missed_handshake_does_not_hide_an_established_connection() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.fin(&data, Server);
+        s.reply(&control, 226, "Transfer complete.");
+        quit(&mut s, &control);
+        let without_handshakes: Vec<_> = s
+            .seen_from(BOTH)
+            .into_iter()
+            .filter(|e| {
+                !matches!(&e.kind, EventKind::State { new, .. } if new == "ESTABLISHED" || new == "SYN_RECV")
+            })
+            .collect();
+        assert_eq!(
+            verdicts(&without_handshakes, s.end_ns()),
+            ["clean - | fin/server, fin/server"]
+        );
     }
 
     #[test]

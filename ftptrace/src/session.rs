@@ -639,7 +639,7 @@ impl Sessions {
         self.started += 1;
         let id = format!("{}-{}", self.id_prefix, self.next_id);
         let ns = event.boot_ns;
-        let mut session = Session {
+        let session = Session {
             id: id.clone(),
             start_ns: ns,
             last_ns: ns,
@@ -659,7 +659,6 @@ impl Sessions {
             timeline: Timeline::default(),
             control_readable: false,
         };
-        session.control.first_ns = ns;
         self.open.insert(id.clone(), session);
         self.by_tuple
             .insert((client, server), (id.clone(), ConnId::Control));
@@ -808,20 +807,40 @@ impl Sessions {
             view.had_socket = true;
         }
         match &event.kind {
-            EventKind::State { old, new } => match new.as_str() {
-                "SYN_SENT" => view.syn_sent = true,
-                "ESTABLISHED" => view.established_ns = Some(ns),
-                "FIN_WAIT1" if old == "ESTABLISHED" || old == "SYN_RECV" => {
-                    view.fin_sent_ns.get_or_insert(ns);
+            EventKind::State { old, new } => {
+                // Leaving a synchronized state proves the connection was
+                // established, even if that transition's event was missed.
+                if matches!(
+                    old.as_str(),
+                    "ESTABLISHED"
+                        | "FIN_WAIT1"
+                        | "FIN_WAIT2"
+                        | "CLOSE_WAIT"
+                        | "LAST_ACK"
+                        | "CLOSING"
+                ) {
+                    view.established_ns.get_or_insert(ns);
                 }
-                "CLOSE_WAIT" => {
-                    view.fin_received_ns.get_or_insert(ns);
+                match new.as_str() {
+                    "SYN_SENT" => view.syn_sent = true,
+                    "ESTABLISHED" => {
+                        view.established_ns.get_or_insert(ns);
+                    }
+                    "FIN_WAIT1" if old == "ESTABLISHED" || old == "SYN_RECV" => {
+                        view.fin_sent_ns.get_or_insert(ns);
+                    }
+                    "CLOSE_WAIT" => {
+                        view.fin_received_ns.get_or_insert(ns);
+                    }
+                    "CLOSE" if old != "LISTEN" => {
+                        view.closed_ns.get_or_insert(ns);
+                    }
+                    _ => {}
                 }
-                "CLOSE" if old != "LISTEN" => {
-                    view.closed_ns.get_or_insert(ns);
-                }
-                _ => {}
-            },
+            }
+            // One the kernel tried but could not send (`error`) is in the
+            // timeline, not in the counts: Tcp.RetransSegs skips it too.
+            EventKind::Retransmit { error: Some(_), .. } => {}
             EventKind::Retransmit {
                 syn, segs, state, ..
             } => {
@@ -854,14 +873,16 @@ impl Sessions {
             } => view
                 .drops
                 .push((ns, reason.clone(), *tcp_flags, location.clone())),
-            EventKind::Ftp { from, event: said } => {
+            EventKind::Ftp { event: said, .. } => {
+                // Words on the channel: it is established.
+                view.established_ns.get_or_insert(ns);
                 session.control_readable = true;
                 if end == Side::Client && server_end_seen(&session.control) {
                     // Both ends of the connection are on this host and say
                     // the same words: the server's account is kept.
                     return;
                 }
-                expect = apply_ftp(session, *from, said, ns);
+                expect = apply_ftp(session, said, ns);
             }
             EventKind::ControlSegment(_) => {}
         }
@@ -914,8 +935,10 @@ impl Sessions {
     }
 }
 
-/// Applies what a peer said to the session; returns a data port to expect.
-fn apply_ftp(session: &mut Session, from: Side, said: &ControlEvent, ns: u64) -> Option<u16> {
+/// Applies what a peer said to the session; returns a data port to expect
+/// (the server's for passive mode, the client's for active mode, whose
+/// server may connect from any port).
+fn apply_ftp(session: &mut Session, said: &ControlEvent, ns: u64) -> Option<u16> {
     match said {
         ControlEvent::Command { verb, arg } => {
             if *verb == Verb::User {
@@ -951,7 +974,6 @@ fn apply_ftp(session: &mut Session, from: Side, said: &ControlEvent, ns: u64) ->
             addr,
             port,
         } => {
-            let _ = from;
             session.expectations.push(Expectation {
                 announced_by: *announced_by,
                 addr: addr.map(|a| a.to_canonical()),
@@ -959,7 +981,7 @@ fn apply_ftp(session: &mut Session, from: Side, said: &ControlEvent, ns: u64) ->
                 at_ns: ns,
                 used_by: None,
             });
-            (*announced_by == Side::Server).then_some(*port)
+            Some(*port)
         }
         ControlEvent::Encrypted => {
             session.encrypted_ns.get_or_insert(ns);

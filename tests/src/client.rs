@@ -22,13 +22,14 @@ fn url(scheme: &str, addr: IpAddr, port: u16, path: &str) -> String {
     }
 }
 
-/// One curl run: `curl -sS [--ftp-pasv] --connect-timeout C -m M -o FILE URL`.
+/// One curl run: `curl -sS [--ftp-pasv|--ftp-port -] --connect-timeout C -m M -o FILE URL`.
 #[derive(Clone, Debug)]
 pub struct Curl {
     url: String,
     connect_timeout: Duration,
     max_time: Duration,
     epsv: bool,
+    active: bool,
     credentials: Option<Credentials>,
 }
 
@@ -67,6 +68,7 @@ impl Curl {
             connect_timeout: Duration::from_secs(5),
             max_time: Duration::from_secs(30),
             epsv: true,
+            active: false,
             credentials: None,
         }
     }
@@ -86,6 +88,14 @@ impl Curl {
     #[must_use]
     pub fn disable_epsv(mut self) -> Self {
         self.epsv = false;
+        self
+    }
+
+    /// Active mode (`--ftp-port -`): the client listens and sends
+    /// `EPRT`/`PORT`; the server connects to it.
+    #[must_use]
+    pub fn active(mut self) -> Self {
+        self.active = true;
         self
     }
 
@@ -117,7 +127,9 @@ impl Curl {
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config.display()));
             command.arg("-K").arg(&config);
         }
-        if self.url.starts_with("ftp://") {
+        if self.url.starts_with("ftp://") && self.active {
+            command.args(["--ftp-port", "-"]);
+        } else if self.url.starts_with("ftp://") {
             command.arg("--ftp-pasv");
             if !self.epsv {
                 command.arg("--disable-epsv");

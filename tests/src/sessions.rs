@@ -50,8 +50,9 @@ pub fn assert_verdict(
             got.as_slice()
         ),
         (Some(cause), cause_conn, closes),
-        "session verdict: {}",
-        session.brief()
+        "session verdict: {}{}",
+        session.brief(),
+        session.timeline_text()
     );
     assert!(
         !session.evidence.is_empty(),

@@ -355,6 +355,19 @@ pub struct TimelineEntry {
 }
 
 impl Session {
+    /// The timeline, one entry per line, for failure messages.
+    pub fn timeline_text(&self) -> String {
+        self.timeline
+            .iter()
+            .map(|e| {
+                format!(
+                    "\n    +{} ms {} {:?}: {}",
+                    e.offset_ms, e.conn, e.side, e.what
+                )
+            })
+            .collect()
+    }
+
     /// The one-line summary failure messages show.
     pub fn brief(&self) -> String {
         let conns: Vec<String> = std::iter::once(&self.control)
@@ -591,6 +604,10 @@ impl Tracer {
         let mut sessions = Vec::new();
         let mut stats = Vec::new();
         let all_lines = lines.clone();
+        // For a person debugging a test: every line the tracer printed.
+        if let Some(path) = std::env::var_os("FTPTRACE_TEST_DUMP") {
+            let _ = std::fs::write(path, all_lines.join("\n"));
+        }
         for (n, line) in lines.iter().enumerate().skip(1) {
             match parse_line(line) {
                 Ok(Line::Event(event)) => events.push(*event),

@@ -88,4 +88,22 @@ fn data_loss_retransmits_match_retrans_segs() {
         run.server.get("TcpExt.TCPSynRetrans"),
         "server SYN-ACK retransmit events vs TcpExt.TCPSynRetrans{ctx}"
     );
+    // As a session: the download completed despite the losses.
+    let session = tests::sessions::only_session(&run.trace);
+    assert_eq!(
+        (session.cause.as_deref(), session.cause_conn.as_deref()),
+        (Some("packet_loss_recovered"), Some("data:1")),
+        "{}{}",
+        session.brief(),
+        session.timeline_text()
+    );
+    let resent: i64 = tests::sessions::conns(session)
+        .map(|c| i64::from(c.retransmits + c.syn_retransmits))
+        .sum();
+    assert_eq!(
+        resent,
+        run.server.get("Tcp.RetransSegs") + run.client.get("Tcp.RetransSegs"),
+        "the session's retransmits vs Tcp.RetransSegs of both ends: {}",
+        session.brief()
+    );
 }

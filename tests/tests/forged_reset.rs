@@ -8,6 +8,7 @@ use tests::{
     netns::{NsPair, SERVER_V4},
     nft::{self, Rule},
     observe::observe,
+    sessions::only_session,
     tracer::{Kind, Tracer},
     vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
@@ -79,4 +80,23 @@ fn forged_reset_on_data_connection_matches_estab_resets() {
             event.line
         );
     }
+    // As a session: both ends are here and the server's peer never sent
+    // the reset it got, so it is a middlebox's.
+    let session = only_session(&run.trace);
+    assert_eq!(
+        session.cause.as_deref(),
+        Some("middlebox_reset"),
+        "{}{}",
+        session.brief(),
+        session.timeline_text()
+    );
+    let hit = session.cause_conn.as_deref().unwrap_or_default();
+    assert!(hit.starts_with("data:"), "{}", session.brief());
+    let conn = session.data.iter().find(|c| c.conn == hit).unwrap();
+    assert_eq!(
+        (conn.close.as_str(), conn.closed_by.as_str()),
+        ("reset", "middlebox"),
+        "{}",
+        session.brief()
+    );
 }

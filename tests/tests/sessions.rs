@@ -572,3 +572,61 @@ fn ftps_data_connection_is_linked_by_address() {
         session.brief()
     );
 }
+
+/// Active mode: the client announces its port with EPRT and vsftpd (not
+/// bound to port 20 here) connects from any port; the kernel traces the
+/// announced port from the EPRT on.
+#[test]
+fn active_mode_data_connection_is_linked_by_its_eprt() {
+    if !tests::root_or_skip("active_mode_data_connection_is_linked_by_its_eprt") {
+        return;
+    }
+    let net = NsPair::new();
+    let _ftp = Vsftpd::start(
+        &net.server,
+        VsftpdConfig::new(Listen::V4(SERVER_V4))
+            .with("connect_from_port_20", "NO")
+            .with_file("file", 100_000),
+    );
+    let run = observe(&net, tracer(), || {
+        Curl::new(ftp_url(SERVER_V4, 21, "file"))
+            .active()
+            .run(&net.client)
+    });
+    let ctx = run.context();
+    assert_eq!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
+    let session = only_session(&run.trace);
+    assert!(
+        session.commands.iter().any(|c| c == "EPRT" || c == "PORT"),
+        "{}",
+        session.brief()
+    );
+    assert_verdict(
+        session,
+        "clean",
+        None,
+        &[("fin", "server"), ("fin", "server")],
+    );
+    let data = &session.data[0];
+    assert_eq!(
+        (
+            data.linked_by.as_deref(),
+            data.seen_from.as_slice(),
+            data.client.addr.as_str()
+        ),
+        (
+            Some("announcement"),
+            [Side::Client, Side::Server].as_slice(),
+            CLIENT_V4.to_string().as_str()
+        ),
+        "{}{}",
+        session.brief(),
+        session.timeline_text()
+    );
+    // The server connected out: its end made the active open.
+    let opens = events_of(&run, &session.id, "data:1")
+        .into_iter()
+        .filter(|e| e.side == Side::Server && e.is_transition("SYN_SENT", "ESTABLISHED"))
+        .count();
+    assert_eq!(opens, 1, "{}{ctx}", session.timeline_text());
+}
