@@ -409,6 +409,11 @@ impl Sessions {
         true
     }
 
+    /// `port` is traced because an announcement named it.
+    pub fn expects(&self, port: u16) -> bool {
+        self.expected_ports.contains_key(&port)
+    }
+
     /// Kernel port-map changes since the last call.
     pub fn take_port_updates(&mut self) -> Vec<PortUpdate> {
         std::mem::take(&mut self.port_updates)

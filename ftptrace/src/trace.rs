@@ -221,7 +221,12 @@ impl Stream {
         match place.map(|p| p.end) {
             Some(FtpSide::Server) => Side::Server,
             Some(FtpSide::Client) => Side::Client,
-            None if self.ports.contains(event.local.port()) => Side::Server,
+            // A listener on an announced passive port is the server's.
+            None if self.ports.contains(event.local.port())
+                || self.sessions.expects(event.local.port()) =>
+            {
+                Side::Server
+            }
             None => Side::Client,
         }
     }
