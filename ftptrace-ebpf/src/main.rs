@@ -646,15 +646,17 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
             }
             flags |= segment_flags::REDACTED;
         }
-        // A `227`/`229` reply or a `PORT`/`EPRT` command announces the next
-        // data connection's port: trace it from now on, before the peer can
-        // connect (user space learns of it a drain later, and expires it).
-        let reply = d[0] == b'2' && d[1] == b'2' && (d[2] == b'7' || d[2] == b'9') && d[3] == b' ';
-        let command = d[4] == b' ' && matches!(&verb(d), b"port" | b"eprt");
-        if captured > 8 && (reply || command) {
-            // 227 and PORT give the port as two numbers (p1,p2).
-            let pairs = (reply && d[2] == b'7') || (command && (d[0] | 0x20) == b'p');
-            let port = announced_port(d, captured, pairs);
+        // A `227`/`229` reply announces the next passive data port: trace it
+        // from now on, before the client can connect (user space learns of
+        // it a drain later, and expires it). `PORT`/`EPRT` are left to user
+        // space: the server connects only after the next command.
+        if captured > 8
+            && d[0] == b'2'
+            && d[1] == b'2'
+            && (d[2] == b'7' || d[2] == b'9')
+            && d[3] == b' '
+        {
+            let port = announced_port(d, captured, d[2] == b'7');
             if port != 0
                 && let Some(role) = PORTS.get_ptr_mut(port)
             {
@@ -722,8 +724,10 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     Ok(())
 }
 
-/// Bytes of a `227`/`229` reply searched for the port.
-const ANNOUNCE_SCAN: usize = 96;
+/// Bytes of an announcement searched for the port.
+const ANNOUNCE_SCAN: usize = 80;
+/// Numbers beyond a port's range are cut to this mask (then refused).
+const NUMBER_MASK: u32 = 0x1_ffff;
 
 /// The data port of `227 ... (h1,h2,h3,h4,p1,p2)` or `PORT h1,...,p1,p2`
 /// (`pairs`: `p1*256+p2`, the last two numbers) or of `229 ... (|||port|)` or
@@ -731,30 +735,35 @@ const ANNOUNCE_SCAN: usize = 96;
 /// end; 0 if none.
 #[inline(always)]
 fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pairs: bool) -> u32 {
-    let (mut prev, mut last, mut cur) = (0u32, 0u32, 0u32);
-    let mut in_number = false;
+    // Every value is masked to one range, so the verifier (5.10's too)
+    // sees the same state whichever digits came and prunes, instead of
+    // following each path through the bytes.
+    let (mut prev, mut last, mut cur, mut in_number) = (0u32, 0u32, 0u32, 0u32);
     let mut i = 4;
     while i < ANNOUNCE_SCAN && (i as u32) < captured {
         let c = d[i];
-        if c.is_ascii_digit() {
-            if cur < 100_000 {
-                cur = cur * 10 + u32::from(c - b'0');
-            }
-            in_number = true;
+        let digit = u32::from(c.wrapping_sub(b'0'));
+        if digit < 10 {
+            cur = (cur * 10 + digit) & NUMBER_MASK;
+            in_number = 1;
         } else {
-            if in_number {
+            if in_number != 0 {
                 prev = last;
                 last = cur;
-                cur = 0;
-                in_number = false;
             }
+            cur = 0;
+            in_number = 0;
             if c == b')' || c == b'\r' || c == b'\n' {
                 break;
             }
         }
         i += 1;
     }
-    let port = if pairs { prev * 256 + last } else { last };
+    let port = if pairs {
+        (prev & 0xff) * 256 + (last & 0xff)
+    } else {
+        last
+    };
     if port < 65_536 { port } else { 0 }
 }
 

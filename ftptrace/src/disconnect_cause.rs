@@ -416,7 +416,9 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
 }
 
 fn server_idle_timeout(session: &Session, control: Ending) -> Option<Diagnosis> {
-    if control.closed_by != ClosedBy::Server {
+    // The 421 is the server ending the session; which FIN comes first
+    // after it is a race (a client that reads the 421 may close at once).
+    if control.close == Close::Open {
         return None;
     }
     let mut replies = session.timeline.entries().filter(|e| {
@@ -465,8 +467,9 @@ fn server_idle_timeout(session: &Session, control: Ending) -> Option<Diagnosis> 
                 cite(session, timed_out)
             ),
             format!(
-                "then the server closed the control connection with {}",
-                control.close.as_str()
+                "then the control connection closed with {} by {}",
+                control.close.as_str(),
+                control.closed_by.as_str()
             ),
         ],
     ))
@@ -696,6 +699,7 @@ mod tests {
         s.login(&control);
         s.after_ms(300_000);
         s.reply(&control, 421, "Timeout.");
+        let mut client_first = s.clone();
         s.fin(&control, Server);
         for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
             assert_eq!(
@@ -704,6 +708,12 @@ mod tests {
                 "{ends:?}"
             );
         }
+        // A client that reads the 421 may close first: still the server's timeout.
+        client_first.fin(&control, Client);
+        assert_eq!(
+            seen(&client_first, BOTH),
+            ["server_idle_timeout control | fin/client"]
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct Link {
     cookie: u64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Script {
     events: Vec<KernelEvent>,
     now_ns: u64,

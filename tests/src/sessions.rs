@@ -65,3 +65,45 @@ pub fn assert_verdict(
 pub fn conns(session: &Session) -> impl Iterator<Item = &Conn> {
     std::iter::once(&session.control).chain(&session.data)
 }
+
+/// Asserts a session that ended normally: every connection closed with FIN,
+/// the data connections by the server (it closes after the last byte). After
+/// `221` both ends close the control connection at once, so either FIN may
+/// come first; and a busy CPU can delay an ACK past the kernel's tail loss
+/// probe, so a session with retransmits may be `packet_loss_recovered`
+/// rather than `clean`. Returns the retransmits of the session.
+#[track_caller]
+pub fn assert_ended_normally(session: &Session) -> u32 {
+    let resent: u32 = conns(session)
+        .map(|c| c.retransmits + c.syn_retransmits)
+        .sum();
+    let cause = session.cause.as_deref();
+    let expected = cause == Some("clean") || (resent > 0 && cause == Some("packet_loss_recovered"));
+    assert!(
+        expected,
+        "a normal end (clean, or packet_loss_recovered with {resent} retransmits): {}{}",
+        session.brief(),
+        session.timeline_text()
+    );
+    assert!(
+        ["client", "server"].contains(&session.control.closed_by.as_str()),
+        "{}",
+        session.brief()
+    );
+    for conn in conns(session) {
+        let closer = if conn.conn == "control" {
+            session.control.closed_by.as_str()
+        } else {
+            "server"
+        };
+        assert_eq!(
+            (conn.close.as_str(), conn.closed_by.as_str()),
+            ("fin", closer),
+            "{}",
+            session.brief()
+        );
+    }
+    assert!(!session.evidence.is_empty(), "{}", session.brief());
+    assert_eq!(session.state, "closed", "{}", session.brief());
+    resent
+}

@@ -7,7 +7,7 @@ use tests::{
     netns::{NsPair, SERVER_V4},
     observe::observe,
     scenario::Scenario,
-    sessions::{assert_verdict, briefs, conns},
+    sessions::{assert_ended_normally, briefs},
     tracer::{NO_PASSIVE_RANGE_ARGS, Side, Tracer},
     vsftpd::{Listen, Vsftpd, VsftpdConfig},
 };
@@ -36,40 +36,7 @@ fn two_hundred_short_sessions_each_linked_right() {
     let mut with_data = 0;
     let mut retransmits = 0;
     for session in &trace.sessions {
-        // After 221 both ends close at once: either FIN may be first.
-        let control_closer = session.control.closed_by.as_str();
-        assert!(
-            ["client", "server"].contains(&control_closer),
-            "{}",
-            session.brief()
-        );
-        // A veth loses nothing, but a busy CPU can delay an ACK past the
-        // kernel's tail loss probe: a session with retransmits may be
-        // packet_loss_recovered; one without is clean.
-        let resent: u32 = conns(session)
-            .map(|c| c.retransmits + c.syn_retransmits)
-            .sum();
-        retransmits += i64::from(resent);
-        let cause = if resent > 0 && session.cause.as_deref() == Some("packet_loss_recovered") {
-            "packet_loss_recovered"
-        } else {
-            "clean"
-        };
-        assert_verdict(
-            session,
-            cause,
-            session.cause_conn.as_deref().filter(|_| cause != "clean"),
-            &conns(session)
-                .map(|c| {
-                    let closer = if c.conn == "control" {
-                        control_closer
-                    } else {
-                        "server"
-                    };
-                    ("fin", closer)
-                })
-                .collect::<Vec<_>>(),
-        );
+        retransmits += i64::from(assert_ended_normally(session));
         assert!(session.data.len() <= 1, "{}", session.brief());
         if let Some(data) = session.data.first() {
             with_data += 1;
