@@ -173,7 +173,11 @@ fn refusal(conn: &Conn) -> Option<Ending> {
     });
     let server = conn.view(Side::Server);
     let by_server_host = server
-        .filter(|v| v.resets_sent_without_socket > 0 || !v.resets_sent.is_empty())
+        .filter(|v| {
+            v.resets_sent_without_socket > 0
+                || !v.resets_sent.is_empty()
+                || v.drops.iter().any(tcp_found_no_socket)
+        })
         .map(|v| v.first_ns);
     let at_ns = at_client.or(by_server_host)?;
     // A server end on this host that sent no reset did not refuse it.
@@ -186,4 +190,17 @@ fn refusal(conn: &Conn) -> Option<Ending> {
         closed_by,
         at_ns: Some(at_ns),
     })
+}
+
+/// A SYN that TCP itself dropped for want of a socket: TCP answers it with a
+/// reset. Kernels before 6.10 report no socket-less reset, so on them this
+/// drop (reason `NO_SOCKET`, or no reason at all in `tcp_v4_rcv`/`tcp_v6_rcv`
+/// before drop reasons existed) is the only trace of that reset.
+fn tcp_found_no_socket(drop: &(u64, Option<String>, u8, Option<String>)) -> bool {
+    let (_, reason, flags, location) = drop;
+    let syn = flags & 0x12 == 0x02;
+    let in_tcp = location
+        .as_deref()
+        .is_some_and(|l| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv"));
+    syn && (reason.as_deref() == Some("NO_SOCKET") || (reason.is_none() && in_tcp))
 }

@@ -1019,6 +1019,35 @@ mod tests {
         }
     }
 
+    /// 5.10 reports no reset without a socket, and no drop reason: the SYN
+    /// TCP dropped in tcp_v4_rcv is what says it answered with a reset.
+    #[test]
+    fn connection_refused_on_a_kernel_without_socketless_resets() {
+        let mut s = Script::new();
+        let control = s.link(CLIENT, SERVER);
+        s.syn(&control);
+        s.socketless(
+            &control,
+            Server,
+            EventKind::Drop {
+                reason: None,
+                outgoing: false,
+                tcp_flags: 0x02,
+                location: Some("tcp_v4_rcv".into()),
+            },
+        );
+        s.emit(&control, Client, EventKind::SocketError { errno: 111 });
+        s.emit(&control, Client, state("SYN_SENT", "CLOSE"));
+        s.destroy(&control, Client);
+        for ends in [BOTH, SERVER_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["connection_refused control | refused/server"],
+                "{ends:?}"
+            );
+        }
+    }
+
     #[test]
     fn server_limit_at_the_greeting() {
         let mut s = Script::new();
