@@ -28,6 +28,10 @@ pub const TIMELINE_HEAD: usize = 100;
 pub const TIMELINE_TAIL: usize = 100;
 /// Commands and replies listed per session.
 pub const MAX_LISTED: usize = 200;
+/// Data connections kept per session; later ones are counted, not linked.
+pub const MAX_DATA_CONNS: usize = 256;
+/// Dropped packets kept per connection end, as evidence.
+const MAX_DROPS_KEPT: usize = 32;
 /// An announced data endpoint not connected to within this long is dropped.
 pub const EXPECTATION_TTL_NS: u64 = 60_000_000_000;
 /// A session whose connections all closed is emitted once it has been quiet
@@ -240,6 +244,8 @@ pub struct Session {
     pub replies: Vec<u16>,
     /// Commands and replies beyond [`MAX_LISTED`].
     pub unlisted: u64,
+    /// Data connections beyond [`MAX_DATA_CONNS`], not linked.
+    pub data_unlinked: u64,
     pub quit_ns: Option<u64>,
     /// `150`/`125` without a closing reply yet.
     pub transfer_open: bool,
@@ -568,8 +574,7 @@ impl Sessions {
             // segment is the old connection's.)
             let end = end_of(event, client, server);
             let old = self.open.get(sid)?.conn(*conn).view(end);
-            let opens = matches!(&event.kind, EventKind::State { new, .. } if new == "SYN_SENT" || new == "SYN_RECV");
-            if opens && old.is_some_and(|v| v.had_socket && v.is_done()) {
+            if opens(event) && old.is_some_and(|v| v.had_socket && v.is_done()) {
                 return None;
             }
             return Some((sid.clone(), *conn, end));
@@ -655,6 +660,7 @@ impl Sessions {
             commands: Vec::new(),
             replies: Vec::new(),
             unlisted: 0,
+            data_unlinked: 0,
             quit_ns: None,
             transfer_open: false,
             // Implicit FTPS: TLS from the first byte.
@@ -722,9 +728,12 @@ impl Sessions {
             }
         }
         if let Some((_, sid, index, client, server)) = best {
-            let conn_id = self.add_data_conn(&sid, client, server, ns, LinkedBy::Announcement);
+            let conn_id =
+                self.add_data_conn(&sid, client, server, ns, LinkedBy::Announcement, event);
             let session = self.open.get_mut(&sid).expect("found above");
-            session.expectations[index].used_by = Some(conn_id);
+            // Used, even by a connection beyond the session's cap.
+            session.expectations[index].used_by = Some(conn_id.unwrap_or(ConnId::Control));
+            let conn_id = conn_id?;
             let port = session.expectations[index].port;
             if self.expected_ports.contains_key(&port) {
                 self.open
@@ -765,7 +774,14 @@ impl Sessions {
             }
         }
         let (_, sid, client, server) = best?;
-        let conn_id = self.add_data_conn(&sid, client, server, event.boot_ns, LinkedBy::Heuristic);
+        let conn_id = self.add_data_conn(
+            &sid,
+            client,
+            server,
+            event.boot_ns,
+            LinkedBy::Heuristic,
+            event,
+        )?;
         Some((sid, conn_id, end_of(event, client, server)))
     }
 
@@ -776,12 +792,20 @@ impl Sessions {
         server: SocketAddr,
         ns: u64,
         by: LinkedBy,
-    ) -> ConnId {
+        event: &KernelEvent,
+    ) -> Option<ConnId> {
         let session = self.open.get_mut(sid).expect("caller found it");
+        if session.data.len() >= MAX_DATA_CONNS {
+            // Counted once per connection, on the event that opens it.
+            if opens(event) {
+                session.data_unlinked += 1;
+            }
+            return None;
+        }
         let id = ConnId::Data(session.data.len() + 1);
         session.data.push(Conn::new(id, client, server, ns, by));
         self.by_tuple.insert((client, server), (sid.to_owned(), id));
-        id
+        Some(id)
     }
 
     fn count_encrypted_segment(&mut self, event: &KernelEvent, outgoing: bool) {
@@ -875,9 +899,13 @@ impl Sessions {
                 tcp_flags,
                 location,
                 ..
-            } => view
-                .drops
-                .push((ns, reason.clone(), *tcp_flags, location.clone())),
+            } => {
+                // The first few are the evidence; the timeline counts the rest.
+                if view.drops.len() < MAX_DROPS_KEPT {
+                    view.drops
+                        .push((ns, reason.clone(), *tcp_flags, location.clone()));
+                }
+            }
             EventKind::Ftp { event: said, .. } => {
                 // Words on the channel: it is established.
                 view.established_ns.get_or_insert(ns);
@@ -1019,6 +1047,16 @@ pub fn other(end: Side) -> Side {
     }
 }
 
+/// The event begins a connection: a socket entering SYN_SENT or SYN_RECV,
+/// or a SYN dropped before any socket saw it.
+fn opens(event: &KernelEvent) -> bool {
+    match &event.kind {
+        EventKind::State { new, .. } => new == "SYN_SENT" || new == "SYN_RECV",
+        EventKind::Drop { tcp_flags, .. } => event.sock.is_none() && tcp_flags & 0x12 == 0x02,
+        _ => false,
+    }
+}
+
 /// The server's end of the connection has a socket on this host.
 fn server_end_seen(conn: &Conn) -> bool {
     conn.view(Side::Server).is_some_and(|v| v.had_socket)
@@ -1157,6 +1195,26 @@ mod tests {
             EventKind::Destroy
         ));
         assert_eq!(sessions[0].commands.len(), MAX_LISTED);
+    }
+
+    #[test]
+    fn data_connections_beyond_the_cap_are_counted_not_linked() {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        let extra = 5;
+        for n in 0..MAX_DATA_CONNS + extra {
+            let port = 30000 + u16::try_from(n % 1000).unwrap();
+            s.pasv(&control, port);
+            let client = format!("192.0.2.2:{}", 41000 + n);
+            let data = s.connect(&client, &format!("192.0.2.1:{port}"));
+            s.fin(&data, Server);
+        }
+        s.fin(&control, Server);
+        let sessions = sessions_of(&s.seen_from(BOTH), s.end_ns());
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].data.len(), MAX_DATA_CONNS);
+        assert_eq!(sessions[0].data_unlinked, extra as u64);
     }
 
     #[test]

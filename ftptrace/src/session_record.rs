@@ -34,6 +34,8 @@ pub struct SessionRecord {
     pub encrypted: bool,
     pub control: ConnRecord,
     pub data: Vec<ConnRecord>,
+    /// Data connections beyond the 256 kept per session (not linked).
+    pub data_unlinked: u64,
     pub timeline: Vec<TimelineEntry>,
     /// Timeline entries left out between the first and the last ones kept.
     pub timeline_omitted: u64,
@@ -112,6 +114,7 @@ impl SessionRecord {
             encrypted: session.encrypted_ns.is_some(),
             control: conn_record(&session.control, ts),
             data: session.data.iter().map(|c| conn_record(c, ts)).collect(),
+            data_unlinked: session.data_unlinked,
             timeline: session
                 .timeline
                 .entries()
@@ -260,6 +263,7 @@ mod tests {
                 "commands",
                 "control",
                 "data",
+                "data_unlinked",
                 "encrypted",
                 "end",
                 "evidence",

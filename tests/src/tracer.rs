@@ -311,6 +311,7 @@ pub struct Session {
     pub encrypted: bool,
     pub control: Conn,
     pub data: Vec<Conn>,
+    pub data_unlinked: u64,
     pub timeline: Vec<TimelineEntry>,
     pub timeline_omitted: u64,
     pub cause: Option<String>,
