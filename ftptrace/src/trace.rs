@@ -242,9 +242,14 @@ impl Stream {
     /// The programs are attached already, so a connection that opens now is
     /// seen either here or by its events (or both: then they merge).
     fn seed(&mut self, output: &mut Output) -> anyhow::Result<()> {
-        let (open, warnings) = socket_inventory::open_control_connections(&self.ports.control);
-        for warning in warnings {
-            eprintln!("ftptrace: warning: cannot list open connections in {warning}");
+        let (open, skipped) = socket_inventory::open_control_connections(&self.ports.control);
+        if let Some(first) = skipped.first() {
+            eprintln!(
+                "ftptrace: warning: sessions open before the start are not seeded in {} network \
+                 namespace(s) ({first}; entering another namespace needs CAP_SYS_ADMIN); \
+                 sessions that begin from now on are followed there",
+                skipped.len()
+            );
         }
         let now = boot_ns()?;
         let mut evicted = Vec::new();
