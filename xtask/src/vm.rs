@@ -862,11 +862,15 @@ test keepalive_probes ... FAILED
     fn parse_counts_passes_and_names_failures_and_silent_exits() {
         let outcome = Outcome::parse(LOG);
         assert_eq!(outcome.passed, 3);
+        let timed_out = format!(
+            "probes (timed out after {} s)",
+            EXECUTABLE_TIMEOUT.as_secs()
+        );
         assert_eq!(
             outcome.failed,
             [
                 "refused_connection_shows_reset",
-                "probes (timed out after 600 s)",
+                timed_out.as_str(),
                 "cli_errors (exit 139)",
                 "keepalive_probes@fentry"
             ]
