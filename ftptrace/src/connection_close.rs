@@ -2,6 +2,7 @@
 //! end on this host saw.
 
 use crate::{
+    event::is_bare_syn,
     ftp_control::Side,
     session::{Conn, View, other},
 };
@@ -198,7 +199,7 @@ fn refusal(conn: &Conn) -> Option<Ending> {
 /// before drop reasons existed) is the only trace of that reset.
 fn tcp_found_no_socket(drop: &(u64, Option<String>, u8, Option<String>)) -> bool {
     let (_, reason, flags, location) = drop;
-    let syn = flags & 0x12 == 0x02;
+    let syn = is_bare_syn(*flags);
     let in_tcp = location
         .as_deref()
         .is_some_and(|l| l.starts_with("tcp_v4_rcv") || l.starts_with("tcp_v6_rcv"));

@@ -171,6 +171,11 @@ pub fn tcp_flag_names(flags: u8) -> String {
         .join("|")
 }
 
+/// A connection's first segment: SYN without ACK (a SYN-ACK answers one).
+pub fn is_bare_syn(flags: u8) -> bool {
+    flags & 0x12 == 0x02
+}
+
 /// `ETIMEDOUT` for 110; the number itself for codes libc has no name for.
 pub fn errno_name(code: i32) -> String {
     let errno = nix::errno::Errno::from_raw(code.abs());

@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    event::{EventKind, KernelEvent},
+    event::{EventKind, KernelEvent, is_bare_syn},
     ftp_control::{ControlEvent, Side, Verb},
     ports::PortSet,
 };
@@ -620,9 +620,7 @@ impl Sessions {
         }
         // Without a socket, only a dropped connection attempt (a SYN) is
         // news; a stray segment of a forgotten connection is not.
-        let attempt =
-            matches!(event.kind, EventKind::Drop { tcp_flags, .. } if tcp_flags & 0x12 == 0x02);
-        if event.sock.is_none() && !attempt {
+        if event.sock.is_none() && !opens(event) {
             return None;
         }
         if self.ports.control.contains(&local.port()) {
@@ -1052,7 +1050,7 @@ pub fn other(end: Side) -> Side {
 fn opens(event: &KernelEvent) -> bool {
     match &event.kind {
         EventKind::State { new, .. } => new == "SYN_SENT" || new == "SYN_RECV",
-        EventKind::Drop { tcp_flags, .. } => event.sock.is_none() && tcp_flags & 0x12 == 0x02,
+        EventKind::Drop { tcp_flags, .. } => event.sock.is_none() && is_bare_syn(*tcp_flags),
         _ => false,
     }
 }
