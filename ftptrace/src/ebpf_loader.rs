@@ -35,6 +35,9 @@ pub struct Tracer {
     pub probes: Vec<ProbeStatus>,
     /// Names of the programs attached, to detach.
     attached: Vec<&'static str>,
+    /// Recursion misses of the programs already detached: unloading a
+    /// program takes its counters with it.
+    missed_before_detach: u64,
 }
 
 impl Tracer {
@@ -184,6 +187,7 @@ impl Tracer {
             ports: ports.clone(),
             probes: statuses,
             attached: attached_programs,
+            missed_before_detach: 0,
         })
     }
 
@@ -211,22 +215,31 @@ impl Tracer {
     /// Events the kernel skipped because a program was already running on
     /// the CPU (an interrupt arriving mid-program), summed over programs.
     pub fn missed(&self) -> anyhow::Result<u64> {
-        let mut missed = 0;
+        let mut missed = self.missed_before_detach;
         for name in &self.attached {
-            let program = self
-                .ebpf
-                .program(name)
-                .context("attached program vanished")?;
-            let fd = program.fd().with_context(|| format!("{name} has no fd"))?;
-            missed += prog_stats::recursion_misses(fd.as_fd())
-                .with_context(|| format!("reading the counters of {name}"))?;
+            missed += self.missed_by(name)?;
         }
         Ok(missed)
     }
 
-    /// Detaches every program; events already queued stay readable.
+    fn missed_by(&self, name: &str) -> anyhow::Result<u64> {
+        let program = self
+            .ebpf
+            .program(name)
+            .context("attached program vanished")?;
+        let fd = program.fd().with_context(|| format!("{name} has no fd"))?;
+        prog_stats::recursion_misses(fd.as_fd())
+            .with_context(|| format!("reading the counters of {name}"))
+    }
+
+    /// Detaches every program; events already queued stay readable, and
+    /// their misses stay counted.
     pub fn detach(&mut self) {
         for name in std::mem::take(&mut self.attached) {
+            match self.missed_by(name) {
+                Ok(missed) => self.missed_before_detach += missed,
+                Err(e) => eprintln!("ftptrace: warning: {e:#}"),
+            }
             let Some(program) = self.ebpf.program_mut(name) else {
                 continue;
             };

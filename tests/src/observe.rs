@@ -110,8 +110,16 @@ impl<T> Observed<T> {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
+        // Events in neither namespace: usually none; when an expected event
+        // is missing, the first place to look.
+        let elsewhere: Vec<&Event> = self
+            .trace
+            .events
+            .iter()
+            .filter(|e| e.netns != Some(self.server_ns) && e.netns != Some(self.client_ns))
+            .collect();
         format!(
-            "\nserver netns {} counters: {}\nserver events: {}\n{}\nclient netns {} counters: {}\nclient events: {}\n{}\nsessions:\n{}\ntracer stderr: {}",
+            "\nserver netns {} counters: {}\nserver events: {}\n{}\nclient netns {} counters: {}\nclient events: {}\n{}\nevents in other namespaces: {}\n{}\nsessions:\n{}\nlast line: {}\ntracer stderr: {}",
             self.server_ns,
             self.server.nonzero(),
             Trace::summary(&self.server_events()),
@@ -120,6 +128,8 @@ impl<T> Observed<T> {
             self.client.nonzero(),
             Trace::summary(&self.client_events()),
             lines(self.client_events()),
+            elsewhere.len(),
+            lines(elsewhere),
             self.trace
                 .lines
                 .iter()
@@ -127,6 +137,7 @@ impl<T> Observed<T> {
                 .map(|l| format!("  {l}"))
                 .collect::<Vec<_>>()
                 .join("\n"),
+            self.trace.lines.last().map_or("", String::as_str),
             self.trace.stderr.trim_end(),
         )
     }
