@@ -13,6 +13,8 @@
 //! ```
 //!
 //! Without root they skip (and pass) unless `CI` is set, where they fail.
+//! Each runs through [`root_test`], which runs it again when it failed while
+//! the kernel did its work where no BPF program runs ([`blind_spot`]).
 //! `FTPTRACE_BIN` names the tracer (default `target/release/ftptrace`); a
 //! tracer that does not start fails the test, with its stderr.
 //!
@@ -38,6 +40,9 @@
 //! - [`scenario`]: a scripted FTP client for the moves curl does not make
 //!   (idle, hang up mid-transfer, connect late, TLS that verifies).
 //! - [`sessions`]: checks on `session` lines (cause, connection, closes).
+//! - [`blind_spot`]: the witness of a host's blind spot (work done on top of
+//!   PID 1 runs no BPF program) and [`root_test`], which retries a failure
+//!   only when the witness saw the test's traffic there.
 //! - [`checks`]: assertions shared by tests; [`deadline`], [`process`],
 //!   [`tmp`]: bounded waits, child processes, scratch directories.
 //!
@@ -46,16 +51,18 @@
 //! ```no_run
 //! use tests::{client::{Curl, ftp_url}, netns::{NsPair, SERVER_V4}, observe::observe,
 //!             tracer::Tracer, vsftpd::{Listen, Vsftpd, VsftpdConfig}};
-//! if !tests::root_or_skip("example") { return; }
-//! let net = NsPair::new();
-//! let ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-//! let run = observe(&net, Tracer::start(), || {
-//!     Curl::new(ftp_url(SERVER_V4, 21, "file")).run(&net.client)
+//! tests::root_test("example", || {
+//!     let net = NsPair::new();
+//!     let ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+//!     let run = observe(&net, Tracer::start(), || {
+//!         Curl::new(ftp_url(SERVER_V4, 21, "file")).run(&net.client)
+//!     });
+//!     run.outcome.assert_downloaded(&ftp.expected("file"));
+//!     assert_eq!(run.server.get("Tcp.RetransSegs"), 0, "{}", run.context());
 //! });
-//! run.outcome.assert_downloaded(&ftp.expected("file"));
-//! assert_eq!(run.server.get("Tcp.RetransSegs"), 0, "{}", run.context());
 //! ```
 
+pub mod blind_spot;
 pub mod checks;
 pub mod client;
 pub mod counters;
@@ -69,6 +76,8 @@ pub mod sessions;
 pub mod tmp;
 pub mod tracer;
 pub mod vsftpd;
+
+pub use blind_spot::root_test;
 
 use std::{
     path::PathBuf,

@@ -27,29 +27,31 @@ enum Passive {
 
 #[test]
 fn control_channel_ipv4_epsv_and_pasv_match_the_servers_log_from_both_ends() {
-    if !tests::root_or_skip(
+    tests::root_test(
         "control_channel_ipv4_epsv_and_pasv_match_the_servers_log_from_both_ends",
-    ) {
-        return;
-    }
-    check_sessions(
-        Listen::V4(SERVER_V4),
-        SERVER_V4,
-        CLIENT_V4,
-        &[Passive::Epsv, Passive::Pasv],
+        || {
+            check_sessions(
+                Listen::V4(SERVER_V4),
+                SERVER_V4,
+                CLIENT_V4,
+                &[Passive::Epsv, Passive::Pasv],
+            );
+        },
     );
 }
 
 #[test]
 fn control_channel_ipv6_matches_the_servers_log_from_both_ends() {
-    if !tests::root_or_skip("control_channel_ipv6_matches_the_servers_log_from_both_ends") {
-        return;
-    }
-    check_sessions(
-        Listen::V6(SERVER_V6),
-        SERVER_V6,
-        CLIENT_V6,
-        &[Passive::Epsv],
+    tests::root_test(
+        "control_channel_ipv6_matches_the_servers_log_from_both_ends",
+        || {
+            check_sessions(
+                Listen::V6(SERVER_V6),
+                SERVER_V6,
+                CLIENT_V6,
+                &[Passive::Epsv],
+            );
+        },
     );
 }
 

@@ -92,159 +92,158 @@ fn accept_queue(ns: &NetNs) -> Result<usize, String> {
 
 #[test]
 fn accept_queue_overflow_drops_match_listen_overflows() {
-    if !tests::root_or_skip("accept_queue_overflow_drops_match_listen_overflows") {
-        return;
-    }
-    let net = NsPair::new();
-    // A handshake on a veth pair completes inside connect(), so the overflow
-    // is staged: hold back one handshake's last ACK (its request socket
-    // waits), fill the accept queue with two more connections, then let
-    // the held ACKs through: each finds the queue full. (A SYN that meets a
-    // full queue is ignored without a drop: not this test.)
-    let hold_ack = Rule {
-        hook: Hook::Input,
-        matches: format!(
-            "tcp dport 21 tcp sport {HELD_PORT} tcp flags & (syn | ack | fin | rst | psh) == ack"
-        ),
-        verdict: "drop".into(),
-    };
-    nft::apply(&net.server, &[hold_ack]);
-    let (mut listener, mut listening) =
-        spawn_python(&net.server, LISTENER, &[&SERVER_V4.to_string()]);
-    expect_line(&mut listening, "listening");
-    let before = net.server.counters();
-    let run = observe(&net, Tracer::start(), || {
-        let (mut client, mut said) = spawn_python(
-            &net.client,
-            CLIENT,
-            &[
-                &SERVER_V4.to_string(),
-                &HELD_PORT.to_string(),
-                &FILLERS.to_string(),
-            ],
+    tests::root_test("accept_queue_overflow_drops_match_listen_overflows", || {
+        let net = NsPair::new();
+        // A handshake on a veth pair completes inside connect(), so the overflow
+        // is staged: hold back one handshake's last ACK (its request socket
+        // waits), fill the accept queue with two more connections, then let
+        // the held ACKs through: each finds the queue full. (A SYN that meets a
+        // full queue is ignored without a drop: not this test.)
+        let hold_ack = Rule {
+            hook: Hook::Input,
+            matches: format!(
+                "tcp dport 21 tcp sport {HELD_PORT} tcp flags & (syn | ack | fin | rst | psh) == ack"
+            ),
+            verdict: "drop".into(),
+        };
+        nft::apply(&net.server, &[hold_ack]);
+        let (mut listener, mut listening) =
+            spawn_python(&net.server, LISTENER, &[&SERVER_V4.to_string()]);
+        expect_line(&mut listening, "listening");
+        let before = net.server.counters();
+        let run = observe(&net, Tracer::start(), || {
+            let (mut client, mut said) = spawn_python(
+                &net.client,
+                CLIENT,
+                &[
+                    &SERVER_V4.to_string(),
+                    &HELD_PORT.to_string(),
+                    &FILLERS.to_string(),
+                ],
+            );
+            expect_line(&mut said, "held");
+            wait_for(
+                "the held handshake's request socket",
+                Duration::from_secs(10),
+                || match ss_count(&net.server, &["state", "syn-recv"]) {
+                    1 => Ok(()),
+                    n => Err(format!("{n} in SYN-RECV")),
+                },
+            );
+            let mut stdin = client.stdin.take().expect("piped");
+            stdin.write_all(b"fill\n").expect("tell the client");
+            expect_line(&mut said, "filled");
+            wait_for(
+                "a full accept queue",
+                Duration::from_secs(10),
+                || match accept_queue(&net.server)? {
+                    FILLERS => Ok(()),
+                    n => Err(format!("{n} queued")),
+                },
+            );
+            // The ACK answering the next SYN-ACK retransmit goes through and
+            // finds the queue full. An accept rule goes in front of the drop
+            // rule rather than the table going away: the drop rule's counter
+            // stays, final, to be read after the race with retransmits is over.
+            net.server.run_ok(
+                "nft",
+                &[
+                    "insert",
+                    "rule",
+                    "inet",
+                    nft::TABLE,
+                    "input",
+                    "tcp",
+                    "sport",
+                    &HELD_PORT.to_string(),
+                    "accept",
+                ],
+            );
+            wait_for(
+                "the accept queue to overflow",
+                Duration::from_secs(20),
+                || {
+                    let overflows = before
+                        .delta(&net.server.counters())
+                        .get("TcpExt.ListenOverflows");
+                    match overflows {
+                        0 => Err("ListenOverflows +0".to_owned()),
+                        _ => Ok(()),
+                    }
+                },
+            );
+            // Tear down: the listener goes (its request socket and queue with
+            // it), then the client (its FINs meet no socket and are reset).
+            kill_and_reap(&mut listener);
+            drop(stdin);
+            if wait_until(&mut client, Deadline::after(Duration::from_secs(10))).is_none() {
+                kill_and_reap(&mut client);
+            }
+            nft::hits(&net.server)[0]
+        });
+        let ctx = run.context();
+        let held = i64::try_from(run.outcome).expect("fits");
+        assert!(
+            held > 0,
+            "no ACK was held back, the test proves nothing{ctx}"
         );
-        expect_line(&mut said, "held");
-        wait_for(
-            "the held handshake's request socket",
-            Duration::from_secs(10),
-            || match ss_count(&net.server, &["state", "syn-recv"]) {
-                1 => Ok(()),
-                n => Err(format!("{n} in SYN-RECV")),
-            },
-        );
-        let mut stdin = client.stdin.take().expect("piped");
-        stdin.write_all(b"fill\n").expect("tell the client");
-        expect_line(&mut said, "filled");
-        wait_for(
-            "a full accept queue",
-            Duration::from_secs(10),
-            || match accept_queue(&net.server)? {
-                FILLERS => Ok(()),
-                n => Err(format!("{n} queued")),
-            },
-        );
-        // The ACK answering the next SYN-ACK retransmit goes through and
-        // finds the queue full. An accept rule goes in front of the drop
-        // rule rather than the table going away: the drop rule's counter
-        // stays, final, to be read after the race with retransmits is over.
-        net.server.run_ok(
-            "nft",
-            &[
-                "insert",
-                "rule",
-                "inet",
-                nft::TABLE,
-                "input",
-                "tcp",
-                "sport",
-                &HELD_PORT.to_string(),
-                "accept",
-            ],
-        );
-        wait_for(
-            "the accept queue to overflow",
-            Duration::from_secs(20),
-            || {
-                let overflows = before
-                    .delta(&net.server.counters())
-                    .get("TcpExt.ListenOverflows");
-                match overflows {
-                    0 => Err("ListenOverflows +0".to_owned()),
-                    _ => Ok(()),
-                }
-            },
-        );
-        // Tear down: the listener goes (its request socket and queue with
-        // it), then the client (its FINs meet no socket and are reset).
-        kill_and_reap(&mut listener);
-        drop(stdin);
-        if wait_until(&mut client, Deadline::after(Duration::from_secs(10))).is_none() {
-            kill_and_reap(&mut client);
-        }
-        nft::hits(&net.server)[0]
-    });
-    let ctx = run.context();
-    let held = i64::try_from(run.outcome).expect("fits");
-    assert!(
-        held > 0,
-        "no ACK was held back, the test proves nothing{ctx}"
-    );
-    let overflows = run.server.get("TcpExt.ListenOverflows");
-    assert!(overflows > 0, "the queue never overflowed{ctx}");
-    assert_eq!(
-        run.server.get("TcpExt.ListenDrops"),
-        overflows,
-        "every listen drop here is an overflow{ctx}"
-    );
-    // The held handshake's SYN-ACK went out again (what let its ACK
-    // through): tcp_retransmit_synack, counted as TCPSynRetrans.
-    let synacks = run.server_where(|e| matches!(&e.kind, Kind::Retransmit { syn: true, .. }));
-    assert!(!synacks.is_empty(), "no SYN-ACK retransmit{ctx}");
-    assert_eq!(
-        count(&synacks),
-        run.server.get("TcpExt.TCPSynRetrans"),
-        "SYN-ACK retransmit events vs TcpExt.TCPSynRetrans{ctx}"
-    );
-    // Pure ACKs to port 21 dropped in the server's namespace: the ones the
-    // firewall held back plus the overflows, on every kernel.
-    let acks_dropped = run.server_where(|e| {
-        matches!(&e.kind, Kind::Drop { direction, tcp_flags, .. }
-            if direction == "in" && tcp_flags == "ACK")
-            && e.local_port == 21
-    });
-    assert_eq!(
-        count(&acks_dropped),
-        held + overflows,
-        "dropped ACK events vs nft counter ({held}) + ListenOverflows ({overflows}){ctx}"
-    );
-    // Where each was freed tells them apart on every kernel: the firewall's
-    // in netfilter's code, the overflows in TCP's receive path.
-    let by_firewall = acks_dropped
-        .iter()
-        .filter(|e| matches!(&e.kind, Kind::Drop { location, .. } if dropped_by_firewall(location.as_deref())))
-        .count();
-    assert_eq!(
-        i64::try_from(by_firewall).expect("fits"),
-        held,
-        "ACK drops located in netfilter vs the nft counter{ctx}"
-    );
-    // The reason says which is which where the kernel has it (its
-    // kfree_skb print format lists the names).
-    let named = std::fs::read_to_string("/sys/kernel/tracing/events/skb/kfree_skb/format")
-        .is_ok_and(|f| f.contains("TCP_LISTEN_OVERFLOW"));
-    let overflow_drops = acks_dropped
-        .iter()
-        .filter(
-            |e| matches!(&e.kind, Kind::Drop { reason: Some(r), .. } if r == "TCP_LISTEN_OVERFLOW"),
-        )
-        .count();
-    if named {
+        let overflows = run.server.get("TcpExt.ListenOverflows");
+        assert!(overflows > 0, "the queue never overflowed{ctx}");
         assert_eq!(
-            i64::try_from(overflow_drops).expect("fits"),
+            run.server.get("TcpExt.ListenDrops"),
             overflows,
-            "TCP_LISTEN_OVERFLOW drop events vs TcpExt.ListenOverflows{ctx}"
+            "every listen drop here is an overflow{ctx}"
         );
-    } else {
-        assert_eq!(overflow_drops, 0, "this kernel has no such reason{ctx}");
-    }
+        // The held handshake's SYN-ACK went out again (what let its ACK
+        // through): tcp_retransmit_synack, counted as TCPSynRetrans.
+        let synacks = run.server_where(|e| matches!(&e.kind, Kind::Retransmit { syn: true, .. }));
+        assert!(!synacks.is_empty(), "no SYN-ACK retransmit{ctx}");
+        assert_eq!(
+            count(&synacks),
+            run.server.get("TcpExt.TCPSynRetrans"),
+            "SYN-ACK retransmit events vs TcpExt.TCPSynRetrans{ctx}"
+        );
+        // Pure ACKs to port 21 dropped in the server's namespace: the ones the
+        // firewall held back plus the overflows, on every kernel.
+        let acks_dropped = run.server_where(|e| {
+            matches!(&e.kind, Kind::Drop { direction, tcp_flags, .. }
+                if direction == "in" && tcp_flags == "ACK")
+                && e.local_port == 21
+        });
+        assert_eq!(
+            count(&acks_dropped),
+            held + overflows,
+            "dropped ACK events vs nft counter ({held}) + ListenOverflows ({overflows}){ctx}"
+        );
+        // Where each was freed tells them apart on every kernel: the firewall's
+        // in netfilter's code, the overflows in TCP's receive path.
+        let by_firewall = acks_dropped
+            .iter()
+            .filter(|e| matches!(&e.kind, Kind::Drop { location, .. } if dropped_by_firewall(location.as_deref())))
+            .count();
+        assert_eq!(
+            i64::try_from(by_firewall).expect("fits"),
+            held,
+            "ACK drops located in netfilter vs the nft counter{ctx}"
+        );
+        // The reason says which is which where the kernel has it (its
+        // kfree_skb print format lists the names).
+        let named = std::fs::read_to_string("/sys/kernel/tracing/events/skb/kfree_skb/format")
+            .is_ok_and(|f| f.contains("TCP_LISTEN_OVERFLOW"));
+        let overflow_drops = acks_dropped
+            .iter()
+            .filter(
+                |e| matches!(&e.kind, Kind::Drop { reason: Some(r), .. } if r == "TCP_LISTEN_OVERFLOW"),
+            )
+            .count();
+        if named {
+            assert_eq!(
+                i64::try_from(overflow_drops).expect("fits"),
+                overflows,
+                "TCP_LISTEN_OVERFLOW drop events vs TcpExt.ListenOverflows{ctx}"
+            );
+        } else {
+            assert_eq!(overflow_drops, 0, "this kernel has no such reason{ctx}");
+        }
+    });
 }

@@ -18,56 +18,55 @@ const HTTP_PORT: u16 = 8080;
 
 #[test]
 fn traffic_on_other_ports_yields_no_events() {
-    if !tests::root_or_skip("traffic_on_other_ports_yields_no_events") {
-        return;
-    }
-    let net = NsPair::new();
-    let dir = TempDir::new("http");
-    std::fs::write(dir.path().join("index.html"), "not ftp\n").expect("write index.html");
-    let mut server = Daemon::spawn(
-        net.server
-            .command("python3")
-            .args([
-                "-m",
-                "http.server",
-                &HTTP_PORT.to_string(),
-                "--bind",
-                &SERVER_V4.to_string(),
-                "--directory",
-            ])
-            .arg(dir.path()),
-        &dir.path().join("http.log"),
-    );
-    wait_for("the web server to listen", Duration::from_secs(20), || {
-        server.assert_running();
-        if net.server.listening_on(HTTP_PORT) {
-            Ok(())
-        } else {
-            Err("not listening".into())
-        }
+    tests::root_test("traffic_on_other_ports_yields_no_events", || {
+        let net = NsPair::new();
+        let dir = TempDir::new("http");
+        std::fs::write(dir.path().join("index.html"), "not ftp\n").expect("write index.html");
+        let mut server = Daemon::spawn(
+            net.server
+                .command("python3")
+                .args([
+                    "-m",
+                    "http.server",
+                    &HTTP_PORT.to_string(),
+                    "--bind",
+                    &SERVER_V4.to_string(),
+                    "--directory",
+                ])
+                .arg(dir.path()),
+            &dir.path().join("http.log"),
+        );
+        wait_for("the web server to listen", Duration::from_secs(20), || {
+            server.assert_running();
+            if net.server.listening_on(HTTP_PORT) {
+                Ok(())
+            } else {
+                Err("not listening".into())
+            }
+        });
+        let run = observe(&net, Tracer::start(), || {
+            Curl::new(http_url(SERVER_V4, HTTP_PORT, "index.html")).run(&net.client)
+        });
+        let ctx = run.context();
+        run.outcome.assert_downloaded(b"not ftp\n");
+        assert!(
+            run.server.get("Tcp.PassiveOpens") >= 1,
+            "no connection was accepted, the test proves nothing{ctx}"
+        );
+        let on_port: Vec<&str> = run
+            .trace
+            .events
+            .iter()
+            .filter(|e| e.has_port(HTTP_PORT))
+            .map(|e| e.line.as_str())
+            .collect();
+        assert!(
+            on_port.is_empty(),
+            "events on port {HTTP_PORT}: {on_port:#?}"
+        );
+        assert!(
+            run.server_events().is_empty() && run.client_events().is_empty(),
+            "events in namespaces with no FTP traffic{ctx}"
+        );
     });
-    let run = observe(&net, Tracer::start(), || {
-        Curl::new(http_url(SERVER_V4, HTTP_PORT, "index.html")).run(&net.client)
-    });
-    let ctx = run.context();
-    run.outcome.assert_downloaded(b"not ftp\n");
-    assert!(
-        run.server.get("Tcp.PassiveOpens") >= 1,
-        "no connection was accepted, the test proves nothing{ctx}"
-    );
-    let on_port: Vec<&str> = run
-        .trace
-        .events
-        .iter()
-        .filter(|e| e.has_port(HTTP_PORT))
-        .map(|e| e.line.as_str())
-        .collect();
-    assert!(
-        on_port.is_empty(),
-        "events on port {HTTP_PORT}: {on_port:#?}"
-    );
-    assert!(
-        run.server_events().is_empty() && run.client_events().is_empty(),
-        "events in namespaces with no FTP traffic{ctx}"
-    );
 }

@@ -44,88 +44,87 @@ except OSError as e:
 
 #[test]
 fn keepalive_probes_on_a_dead_path_then_etimedout() {
-    if !tests::root_or_skip("keepalive_probes_on_a_dead_path_then_etimedout") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-    let run = observe(&net, Tracer::start(), || {
-        let mut client = net
-            .client
-            .command("python3")
-            .args(["-c", KEEPALIVE_CLIENT, &SERVER_V4.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the keepalive client");
-        let mut out = BufReader::new(client.stdout.take().expect("piped"));
-        let mut line = String::new();
-        out.read_line(&mut line).expect("client output");
-        assert_eq!(line.trim(), "ready");
-        // The path dies: nothing in either direction from now on.
-        nft::apply(&net.client, &Rule::blackhole(21));
-        let mut go = client.stdin.take().expect("piped");
-        go.write_all(b"go\n")
-            .expect("tell the client the path is dead");
-        drop(go);
-        let status = wait_until(&mut client, Deadline::after(Duration::from_secs(30)));
-        if status.is_none() {
-            kill_and_reap(&mut client);
-            panic!("the keepalive client did not finish");
-        }
-        line.clear();
-        out.read_line(&mut line).expect("client verdict");
-        // Let the server's side go too, so the namespaces fall quiet: the
-        // path comes back and the server's session dies (its FIN meets a
-        // client that has no socket left, which resets it).
-        net.client
-            .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
-        let left = net.server.kill_all();
-        assert!(
-            left.is_empty(),
-            "server processes survived SIGKILL: {left:?}"
+    tests::root_test("keepalive_probes_on_a_dead_path_then_etimedout", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+        let run = observe(&net, Tracer::start(), || {
+            let mut client = net
+                .client
+                .command("python3")
+                .args(["-c", KEEPALIVE_CLIENT, &SERVER_V4.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn the keepalive client");
+            let mut out = BufReader::new(client.stdout.take().expect("piped"));
+            let mut line = String::new();
+            out.read_line(&mut line).expect("client output");
+            assert_eq!(line.trim(), "ready");
+            // The path dies: nothing in either direction from now on.
+            nft::apply(&net.client, &Rule::blackhole(21));
+            let mut go = client.stdin.take().expect("piped");
+            go.write_all(b"go\n")
+                .expect("tell the client the path is dead");
+            drop(go);
+            let status = wait_until(&mut client, Deadline::after(Duration::from_secs(30)));
+            if status.is_none() {
+                kill_and_reap(&mut client);
+                panic!("the keepalive client did not finish");
+            }
+            line.clear();
+            out.read_line(&mut line).expect("client verdict");
+            // Let the server's side go too, so the namespaces fall quiet: the
+            // path comes back and the server's session dies (its FIN meets a
+            // client that has no socket left, which resets it).
+            net.client
+                .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
+            let left = net.server.kill_all();
+            assert!(
+                left.is_empty(),
+                "server processes survived SIGKILL: {left:?}"
+            );
+            line.trim().to_owned()
+        });
+        let ctx = run.context();
+        assert_eq!(
+            run.outcome, "ETIMEDOUT",
+            "the kernel gave up on the dead peer{ctx}"
         );
-        line.trim().to_owned()
+        let probes = run.client_where(|e| matches!(e.kind, Kind::KeepaliveProbe { .. }));
+        assert_eq!(
+            count(&probes),
+            run.client.get("TcpExt.TCPKeepAlive"),
+            "keepalive_probe events vs TcpExt.TCPKeepAlive{ctx}"
+        );
+        assert!(
+            count(&probes) >= 3,
+            "three unanswered probes before the kernel gives up{ctx}"
+        );
+        let outs: Vec<u8> = probes
+            .iter()
+            .map(|e| match e.kind {
+                Kind::KeepaliveProbe { probes_out } => probes_out,
+                _ => unreachable!(),
+            })
+            .collect();
+        assert!(
+            outs.windows(2).all(|w| w[0] < w[1]),
+            "probes_out counts up: {outs:?}{ctx}"
+        );
+        let timeout = run.client_where(
+            |e| matches!(&e.kind, Kind::SocketError { errno, .. } if errno == "ETIMEDOUT"),
+        );
+        assert_eq!(
+            count(&timeout),
+            1,
+            "one ETIMEDOUT on the control connection{ctx}"
+        );
+        assert!(
+            timeout[0].ts > probes.last().expect("probes").ts,
+            "the timeout comes after the probes{ctx}"
+        );
     });
-    let ctx = run.context();
-    assert_eq!(
-        run.outcome, "ETIMEDOUT",
-        "the kernel gave up on the dead peer{ctx}"
-    );
-    let probes = run.client_where(|e| matches!(e.kind, Kind::KeepaliveProbe { .. }));
-    assert_eq!(
-        count(&probes),
-        run.client.get("TcpExt.TCPKeepAlive"),
-        "keepalive_probe events vs TcpExt.TCPKeepAlive{ctx}"
-    );
-    assert!(
-        count(&probes) >= 3,
-        "three unanswered probes before the kernel gives up{ctx}"
-    );
-    let outs: Vec<u8> = probes
-        .iter()
-        .map(|e| match e.kind {
-            Kind::KeepaliveProbe { probes_out } => probes_out,
-            _ => unreachable!(),
-        })
-        .collect();
-    assert!(
-        outs.windows(2).all(|w| w[0] < w[1]),
-        "probes_out counts up: {outs:?}{ctx}"
-    );
-    let timeout = run.client_where(
-        |e| matches!(&e.kind, Kind::SocketError { errno, .. } if errno == "ETIMEDOUT"),
-    );
-    assert_eq!(
-        count(&timeout),
-        1,
-        "one ETIMEDOUT on the control connection{ctx}"
-    );
-    assert!(
-        timeout[0].ts > probes.last().expect("probes").ts,
-        "the timeout comes after the probes{ctx}"
-    );
 }
 
 /// An FTP client whose data socket has a tiny receive buffer and which stops
@@ -162,46 +161,45 @@ c.close()
 
 #[test]
 fn zero_window_probes_to_a_stalled_receiver() {
-    if !tests::root_or_skip("zero_window_probes_to_a_stalled_receiver") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 1 << 20),
-    );
-    let run = observe(&net, Tracer::start(), || {
-        let mut client = net
-            .client
-            .command("python3")
-            .args(["-c", STALLED_CLIENT, &SERVER_V4.to_string(), "4"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the stalled client");
-        let status = wait_until(&mut client, Deadline::after(Duration::from_secs(30)));
-        if status.is_none() {
-            kill_and_reap(&mut client);
-            panic!("the stalled client did not finish");
+    tests::root_test("zero_window_probes_to_a_stalled_receiver", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 1 << 20),
+        );
+        let run = observe(&net, Tracer::start(), || {
+            let mut client = net
+                .client
+                .command("python3")
+                .args(["-c", STALLED_CLIENT, &SERVER_V4.to_string(), "4"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn the stalled client");
+            let status = wait_until(&mut client, Deadline::after(Duration::from_secs(30)));
+            if status.is_none() {
+                kill_and_reap(&mut client);
+                panic!("the stalled client did not finish");
+            }
+        });
+        let ctx = run.context();
+        let probes = run.server_where(|e| matches!(e.kind, Kind::ZeroWindowProbe { .. }));
+        assert_eq!(
+            count(&probes),
+            run.server.get("TcpExt.TCPWinProbe"),
+            "zero_window_probe events vs TcpExt.TCPWinProbe{ctx}"
+        );
+        assert!(
+            count(&probes) > 0,
+            "the stalled receiver drew no window probes{ctx}"
+        );
+        for probe in &probes {
+            assert!(
+                tests::vsftpd::PASSIVE_PORTS.contains(&probe.local_port),
+                "window probes go out on the data connection: {}{ctx}",
+                probe.line
+            );
         }
     });
-    let ctx = run.context();
-    let probes = run.server_where(|e| matches!(e.kind, Kind::ZeroWindowProbe { .. }));
-    assert_eq!(
-        count(&probes),
-        run.server.get("TcpExt.TCPWinProbe"),
-        "zero_window_probe events vs TcpExt.TCPWinProbe{ctx}"
-    );
-    assert!(
-        count(&probes) > 0,
-        "the stalled receiver drew no window probes{ctx}"
-    );
-    for probe in &probes {
-        assert!(
-            tests::vsftpd::PASSIVE_PORTS.contains(&probe.local_port),
-            "window probes go out on the data connection: {}{ctx}",
-            probe.line
-        );
-    }
 }

@@ -33,584 +33,576 @@ fn events_of<'a, T>(run: &'a Observed<T>, id: &str, conn: &str) -> Vec<&'a tests
 
 #[test]
 fn clean_download_links_its_data_connection_by_announcement_alone() {
-    if !tests::root_or_skip("clean_download_links_its_data_connection_by_announcement_alone") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4)).with_password_and_protocol_log(),
-    );
-    let run = observe(&net, tracer(), || {
-        Curl::new(ftp_url(SERVER_V4, 21, "file"))
-            .credentials("anonymous", "s3cret-never-printed")
-            .run(&net.client)
-    });
-    let ctx = run.context();
-    assert_eq!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
-    let session = only_session(&run.trace);
-    assert_ended_normally(session);
-    assert_eq!(session.seen_from, [Side::Client, Side::Server], "{ctx}");
-    assert_eq!(session.user.as_deref(), Some("anonymous"));
-    assert_eq!(
-        (
-            session.client.addr.as_str(),
-            session.server.addr.as_str(),
-            session.server.port
-        ),
-        (
-            CLIENT_V4.to_string().as_str(),
-            SERVER_V4.to_string().as_str(),
-            21
-        )
-    );
-    for verb in ["USER", "PASS", "EPSV", "RETR", "QUIT"] {
-        assert!(
-            session.commands.iter().any(|c| c == verb),
-            "{verb} in {:?}",
-            session.commands
-        );
-    }
-    let data = &session.data[0];
-    assert_eq!(data.linked_by.as_deref(), Some("announcement"));
-    assert_eq!(data.seen_from, [Side::Client, Side::Server]);
-    assert!(data.established);
-    // The data connection's own events, traced though its port was never
-    // configured: both ends' handshake.
-    let data_events = events_of(&run, &session.id, "data:1");
-    for side in [Side::Client, Side::Server] {
-        assert!(
-            data_events.iter().any(|e| e.side == side
-                && matches!(&e.kind, Kind::State { new_state, .. } if new_state == "ESTABLISHED")),
-            "the {side:?} end's ESTABLISHED on data:1{ctx}"
-        );
-    }
-    assert_eq!(
-        u64::try_from(
-            data_events
-                .iter()
-                .filter(|e| e.side == Side::Server && e.is_transition("SYN_RECV", "ESTABLISHED"))
-                .count()
-        )
-        .unwrap(),
-        1,
-        "one passive open on the data port{ctx}"
-    );
-    assert!(
-        !run.trace.lines.iter().any(|l| l.contains("s3cret")),
-        "the password reached the output{ctx}"
+    tests::root_test(
+        "clean_download_links_its_data_connection_by_announcement_alone",
+        || {
+            let net = NsPair::new();
+            let _ftp = Vsftpd::start(
+                &net.server,
+                VsftpdConfig::new(Listen::V4(SERVER_V4)).with_password_and_protocol_log(),
+            );
+            let run = observe(&net, tracer(), || {
+                Curl::new(ftp_url(SERVER_V4, 21, "file"))
+                    .credentials("anonymous", "s3cret-never-printed")
+                    .run(&net.client)
+            });
+            let ctx = run.context();
+            assert_eq!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
+            let session = only_session(&run.trace);
+            assert_ended_normally(session);
+            assert_eq!(session.seen_from, [Side::Client, Side::Server], "{ctx}");
+            assert_eq!(session.user.as_deref(), Some("anonymous"));
+            assert_eq!(
+                (
+                    session.client.addr.as_str(),
+                    session.server.addr.as_str(),
+                    session.server.port
+                ),
+                (
+                    CLIENT_V4.to_string().as_str(),
+                    SERVER_V4.to_string().as_str(),
+                    21
+                )
+            );
+            for verb in ["USER", "PASS", "EPSV", "RETR", "QUIT"] {
+                assert!(
+                    session.commands.iter().any(|c| c == verb),
+                    "{verb} in {:?}",
+                    session.commands
+                );
+            }
+            let data = &session.data[0];
+            assert_eq!(data.linked_by.as_deref(), Some("announcement"));
+            assert_eq!(data.seen_from, [Side::Client, Side::Server]);
+            assert!(data.established);
+            // The data connection's own events, traced though its port was never
+            // configured: both ends' handshake.
+            let data_events = events_of(&run, &session.id, "data:1");
+            for side in [Side::Client, Side::Server] {
+                assert!(
+                data_events.iter().any(|e| e.side == side
+                    && matches!(&e.kind, Kind::State { new_state, .. } if new_state == "ESTABLISHED")),
+                "the {side:?} end's ESTABLISHED on data:1{ctx}"
+            );
+            }
+            assert_eq!(
+                u64::try_from(
+                    data_events
+                        .iter()
+                        .filter(|e| e.side == Side::Server
+                            && e.is_transition("SYN_RECV", "ESTABLISHED"))
+                        .count()
+                )
+                .unwrap(),
+                1,
+                "one passive open on the data port{ctx}"
+            );
+            assert!(
+                !run.trace.lines.iter().any(|l| l.contains("s3cret")),
+                "the password reached the output{ctx}"
+            );
+        },
     );
 }
 
 #[test]
 fn server_idle_timeout() {
-    if !tests::root_or_skip("server_idle_timeout") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4)).with("idle_session_timeout", "1"),
-    );
-    let run = observe(&net, tracer(), || {
-        Scenario::start(&net.client, "idle", SERVER_V4, None).finish()
+    tests::root_test("server_idle_timeout", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4)).with("idle_session_timeout", "1"),
+        );
+        let run = observe(&net, tracer(), || {
+            Scenario::start(&net.client, "idle", SERVER_V4, None).finish()
+        });
+        assert!(run.outcome.starts_with("421"), "client saw {}", run.outcome);
+        // After the 421 both ends close: either FIN may be first.
+        let session = only_session(&run.trace);
+        assert_verdict(
+            session,
+            "server_idle_timeout",
+            Some("control"),
+            &[("fin", session.control.closed_by.as_str())],
+        );
     });
-    assert!(run.outcome.starts_with("421"), "client saw {}", run.outcome);
-    // After the 421 both ends close: either FIN may be first.
-    let session = only_session(&run.trace);
-    assert_verdict(
-        session,
-        "server_idle_timeout",
-        Some("control"),
-        &[("fin", session.control.closed_by.as_str())],
-    );
 }
 
 #[test]
 fn client_abort_mid_transfer() {
-    if !tests::root_or_skip("client_abort_mid_transfer") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-    let run = observe(&net, tracer(), || {
-        Scenario::start(&net.client, "abort", SERVER_V4, Some("file")).finish()
+    tests::root_test("client_abort_mid_transfer", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+        let run = observe(&net, tracer(), || {
+            Scenario::start(&net.client, "abort", SERVER_V4, Some("file")).finish()
+        });
+        assert_eq!(run.outcome, "ok");
+        let session = only_session(&run.trace);
+        // The client hung up: a FIN on each connection, or a reset where data
+        // was still unread when it closed (the 426 may have arrived).
+        let closes: Vec<&str> = conns(session).map(|c| c.close.as_str()).collect();
+        assert!(
+            closes.iter().all(|c| ["fin", "reset"].contains(c)),
+            "{}",
+            session.brief()
+        );
+        assert_verdict(
+            session,
+            "client_abort",
+            Some("control"),
+            &[(closes[0], "client"), (closes[1], "client")],
+        );
+        assert_eq!(session.data[0].linked_by.as_deref(), Some("announcement"));
     });
-    assert_eq!(run.outcome, "ok");
-    let session = only_session(&run.trace);
-    // The client hung up: a FIN on each connection, or a reset where data
-    // was still unread when it closed (the 426 may have arrived).
-    let closes: Vec<&str> = conns(session).map(|c| c.close.as_str()).collect();
-    assert!(
-        closes.iter().all(|c| ["fin", "reset"].contains(c)),
-        "{}",
-        session.brief()
-    );
-    assert_verdict(
-        session,
-        "client_abort",
-        Some("control"),
-        &[(closes[0], "client"), (closes[1], "client")],
-    );
-    assert_eq!(session.data[0].linked_by.as_deref(), Some("announcement"));
 }
 
 #[test]
 fn data_connection_refused_by_a_firewall_reset() {
-    if !tests::root_or_skip("data_connection_refused_by_a_firewall_reset") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-    nft::apply(&net.server, &[Rule::reset_syn_to(&(30000..=30009))]);
-    let run = observe(&net, tracer(), || {
-        Curl::new(ftp_url(SERVER_V4, 21, "file")).run(&net.client)
-    });
-    let ctx = run.context();
-    assert_ne!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
-    let session = only_session(&run.trace);
-    assert_eq!(
-        (session.cause.as_deref(), session.cause_conn.as_deref()),
-        (Some("data_connection_refused"), Some("data:1")),
-        "{}{ctx}",
-        session.brief()
-    );
-    // curl tries EPSV's endpoint, then PASV's: each data SYN rejected (the
-    // nft counter) is one refused data connection, and the server's own
-    // TCP stack sent no reset: its firewall did.
-    let hits: u64 = nft::hits(&net.server).iter().sum();
-    assert_eq!(
-        u64::try_from(session.data.len()).unwrap(),
-        hits,
-        "{}{ctx}",
-        session.brief()
-    );
-    for data in &session.data {
+    tests::root_test("data_connection_refused_by_a_firewall_reset", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+        nft::apply(&net.server, &[Rule::reset_syn_to(&(30000..=30009))]);
+        let run = observe(&net, tracer(), || {
+            Curl::new(ftp_url(SERVER_V4, 21, "file")).run(&net.client)
+        });
+        let ctx = run.context();
+        assert_ne!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
+        let session = only_session(&run.trace);
         assert_eq!(
-            (
-                data.close.as_str(),
-                data.closed_by.as_str(),
-                data.linked_by.as_deref()
-            ),
-            ("refused", "middlebox", Some("announcement")),
-            "{}",
+            (session.cause.as_deref(), session.cause_conn.as_deref()),
+            (Some("data_connection_refused"), Some("data:1")),
+            "{}{ctx}",
             session.brief()
         );
-    }
+        // curl tries EPSV's endpoint, then PASV's: each data SYN rejected (the
+        // nft counter) is one refused data connection, and the server's own
+        // TCP stack sent no reset: its firewall did.
+        let hits: u64 = nft::hits(&net.server).iter().sum();
+        assert_eq!(
+            u64::try_from(session.data.len()).unwrap(),
+            hits,
+            "{}{ctx}",
+            session.brief()
+        );
+        for data in &session.data {
+            assert_eq!(
+                (
+                    data.close.as_str(),
+                    data.closed_by.as_str(),
+                    data.linked_by.as_deref()
+                ),
+                ("refused", "middlebox", Some("announcement")),
+                "{}",
+                session.brief()
+            );
+        }
+    });
 }
 
 #[test]
 fn data_connection_blocked_by_a_firewall() {
-    if !tests::root_or_skip("data_connection_blocked_by_a_firewall") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4)).with("accept_timeout", "3"),
-    );
-    nft::apply(&net.server, &[Rule::drop_syn_to(&(30000..=30009))]);
-    let run = observe(&net, tracer(), || {
-        Curl::new(ftp_url(SERVER_V4, 21, "file"))
-            .connect_timeout(Duration::from_secs(2))
-            .run(&net.client)
+    tests::root_test("data_connection_blocked_by_a_firewall", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4)).with("accept_timeout", "3"),
+        );
+        nft::apply(&net.server, &[Rule::drop_syn_to(&(30000..=30009))]);
+        let run = observe(&net, tracer(), || {
+            Curl::new(ftp_url(SERVER_V4, 21, "file"))
+                .connect_timeout(Duration::from_secs(2))
+                .run(&net.client)
+        });
+        let ctx = run.context();
+        assert_ne!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
+        let session = only_session(&run.trace);
+        assert_eq!(
+            (session.cause.as_deref(), session.cause_conn.as_deref()),
+            (Some("data_connection_blocked"), Some("data:1")),
+            "{}",
+            session.brief()
+        );
+        let data = &session.data[0];
+        assert!(!data.established, "{}", session.brief());
+        // Every dropped SYN is on data:1, and the nft counter is the truth.
+        let dropped = run
+            .trace
+            .events
+            .iter()
+            .filter(|e| {
+                e.conn.as_deref() == Some("data:1")
+                    && matches!(&e.kind, Kind::Drop { tcp_flags, .. } if tcp_flags == "SYN")
+            })
+            .count();
+        let hits: u64 = nft::hits(&net.server).iter().sum();
+        assert_eq!(
+            u64::try_from(dropped).unwrap(),
+            hits,
+            "{}{ctx}",
+            session.brief()
+        );
+        assert!(hits >= 1, "{ctx}");
     });
-    let ctx = run.context();
-    assert_ne!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
-    let session = only_session(&run.trace);
-    assert_eq!(
-        (session.cause.as_deref(), session.cause_conn.as_deref()),
-        (Some("data_connection_blocked"), Some("data:1")),
-        "{}",
-        session.brief()
-    );
-    let data = &session.data[0];
-    assert!(!data.established, "{}", session.brief());
-    // Every dropped SYN is on data:1, and the nft counter is the truth.
-    let dropped = run
-        .trace
-        .events
-        .iter()
-        .filter(|e| {
-            e.conn.as_deref() == Some("data:1")
-                && matches!(&e.kind, Kind::Drop { tcp_flags, .. } if tcp_flags == "SYN")
-        })
-        .count();
-    let hits: u64 = nft::hits(&net.server).iter().sum();
-    assert_eq!(
-        u64::try_from(dropped).unwrap(),
-        hits,
-        "{}{ctx}",
-        session.brief()
-    );
-    assert!(hits >= 1, "{ctx}");
 }
 
 #[test]
 fn retransmission_timeout_on_a_dead_control_connection() {
-    if !tests::root_or_skip("retransmission_timeout_on_a_dead_control_connection") {
-        return;
-    }
-    let net = NsPair::new();
-    net.client.sysctl("net.ipv4.tcp_retries2", "3");
-    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-    let run = observe(&net, tracer(), || {
-        let mut client = Scenario::start(&net.client, "noop_after_go", SERVER_V4, None);
-        client.wait_ready();
-        // Nothing from the server arrives: the client's retransmits go out
-        // (and count in Tcp.RetransSegs) but no ACK comes back.
-        nft::apply(&net.client, &Rule::blackhole(21)[..1]);
-        client.go();
-        let verdict = client.finish();
-        // Let the server's end go too.
-        net.client
-            .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
-        net.server.kill_all();
-        verdict
-    });
-    assert_eq!(run.outcome, "ETIMEDOUT");
-    let session = only_session(&run.trace);
-    assert_eq!(
-        (
-            session.cause.as_deref(),
-            session.cause_conn.as_deref(),
-            session.control.close.as_str(),
-            session.control.closed_by.as_str()
-        ),
-        (
-            Some("retransmission_timeout"),
-            Some("control"),
-            "timeout",
-            "client"
-        ),
-        "{}",
-        session.brief()
-    );
-    // The client's NOOP and the server's unacknowledged reply were both
-    // retransmitted; the kernels' counts, summed, are the truth.
-    assert_eq!(
-        i64::from(session.control.retransmits),
-        run.client.get("Tcp.RetransSegs") + run.server.get("Tcp.RetransSegs"),
-        "retransmits on the control connection vs Tcp.RetransSegs of both ends: {}",
-        session.brief()
+    tests::root_test(
+        "retransmission_timeout_on_a_dead_control_connection",
+        || {
+            let net = NsPair::new();
+            net.client.sysctl("net.ipv4.tcp_retries2", "3");
+            let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+            let run = observe(&net, tracer(), || {
+                let mut client = Scenario::start(&net.client, "noop_after_go", SERVER_V4, None);
+                client.wait_ready();
+                // Nothing from the server arrives: the client's retransmits go out
+                // (and count in Tcp.RetransSegs) but no ACK comes back.
+                nft::apply(&net.client, &Rule::blackhole(21)[..1]);
+                client.go();
+                let verdict = client.finish();
+                // Let the server's end go too.
+                net.client
+                    .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
+                net.server.kill_all();
+                verdict
+            });
+            assert_eq!(run.outcome, "ETIMEDOUT");
+            let session = only_session(&run.trace);
+            assert_eq!(
+                (
+                    session.cause.as_deref(),
+                    session.cause_conn.as_deref(),
+                    session.control.close.as_str(),
+                    session.control.closed_by.as_str()
+                ),
+                (
+                    Some("retransmission_timeout"),
+                    Some("control"),
+                    "timeout",
+                    "client"
+                ),
+                "{}",
+                session.brief()
+            );
+            // The client's NOOP and the server's unacknowledged reply were both
+            // retransmitted; the kernels' counts, summed, are the truth.
+            assert_eq!(
+                i64::from(session.control.retransmits),
+                run.client.get("Tcp.RetransSegs") + run.server.get("Tcp.RetransSegs"),
+                "retransmits on the control connection vs Tcp.RetransSegs of both ends: {}",
+                session.brief()
+            );
+        },
     );
 }
 
 #[test]
 fn keepalive_timeout_on_a_dead_path() {
-    if !tests::root_or_skip("keepalive_timeout_on_a_dead_path") {
-        return;
-    }
-    // The probes test's scenario, judged as a session.
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-    let run = observe(&net, tracer(), || {
-        let mut client = Scenario::start(&net.client, "keepalive", SERVER_V4, None);
-        client.wait_ready();
-        nft::apply(&net.client, &Rule::blackhole(21));
-        client.go();
-        let verdict = client.finish();
-        net.client
-            .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
-        net.server.kill_all();
-        verdict
+    tests::root_test("keepalive_timeout_on_a_dead_path", || {
+        // The probes test's scenario, judged as a session.
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+        let run = observe(&net, tracer(), || {
+            let mut client = Scenario::start(&net.client, "keepalive", SERVER_V4, None);
+            client.wait_ready();
+            nft::apply(&net.client, &Rule::blackhole(21));
+            client.go();
+            let verdict = client.finish();
+            net.client
+                .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
+            net.server.kill_all();
+            verdict
+        });
+        assert_eq!(run.outcome, "ETIMEDOUT");
+        let session = only_session(&run.trace);
+        assert_eq!(
+            (
+                session.cause.as_deref(),
+                session.cause_conn.as_deref(),
+                session.control.close.as_str()
+            ),
+            (Some("keepalive_timeout"), Some("control"), "timeout"),
+            "{}{}",
+            session.brief(),
+            run.context()
+        );
+        let probes = run
+            .trace
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, Kind::KeepaliveProbe { .. }))
+            .count();
+        assert!(
+            session.evidence[0].starts_with(&format!("{probes} keepalive probe(s)")),
+            "evidence counts the probes: {}",
+            session.brief()
+        );
+        assert_eq!(
+            i64::try_from(probes).unwrap(),
+            run.client.get("TcpExt.TCPKeepAlive")
+        );
     });
-    assert_eq!(run.outcome, "ETIMEDOUT");
-    let session = only_session(&run.trace);
-    assert_eq!(
-        (
-            session.cause.as_deref(),
-            session.cause_conn.as_deref(),
-            session.control.close.as_str()
-        ),
-        (Some("keepalive_timeout"), Some("control"), "timeout"),
-        "{}{}",
-        session.brief(),
-        run.context()
-    );
-    let probes = run
-        .trace
-        .events
-        .iter()
-        .filter(|e| matches!(e.kind, Kind::KeepaliveProbe { .. }))
-        .count();
-    assert!(
-        session.evidence[0].starts_with(&format!("{probes} keepalive probe(s)")),
-        "evidence counts the probes: {}",
-        session.brief()
-    );
-    assert_eq!(
-        i64::try_from(probes).unwrap(),
-        run.client.get("TcpExt.TCPKeepAlive")
-    );
 }
 
 #[test]
 fn peer_reset_by_a_killed_server() {
-    if !tests::root_or_skip("peer_reset_by_a_killed_server") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-    let run = observe(&net, tracer(), || {
-        let mut client = Scenario::start(&net.client, "stall", SERVER_V4, None);
-        client.wait_ready();
-        // The server's processes stop reading, the client's NOOP arrives
-        // unread, then they die: closing a socket with unread data resets it.
-        net.server.signal_all(libc::SIGSTOP);
-        client.go();
-        wait_for(
-            "the NOOP to wait unread at the server",
-            Duration::from_secs(10),
-            || {
-                if net.server.unread_bytes_on(21) > 0 {
-                    Ok(())
-                } else {
-                    Err("nothing queued".into())
-                }
-            },
+    tests::root_test("peer_reset_by_a_killed_server", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+        let run = observe(&net, tracer(), || {
+            let mut client = Scenario::start(&net.client, "stall", SERVER_V4, None);
+            client.wait_ready();
+            // The server's processes stop reading, the client's NOOP arrives
+            // unread, then they die: closing a socket with unread data resets it.
+            net.server.signal_all(libc::SIGSTOP);
+            client.go();
+            wait_for(
+                "the NOOP to wait unread at the server",
+                Duration::from_secs(10),
+                || {
+                    if net.server.unread_bytes_on(21) > 0 {
+                        Ok(())
+                    } else {
+                        Err("nothing queued".into())
+                    }
+                },
+            );
+            net.server.kill_all();
+            client.finish()
+        });
+        assert_eq!(run.outcome, "ECONNRESET");
+        assert_verdict(
+            only_session(&run.trace),
+            "peer_reset",
+            Some("control"),
+            &[("reset", "server")],
         );
-        net.server.kill_all();
-        client.finish()
     });
-    assert_eq!(run.outcome, "ECONNRESET");
-    assert_verdict(
-        only_session(&run.trace),
-        "peer_reset",
-        Some("control"),
-        &[("reset", "server")],
-    );
 }
 
 #[test]
 fn connection_refused_with_nothing_listening() {
-    if !tests::root_or_skip("connection_refused_with_nothing_listening") {
-        return;
-    }
-    let net = NsPair::new();
-    let run = observe(&net, tracer(), || {
-        Curl::new(ftp_url(SERVER_V4, 2121, "file")).run(&net.client)
+    tests::root_test("connection_refused_with_nothing_listening", || {
+        let net = NsPair::new();
+        let run = observe(&net, tracer(), || {
+            Curl::new(ftp_url(SERVER_V4, 2121, "file")).run(&net.client)
+        });
+        assert_eq!(run.outcome.exit_code, Some(7));
+        assert_verdict(
+            only_session(&run.trace),
+            "connection_refused",
+            Some("control"),
+            &[("refused", "server")],
+        );
     });
-    assert_eq!(run.outcome.exit_code, Some(7));
-    assert_verdict(
-        only_session(&run.trace),
-        "connection_refused",
-        Some("control"),
-        &[("refused", "server")],
-    );
 }
 
 #[test]
 fn server_limit_greets_the_second_client_with_421() {
-    if !tests::root_or_skip("server_limit_greets_the_second_client_with_421") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4)).with("max_clients", "1"),
-    );
-    let run = observe(&net, tracer(), || {
-        let mut first = Scenario::start(&net.client, "hold", SERVER_V4, None);
-        first.wait_ready();
-        let second = Scenario::start(&net.client, "greeting", SERVER_V4, None).finish();
-        first.go();
-        (first.finish(), second)
+    tests::root_test("server_limit_greets_the_second_client_with_421", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4)).with("max_clients", "1"),
+        );
+        let run = observe(&net, tracer(), || {
+            let mut first = Scenario::start(&net.client, "hold", SERVER_V4, None);
+            first.wait_ready();
+            let second = Scenario::start(&net.client, "greeting", SERVER_V4, None).finish();
+            first.go();
+            (first.finish(), second)
+        });
+        let (first, second) = &run.outcome;
+        assert!(first.starts_with("230"), "first client: {first}");
+        assert!(second.starts_with("421"), "second client: {second}");
+        assert_eq!(run.trace.sessions.len(), 2, "{}", briefs(&run.trace));
+        let limited: Vec<_> = run
+            .trace
+            .sessions
+            .iter()
+            .filter(|s| s.cause.as_deref() == Some("server_limit"))
+            .collect();
+        assert_eq!(limited.len(), 1, "{}", briefs(&run.trace));
+        assert_eq!(limited[0].cause_conn.as_deref(), Some("control"));
+        assert_eq!(limited[0].replies.first().map(String::as_str), Some("421"));
+        let other = run
+            .trace
+            .sessions
+            .iter()
+            .find(|s| s.id != limited[0].id)
+            .unwrap();
+        assert_ended_normally(other);
     });
-    let (first, second) = &run.outcome;
-    assert!(first.starts_with("230"), "first client: {first}");
-    assert!(second.starts_with("421"), "second client: {second}");
-    assert_eq!(run.trace.sessions.len(), 2, "{}", briefs(&run.trace));
-    let limited: Vec<_> = run
-        .trace
-        .sessions
-        .iter()
-        .filter(|s| s.cause.as_deref() == Some("server_limit"))
-        .collect();
-    assert_eq!(limited.len(), 1, "{}", briefs(&run.trace));
-    assert_eq!(limited[0].cause_conn.as_deref(), Some("control"));
-    assert_eq!(limited[0].replies.first().map(String::as_str), Some("421"));
-    let other = run
-        .trace
-        .sessions
-        .iter()
-        .find(|s| s.id != limited[0].id)
-        .unwrap();
-    assert_ended_normally(other);
 }
 
 #[test]
 fn tls_failure_on_an_untrusted_certificate() {
-    if !tests::root_or_skip("tls_failure_on_an_untrusted_certificate") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4)).with_tls(),
-    );
-    let run = observe(&net, tracer(), || {
-        Scenario::start(&net.client, "tls", SERVER_V4, None).finish()
+    tests::root_test("tls_failure_on_an_untrusted_certificate", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4)).with_tls(),
+        );
+        let run = observe(&net, tracer(), || {
+            Scenario::start(&net.client, "tls", SERVER_V4, None).finish()
+        });
+        assert_eq!(run.outcome, "CERTIFICATE_VERIFY_FAILED");
+        let session = only_session(&run.trace);
+        assert!(session.encrypted, "{}", session.brief());
+        assert_eq!(
+            // The client hangs up after its alert, the server on reading it:
+            // either may close first.
+            (session.cause.as_deref(), session.cause_conn.as_deref()),
+            (Some("tls_failure"), Some("control")),
+            "{}{}",
+            session.brief(),
+            run.context()
+        );
     });
-    assert_eq!(run.outcome, "CERTIFICATE_VERIFY_FAILED");
-    let session = only_session(&run.trace);
-    assert!(session.encrypted, "{}", session.brief());
-    assert_eq!(
-        // The client hangs up after its alert, the server on reading it:
-        // either may close first.
-        (session.cause.as_deref(), session.cause_conn.as_deref()),
-        (Some("tls_failure"), Some("control")),
-        "{}{}",
-        session.brief(),
-        run.context()
-    );
 }
 
 #[test]
 fn a_killed_server_without_a_reply_is_unknown() {
-    if !tests::root_or_skip("a_killed_server_without_a_reply_is_unknown") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-    let run = observe(&net, tracer(), || {
-        let mut client = Scenario::start(&net.client, "noop_after_go", SERVER_V4, None);
-        client.wait_ready();
-        // Nothing unread: the server's kernel closes with a FIN, and
-        // nothing on the wire says why.
-        net.server.kill_all();
-        client.go();
-        client.finish()
+    tests::root_test("a_killed_server_without_a_reply_is_unknown", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+        let run = observe(&net, tracer(), || {
+            let mut client = Scenario::start(&net.client, "noop_after_go", SERVER_V4, None);
+            client.wait_ready();
+            // Nothing unread: the server's kernel closes with a FIN, and
+            // nothing on the wire says why.
+            net.server.kill_all();
+            client.go();
+            client.finish()
+        });
+        assert_verdict(
+            only_session(&run.trace),
+            "unknown",
+            None,
+            &[("fin", "server")],
+        );
     });
-    assert_verdict(
-        only_session(&run.trace),
-        "unknown",
-        None,
-        &[("fin", "server")],
-    );
 }
 
 #[test]
 fn a_session_open_before_the_tracer_started_is_seeded() {
-    if !tests::root_or_skip("a_session_open_before_the_tracer_started_is_seeded") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-    let mut client = Scenario::start(&net.client, "hold", SERVER_V4, None);
-    client.wait_ready();
-    let run = observe(&net, tracer(), || {
-        client.go();
-        client.finish()
+    tests::root_test("a_session_open_before_the_tracer_started_is_seeded", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+        let mut client = Scenario::start(&net.client, "hold", SERVER_V4, None);
+        client.wait_ready();
+        let run = observe(&net, tracer(), || {
+            client.go();
+            client.finish()
+        });
+        assert!(run.outcome.starts_with("230"), "client: {}", run.outcome);
+        let session = only_session(&run.trace);
+        assert!(session.seeded, "{}", session.brief());
+        assert!(
+            session.unknown.iter().any(|u| u == "user"),
+            "{:?}",
+            session.unknown
+        );
+        assert_eq!(session.user, None);
+        assert_eq!(session.commands, ["QUIT"]);
+        assert_eq!(session.seen_from, [Side::Client, Side::Server]);
+        assert_ended_normally(session);
     });
-    assert!(run.outcome.starts_with("230"), "client: {}", run.outcome);
-    let session = only_session(&run.trace);
-    assert!(session.seeded, "{}", session.brief());
-    assert!(
-        session.unknown.iter().any(|u| u == "user"),
-        "{:?}",
-        session.unknown
-    );
-    assert_eq!(session.user, None);
-    assert_eq!(session.commands, ["QUIT"]);
-    assert_eq!(session.seen_from, [Side::Client, Side::Server]);
-    assert_ended_normally(session);
 }
 
 /// Under TLS the announcements cannot be read: with the passive range given,
 /// the data connection is traced and linked by address.
 #[test]
 fn ftps_data_connection_is_linked_by_address() {
-    if !tests::root_or_skip("ftps_data_connection_is_linked_by_address") {
-        return;
-    }
-    let net = NsPair::new();
-    let ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4))
-            .with_tls()
-            .with_file("file", 100_000),
-    );
-    let certificate = ftp.certificate().display().to_string();
-    let run = observe(&net, Tracer::start(), || {
-        Scenario::start(&net.client, "ftps_download", SERVER_V4, Some(&certificate)).finish()
+    tests::root_test("ftps_data_connection_is_linked_by_address", || {
+        let net = NsPair::new();
+        let ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4))
+                .with_tls()
+                .with_file("file", 100_000),
+        );
+        let certificate = ftp.certificate().display().to_string();
+        let run = observe(&net, Tracer::start(), || {
+            Scenario::start(&net.client, "ftps_download", SERVER_V4, Some(&certificate)).finish()
+        });
+        assert_eq!(run.outcome, "100000");
+        let session = only_session(&run.trace);
+        assert!(session.encrypted, "{}", session.brief());
+        assert_eq!(session.data.len(), 1, "{}", session.brief());
+        let data = &session.data[0];
+        assert_eq!(
+            (
+                data.linked_by.as_deref(),
+                data.established,
+                data.client.addr.as_str()
+            ),
+            (Some("heuristic"), true, session.client.addr.as_str()),
+            "{}",
+            session.brief()
+        );
+        assert_eq!(
+            session.cause.as_deref(),
+            Some("clean"),
+            "{}",
+            session.brief()
+        );
+        assert!(
+            conns(session).all(|c| c.close == "fin"),
+            "{}",
+            session.brief()
+        );
     });
-    assert_eq!(run.outcome, "100000");
-    let session = only_session(&run.trace);
-    assert!(session.encrypted, "{}", session.brief());
-    assert_eq!(session.data.len(), 1, "{}", session.brief());
-    let data = &session.data[0];
-    assert_eq!(
-        (
-            data.linked_by.as_deref(),
-            data.established,
-            data.client.addr.as_str()
-        ),
-        (Some("heuristic"), true, session.client.addr.as_str()),
-        "{}",
-        session.brief()
-    );
-    assert_eq!(
-        session.cause.as_deref(),
-        Some("clean"),
-        "{}",
-        session.brief()
-    );
-    assert!(
-        conns(session).all(|c| c.close == "fin"),
-        "{}",
-        session.brief()
-    );
 }
 
 /// Active mode: the client announces its port with EPRT and vsftpd connects
 /// to it from port 20 (always traced); the session links it by the EPRT.
 #[test]
 fn active_mode_data_connection_is_linked_by_its_eprt() {
-    if !tests::root_or_skip("active_mode_data_connection_is_linked_by_its_eprt") {
-        return;
-    }
-    let net = NsPair::new();
-    let _ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4))
-            .with("connect_from_port_20", "YES")
-            .with_file("file", 100_000),
-    );
-    let run = observe(&net, tracer(), || {
-        Curl::new(ftp_url(SERVER_V4, 21, "file"))
-            .active()
-            .run(&net.client)
+    tests::root_test("active_mode_data_connection_is_linked_by_its_eprt", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4))
+                .with("connect_from_port_20", "YES")
+                .with_file("file", 100_000),
+        );
+        let run = observe(&net, tracer(), || {
+            Curl::new(ftp_url(SERVER_V4, 21, "file"))
+                .active()
+                .run(&net.client)
+        });
+        let ctx = run.context();
+        assert_eq!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
+        let session = only_session(&run.trace);
+        assert!(
+            session.commands.iter().any(|c| c == "EPRT" || c == "PORT"),
+            "{}",
+            session.brief()
+        );
+        assert_ended_normally(session);
+        let data = &session.data[0];
+        assert_eq!(
+            (
+                data.linked_by.as_deref(),
+                data.seen_from.as_slice(),
+                data.client.addr.as_str()
+            ),
+            (
+                Some("announcement"),
+                [Side::Client, Side::Server].as_slice(),
+                CLIENT_V4.to_string().as_str()
+            ),
+            "{}{}",
+            session.brief(),
+            session.timeline_text()
+        );
+        // The server connected out: its end made the active open.
+        let opens = events_of(&run, &session.id, "data:1")
+            .into_iter()
+            .filter(|e| e.side == Side::Server && e.is_transition("SYN_SENT", "ESTABLISHED"))
+            .count();
+        assert_eq!(opens, 1, "{}{ctx}", session.timeline_text());
     });
-    let ctx = run.context();
-    assert_eq!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
-    let session = only_session(&run.trace);
-    assert!(
-        session.commands.iter().any(|c| c == "EPRT" || c == "PORT"),
-        "{}",
-        session.brief()
-    );
-    assert_ended_normally(session);
-    let data = &session.data[0];
-    assert_eq!(
-        (
-            data.linked_by.as_deref(),
-            data.seen_from.as_slice(),
-            data.client.addr.as_str()
-        ),
-        (
-            Some("announcement"),
-            [Side::Client, Side::Server].as_slice(),
-            CLIENT_V4.to_string().as_str()
-        ),
-        "{}{}",
-        session.brief(),
-        session.timeline_text()
-    );
-    // The server connected out: its end made the active open.
-    let opens = events_of(&run, &session.id, "data:1")
-        .into_iter()
-        .filter(|e| e.side == Side::Server && e.is_transition("SYN_SENT", "ESTABLISHED"))
-        .count();
-    assert_eq!(opens, 1, "{}{ctx}", session.timeline_text());
 }
