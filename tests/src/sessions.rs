@@ -62,6 +62,20 @@ pub fn assert_verdict(
     assert_eq!(session.state, "closed", "{}", session.brief());
 }
 
+/// Asserts the cause and the connection it hit, where the closes vary
+/// between runs or are checked apart; the message has the session, its
+/// timeline and `context` (e.g. a run's counters and events).
+#[track_caller]
+pub fn assert_cause(session: &Session, cause: &str, cause_conn: Option<&str>, context: &str) {
+    assert_eq!(
+        (session.cause.as_deref(), session.cause_conn.as_deref()),
+        (Some(cause), cause_conn),
+        "session cause: {}{}{context}",
+        session.brief(),
+        session.timeline_text()
+    );
+}
+
 pub fn conns(session: &Session) -> impl Iterator<Item = &Conn> {
     std::iter::once(&session.control).chain(&session.data)
 }

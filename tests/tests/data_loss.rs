@@ -88,13 +88,7 @@ fn data_loss_retransmits_match_retrans_segs() {
         );
         // As a session: the download completed despite the losses.
         let session = tests::sessions::only_session(&run.trace);
-        assert_eq!(
-            (session.cause.as_deref(), session.cause_conn.as_deref()),
-            (Some("packet_loss_recovered"), Some("data:1")),
-            "{}{}",
-            session.brief(),
-            session.timeline_text()
-        );
+        tests::sessions::assert_cause(session, "packet_loss_recovered", Some("data:1"), "");
         let resent: i64 = tests::sessions::conns(session)
             .map(|c| i64::from(c.retransmits + c.syn_retransmits))
             .sum();

@@ -13,7 +13,7 @@ use tests::{
     nft::{self, Rule},
     observe::{Observed, observe},
     scenario::Scenario,
-    sessions::{assert_ended_normally, assert_verdict, briefs, conns, only_session},
+    sessions::{assert_cause, assert_ended_normally, assert_verdict, briefs, conns, only_session},
     tracer::{Kind, NO_PASSIVE_RANGE_ARGS, Side, Tracer},
     vsftpd::{Listen, Vsftpd, VsftpdConfig},
 };
@@ -168,12 +168,7 @@ fn data_connection_refused_by_a_firewall_reset() {
         let ctx = run.context();
         assert_ne!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
         let session = only_session(&run.trace);
-        assert_eq!(
-            (session.cause.as_deref(), session.cause_conn.as_deref()),
-            (Some("data_connection_refused"), Some("data:1")),
-            "{}{ctx}",
-            session.brief()
-        );
+        assert_cause(session, "data_connection_refused", Some("data:1"), &ctx);
         // curl tries EPSV's endpoint, then PASV's: each data SYN rejected (the
         // nft counter) is one refused data connection, and the server's own
         // TCP stack sent no reset: its firewall did.
@@ -216,12 +211,7 @@ fn data_connection_blocked_by_a_firewall() {
         let ctx = run.context();
         assert_ne!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
         let session = only_session(&run.trace);
-        assert_eq!(
-            (session.cause.as_deref(), session.cause_conn.as_deref()),
-            (Some("data_connection_blocked"), Some("data:1")),
-            "{}",
-            session.brief()
-        );
+        assert_cause(session, "data_connection_blocked", Some("data:1"), "");
         let data = &session.data[0];
         assert!(!data.established, "{}", session.brief());
         // Every dropped SYN is on data:1, and the nft counter is the truth.
@@ -245,6 +235,25 @@ fn data_connection_blocked_by_a_firewall() {
     });
 }
 
+/// The scripted client `script` waits at `go` while `rules` (a blackhole)
+/// go up in its namespace, then goes on until the kernel ends its control
+/// connection; then the path comes back and the server's end is killed.
+/// Returns how the client's connection ended.
+fn through_a_dead_path(net: &NsPair, script: &str, rules: &[Rule]) -> Observed<String> {
+    let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+    observe(net, tracer(), || {
+        let mut client = Scenario::start(&net.client, script, SERVER_V4, None);
+        client.wait_ready();
+        nft::apply(&net.client, rules);
+        client.go();
+        let verdict = client.finish();
+        net.client
+            .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
+        net.server.kill_all();
+        verdict
+    })
+}
+
 #[test]
 fn retransmission_timeout_on_a_dead_control_connection() {
     tests::root_test(
@@ -252,36 +261,18 @@ fn retransmission_timeout_on_a_dead_control_connection() {
         || {
             let net = NsPair::new();
             net.client.sysctl("net.ipv4.tcp_retries2", "3");
-            let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-            let run = observe(&net, tracer(), || {
-                let mut client = Scenario::start(&net.client, "noop_after_go", SERVER_V4, None);
-                client.wait_ready();
-                // Nothing from the server arrives: the client's retransmits go out
-                // (and count in Tcp.RetransSegs) but no ACK comes back.
-                nft::apply(&net.client, &Rule::blackhole(21)[..1]);
-                client.go();
-                let verdict = client.finish();
-                // Let the server's end go too.
-                net.client
-                    .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
-                net.server.kill_all();
-                verdict
-            });
+            // Nothing from the server arrives: the client's retransmits go out
+            // (and count in Tcp.RetransSegs) but no ACK comes back.
+            let run = through_a_dead_path(&net, "noop_after_go", &Rule::blackhole(21)[..1]);
             assert_eq!(run.outcome, "ETIMEDOUT");
             let session = only_session(&run.trace);
+            assert_cause(session, "retransmission_timeout", Some("control"), "");
             assert_eq!(
                 (
-                    session.cause.as_deref(),
-                    session.cause_conn.as_deref(),
                     session.control.close.as_str(),
                     session.control.closed_by.as_str()
                 ),
-                (
-                    Some("retransmission_timeout"),
-                    Some("control"),
-                    "timeout",
-                    "client"
-                ),
+                ("timeout", "client"),
                 "{}",
                 session.brief()
             );
@@ -302,31 +293,16 @@ fn keepalive_timeout_on_a_dead_path() {
     tests::root_test("keepalive_timeout_on_a_dead_path", || {
         // The probes test's scenario, judged as a session.
         let net = NsPair::new();
-        let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-        let run = observe(&net, tracer(), || {
-            let mut client = Scenario::start(&net.client, "keepalive", SERVER_V4, None);
-            client.wait_ready();
-            nft::apply(&net.client, &Rule::blackhole(21));
-            client.go();
-            let verdict = client.finish();
-            net.client
-                .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
-            net.server.kill_all();
-            verdict
-        });
+        let run = through_a_dead_path(&net, "keepalive", &Rule::blackhole(21));
         assert_eq!(run.outcome, "ETIMEDOUT");
         let session = only_session(&run.trace);
-        assert_eq!(
-            (
-                session.cause.as_deref(),
-                session.cause_conn.as_deref(),
-                session.control.close.as_str()
-            ),
-            (Some("keepalive_timeout"), Some("control"), "timeout"),
-            "{}{}",
-            session.brief(),
-            run.context()
+        assert_cause(
+            session,
+            "keepalive_timeout",
+            Some("control"),
+            &run.context(),
         );
+        assert_eq!(session.control.close, "timeout", "{}", session.brief());
         let probes = run
             .trace
             .events
@@ -450,15 +426,9 @@ fn tls_failure_on_an_untrusted_certificate() {
         assert_eq!(run.outcome, "CERTIFICATE_VERIFY_FAILED");
         let session = only_session(&run.trace);
         assert!(session.encrypted, "{}", session.brief());
-        assert_eq!(
-            // The client hangs up after its alert, the server on reading it:
-            // either may close first.
-            (session.cause.as_deref(), session.cause_conn.as_deref()),
-            (Some("tls_failure"), Some("control")),
-            "{}{}",
-            session.brief(),
-            run.context()
-        );
+        // The client hangs up after its alert, the server on reading it:
+        // either may close first.
+        assert_cause(session, "tls_failure", Some("control"), &run.context());
     });
 }
 
@@ -542,12 +512,7 @@ fn ftps_data_connection_is_linked_by_address() {
             "{}",
             session.brief()
         );
-        assert_eq!(
-            session.cause.as_deref(),
-            Some("clean"),
-            "{}",
-            session.brief()
-        );
+        assert_cause(session, "clean", None, "");
         assert!(
             conns(session).all(|c| c.close == "fin"),
             "{}",
