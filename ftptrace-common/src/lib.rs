@@ -308,6 +308,9 @@ pub mod segment_flags {
     /// kernel overwrote with `*` up to the line end: the secret never
     /// leaves the kernel.
     pub const REDACTED: u8 = 1;
+    /// A reset that arrived: no payload, only `ttl` (the reset's) and
+    /// `usual_ttl` (the last other packet's of the connection, 0 unknown).
+    pub const RESET_TTL: u8 = 2;
 }
 
 /// A ring buffer record of kind [`ProbeId::ControlSegment`].
@@ -354,7 +357,11 @@ pub struct ControlSegment {
     pub captured_len: u16,
     /// [`segment_flags`] bits.
     pub flags: u8,
-    pub _pad: [u8; 5],
+    /// IPv4 TTL or IPv6 hop limit of an arriving reset ([`segment_flags::RESET_TTL`]).
+    pub ttl: u8,
+    /// The same of the connection's last other arriving packet; 0 when unknown.
+    pub usual_ttl: u8,
+    pub _pad: [u8; 3],
     /// The first `captured_len` payload bytes; the rest is unspecified.
     pub data: [u8; CONTROL_CAPTURE_BYTES],
 }

@@ -7,7 +7,9 @@
 //! tracepoint program silently and uncounted whenever any other tracing
 //! program is running on the CPU, while a raw one is skipped only when the
 //! same program is interrupted by itself, and then counted
-//! (`recursion_misses`), so no event is ever lost unseen.
+//! (`recursion_misses`). (A kernel that runs no program at all on top of
+//! some task, as the sandbox hosts this is built on do for their agent,
+//! loses those hits unseen by anyone but ftrace: `tests/src/blind_spot.rs`.)
 //!
 //! Struct offsets come from the `OFFSETS` map that the loader fills from BTF
 //! before attaching, so this one object serves every kernel. All decoding
@@ -16,7 +18,9 @@
 //! The FTP control channel's bytes come from two `cgroup_skb` programs on
 //! the cgroup v2 root, which the kernel runs for every packet a socket of
 //! any process sends or receives, in every network namespace; they copy the
-//! head of each control-connection segment and never drop anything.
+//! head of each control-connection segment and never drop anything. The
+//! ingress one also notes the TTL of every arriving packet of a traced
+//! connection, so that a reset that arrives can be told apart by its TTL.
 #![no_std]
 #![no_main]
 
@@ -28,7 +32,7 @@ use aya_ebpf::{
         bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_skb_load_bytes,
     },
     macros::{cgroup_skb, fentry, kprobe, map, raw_tracepoint},
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, ProbeContext, RawTracePointContext, SkBuffContext},
 };
 use ftptrace_common::{
@@ -60,6 +64,24 @@ static SETTINGS: Array<ProbeSettings> = Array::with_max_entries(1, 0);
 /// The FTP socket timer running on each CPU, if any.
 #[map]
 static RUNNING_TIMER: PerCpuArray<RunningTimer> = PerCpuArray::with_max_entries(1, 0);
+
+/// The TTL (hop limit) of the last packet that arrived on each traced
+/// connection, by its addresses and ports: what a reset's TTL is compared
+/// with. By packet, not socket: a passive connection's handshake arrives at
+/// the listener. LRU: a closed connection's entry just ages out.
+#[map]
+static PEER_TTL: LruHashMap<Tuple, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// An arriving packet's source and destination (IPv4 in the first four
+/// bytes of each address).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Tuple {
+    remote: [u8; 16],
+    local: [u8; 16],
+    remote_port: u16,
+    local_port: u16,
+}
 
 /// Ring buffer reservations that failed: events lost, per CPU.
 #[map]
@@ -331,6 +353,7 @@ pub fn kfree_skb_reason(ctx: RawTracePointContext) -> i32 {
 }
 
 const IPPROTO_TCP_U8: u8 = 6;
+const TCP_RST: u8 = 0x04;
 
 /// A dropped packet of an FTP connection, described by its headers, with
 /// the address of the code that freed it (`location`) where a socket record
@@ -563,8 +586,10 @@ const IPV4_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
 
 /// Copies the head of a control-connection segment with payload into the
-/// ring buffer. Runs for every packet of every socket on the host, so the
-/// port test comes first and reads only the socket (no packet bytes).
+/// ring buffer; for an arriving reset on any traced connection, a record of
+/// its TTL and the connection's usual one instead. Runs for every packet of
+/// every socket on the host, so the port test comes first and reads only
+/// the socket (no packet bytes).
 /// The skb starts at the network header in `cgroup_skb` programs.
 #[inline(always)]
 fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
@@ -580,7 +605,10 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     };
     // `local_port` is in host order; `remote_port` is the network-order
     // port in the upper half of a big-endian u32.
-    if !is_control(local_port as u16) && !is_control(u32::from_be(remote_port) as u16) {
+    let (local_port, remote_port) = (local_port as u16, u32::from_be(remote_port) as u16);
+    let control = is_control(local_port) || is_control(remote_port);
+    let arriving = dir == direction::INGRESS;
+    if !control && !(arriving && (is_ftp(local_port) || is_ftp(remote_port))) {
         return Ok(());
     }
     // 40 bytes: the whole IPv6 header, or IPv4's plus the start of TCP's
@@ -597,17 +625,47 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         return Ok(());
     }
     let tcp: [u8; TCP_HEADER as usize] = ctx.skb.load(tcp_at)?;
-    let payload_at = tcp_at as u32 + u32::from(tcp[12] >> 4) * 4;
-    let len = ctx.skb.len();
-    if len <= payload_at {
+    let reset = arriving && tcp[13] & TCP_RST != 0;
+    let mut usual_ttl = 0;
+    let mut ttl = 0;
+    if arriving {
+        let mut tuple = Tuple {
+            remote: [0; 16],
+            local: [0; 16],
+            remote_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+            local_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+        };
+        if family == AF_INET {
+            ttl = ip[8];
+            tuple.remote[..4].copy_from_slice(&ip[12..16]);
+            tuple.local[..4].copy_from_slice(&ip[16..20]);
+        } else {
+            ttl = ip[7];
+            tuple.remote.copy_from_slice(&ip[8..24]);
+            tuple.local.copy_from_slice(&ip[24..40]);
+        }
+        // SAFETY: a map value read by value at once.
+        let known = unsafe { PEER_TTL.get(&tuple) }.copied();
+        if reset {
+            usual_ttl = known.unwrap_or(0);
+        } else if known != Some(ttl) {
+            let _ = PEER_TTL.insert(&tuple, &ttl, 0);
+        }
+    }
+    if !control && !reset {
         return Ok(());
     }
-    let payload_len = len - payload_at;
+    let payload_at = tcp_at as u32 + u32::from(tcp[12] >> 4) * 4;
+    let len = ctx.skb.len();
+    if !reset && len <= payload_at {
+        return Ok(());
+    }
+    let payload_len = if reset { 0 } else { len - payload_at };
     // 1..=CONTROL_CAPTURE_BYTES, spelled so that every verifier sees both
     // bounds: older ones (5.10) learn no lower bound from `!= 0`, so the
     // length is a mask (through memory, which LLVM cannot see through) plus
     // one. CONTROL_CAPTURE_BYTES is a power of two.
-    let less_one = payload_len.min(CONTROL_CAPTURE_BYTES as u32) - 1;
+    let less_one = payload_len.max(1).min(CONTROL_CAPTURE_BYTES as u32) - 1;
     // SAFETY: a local variable.
     let less_one = unsafe { core::ptr::read_volatile(&less_one) };
     let captured = (less_one & (CONTROL_CAPTURE_BYTES as u32 - 1)) + 1;
@@ -622,11 +680,11 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     unsafe {
         let data = &raw mut (*record).segment.data;
         // SAFETY: `captured` is 1..=CONTROL_CAPTURE_BYTES, the size of `data`.
-        if bpf_skb_load_bytes(ctx.as_ptr(), payload_at, data.cast(), captured) != 0 {
+        if !reset && bpf_skb_load_bytes(ctx.as_ptr(), payload_at, data.cast(), captured) != 0 {
             entry.discard(0);
             return Ok(());
         }
-        let mut flags = 0;
+        let mut flags = if reset { segment_flags::RESET_TTL } else { 0 };
         // The password never leaves the kernel: in a segment that starts
         // with `PASS secret` (or `ACCT`), the argument is overwritten with
         // `*` up to the line end, which keeps the lines and lengths intact.
@@ -635,7 +693,7 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         let d = &mut *data;
         let verb =
             |d: &[u8; CONTROL_CAPTURE_BYTES]| [d[0] | 0x20, d[1] | 0x20, d[2] | 0x20, d[3] | 0x20];
-        if captured > 5 && d[4] == b' ' && matches!(&verb(d), b"pass" | b"acct") {
+        if !reset && captured > 5 && d[4] == b' ' && matches!(&verb(d), b"pass" | b"acct") {
             let mut i = 5;
             while i < CONTROL_CAPTURE_BYTES && (i as u32) < captured {
                 if d[i] == b'\r' || d[i] == b'\n' {
@@ -650,7 +708,8 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         // from now on, before the client can connect (user space learns of
         // it a drain later, and expires it). `PORT`/`EPRT` are left to user
         // space: the server connects only after the next command.
-        if captured > 8
+        if !reset
+            && captured > 8
             && d[0] == b'2'
             && d[1] == b'2'
             && (d[2] == b'7' || d[2] == b'9')
@@ -664,9 +723,11 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
             }
         }
         let segment = &raw mut (*record).segment;
-        (*segment).captured_len = captured as u16;
+        (*segment).captured_len = if reset { 0 } else { captured as u16 };
         (*segment).flags = flags;
-        (*segment)._pad = [0; 5];
+        (*segment).ttl = ttl;
+        (*segment).usual_ttl = usual_ttl;
+        (*segment)._pad = [0; 3];
         (*segment).payload_len = payload_len;
         (*segment).seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
         (*segment).tcp_flags = tcp[13];
@@ -676,7 +737,6 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         // The packet's addresses and ports from the socket's point of view.
         let src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
         let dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
-        let arriving = dir == direction::INGRESS;
         (*segment).sport = if arriving { dst_port } else { src_port };
         (*segment).dport = if arriving { src_port } else { dst_port };
         (*segment).saddr4 = [0; 4];

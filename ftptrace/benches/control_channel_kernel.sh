@@ -16,7 +16,10 @@
 #     run is what the statistics and the dispatch cost by themselves;
 #     a) one bulk transfer: every packet ends at the port test;
 #     b) one anonymous vsftpd session sending 20000 NOOPs: every packet passes
-#        the port test, those with payload are copied to the ring buffer.
+#        the port test, those with payload are copied to the ring buffer;
+#     c) the bulk transfer again with port 5001 traced as a data port
+#        (`--passive-ports 5001-5001`): every arriving packet's TTL is noted
+#        per socket (the headers read, one LRU map lookup).
 # Leaves nothing behind.
 set -eu
 
@@ -159,8 +162,8 @@ phase() { # NAME COMMAND...: runs it, prints ns per run of each program
                   printf "  %-16s %9d runs %7.1f ns/run\n", d, dc[d], dc[d] ? dt[d] / dc[d] : 0 } }'
 }
 
-start_tracer() {
-    "$BIN" trace --format json --ports 21 > "$TMP/trace.jsonl" 2> "$TMP/trace.err" &
+start_tracer() { # [ARGS...]: more tracer arguments
+    "$BIN" trace --format json --ports 21 "$@" > "$TMP/trace.jsonl" 2> "$TMP/trace.err" &
     TRACER=$!
     for _ in $(seq 100); do
         grep -q '"type":"start"' "$TMP/trace.jsonl" 2>/dev/null && break
@@ -191,7 +194,11 @@ start_tracer
 phase "a) non-FTP bulk, MB/s" bulk 1
 phase "b) FTP control, 20000 NOOPs" ip netns exec $CLI python3 "$TMP/noop.py"
 stop_tracer
+echo "ftptrace: $(grep -c '"kind":"ftp"' "$TMP/trace.jsonl") ftp lines; $(tail -1 "$TMP/trace.jsonl")"
+start_tracer --passive-ports 5001-5001
+phase "c) bulk on a traced data port, MB/s" bulk 1
+stop_tracer
 kill "$BASELINE"
 BASELINE=
 sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"
-echo "ftptrace: $(grep -c '"kind":"ftp"' "$TMP/trace.jsonl") ftp lines; $(tail -1 "$TMP/trace.jsonl")"
+echo "ftptrace (c): $(tail -1 "$TMP/trace.jsonl")"

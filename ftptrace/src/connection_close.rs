@@ -124,9 +124,11 @@ pub fn ending(conn: &Conn) -> Ending {
     }
 }
 
-/// Who sent the reset that `receiver` got: the peer when its end is not on
-/// this host (the best guess, see the evidence); when it is, the peer only
-/// if its socket sent one, else something in between forged it.
+/// Who sent the reset that `receiver` got. When the peer's end is on this
+/// host: the peer only if its socket sent one, else something in between
+/// forged it. When it is not: a middlebox if the reset came with another
+/// TTL than the peer's packets (from another distance), else the peer (the
+/// best guess either way, and the evidence says so).
 pub fn reset_sender(conn: &Conn, receiver: Side) -> ClosedBy {
     let sender = other(receiver);
     match conn.view(sender) {
@@ -137,7 +139,17 @@ pub fn reset_sender(conn: &Conn, receiver: Side) -> ClosedBy {
                 ClosedBy::of(sender)
             }
         }
+        _ if reset_ttl_differs(conn, receiver).is_some() => ClosedBy::Middlebox,
         _ => ClosedBy::of(sender),
+    }
+}
+
+/// The TTL of the reset `receiver` got and the one its peer's packets
+/// arrive with, when both are known and they differ.
+pub fn reset_ttl_differs(conn: &Conn, receiver: Side) -> Option<(u8, u8)> {
+    match conn.view(receiver)?.reset_ttl? {
+        (ttl, Some(usual)) if ttl != usual => Some((ttl, usual)),
+        _ => None,
     }
 }
 

@@ -98,6 +98,12 @@ impl Decoder {
         };
 
         let kind = match probe {
+            ProbeId::ControlSegment if r[74] & segment_flags::RESET_TTL != 0 => {
+                EventKind::ResetTtl {
+                    ttl: r[75],
+                    usual_ttl: (r[76] != 0).then_some(r[76]),
+                }
+            }
             ProbeId::ControlSegment => EventKind::ControlSegment(control_segment(r)?),
             ProbeId::InetSockSetState => EventKind::State {
                 old: self.names.state_name(arg1),
@@ -243,6 +249,8 @@ const _: () = {
     assert!(offset_of!(ControlSegment, daddr6) == 56);
     assert!(offset_of!(ControlSegment, captured_len) == 72);
     assert!(offset_of!(ControlSegment, flags) == 74);
+    assert!(offset_of!(ControlSegment, ttl) == 75);
+    assert!(offset_of!(ControlSegment, usual_ttl) == 76);
 };
 
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
@@ -554,7 +562,9 @@ mod tests {
                 daddr6: addressing.daddr6,
                 captured_len: u16::try_from(payload.len()).unwrap(),
                 flags: 0,
-                _pad: [0; 5],
+                ttl: 64,
+                usual_ttl: 0,
+                _pad: [0; 3],
                 data,
             },
         };

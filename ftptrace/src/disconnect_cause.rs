@@ -6,7 +6,7 @@
 //! the FTP dialogue suggests (a 421, a missing QUIT), and a clean end last.
 
 use crate::{
-    connection_close::{Close, ClosedBy, Ending, ending},
+    connection_close::{Close, ClosedBy, Ending, ending, reset_sender, reset_ttl_differs},
     event::EventKind,
     ftp_control::{ControlEvent, Side, Verb},
     output::describe,
@@ -391,27 +391,43 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
         .iter()
         .find(|(_, e)| e.close == Close::Reset && e.closed_by == ClosedBy::Middlebox)?;
     let conn = session.conn(*id);
+    // The end whose reset its peer did not send (both may have received one).
     let receiver = conn
         .seen()
-        .find(|(_, v)| !v.resets_received.is_empty())
+        .find(|(end, v)| {
+            !v.resets_received.is_empty() && reset_sender(conn, *end) == ClosedBy::Middlebox
+        })
         .map(|(end, _)| end)?;
+    let sender = crate::session::other(receiver);
+    let received = format!(
+        "the {} end received a reset{}",
+        Side::as_str(receiver),
+        cite_first(session, |e| e.conn == *id
+            && e.seen_at == receiver
+            && matches!(e.kind, EventKind::ResetReceived { .. }))
+    );
+    let why = if conn.view(sender).is_some_and(|v| v.had_socket) {
+        format!(
+            "both ends of {} are on this host and the {}'s TCP stack sent no reset: \
+             something in between forged it",
+            id.label(),
+            Side::as_str(sender)
+        )
+    } else {
+        // Only one end here: the TTL is a hint, not a proof.
+        let (ttl, usual) = reset_ttl_differs(conn, receiver)?;
+        format!(
+            "it arrived with TTL {ttl} where the {}'s packets arrive with TTL {usual}: \
+             sent from another distance, so probably by a device in between (the {}'s \
+             end is not on this host, so this is a hint, not a proof)",
+            Side::as_str(sender),
+            Side::as_str(sender)
+        )
+    };
     Some(found_at(
         Cause::MiddleboxReset,
         Some(*id),
-        vec![
-            format!(
-                "the {} end received a reset{}",
-                Side::as_str(receiver),
-                cite_first(session, |e| e.conn == *id
-                    && matches!(e.kind, EventKind::ResetReceived { .. }))
-            ),
-            format!(
-                "both ends of {} are on this host and the {}'s TCP stack sent no reset: \
-                 something in between forged it",
-                id.label(),
-                Side::as_str(crate::session::other(receiver))
-            ),
-        ],
+        vec![received, why],
     ))
 }
 
@@ -540,6 +556,16 @@ fn peer_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnos
         _ => false,
     };
     if !sender_seen {
+        let receiver = conn
+            .seen()
+            .find(|(_, v)| !v.resets_received.is_empty())
+            .map(|(end, v)| (end, v.reset_ttl));
+        if let Some((_, Some((ttl, Some(usual))))) = receiver {
+            // Equal here (unequal makes it a middlebox's).
+            evidence.push(format!(
+                "it arrived with TTL {ttl}, as the peer's packets do ({usual})"
+            ));
+        }
         evidence
             .push("only the receiving end is on this host: a middlebox cannot be ruled out".into());
     }
@@ -959,6 +985,50 @@ mod tests {
         assert_eq!(
             seen(&s, SERVER_ONLY),
             ["client_abort control | fin/server, reset/client"]
+        );
+    }
+
+    /// With one end here, a reset that arrives from another distance than
+    /// the peer's packets is probably a middlebox's, and said so as a hint.
+    #[test]
+    fn middlebox_reset_from_one_end_by_the_resets_ttl() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.received_reset_with_ttl(&data, Server, 64, 63);
+        s.reply(&control, 426, "Failure writing network stream.");
+        quit(&mut s, &control);
+        assert_eq!(
+            seen(&s, SERVER_ONLY),
+            ["middlebox_reset data:1 | fin/server, reset/middlebox"]
+        );
+        let sessions = crate::session_script::sessions_of(&s.seen_from(SERVER_ONLY), s.end_ns());
+        let d = diagnose(&sessions[0]);
+        assert!(
+            d.evidence[1].contains("TTL 64")
+                && d.evidence[1].contains("TTL 63")
+                && d.evidence[1].contains("a hint, not a proof"),
+            "{:?}",
+            d.evidence
+        );
+    }
+
+    /// The same TTL as the peer's packets: the peer's reset, as far as one
+    /// end can tell.
+    #[test]
+    fn peer_reset_from_one_end_with_the_peers_ttl() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.received_reset_with_ttl(&control, Client, 63, 63);
+        assert_eq!(seen(&s, CLIENT_ONLY), ["peer_reset control | reset/server"]);
+        let sessions = crate::session_script::sessions_of(&s.seen_from(CLIENT_ONLY), s.end_ns());
+        let d = diagnose(&sessions[0]);
+        assert!(
+            d.evidence
+                .iter()
+                .any(|e| e == "it arrived with TTL 63, as the peer's packets do (63)"),
+            "{:?}",
+            d.evidence
         );
     }
 

@@ -88,6 +88,11 @@ pub enum EventKind {
     /// The head of one FTP control-connection segment. Never printed: the
     /// control-channel parser turns it into [`EventKind::Ftp`] events.
     ControlSegment(Segment),
+    /// A reset arrived for this socket: its IP TTL (hop limit) and that of
+    /// the connection's last other arriving packet. Never printed: the
+    /// session compares them (a reset from a device on the path usually
+    /// comes from fewer or more hops away than the peer).
+    ResetTtl { ttl: u8, usual_ttl: Option<u8> },
     /// What one side said on the control channel.
     Ftp {
         /// The peer that sent it.

@@ -236,7 +236,7 @@ impl<'a> Details<'a> {
                 }
                 Self::Ftp(details)
             }
-            EventKind::ControlSegment(_) => return None,
+            EventKind::ControlSegment(_) | EventKind::ResetTtl { .. } => return None,
         })
     }
 }
@@ -340,7 +340,9 @@ impl Output {
     ) -> anyhow::Result<()> {
         // Raw bytes are never printed, whatever the caller did.
         let Some(details) = Details::of(&event.kind) else {
-            anyhow::bail!("internal error: a raw control segment reached the output");
+            anyhow::bail!(
+                "internal error: a raw record (control segment, reset TTL) reached the output"
+            );
         };
         match self.format {
             Format::Json => self.json(&EventLine {
@@ -499,6 +501,12 @@ pub fn describe(kind: &EventKind) -> String {
         EventKind::ControlSegment(segment) => {
             format!("control segment, {} bytes", segment.payload_len)
         }
+        EventKind::ResetTtl { ttl, usual_ttl } => match usual_ttl {
+            Some(usual) => {
+                format!("reset arrived with TTL {ttl} (the connection's other packets: {usual})")
+            }
+            None => format!("reset arrived with TTL {ttl}"),
+        },
     }
 }
 

@@ -92,6 +92,10 @@ pub struct View {
     /// Resets this end's socket sent for a segment after it was gone.
     pub resets_sent_without_socket: u32,
     pub resets_received: Vec<(u64, String)>,
+    /// The TTL of the last reset that arrived, and of the connection's last
+    /// other arriving packet (when known): the hint to who sent it when the
+    /// peer's end is not on this host.
+    pub reset_ttl: Option<(u8, Option<u8>)>,
     pub errors: Vec<(u64, i32)>,
     pub retransmits: u32,
     pub syn_retransmits: u32,
@@ -916,6 +920,15 @@ impl Sessions {
                 expect = apply_ftp(session, said, ns);
             }
             EventKind::ControlSegment(_) => {}
+            // Just before the reset_received event it explains. A burst of
+            // resets (one per segment in flight) makes one entry: the first,
+            // which is the one the socket acts on.
+            EventKind::ResetTtl { ttl, usual_ttl } => {
+                if view.reset_ttl.is_some() {
+                    return;
+                }
+                view.reset_ttl = Some((*ttl, *usual_ttl));
+            }
         }
         session.timeline.push(Entry {
             ns,

@@ -212,6 +212,20 @@ impl Script {
         self.destroy(link, receiver);
     }
 
+    /// `receiver` accepts a reset that arrived with `ttl`, where the
+    /// connection's other packets arrive with `usual`.
+    pub fn received_reset_with_ttl(&mut self, link: &Link, receiver: Side, ttl: u8, usual: u8) {
+        self.emit(
+            link,
+            receiver,
+            EventKind::ResetTtl {
+                ttl,
+                usual_ttl: Some(usual),
+            },
+        );
+        self.received_reset(link, receiver);
+    }
+
     /// `end`'s kernel gives up (ETIMEDOUT) and closes.
     pub fn give_up(&mut self, link: &Link, end: Side, from_state: &str) {
         self.emit(

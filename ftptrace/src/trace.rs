@@ -181,6 +181,11 @@ impl Stream {
                     }
                     continue;
                 }
+                // Never a line: the session's timeline shows it.
+                EventKind::ResetTtl { .. } => {
+                    self.sessions.observe(&event, &mut evicted);
+                    continue;
+                }
                 EventKind::Destroy => {
                     if let Some(sk) = event.sock {
                         self.control.forget_socket(sk);

@@ -91,6 +91,17 @@ impl Rule {
         ]
     }
 
+    /// Sends this host's TCP packets, resets excepted, with IPv4 TTL `ttl`:
+    /// as if they crossed a router that the resets this host forges did not
+    /// (use with [`Rule::reset_data_from`]).
+    pub fn ttl_except_resets(ttl: u8) -> Self {
+        Self {
+            hook: Hook::Output,
+            matches: "meta l4proto tcp tcp flags & rst == 0".into(),
+            verdict: format!("ip ttl set {ttl}"),
+        }
+    }
+
     /// Answers arriving segments from `sport` that carry more than `min_len`
     /// bytes of packet (data, not bare ACKs) with a forged reset: the sender
     /// gets a RST that looks like it came from this host, while this host's

@@ -9,7 +9,7 @@ use tests::{
     nft::{self, Rule},
     observe::observe,
     sessions::only_session,
-    tracer::{Kind, Tracer},
+    tracer::{Kind, Side, Tracer},
     vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
 
@@ -22,7 +22,15 @@ fn forged_reset_on_data_connection_matches_estab_resets() {
             let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
             // Data segments (longer than any bare ACK) from the server's passive
             // ports never reach curl; the server gets a RST "from the client".
-            nft::apply(&net.client, &[Rule::reset_data_from(&PASSIVE_PORTS, 200)]);
+            // The client's own packets leave with TTL 63, the forged resets
+            // with the stack's 64: a device one hop nearer than the peer.
+            nft::apply(
+                &net.client,
+                &[
+                    Rule::reset_data_from(&PASSIVE_PORTS, 200),
+                    Rule::ttl_except_resets(63),
+                ],
+            );
             // lftp, not curl: on vsftpd's "426 Failure writing network stream" it
             // ends the session with QUIT. curl would wait for data until its own
             // timeout and then close the control connection with that reply unread,
@@ -91,6 +99,11 @@ fn forged_reset_on_data_connection_matches_estab_resets() {
                 session.brief(),
                 session.timeline_text()
             );
+            assert!(
+                session.evidence[0].starts_with("the server end received a reset"),
+                "{:?}",
+                session.evidence
+            );
             let hit = session.cause_conn.as_deref().unwrap_or_default();
             assert!(hit.starts_with("data:"), "{}", session.brief());
             let conn = session.data.iter().find(|c| c.conn == hit).unwrap();
@@ -99,6 +112,32 @@ fn forged_reset_on_data_connection_matches_estab_resets() {
                 ("reset", "middlebox"),
                 "{}",
                 session.brief()
+            );
+            // The resets the server got came with the stack's TTL, told from
+            // the client's packets' by the server's own kernel: one entry per
+            // connection that received them.
+            let ttls: Vec<&str> = session
+                .timeline
+                .iter()
+                .filter(|e| e.side == Side::Server && e.what.starts_with("reset arrived with TTL"))
+                .map(|e| e.what.as_str())
+                .collect();
+            let reset_conns = session
+                .timeline
+                .iter()
+                .filter(|e| e.side == Side::Server && e.what.starts_with("reset received"))
+                .map(|e| e.conn.as_str())
+                .collect::<std::collections::BTreeSet<_>>();
+            assert_eq!(
+                ttls.len(),
+                reset_conns.len(),
+                "a TTL entry for each connection whose server end received a reset{}",
+                session.timeline_text()
+            );
+            assert!(
+                ttls.iter()
+                    .all(|w| *w == "reset arrived with TTL 64 (the connection's other packets: 63)"),
+                "{ttls:?}"
             );
         },
     );

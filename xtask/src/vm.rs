@@ -111,6 +111,8 @@ const QUICK_TESTS: &[(&str, &[&str])] = &[
     ("probes", &[]),
     ("listen_overflow", &[]),
     ("control_channel", &[]),
+    // A reset's TTL against the peer's, read by the ingress program.
+    ("forged_reset", &[]),
     (
         "sessions",
         &[
