@@ -662,6 +662,12 @@ mod tests {
         verdicts(&script.seen_from(seen), script.end_ns())
     }
 
+    /// The evidence of the script's only session, seen from `seen`.
+    fn evidence(script: &Script, seen: &[Side]) -> Vec<String> {
+        let sessions = crate::session_script::sessions_of(&script.seen_from(seen), script.end_ns());
+        diagnose(&sessions[0]).evidence
+    }
+
     /// Login, PASV, RETR with its data connection, 226.
     fn download(s: &mut Script) -> (Link, Link) {
         let control = s.connect(CLIENT, SERVER);
@@ -1001,14 +1007,13 @@ mod tests {
             seen(&s, SERVER_ONLY),
             ["middlebox_reset data:1 | fin/server, reset/middlebox"]
         );
-        let sessions = crate::session_script::sessions_of(&s.seen_from(SERVER_ONLY), s.end_ns());
-        let d = diagnose(&sessions[0]);
+        let evidence = evidence(&s, SERVER_ONLY);
         assert!(
-            d.evidence[1].contains("TTL 64")
-                && d.evidence[1].contains("TTL 63")
-                && d.evidence[1].contains("a hint, not a proof"),
+            evidence[1].contains("TTL 64")
+                && evidence[1].contains("TTL 63")
+                && evidence[1].contains("a hint, not a proof"),
             "{:?}",
-            d.evidence
+            evidence
         );
     }
 
@@ -1021,14 +1026,13 @@ mod tests {
         s.login(&control);
         s.received_reset_with_ttl(&control, Client, 63, 63);
         assert_eq!(seen(&s, CLIENT_ONLY), ["peer_reset control | reset/server"]);
-        let sessions = crate::session_script::sessions_of(&s.seen_from(CLIENT_ONLY), s.end_ns());
-        let d = diagnose(&sessions[0]);
+        let evidence = evidence(&s, CLIENT_ONLY);
         assert!(
-            d.evidence
+            evidence
                 .iter()
                 .any(|e| e == "it arrived with TTL 63, as the peer's packets do (63)"),
             "{:?}",
-            d.evidence
+            evidence
         );
     }
 
@@ -1045,14 +1049,13 @@ mod tests {
                 "{ends:?}"
             );
         }
-        let sessions = crate::session_script::sessions_of(&s.seen_from(CLIENT_ONLY), s.end_ns());
-        let d = diagnose(&sessions[0]);
+        let evidence = evidence(&s, CLIENT_ONLY);
         assert!(
-            d.evidence
+            evidence
                 .iter()
                 .any(|e| e.contains("middlebox cannot be ruled out")),
             "{:?}",
-            d.evidence
+            evidence
         );
     }
 
