@@ -606,9 +606,14 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     // `local_port` is in host order; `remote_port` is the network-order
     // port in the upper half of a big-endian u32.
     let (local_port, remote_port) = (local_port as u16, u32::from_be(remote_port) as u16);
-    let control = is_control(local_port) || is_control(remote_port);
+    // Two lookups, for any packet.
+    let roles = port_roles(local_port) | port_roles(remote_port);
+    if roles == 0 {
+        return Ok(());
+    }
+    let control = roles & port_role::CONTROL != 0;
     let arriving = dir == direction::INGRESS;
-    if !control && !(arriving && (is_ftp(local_port) || is_ftp(remote_port))) {
+    if !control && !arriving {
         return Ok(());
     }
     // 40 bytes: the whole IPv6 header, or IPv4's plus the start of TCP's
@@ -827,17 +832,18 @@ fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pairs: bool) -
     if port < 65_536 { port } else { 0 }
 }
 
+/// The port's [`port_role`] bits; 0 for a port ftptrace does not trace.
 #[inline(always)]
-fn is_control(port: u16) -> bool {
-    port != 0
-        && PORTS
-            .get(u32::from(port))
-            .is_some_and(|role| *role & port_role::CONTROL != 0)
+fn port_roles(port: u16) -> u8 {
+    if port == 0 {
+        return 0;
+    }
+    PORTS.get(u32::from(port)).copied().unwrap_or(0)
 }
 
 #[inline(always)]
 fn is_ftp(port: u16) -> bool {
-    port != 0 && PORTS.get(u32::from(port)).is_some_and(|role| *role != 0)
+    port_roles(port) != 0
 }
 
 #[inline(always)]
