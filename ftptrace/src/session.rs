@@ -262,6 +262,9 @@ pub struct Session {
     pub timeline: Timeline,
     /// Any `ftp` event was seen: the channel is readable.
     pub control_readable: bool,
+    /// Kernel events lost (ring buffer full) or skipped (recursion) on the
+    /// host while this session was open: any of them may have been its own.
+    pub events_lost: u64,
 }
 
 impl Session {
@@ -370,6 +373,14 @@ impl Sessions {
 
     pub fn open_count(&self) -> usize {
         self.open.len()
+    }
+
+    /// `n` kernel events were lost or skipped: every session open now may
+    /// lack some of its own, and its record says so.
+    pub fn note_loss(&mut self, n: u64) {
+        for session in self.open.values_mut() {
+            session.events_lost += n;
+        }
     }
 
     /// Seeds the session of a control connection that was open before
@@ -671,6 +682,7 @@ impl Sessions {
             expectations: Vec::new(),
             timeline: Timeline::default(),
             control_readable: false,
+            events_lost: 0,
         };
         self.open.insert(id.clone(), session);
         self.by_tuple
@@ -1185,6 +1197,42 @@ mod tests {
         assert_eq!(sessions.open_count(), 3);
         let ports: Vec<u16> = evicted.iter().map(|s| s.control.client.port()).collect();
         assert_eq!(ports, [40000, 40001]);
+    }
+
+    /// Events lost while sessions were open are charged to each of them,
+    /// not to one that starts later; the record says what it may lack.
+    #[test]
+    fn lost_events_are_charged_to_the_sessions_open_then() {
+        let mut s = Script::new();
+        let first = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&first);
+        let second = s.connect("192.0.2.2:40001", "192.0.2.1:21");
+        s.login(&second);
+        let events = s.seen_from(BOTH);
+        let mut sessions = Sessions::new(ports(), "t");
+        let mut out = Vec::new();
+        let half = events.len() / 2;
+        for event in &events[..half] {
+            sessions.observe(event, &mut out);
+        }
+        assert_eq!(sessions.open_count(), 1);
+        sessions.note_loss(3);
+        for event in &events[half..] {
+            sessions.observe(event, &mut out);
+        }
+        sessions.note_loss(2);
+        let mut ended = sessions.drain();
+        ended.sort_by_key(|s| s.control.client.port());
+        let lost: Vec<u64> = ended.iter().map(|s| s.events_lost).collect();
+        assert_eq!(lost, [5, 2]);
+        let record =
+            crate::session_record::SessionRecord::new(&ended[0], false, &|ns| ns.to_string());
+        assert_eq!(
+            record.unknown,
+            [
+                "whether any of the 5 kernel event(s) lost while it was open (stats: lost, missed) were its own"
+            ]
+        );
     }
 
     #[test]

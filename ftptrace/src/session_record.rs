@@ -21,7 +21,7 @@ pub struct SessionRecord {
     pub state: &'static str,
     pub seeded: bool,
     /// What ftptrace cannot know about a seeded session.
-    pub unknown: Vec<&'static str>,
+    pub unknown: Vec<String>,
     /// Why this record came early: `capacity` when too many sessions were open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evicted: Option<&'static str>,
@@ -94,16 +94,7 @@ impl SessionRecord {
             end: ts(session.last_ns),
             state: if open { "open" } else { "closed" },
             seeded: session.seeded,
-            unknown: if session.seeded {
-                vec![
-                    "start",
-                    "user",
-                    "commands and replies before ftptrace started",
-                    "data connections opened before ftptrace started",
-                ]
-            } else {
-                Vec::new()
-            },
+            unknown: unknown(session),
             evicted: evicted.then_some("capacity"),
             client: endpoint(session.control.client),
             server: endpoint(session.control.server),
@@ -211,6 +202,30 @@ fn conn_record(conn: &Conn, ts: &dyn Fn(u64) -> String) -> ConnRecord {
         syn_retransmits: conn.seen().map(|(_, v)| v.syn_retransmits).sum(),
         seen_from: conn.seen().map(|(end, _)| Side::as_str(end)).collect(),
     }
+}
+
+/// What the record cannot vouch for: a seeded session's past, and any
+/// session's own events among those the kernel lost while it was open.
+fn unknown(session: &Session) -> Vec<String> {
+    let mut unknown: Vec<String> = Vec::new();
+    if session.seeded {
+        unknown.extend(
+            [
+                "start",
+                "user",
+                "commands and replies before ftptrace started",
+                "data connections opened before ftptrace started",
+            ]
+            .map(String::from),
+        );
+    }
+    if session.events_lost > 0 {
+        unknown.push(format!(
+            "whether any of the {} kernel event(s) lost while it was open (stats: lost, missed) were its own",
+            session.events_lost
+        ));
+    }
+    unknown
 }
 
 fn endpoint(addr: std::net::SocketAddr) -> Endpoint {

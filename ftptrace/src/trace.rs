@@ -83,6 +83,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         ports,
         events: 0,
         undecodable: 0,
+        loss_noted: 0,
+        drains: 0,
     };
     stream.seed(&mut output)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -94,6 +96,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     tracer.detach();
     result?;
     stream.drain(&mut tracer, &mut output)?;
+    stream.note_loss(&tracer)?;
     stream.finish(&mut output)?;
     stream.stats(&tracer, &mut output, true)
 }
@@ -107,7 +110,14 @@ struct Stream {
     sessions: Sessions,
     events: u64,
     undecodable: u64,
+    /// Lost and skipped kernel events already charged to open sessions.
+    loss_noted: u64,
+    drains: u64,
 }
+
+/// Every this many drains (10 ms each) the loss counters are read: a
+/// syscall per program, not worth making every time.
+const LOSS_CHECK_EVERY: u64 = 10;
 
 impl Stream {
     async fn follow(
@@ -142,7 +152,23 @@ impl Stream {
         }
     }
 
+    /// Charges kernel events lost or skipped since the last look to every
+    /// open session: its record then says it may lack some.
+    fn note_loss(&mut self, tracer: &Tracer) -> anyhow::Result<()> {
+        let loss = tracer.lost()? + tracer.missed()?;
+        if loss > self.loss_noted {
+            self.sessions.note_loss(loss - self.loss_noted);
+            self.loss_noted = loss;
+        }
+        Ok(())
+    }
+
     fn drain(&mut self, tracer: &mut Tracer, output: &mut Output) -> anyhow::Result<()> {
+        // Before this batch: its sessions were open when the loss happened.
+        self.drains += 1;
+        if self.drains.is_multiple_of(LOSS_CHECK_EVERY) {
+            self.note_loss(tracer)?;
+        }
         let mut wrote = false;
         let mut evicted = Vec::new();
         while let Some(item) = tracer.ring.next() {
