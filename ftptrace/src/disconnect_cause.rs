@@ -391,13 +391,15 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
         .iter()
         .find(|(_, e)| e.close == Close::Reset && e.closed_by == ClosedBy::Middlebox)?;
     let conn = session.conn(*id);
-    // The end whose reset its peer did not send (both may have received one).
+    // The end whose reset its peer did not send; when both ends received
+    // one that looks so, the first (the later one answers its fallout, and
+    // its sender may be a listener whose reset names no connection).
     let receiver = conn
         .seen()
-        .find(|(end, v)| {
-            !v.resets_received.is_empty() && reset_sender(conn, *end) == ClosedBy::Middlebox
-        })
-        .map(|(end, _)| end)?;
+        .filter(|(end, _)| reset_sender(conn, *end) == ClosedBy::Middlebox)
+        .filter_map(|(end, v)| v.resets_received.first().map(|(ns, _)| (*ns, end)))
+        .min_by_key(|(ns, _)| *ns)
+        .map(|(_, end)| end)?;
     let sender = crate::session::other(receiver);
     let received = format!(
         "the {} end received a reset{}",
@@ -985,6 +987,12 @@ mod tests {
         assert_eq!(
             seen(&s, BOTH),
             ["middlebox_reset data:1 | fin/server, reset/middlebox"]
+        );
+        // Neither peer sent one: the first reset received is the cause.
+        assert!(
+            evidence(&s, BOTH)[0].starts_with("the server end received a reset"),
+            "{:?}",
+            evidence(&s, BOTH)
         );
         // From one end alone, the reset is the peer's as far as anyone can
         // tell; the 426 says the transfer was cut.
