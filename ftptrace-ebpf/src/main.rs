@@ -91,6 +91,7 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 // include/net/tcp_states.h, unchanged since they were introduced.
 const TCP_TIME_WAIT: u8 = 6;
+const TCP_LISTEN: u8 = 10;
 const TCP_CLOSE: i32 = 7;
 const TCP_NEW_SYN_RECV: u8 = 12;
 
@@ -440,17 +441,27 @@ fn try_sock_event(
 
 /// A reset with a socket is described by the socket; one without (a packet
 /// nobody wanted: a closed port) by the packet it answers, whose destination
-/// is the local end.
+/// is the local end. So is a listener's: it answers a segment of a
+/// connection it does not have (a late FIN to a passive port), and only the
+/// packet names that connection.
 #[inline(always)]
 fn try_send_reset(sk: u64, skb: u64, arg1: i64, flags: u8) -> Result<(), i64> {
-    if sk != 0 {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    if sk != 0 && read_kernel::<u8>(sk, o.sock_state)? != TCP_LISTEN {
         return try_sock_event(ProbeId::TcpSendReset, sk, false, arg1, 0, flags);
     }
     // The packet being answered came in: its destination is this host.
     let Some(record) = packet_record(skb, true, arg1, 0, flags)? else {
         return Ok(());
     };
-    emit(ProbeId::TcpSendReset, skb_netns(skb), record);
+    // A packet a socket took has no device any more: the listener's
+    // namespace is the packet's.
+    let netns = if sk != 0 {
+        net_inum(sk, o.sock_net, o)
+    } else {
+        skb_netns(skb)
+    };
+    emit(ProbeId::TcpSendReset, netns, record);
     Ok(())
 }
 
