@@ -392,8 +392,7 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
         .find(|(_, e)| e.close == Close::Reset && e.closed_by == ClosedBy::Middlebox)?;
     let conn = session.conn(*id);
     // The end whose reset its peer did not send; when both ends received
-    // one that looks so, the first (the later one answers its fallout, and
-    // its sender may be a listener whose reset names no connection).
+    // one that looks so, the first: the later one answers its fallout.
     let receiver = conn
         .seen()
         .filter(|(end, _)| reset_sender(conn, *end) == ClosedBy::Middlebox)
