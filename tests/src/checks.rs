@@ -1,11 +1,14 @@
 //! Assertions more than one test makes.
 
-use std::ops::RangeInclusive;
+use std::{net::IpAddr, ops::RangeInclusive};
 
 use crate::{
-    client::Transfer,
-    observe::Observed,
+    client::{Curl, Transfer, ftp_url},
+    netns::NsPair,
+    observe::{Observed, observe},
+    tracer::Tracer,
     tracer::{Event, Kind, Side, Start},
+    vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
 
 /// The number of events, as the kernel counters' type.
@@ -77,6 +80,28 @@ impl Endpoints<'_> {
     fn is_ftp_port(&self, port: u16) -> bool {
         port == self.control_port || self.passive.contains(&port)
     }
+}
+
+/// A vsftpd listening on `listen`, curl downloading from `connect_to`
+/// under the default tracer, checked with [`assert_clean_download`] against
+/// the addresses ftptrace must print.
+#[track_caller]
+pub fn clean_download(listen: Listen, connect_to: IpAddr, server_addr: &str, client_addr: &str) {
+    let net = NsPair::new();
+    let ftp = Vsftpd::start(&net.server, VsftpdConfig::new(listen));
+    let run = observe(&net, Tracer::start(), || {
+        Curl::new(ftp_url(connect_to, 21, "file")).run(&net.client)
+    });
+    assert_clean_download(
+        &run,
+        &ftp.expected("file"),
+        &Endpoints {
+            server_addr,
+            client_addr,
+            control_port: 21,
+            passive: PASSIVE_PORTS,
+        },
+    );
 }
 
 /// A clean passive download (control + one data connection), checked event
