@@ -597,10 +597,11 @@ const IPV4_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
 
 /// Copies the head of a control-connection segment with payload into the
-/// ring buffer; for an arriving reset on any traced connection, a record of
-/// its TTL and the connection's usual one instead. Runs for every packet of
-/// every socket on the host, so the port test comes first and reads only
-/// the socket (no packet bytes).
+/// ring buffer; notes the TTL of every arriving packet of a traced
+/// connection, and for an arriving reset sends a record of its TTL and the
+/// connection's usual one instead. Runs for every packet of every socket on
+/// the host, so the port test comes first and reads only the socket (no
+/// packet bytes).
 /// The skb starts at the network header in `cgroup_skb` programs.
 #[inline(always)]
 fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
@@ -615,10 +616,8 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         )
     };
     // `local_port` is in host order; `remote_port` is the network-order
-    // port in the upper half of a big-endian u32.
-    let (local_port, remote_port) = (local_port as u16, u32::from_be(remote_port) as u16);
-    // Two lookups, for any packet.
-    let roles = port_roles(local_port) | port_roles(remote_port);
+    // port in the upper half of a big-endian u32. Two lookups, for any packet.
+    let roles = port_roles(local_port as u16) | port_roles(u32::from_be(remote_port) as u16);
     if roles == 0 {
         return Ok(());
     }
@@ -641,47 +640,25 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         return Ok(());
     }
     let tcp: [u8; TCP_HEADER as usize] = ctx.skb.load(tcp_at)?;
-    let reset = arriving && tcp[13] & TCP_RST != 0;
-    let mut usual_ttl = 0;
-    let mut ttl = 0;
-    if arriving {
-        let mut tuple = Tuple {
-            remote: [0; 16],
-            local: [0; 16],
-            remote_port: u16::from_be_bytes([tcp[0], tcp[1]]),
-            local_port: u16::from_be_bytes([tcp[2], tcp[3]]),
-        };
-        if family == AF_INET {
-            ttl = ip[8];
-            tuple.remote[..4].copy_from_slice(&ip[12..16]);
-            tuple.local[..4].copy_from_slice(&ip[16..20]);
-        } else {
-            ttl = ip[7];
-            tuple.remote.copy_from_slice(&ip[8..24]);
-            tuple.local.copy_from_slice(&ip[24..40]);
-        }
-        // SAFETY: a map value read by value at once.
-        let known = unsafe { PEER_TTL.get(&tuple) }.copied();
-        if reset {
-            usual_ttl = known.unwrap_or(0);
-        } else if known != Some(ttl) {
-            let _ = PEER_TTL.insert(&tuple, &ttl, 0);
-        }
+    // Self-contained, so that nothing it computes is live below: the
+    // payload path stays what older verifiers (5.10) already accept.
+    if arriving && note_arrival(ctx, &ip, &tcp, family) {
+        return Ok(());
     }
-    if !control && !reset {
+    if !control {
         return Ok(());
     }
     let payload_at = tcp_at as u32 + u32::from(tcp[12] >> 4) * 4;
     let len = ctx.skb.len();
-    if !reset && len <= payload_at {
+    if len <= payload_at {
         return Ok(());
     }
-    let payload_len = if reset { 0 } else { len - payload_at };
+    let payload_len = len - payload_at;
     // 1..=CONTROL_CAPTURE_BYTES, spelled so that every verifier sees both
     // bounds: older ones (5.10) learn no lower bound from `!= 0`, so the
     // length is a mask (through memory, which LLVM cannot see through) plus
     // one. CONTROL_CAPTURE_BYTES is a power of two.
-    let less_one = payload_len.max(1).min(CONTROL_CAPTURE_BYTES as u32) - 1;
+    let less_one = payload_len.min(CONTROL_CAPTURE_BYTES as u32) - 1;
     // SAFETY: a local variable.
     let less_one = unsafe { core::ptr::read_volatile(&less_one) };
     let captured = (less_one & (CONTROL_CAPTURE_BYTES as u32 - 1)) + 1;
@@ -696,11 +673,11 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     unsafe {
         let data = &raw mut (*record).segment.data;
         // SAFETY: `captured` is 1..=CONTROL_CAPTURE_BYTES, the size of `data`.
-        if !reset && bpf_skb_load_bytes(ctx.as_ptr(), payload_at, data.cast(), captured) != 0 {
+        if bpf_skb_load_bytes(ctx.as_ptr(), payload_at, data.cast(), captured) != 0 {
             entry.discard(0);
             return Ok(());
         }
-        let mut flags = if reset { segment_flags::RESET_TTL } else { 0 };
+        let mut flags = 0;
         // The password never leaves the kernel: in a segment that starts
         // with `PASS secret` (or `ACCT`), the argument is overwritten with
         // `*` up to the line end, which keeps the lines and lengths intact.
@@ -709,7 +686,7 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         let d = &mut *data;
         let verb =
             |d: &[u8; CONTROL_CAPTURE_BYTES]| [d[0] | 0x20, d[1] | 0x20, d[2] | 0x20, d[3] | 0x20];
-        if !reset && captured > 5 && d[4] == b' ' && matches!(&verb(d), b"pass" | b"acct") {
+        if captured > 5 && d[4] == b' ' && matches!(&verb(d), b"pass" | b"acct") {
             let mut i = 5;
             while i < CONTROL_CAPTURE_BYTES && (i as u32) < captured {
                 if d[i] == b'\r' || d[i] == b'\n' {
@@ -724,8 +701,7 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         // from now on, before the client can connect (user space learns of
         // it a drain later, and expires it). `PORT`/`EPRT` are left to user
         // space: the server connects only after the next command.
-        if !reset
-            && captured > 8
+        if captured > 8
             && d[0] == b'2'
             && d[1] == b'2'
             && (d[2] == b'7' || d[2] == b'9')
@@ -739,10 +715,94 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
             }
         }
         let segment = &raw mut (*record).segment;
-        (*segment).captured_len = if reset { 0 } else { captured as u16 };
+        (*segment).captured_len = captured as u16;
         (*segment).flags = flags;
+        (*segment).ttl = 0;
+        (*segment).usual_ttl = 0;
+        fill_control_record(record, ctx, &ip, &tcp, family, dir, payload_len);
+    }
+    entry.submit(BPF_RB_NO_WAKEUP.into());
+    Ok(())
+}
+
+/// An arriving packet of a traced connection: its TTL (hop limit) is noted
+/// by the connection's addresses and ports (a passive connection's handshake
+/// arrives at the listener, so not by socket); a reset is reported with its
+/// TTL and the usual one. Returns whether it was a reset (and reported).
+#[inline(always)]
+fn note_arrival(
+    ctx: &SkBuffContext,
+    ip: &[u8; IPV6_HEADER],
+    tcp: &[u8; TCP_HEADER as usize],
+    family: u16,
+) -> bool {
+    let mut tuple = Tuple {
+        remote: [0; 16],
+        local: [0; 16],
+        remote_port: u16::from_be_bytes([tcp[0], tcp[1]]),
+        local_port: u16::from_be_bytes([tcp[2], tcp[3]]),
+    };
+    let ttl = if family == AF_INET {
+        tuple.remote[..4].copy_from_slice(&ip[12..16]);
+        tuple.local[..4].copy_from_slice(&ip[16..20]);
+        ip[8]
+    } else {
+        tuple.remote.copy_from_slice(&ip[8..24]);
+        tuple.local.copy_from_slice(&ip[24..40]);
+        ip[7]
+    };
+    // 0 for none: no packet arrives with TTL 0. SAFETY: a map value read
+    // by value at once.
+    let known: u8 = match unsafe { PEER_TTL.get(&tuple) } {
+        Some(value) => *value,
+        None => 0,
+    };
+    if tcp[13] & TCP_RST == 0 {
+        if known != ttl {
+            let _ = PEER_TTL.insert(&tuple, &ttl, 0);
+        }
+        return false;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
+        count_lost();
+        return true;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: the reserved slot; every field but the payload bytes is
+    // written below, and `captured_len` 0 says there are none.
+    unsafe {
+        let segment = &raw mut (*record).segment;
+        (*segment).captured_len = 0;
+        (*segment).flags = segment_flags::RESET_TTL;
         (*segment).ttl = ttl;
-        (*segment).usual_ttl = usual_ttl;
+        (*segment).usual_ttl = known;
+        fill_control_record(record, ctx, ip, tcp, family, direction::INGRESS, 0);
+    }
+    entry.submit(BPF_RB_NO_WAKEUP.into());
+    true
+}
+
+/// Writes a control record's header and its segment's fields other than
+/// the payload, its length and flags: sequence, TCP flags, direction, the
+/// socket, and the packet's addresses and ports from the socket's side.
+///
+/// # Safety
+/// `record` is a reserved ring buffer slot this program owns.
+#[inline(always)]
+unsafe fn fill_control_record(
+    record: *mut ControlRecord,
+    ctx: &SkBuffContext,
+    ip: &[u8; IPV6_HEADER],
+    tcp: &[u8; TCP_HEADER as usize],
+    family: u16,
+    dir: u8,
+    payload_len: u32,
+) {
+    let skb = ctx.skb.skb;
+    let arriving = dir == direction::INGRESS;
+    // SAFETY: the caller's slot; `skb` is this program's context.
+    unsafe {
+        let segment = &raw mut (*record).segment;
         (*segment)._pad = [0; 3];
         (*segment).payload_len = payload_len;
         (*segment).seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
@@ -750,7 +810,6 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         (*segment).direction = dir;
         (*segment).family = family;
         (*segment).cookie = bpf_get_socket_cookie(ctx.as_ptr());
-        // The packet's addresses and ports from the socket's point of view.
         let src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
         let dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
         (*segment).sport = if arriving { dst_port } else { src_port };
@@ -796,8 +855,6 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
             _pad: 0,
         };
     }
-    entry.submit(BPF_RB_NO_WAKEUP.into());
-    Ok(())
 }
 
 /// Bytes of an announcement searched for the port.
