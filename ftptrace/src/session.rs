@@ -92,7 +92,7 @@ pub struct View {
     /// Resets this end's socket sent for a segment after it was gone.
     pub resets_sent_without_socket: u32,
     pub resets_received: Vec<(u64, String)>,
-    /// The TTL of the last reset that arrived, and of the connection's last
+    /// The TTL of the first reset that arrived, and of the connection's last
     /// other arriving packet (when known): the hint to who sent it when the
     /// peer's end is not on this host.
     pub reset_ttl: Option<(u8, Option<u8>)>,
