@@ -12,16 +12,9 @@ use std::{
 };
 
 use ftptrace::{
-    attribution::SocketTable,
-    cli::Format,
-    clock::WallClock,
-    decode::Decoder,
-    kernel_names::KernelNames,
-    output::{Output, Side},
-    ports::PortSet,
-    session::Sessions,
-    session_record::SessionRecord,
-    tracepoint_format::TracepointFormat,
+    attribution::SocketTable, cli::Format, clock::WallClock, decode::Decoder, ftp_control::Side,
+    kernel_names::KernelNames, output::Output, ports::PortSet, session::Sessions,
+    session_record::SessionRecord, tracepoint_format::TracepointFormat,
 };
 
 const EVENTS: usize = 2_000_000;
@@ -96,7 +89,7 @@ fn run(
             .event(
                 &clock.rfc3339(event.boot_ns),
                 &event,
-                &side,
+                side,
                 &who,
                 place.as_ref(),
             )

@@ -106,7 +106,7 @@ fn preflight() -> Report {
         // Without privileges nothing loads; say which probes the kernel has.
         let not_tried = |name: String, reason: Option<&String>| ProbeStatus {
             name,
-            hook: "off",
+            hook: "off".into(),
             target: None,
             attached: false,
             reason: Some(reason.map_or("not tried: missing privileges".into(), Clone::clone)),
@@ -134,7 +134,7 @@ fn preflight() -> Report {
         Err(e) => {
             report.probes = vec![ProbeStatus {
                 name: "all".into(),
-                hook: "off",
+                hook: "off".into(),
                 target: None,
                 attached: false,
                 reason: Some(format!("{e:#}")),
@@ -160,7 +160,11 @@ fn render(report: &Report) -> String {
         text += &format!("{what:<11} {}{}\n", mark(finding.ok), finding.detail);
     }
     for probe in &report.probes {
-        let hook = if probe.attached { probe.hook } else { "off" };
+        let hook = if probe.attached {
+            probe.hook.as_str()
+        } else {
+            "off"
+        };
         let target = probe
             .target
             .as_deref()

@@ -29,6 +29,25 @@ pub enum Command {
     /// Preflight without tracing: privileges, BTF, tracefs, and the hook of
     /// every probe (exits non-zero when tracing cannot work at all).
     Check(CheckArgs),
+    /// Replays a recording (`trace --record`) into the lines its run
+    /// printed, without root or the kernel it came from.
+    Replay(ReplayArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ReplayArgs {
+    /// A recording made with `ftptrace trace --record FILE`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Output format [default: text on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+impl ReplayArgs {
+    pub fn format(&self) -> Format {
+        default_format(self.format, false)
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -59,6 +78,11 @@ pub struct TraceArgs {
     /// Seconds between `stats` lines.
     #[arg(long, value_name = "SECS", default_value = "60")]
     pub stats_interval: NonZeroU64,
+    /// Also keep the raw kernel records in this new file (mode 0600), for
+    /// `ftptrace replay`. Secrets the control-channel parser sees (`PASS`)
+    /// are masked in it.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 /// Control ports, validated (`clap` needs one type per value parser).
@@ -82,18 +106,22 @@ impl TraceArgs {
     /// The explicit format, else text for a person at a terminal and JSON
     /// for pipes and files.
     pub fn format(&self) -> Format {
-        self.format.unwrap_or(
-            if self.output.is_none() && std::io::stdout().is_terminal() {
-                Format::Text
-            } else {
-                Format::Json
-            },
-        )
+        default_format(self.format, self.output.is_some())
     }
 
     pub fn duration(&self) -> Option<Duration> {
         self.duration.map(|secs| Duration::from_secs(secs.get()))
     }
+}
+
+/// The explicit format, else text for a person at a terminal and JSON for
+/// pipes and files.
+fn default_format(explicit: Option<Format>, to_file: bool) -> Format {
+    explicit.unwrap_or(if !to_file && std::io::stdout().is_terminal() {
+        Format::Text
+    } else {
+        Format::Json
+    })
 }
 
 fn parse_port(text: &str) -> Result<u16, String> {
@@ -150,7 +178,7 @@ mod tests {
             .map_err(|e| e.to_string())?;
         Ok(match cli.command {
             Some(Command::Trace(args)) => args,
-            Some(Command::Check(_)) => panic!("not a trace command"),
+            Some(Command::Check(_) | Command::Replay(_)) => panic!("not a trace command"),
             None => cli.trace,
         })
     }

@@ -25,9 +25,14 @@ impl WallClock {
         })
     }
 
-    #[cfg(test)]
+    /// The clock of another run (a recording's).
     pub fn with_offset(offset_ns: i128) -> Self {
         Self { offset_ns }
+    }
+
+    /// Realtime minus boottime, in nanoseconds.
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
     }
 
     /// `2026-11-25T10:00:00.123456789Z`

@@ -8,11 +8,11 @@
 //! reused (a socket address is). Each end of a connection on this host is
 //! its own socket, so a host that is both client and server parses both.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, ops::Range};
 
 use crate::{
     event::{EventKind, Segment},
-    ftp_control::{ControlEvent, ControlParser, Side},
+    ftp_control::{ControlEvent, ControlParser, Side, mask_unkept},
 };
 
 /// Control connections followed at once; past it the least recently active
@@ -58,12 +58,15 @@ impl ControlChannels {
 
     /// Parses one captured segment of socket `socket`, whose local end is
     /// the FTP server when `local_is_server`; returns what it completed, as
-    /// [`EventKind::Ftp`] events.
+    /// [`EventKind::Ftp`] events. The segment's bytes that the parser did
+    /// not read as ordinary text (a password, bytes already fed, a line
+    /// being skipped) are masked with `*` afterwards, so that a copy of the
+    /// segment kept anywhere holds no secret.
     pub fn segment(
         &mut self,
         socket: Option<u64>,
         local_is_server: bool,
-        segment: &Segment,
+        segment: &mut Segment,
     ) -> Vec<EventKind> {
         self.clock += 1;
         let from = match (local_is_server, segment.outgoing) {
@@ -82,12 +85,15 @@ impl ControlChannels {
             self.by_socket.insert(sk, segment.cookie);
         }
         let index = usize::from(from == Side::Server);
+        let mut kept = Vec::new();
         let events = feed_in_order(
             &mut connection.parser,
             &mut connection.next_seq[index],
             from,
             segment,
+            &mut kept,
         );
+        mask_unkept(segment.payload.bytes_mut(), &kept);
         events
             .into_iter()
             .map(|event| EventKind::Ftp { from, event })
@@ -133,18 +139,20 @@ impl ControlChannels {
 
 /// Feeds the bytes of `segment` that follow what this direction already
 /// had (`next`: the sequence number after them, `None` before the first
-/// segment), and moves `next` past them.
+/// segment), and moves `next` past them; `kept` gets the ranges of the
+/// payload the parser read as ordinary text.
 fn feed_in_order(
     parser: &mut ControlParser,
     next: &mut Option<u32>,
     from: Side,
     segment: &Segment,
+    kept: &mut Vec<Range<usize>>,
 ) -> Vec<ControlEvent> {
     let bytes = segment.payload.bytes();
     let end = segment.seq.wrapping_add(segment.payload_len);
     let Some(expected) = *next else {
         *next = Some(end);
-        return parser.segment(from, bytes, segment.truncated());
+        return parser.segment_keeping(from, bytes, segment.truncated(), kept);
     };
     // Sequence numbers wrap: compare by signed distance (RFC 1982).
     let ahead = segment.seq.wrapping_sub(expected) as i32;
@@ -152,7 +160,7 @@ fn feed_in_order(
         // Bytes between `expected` and `seq` never reached us.
         parser.gap(from);
         *next = Some(end);
-        return parser.segment(from, bytes, segment.truncated());
+        return parser.segment_keeping(from, bytes, segment.truncated(), kept);
     }
     let already = ahead.unsigned_abs();
     if already >= segment.payload_len {
@@ -160,8 +168,14 @@ fn feed_in_order(
         return Vec::new();
     }
     *next = Some(end);
-    match bytes.get(already as usize..) {
-        Some(new) if !new.is_empty() => parser.segment(from, new, segment.truncated()),
+    let skip = already as usize;
+    match bytes.get(skip..) {
+        Some(new) if !new.is_empty() => {
+            let mut new_kept = Vec::new();
+            let events = parser.segment_keeping(from, new, segment.truncated(), &mut new_kept);
+            kept.extend(new_kept.into_iter().map(|r| r.start + skip..r.end + skip));
+            events
+        }
         // The new bytes are past what the kernel captured.
         _ => {
             parser.gap(from);
@@ -208,18 +222,18 @@ mod tests {
     #[test]
     fn the_server_socket_hears_the_client_arrive_and_sends_replies() {
         let mut channels = ControlChannels::default();
-        let mut out = channels.segment(Some(0xa), true, &segment(1, true, 100, b"220 hi\r\n"));
+        let mut out = channels.segment(Some(0xa), true, &mut segment(1, true, 100, b"220 hi\r\n"));
         out.extend(channels.segment(
             Some(0xa),
             true,
-            &segment(1, false, 5000, b"USER anonymous\r\n"),
+            &mut segment(1, false, 5000, b"USER anonymous\r\n"),
         ));
         assert_eq!(
             commands(&out),
             ["Server 220 hi", "Client USER Some(\"anonymous\")"]
         );
         // The client's own socket: what it sends is the client's.
-        let out = channels.segment(Some(0xb), false, &segment(2, true, 5000, b"QUIT\r\n"));
+        let out = channels.segment(Some(0xb), false, &mut segment(2, true, 5000, b"QUIT\r\n"));
         assert_eq!(commands(&out), ["Client QUIT None"]);
         assert_eq!(channels.len(), 2);
     }
@@ -228,10 +242,14 @@ mod tests {
     fn retransmitted_bytes_are_fed_once() {
         let mut channels = ControlChannels::default();
         let first = segment(1, false, 10, b"USER a\r\nPA");
-        let mut out = channels.segment(None, true, &first);
+        let mut out = channels.segment(None, true, &mut first.clone());
         // The same segment again, then one overlapping it by two bytes.
-        out.extend(channels.segment(None, true, &first));
-        out.extend(channels.segment(None, true, &segment(1, false, 18, b"PASS x\r\nPASV\r\n")));
+        out.extend(channels.segment(None, true, &mut first.clone()));
+        out.extend(channels.segment(
+            None,
+            true,
+            &mut segment(1, false, 18, b"PASS x\r\nPASV\r\n"),
+        ));
         assert_eq!(
             commands(&out),
             [
@@ -245,9 +263,9 @@ mod tests {
     #[test]
     fn a_missing_segment_resynchronises_at_the_next_line() {
         let mut channels = ControlChannels::default();
-        let mut out = channels.segment(None, true, &segment(1, false, 0, b"RETR fi"));
+        let mut out = channels.segment(None, true, &mut segment(1, false, 0, b"RETR fi"));
         // Bytes 7..20 never came: "le\r\nSTOR abc" is lost.
-        out.extend(channels.segment(None, true, &segment(1, false, 20, b"def\r\nQUIT\r\n")));
+        out.extend(channels.segment(None, true, &mut segment(1, false, 20, b"def\r\nQUIT\r\n")));
         assert_eq!(commands(&out), ["Client QUIT None"]);
     }
 
@@ -255,9 +273,9 @@ mod tests {
     fn sequence_numbers_wrap() {
         let mut channels = ControlChannels::default();
         let start = u32::MAX - 3;
-        let mut out = channels.segment(None, true, &segment(1, false, start, b"NOOP\r\n"));
-        out.extend(channels.segment(None, true, &segment(1, false, start, b"NOOP\r\n")));
-        out.extend(channels.segment(None, true, &segment(1, false, 2, b"QUIT\r\n")));
+        let mut out = channels.segment(None, true, &mut segment(1, false, start, b"NOOP\r\n"));
+        out.extend(channels.segment(None, true, &mut segment(1, false, start, b"NOOP\r\n")));
+        out.extend(channels.segment(None, true, &mut segment(1, false, 2, b"QUIT\r\n")));
         assert_eq!(commands(&out), ["Client NOOP None", "Client QUIT None"]);
     }
 
@@ -266,11 +284,11 @@ mod tests {
         let mut channels = ControlChannels::default();
         let mut cut = segment(1, true, 0, b"230-Welcome\r\n230-a very long ban");
         cut.payload_len = 400;
-        let mut out = channels.segment(None, true, &cut);
+        let mut out = channels.segment(None, true, &mut cut);
         out.extend(channels.segment(
             None,
             true,
-            &segment(1, true, 400, b"ner\r\n230 Login ok\r\n"),
+            &mut segment(1, true, 400, b"ner\r\n230 Login ok\r\n"),
         ));
         // The rest of the cut line is skipped, and with it the multi-line
         // reply, whose end may have been in the lost bytes; the next full
@@ -286,11 +304,11 @@ mod tests {
         let masked = format!("PASS {}\r\n", "*".repeat(PASSWORD.len()));
         let mut segment_1 = segment(1, false, 0, masked.as_bytes());
         segment_1.redacted = true;
-        let mut out = channels.segment(None, true, &segment_1);
+        let mut out = channels.segment(None, true, &mut segment_1);
         out.extend(channels.segment(
             None,
             true,
-            &segment(1, false, segment_1.payload_len, b"PWD\r\n"),
+            &mut segment(1, false, segment_1.payload_len, b"PWD\r\n"),
         ));
         assert_eq!(commands(&out), ["Client PASS None", "Client PWD None"]);
     }
@@ -299,7 +317,7 @@ mod tests {
     fn the_parser_drops_a_password_the_kernel_did_not_redact() {
         let mut channels = ControlChannels::default();
         let line = format!("PASS {PASSWORD}\r\n");
-        let out = channels.segment(None, true, &segment(1, false, 0, line.as_bytes()));
+        let out = channels.segment(None, true, &mut segment(1, false, 0, line.as_bytes()));
         assert_eq!(
             out,
             [EventKind::Ftp {
@@ -312,18 +330,71 @@ mod tests {
         );
     }
 
+    /// What a recording keeps of each segment holds no byte of a password,
+    /// however the segments split it, and parses to the same words.
+    #[test]
+    fn masked_segments_hold_no_secret_and_parse_the_same() {
+        let mut stream = format!("USER bob\r\nPASS {PASSWORD}\r\nACCT {PASSWORD}\r\n").into_bytes();
+        // A Telnet interrupt before the verb, as clients send before ABOR.
+        stream.extend_from_slice(b"\xff\xf4");
+        stream.extend_from_slice(format!("PASS {PASSWORD}\r\nRETR a\r\n").as_bytes());
+        let bytes = stream.as_slice();
+        for split in 1..bytes.len() {
+            let mut channels = ControlChannels::default();
+            let mut first = segment(1, false, 0, &bytes[..split]);
+            let mut second = segment(1, false, split as u32, &bytes[split..]);
+            // The second one retransmitted too, overlapping the first.
+            let mut again = segment(1, false, 0, bytes);
+            let mut said = channels.segment(None, true, &mut first);
+            said.extend(channels.segment(None, true, &mut second));
+            said.extend(channels.segment(None, true, &mut again));
+            let kept: Vec<u8> = [&first, &second, &again]
+                .iter()
+                .flat_map(|s| s.payload.bytes().to_vec())
+                .collect();
+            let kept = String::from_utf8_lossy(&kept).into_owned();
+            for fragment in PASSWORD.as_bytes().windows(3) {
+                let fragment = std::str::from_utf8(fragment).unwrap();
+                assert!(
+                    !kept.contains(fragment),
+                    "split {split}: {fragment:?} in {kept:?}"
+                );
+            }
+            let mut replayed = ControlChannels::default();
+            let mut again_said = replayed.segment(None, true, &mut first.clone());
+            again_said.extend(replayed.segment(None, true, &mut second.clone()));
+            again_said.extend(replayed.segment(None, true, &mut again.clone()));
+            assert_eq!(again_said, said, "split {split}");
+            assert_eq!(
+                commands(&said),
+                [
+                    "Client USER Some(\"bob\")",
+                    "Client PASS None",
+                    "Client ACCT None",
+                    "Client PASS None",
+                    "Client RETR Some(\"a\")"
+                ],
+                "split {split}"
+            );
+        }
+    }
+
     #[test]
     fn the_map_is_bounded_and_evicts_the_least_recently_active() {
         let mut channels = ControlChannels::with_capacity(3);
         for cookie in 1..=3 {
-            channels.segment(Some(cookie * 16), true, &segment(cookie, false, 0, b"NO"));
+            channels.segment(
+                Some(cookie * 16),
+                true,
+                &mut segment(cookie, false, 0, b"NO"),
+            );
         }
         // Connection 1 is active again; 2 is now the oldest.
-        channels.segment(Some(16), true, &segment(1, false, 2, b"OP\r\n"));
-        channels.segment(Some(64), true, &segment(4, false, 0, b"NOOP\r\n"));
+        channels.segment(Some(16), true, &mut segment(1, false, 2, b"OP\r\n"));
+        channels.segment(Some(64), true, &mut segment(4, false, 0, b"NOOP\r\n"));
         assert_eq!((channels.len(), channels.evicted()), (3, 1));
         // 1 kept its partial line; 2 starts afresh, its "NO" forgotten.
-        let out = channels.segment(Some(32), true, &segment(2, false, 2, b"OP\r\n"));
+        let out = channels.segment(Some(32), true, &mut segment(2, false, 2, b"OP\r\n"));
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(channels.evicted(), 2);
         assert!(channels.len() <= 3);
@@ -332,7 +403,7 @@ mod tests {
     #[test]
     fn a_freed_socket_forgets_its_connection() {
         let mut channels = ControlChannels::default();
-        channels.segment(Some(0xa), true, &segment(7, false, 0, b"USER x\r\n"));
+        channels.segment(Some(0xa), true, &mut segment(7, false, 0, b"USER x\r\n"));
         assert_eq!(channels.len(), 1);
         channels.forget_socket(0xb);
         assert_eq!(channels.len(), 1);

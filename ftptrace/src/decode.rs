@@ -55,6 +55,15 @@ impl Decoder {
         Self { names, symbols }
     }
 
+    pub fn names(&self) -> &KernelNames {
+        &self.names
+    }
+
+    /// Kernel code addresses named since the last call.
+    pub fn take_new_symbols(&mut self) -> Vec<(u64, String)> {
+        self.symbols.take_named()
+    }
+
     pub fn decode(&mut self, bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         if bytes.len() < size_of::<Event>() {
             return Err(DecodeError::Short(bytes.len()));
@@ -196,6 +205,53 @@ fn control_segment(r: &[u8]) -> Result<Segment, DecodeError> {
 
 const TCP_SYN: u8 = 0x02;
 const DATA_AT: usize = std::mem::offset_of!(ControlSegment, data);
+const SEGMENT_DATA_AT: usize = HEADER_SIZE + DATA_AT;
+
+/// The bytes of a record that say something: a control record's unused
+/// payload space is left out (a recording keeps only these). A record
+/// decode would refuse is kept whole.
+pub fn used_len(bytes: &[u8]) -> usize {
+    match control_payload_range(bytes) {
+        Some(range) => range.end,
+        None => bytes.len(),
+    }
+}
+
+/// Writes `payload` over a control record's captured bytes (of the same
+/// length), e.g. after the parser masked its secrets.
+pub fn put_control_payload(bytes: &mut [u8], payload: &[u8]) {
+    if let Some(range) = control_payload_range(bytes)
+        && range.len() == payload.len()
+    {
+        bytes[range].copy_from_slice(payload);
+    }
+}
+
+/// Where a well-formed control record's captured payload lies.
+fn control_payload_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+    if bytes.len() < size_of::<ControlRecord>()
+        || u16_at(bytes, 0) != WIRE_VERSION
+        || u16_at(bytes, 2) != ProbeId::ControlSegment as u16
+    {
+        return None;
+    }
+    let captured = usize::from(u16_at(bytes, HEADER_SIZE + 72)).min(CONTROL_CAPTURE_BYTES);
+    Some(SEGMENT_DATA_AT..SEGMENT_DATA_AT + captured)
+}
+
+/// A record cut to [`used_len`], made whole again for [`Decoder::decode`].
+pub fn unused_restored(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let full = size_of::<ControlRecord>();
+    if bytes.len() >= SEGMENT_DATA_AT
+        && bytes.len() < full
+        && u16_at(bytes, 2) == ProbeId::ControlSegment as u16
+    {
+        let mut whole = bytes.to_vec();
+        whole.resize(full, 0);
+        return std::borrow::Cow::Owned(whole);
+    }
+    std::borrow::Cow::Borrowed(bytes)
+}
 
 /// IPv4-mapped IPv6 (`::ffff:192.0.2.1`, a dual-stack socket talking IPv4) is IPv4.
 fn canonical(addr: SocketAddr) -> SocketAddr {
@@ -274,10 +330,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        attribution::SocketTable,
-        cli::Format,
-        kernel_names::tests::testdata_format,
-        output::{Output, Side},
+        attribution::SocketTable, cli::Format, ftp_control::Side,
+        kernel_names::tests::testdata_format, output::Output,
     };
 
     fn decoder_6_18() -> Decoder {
@@ -726,7 +780,7 @@ mod tests {
                 Side::Client
             };
             output
-                .event("ts", &event, &side, &sockets.observe(&event), None)
+                .event("ts", &event, side, &sockets.observe(&event), None)
                 .unwrap();
         }
         output.flush().unwrap();

@@ -79,7 +79,8 @@ impl Tracer {
                         "raw_tracepoint"
                     } else {
                         "off"
-                    },
+                    }
+                    .into(),
                     target: Some(plan.probe.name.into()),
                     attached: attached.is_ok(),
                     reason: attached.err(),
@@ -117,7 +118,7 @@ impl Tracer {
                 statuses.push(match chosen {
                     Some(rung) => ProbeStatus {
                         name: name.into(),
-                        hook: rung.hook,
+                        hook: rung.hook.into(),
                         target: Some(rung.target.into()),
                         attached: true,
                         reason: None,
@@ -125,7 +126,7 @@ impl Tracer {
                     },
                     None => ProbeStatus {
                         name: name.into(),
-                        hook: "off",
+                        hook: "off".into(),
                         target: None,
                         attached: false,
                         reason: Some(match forced {
@@ -145,7 +146,7 @@ impl Tracer {
                 attached_programs.extend(CONTROL_CHANNEL_PROGRAMS.map(|(name, _)| name));
                 ProbeStatus {
                     name: CONTROL_CHANNEL_PROBE.into(),
-                    hook: "cgroup_skb",
+                    hook: "cgroup_skb".into(),
                     target: Some(cgroup.display().to_string()),
                     attached: true,
                     reason: None,
@@ -162,7 +163,7 @@ impl Tracer {
                 }
                 ProbeStatus {
                     name: CONTROL_CHANNEL_PROBE.into(),
-                    hook: "off",
+                    hook: "off".into(),
                     target: None,
                     attached: false,
                     reason: Some(why),

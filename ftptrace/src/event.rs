@@ -139,6 +139,10 @@ impl Payload {
         &self.0
     }
 
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -11,8 +11,11 @@
 //! put in events, the partial line holding them is zeroed once parsed or
 //! discarded, and its `Debug` shows only its length.
 
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    ops::Range,
+};
 
 /// Longest line kept, counting every byte before the LF (a CR included).
 /// RFC 959 sets no limit; real commands and replies are far shorter, so a
@@ -20,7 +23,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub const MAX_LINE_LEN: usize = 512;
 
 /// An FTP role: which peer sent the bytes, which end of a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Side {
     Client,
     Server,
@@ -93,9 +97,23 @@ impl ControlParser {
 
     /// Parses bytes `side` sent; returns the events of every line they end.
     pub fn feed(&mut self, side: Side, bytes: &[u8]) -> Vec<ControlEvent> {
+        self.feed_keeping(side, bytes, &mut Vec::new())
+    }
+
+    /// As [`Self::feed`], and adds to `kept` the ranges of `bytes` the
+    /// parser read as ordinary line text. Everything else (a `PASS`/`ACCT`
+    /// argument, a line being skipped, bytes after TLS began) may hold a
+    /// secret: [`mask_unkept`] hides it wherever raw bytes are kept.
+    pub fn feed_keeping(
+        &mut self,
+        side: Side,
+        bytes: &[u8],
+        kept: &mut Vec<Range<usize>>,
+    ) -> Vec<ControlEvent> {
         let mut events = Vec::new();
         let mut rest = bytes;
         while !self.encrypted && !rest.is_empty() {
+            let at = bytes.len() - rest.len();
             let mut pieces = rest.splitn(2, |&byte| byte == b'\n');
             let fragment = pieces.next().unwrap_or_default();
             let after_newline = pieces.next();
@@ -103,8 +121,21 @@ impl ControlParser {
                 Side::Client => &mut self.client_line,
                 Side::Server => &mut self.server_line,
             };
+            let was_discarding = line_buffer.discarding;
+            let line_before = line_buffer.len;
             if line_buffer.append(fragment) {
                 self.junk += 1;
+            }
+            if !was_discarding && !line_buffer.discarding {
+                if side == Side::Client {
+                    line_buffer.classify();
+                }
+                let public_end = match line_buffer.secrecy {
+                    Secrecy::SecretFrom(start) => start.max(line_before),
+                    Secrecy::Undecided | Secrecy::Public => usize::MAX,
+                };
+                let public = public_end.min(line_buffer.len) - line_before;
+                kept.push(at..at + public);
             }
             let Some(after) = after_newline else { break };
             rest = after;
@@ -145,7 +176,18 @@ impl ControlParser {
 
     /// One captured segment: `feed`, then `gap` if the kernel truncated it.
     pub fn segment(&mut self, side: Side, bytes: &[u8], truncated: bool) -> Vec<ControlEvent> {
-        let events = self.feed(side, bytes);
+        self.segment_keeping(side, bytes, truncated, &mut Vec::new())
+    }
+
+    /// As [`Self::segment`], with the ranges kept as [`Self::feed_keeping`].
+    pub fn segment_keeping(
+        &mut self,
+        side: Side,
+        bytes: &[u8],
+        truncated: bool,
+        kept: &mut Vec<Range<usize>>,
+    ) -> Vec<ControlEvent> {
+        let events = self.feed_keeping(side, bytes, kept);
         if truncated {
             self.gap(side);
         }
@@ -184,6 +226,18 @@ struct LineBuffer {
     len: usize,
     /// Skipping to the next LF: the line overflowed or bytes were lost.
     discarding: bool,
+    /// Whether the line is a command whose argument is a secret.
+    secrecy: Secrecy,
+}
+
+/// What a command line's first word says about the rest of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Secrecy {
+    /// The verb is not complete yet.
+    Undecided,
+    Public,
+    /// The argument, a secret, starts at this byte of the line.
+    SecretFrom(usize),
 }
 
 impl Default for LineBuffer {
@@ -192,6 +246,7 @@ impl Default for LineBuffer {
             bytes: [0; MAX_LINE_LEN],
             len: 0,
             discarding: false,
+            secrecy: Secrecy::Undecided,
         }
     }
 }
@@ -255,6 +310,48 @@ impl LineBuffer {
             used.fill(0);
         }
         self.len = 0;
+        self.secrecy = Secrecy::Undecided;
+    }
+
+    /// Decides, once its verb is complete, whether the command line so far
+    /// carries a secret, as [`parse_command`] will read it.
+    fn classify(&mut self) {
+        if self.secrecy != Secrecy::Undecided {
+            return;
+        }
+        let line = self.bytes.get(..self.len).unwrap_or_default();
+        let words = strip_telnet_commands(line);
+        let skipped = line.len() - words.len();
+        self.secrecy = match words.iter().position(|&byte| byte == b' ') {
+            Some(space) => match Verb::parse(&words[..space]) {
+                Some(verb) if verb.arg_is_secret() => Secrecy::SecretFrom(skipped + space + 1),
+                _ => Secrecy::Public,
+            },
+            // Longer than any verb: the line is junk, nothing to hide.
+            None if words.len() > MAX_VERB_LEN => Secrecy::Public,
+            None => Secrecy::Undecided,
+        };
+    }
+}
+
+/// Verbs are 3 to 8 letters ([`Verb::parse`]).
+const MAX_VERB_LEN: usize = 8;
+
+/// Overwrites with `*` every byte of `bytes` outside the `kept` ranges,
+/// except line ends (CR, LF), which keep the lines where they were: what a
+/// parser fed the result reads the same commands and replies, less the
+/// secrets.
+pub fn mask_unkept(bytes: &mut [u8], kept: &[Range<usize>]) {
+    let mut keep = vec![false; bytes.len()];
+    for range in kept {
+        if let Some(slots) = keep.get_mut(range.clone()) {
+            slots.fill(true);
+        }
+    }
+    for (byte, keep) in bytes.iter_mut().zip(keep) {
+        if !keep && *byte != b'\r' && *byte != b'\n' {
+            *byte = b'*';
+        }
     }
 }
 
@@ -280,7 +377,7 @@ impl Verb {
     }
 
     fn parse(word: &[u8]) -> Option<Self> {
-        if !(3..=8).contains(&word.len()) || !word.iter().all(u8::is_ascii_alphabetic) {
+        if !(3..=MAX_VERB_LEN).contains(&word.len()) || !word.iter().all(u8::is_ascii_alphabetic) {
             return None;
         }
         let upper = String::from_utf8(word.to_ascii_uppercase()).ok()?;

@@ -14,26 +14,47 @@ pub struct KernelSymbols {
     /// text for tests.
     source: Source,
     cache: HashMap<u64, Option<String>>,
+    /// Addresses named since the last [`Self::take_named`], for a recording.
+    named: Vec<(u64, String)>,
 }
 
 enum Source {
     File(&'static str),
     Text(String),
+    /// Names already resolved (by a recording's run): nothing else is known.
+    Resolved,
 }
 
 impl KernelSymbols {
     pub fn from_proc() -> Self {
-        Self {
-            source: Source::File("/proc/kallsyms"),
-            cache: HashMap::new(),
-        }
+        Self::with_source(Source::File("/proc/kallsyms"))
     }
 
     pub fn from_text(text: impl Into<String>) -> Self {
+        Self::with_source(Source::Text(text.into()))
+    }
+
+    /// Only these addresses have names: what a recorded run resolved.
+    pub fn resolved(names: impl IntoIterator<Item = (u64, String)>) -> Self {
+        let mut symbols = Self::with_source(Source::Resolved);
+        symbols.cache = names
+            .into_iter()
+            .map(|(addr, name)| (addr, Some(name)))
+            .collect();
+        symbols
+    }
+
+    fn with_source(source: Source) -> Self {
         Self {
-            source: Source::Text(text.into()),
+            source,
             cache: HashMap::new(),
+            named: Vec::new(),
         }
+    }
+
+    /// The addresses first named since the last call, with their names.
+    pub fn take_named(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.named)
     }
 
     /// The function containing `addr`, or `None` when unknown (addresses
@@ -50,7 +71,13 @@ impl KernelSymbols {
                 .ok()
                 .and_then(|text| containing(&text, addr)),
             Source::Text(text) => containing(text, addr),
+            Source::Resolved => None,
         };
+        if let Some(name) = &found
+            && self.named.len() < CACHE_LIMIT
+        {
+            self.named.push((addr, name.clone()));
+        }
         if self.cache.len() < CACHE_LIMIT {
             self.cache.insert(addr, found.clone());
         }
@@ -111,6 +138,23 @@ ffffffffc0001000 t nft_do_chain\t[nf_tables]
         );
         assert_eq!(symbols.function(0x1000), None);
         assert_eq!(symbols.function(0), None);
+    }
+
+    #[test]
+    fn names_found_are_handed_out_once_and_replay_without_the_table() {
+        let mut symbols = KernelSymbols::from_text(KALLSYMS);
+        symbols.function(0xffffffff81a0049c);
+        symbols.function(0xffffffff81a0049c);
+        symbols.function(0x1000);
+        let named = symbols.take_named();
+        assert_eq!(named, [(0xffffffff81a0049c, "tcp_v4_rcv".to_owned())]);
+        assert!(symbols.take_named().is_empty());
+        let mut replayed = KernelSymbols::resolved(named);
+        assert_eq!(
+            replayed.function(0xffffffff81a0049c).as_deref(),
+            Some("tcp_v4_rcv")
+        );
+        assert_eq!(replayed.function(0xffffffff8190001c), None);
     }
 
     #[test]

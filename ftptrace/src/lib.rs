@@ -20,10 +20,13 @@ pub mod kernel_facts;
 pub mod kernel_names;
 pub mod kernel_symbols;
 pub mod output;
+pub mod pipeline;
 pub mod ports;
 pub mod privileges;
 pub mod probes;
 pub mod prog_stats;
+pub mod recording;
+pub mod replay;
 pub mod session;
 pub mod session_record;
 #[cfg(test)]

@@ -7,7 +7,7 @@ use ftptrace::{
     check,
     cli::{Cli, Command},
     output::OutputClosed,
-    trace,
+    replay, trace,
 };
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -18,6 +18,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Some(Command::Replay(args)) => replay::run(args),
         None => trace::run(&cli.trace),
     };
     match result {

@@ -7,13 +7,13 @@ use std::{
     path::Path,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     attribution::Attribution,
     cli::Format,
     event::{EventKind, KernelEvent, errno_name, tcp_flag_names},
-    ftp_control::{self, ControlEvent},
+    ftp_control::{self, ControlEvent, Side},
     session::Placement,
     session_record::SessionRecord,
 };
@@ -31,15 +31,15 @@ pub struct Output {
     sink: BufWriter<Box<dyn Write>>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Start<'a> {
-    pub version: &'a str,
-    pub kernel: &'a str,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Start {
+    pub version: String,
+    pub kernel: String,
     pub ports: PortsLine,
-    pub probes: &'a [ProbeStatus],
+    pub probes: Vec<ProbeStatus>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PortsLine {
     pub control: Vec<u16>,
     pub active_data: u16,
@@ -47,22 +47,22 @@ pub struct PortsLine {
     pub passive: Option<[u16; 2]>,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ProbeStatus {
     /// `category:event` for a tracepoint probe, the event kind for a probe
     /// with a hook ladder.
     pub name: String,
     /// `raw_tracepoint`, `fentry`, `kprobe`, `timer`, `cgroup_skb`, or `off`.
-    pub hook: &'static str,
+    pub hook: String,
     /// What the hook is attached to: a tracepoint, a kernel function, a cgroup.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
     pub attached: bool,
     /// Why it is off.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The better hooks tried first, each with why it did not work here.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fell_back: Vec<String>,
 }
 
@@ -88,15 +88,6 @@ pub struct Stats {
     pub is_final: bool,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    /// The local port is an FTP port: this host is the FTP server.
-    Server,
-    /// The remote port is: this host is an FTP client.
-    Client,
-}
-
 #[derive(Serialize)]
 struct EventLine<'a> {
     #[serde(rename = "type")]
@@ -104,7 +95,8 @@ struct EventLine<'a> {
     ts: &'a str,
     #[serde(flatten)]
     details: Details<'a>,
-    side: &'a Side,
+    /// The end of the connection this host's socket is.
+    side: Side,
     local_addr: String,
     local_port: u16,
     remote_addr: String,
@@ -288,7 +280,7 @@ impl Output {
         }
     }
 
-    pub fn start(&mut self, start: &Start<'_>) -> anyhow::Result<()> {
+    pub fn start(&mut self, start: &Start) -> anyhow::Result<()> {
         match self.format {
             Format::Json => self.json(&Tagged {
                 line_type: "start",
@@ -310,7 +302,7 @@ impl Output {
                     start.ports.active_data,
                     start.probes.len()
                 ))?;
-                for probe in start.probes {
+                for probe in &start.probes {
                     if !probe.attached {
                         let reason = probe.reason.as_deref().unwrap_or("unknown reason");
                         self.text(format_args!("  not attached: {} ({reason})", probe.name))?;
@@ -334,7 +326,7 @@ impl Output {
         &mut self,
         ts: &str,
         event: &KernelEvent,
-        side: &Side,
+        side: Side,
         who: &Attribution,
         place: Option<&Placement>,
     ) -> anyhow::Result<()> {
@@ -373,10 +365,7 @@ impl Output {
                     .netns
                     .map(|n| format!(" netns {n}"))
                     .unwrap_or_default();
-                let side = match side {
-                    Side::Server => "server",
-                    Side::Client => "client",
-                };
+                let side = side.as_str();
                 let place = place
                     .map(|p| format!(" [{} {}]", p.session, p.conn.label()))
                     .unwrap_or_default();
@@ -603,18 +592,17 @@ mod tests {
 
     #[test]
     fn the_text_start_line_names_fallbacks_and_probes_that_are_off() {
-        let probe = |name: &str,
-                     hook: &'static str,
-                     attached: bool,
-                     reason: Option<&str>,
-                     fell_back: &[&str]| ProbeStatus {
-            name: name.into(),
-            hook,
-            target: attached.then(|| "tcp_xmit_probe_skb".into()),
-            attached,
-            reason: reason.map(Into::into),
-            fell_back: fell_back.iter().map(|f| (*f).to_owned()).collect(),
-        };
+        let probe =
+            |name: &str, hook: &str, attached: bool, reason: Option<&str>, fell_back: &[&str]| {
+                ProbeStatus {
+                    name: name.into(),
+                    hook: hook.into(),
+                    target: attached.then(|| "tcp_xmit_probe_skb".into()),
+                    attached,
+                    reason: reason.map(Into::into),
+                    fell_back: fell_back.iter().map(|f| (*f).to_owned()).collect(),
+                }
+            };
         let probes = [
             probe(
                 "sock:inet_sock_set_state",
@@ -636,14 +624,14 @@ mod tests {
         let mut output = Output::new(Format::Text, Box::new(shared.clone()));
         output
             .start(&Start {
-                version: "0.1.0",
-                kernel: "6.1.0",
+                version: "0.1.0".into(),
+                kernel: "6.1.0".into(),
                 ports: PortsLine {
                     control: vec![21],
                     active_data: 20,
                     passive: None,
                 },
-                probes: &probes,
+                probes: probes.to_vec(),
             })
             .unwrap();
         let text = String::from_utf8(shared.0.lock().unwrap().clone()).unwrap();
@@ -735,7 +723,7 @@ mod tests {
         };
         for event in events {
             output
-                .event("2026-11-25T00:00:00Z", event, &Side::Server, &who, None)
+                .event("2026-11-25T00:00:00Z", event, Side::Server, &who, None)
                 .unwrap();
         }
         output.flush().unwrap();
@@ -869,7 +857,7 @@ mod tests {
             };
             assert!(
                 output
-                    .event("ts", &event, &Side::Client, &who, None)
+                    .event("ts", &event, Side::Client, &who, None)
                     .is_err()
             );
             output.flush().unwrap();
@@ -936,7 +924,7 @@ mod tests {
                 .event(
                     "2026-11-25T00:00:00.000000001Z",
                     &event,
-                    &Side::Client,
+                    Side::Client,
                     &who,
                     None,
                 )

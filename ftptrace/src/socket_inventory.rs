@@ -13,7 +13,7 @@ use std::{
 };
 
 /// One open connection, from one end's point of view.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpenConnection {
     pub netns: u32,
     pub local: SocketAddr,

@@ -1,25 +1,22 @@
 //! `ftptrace trace`: attach, stream events until told to stop, detach, flush,
-//! print the final stats.
+//! print the final stats. What the records become is [`Pipeline`]'s job;
+//! this drives it from the ring buffer (and keeps a recording if asked).
 
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    attribution::SocketTable,
     cli::TraceArgs,
     clock::WallClock,
-    control_channel::ControlChannels,
-    decode::Decoder,
+    decode::{self, Decoder},
     ebpf_loader::Tracer,
-    event::{EventKind, KernelEvent},
-    ftp_control::Side as FtpSide,
     kernel_facts::KernelFacts,
-    output::{Output, PortsLine, Side, Start, Stats},
-    ports::{ACTIVE_DATA_PORT, PortSet},
+    output::{Output, PortsLine, Start},
+    pipeline::{KernelLoss, Pipeline},
+    ports::ACTIVE_DATA_PORT,
     privileges,
-    session::{Placement, Session, Sessions},
-    session_record::SessionRecord,
+    recording::{Meta, Recorder, Seeds},
     socket_inventory, tracefs,
 };
 
@@ -27,6 +24,10 @@ use crate::{
 /// user space (a wakeup per event would cost more than the event), so this
 /// bounds the delay from kernel to output line.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Every this many drains (10 ms each) the loss counters are read: a
+/// syscall per program, not worth making every time.
+const LOSS_CHECK_EVERY: u64 = 10;
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let ports = args.port_set();
@@ -63,27 +64,41 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
              so passive data connections are not traced (vsftpd: pasv_min_port-pasv_max_port)"
         );
     }
-    output.start(&Start {
-        version: env!("CARGO_PKG_VERSION"),
-        kernel: &facts.release,
+    let start = Start {
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel: facts.release.clone(),
         ports: PortsLine {
             control: ports.control.clone(),
             active_data: ACTIVE_DATA_PORT,
             passive: ports.passive.as_ref().map(|r| [*r.start(), *r.end()]),
         },
-        probes: &tracer.probes,
-    })?;
+        probes: tracer.probes.clone(),
+    };
+    let clock = WallClock::now()?;
+    let session_prefix = session_id_prefix();
+    let recorder = match &args.record {
+        Some(path) => Some(Recorder::create(
+            path,
+            &Meta {
+                wire_version: ftptrace_common::WIRE_VERSION,
+                ftptrace: env!("CARGO_PKG_VERSION").into(),
+                kernel: facts.release.clone(),
+                clock_offset_ns: clock.offset_ns(),
+                session_prefix: session_prefix.clone(),
+                control_ports: ports.control.clone(),
+                passive_ports: start.ports.passive,
+                start: start.clone(),
+                names: (&facts.names).into(),
+            },
+        )?),
+        None => None,
+    };
+    output.start(&start)?;
 
     let mut stream = Stream {
-        decoder,
-        sockets: SocketTable::default(),
-        control: ControlChannels::default(),
-        clock: WallClock::now()?,
-        sessions: Sessions::new(ports.clone(), session_id_prefix()),
-        ports,
-        events: 0,
-        undecodable: 0,
-        loss_noted: 0,
+        pipeline: Pipeline::new(decoder, clock, ports, &session_prefix),
+        recorder,
+        buffer: Vec::new(),
         drains: 0,
     };
     stream.seed(&mut output)?;
@@ -97,27 +112,22 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     result?;
     stream.drain(&mut tracer, &mut output)?;
     stream.note_loss(&tracer)?;
-    stream.finish(&mut output)?;
+    stream.pipeline.finish(&mut output)?;
+    if let Some(recorder) = &mut stream.recorder {
+        recorder.finish()?;
+    }
     stream.stats(&tracer, &mut output, true)
 }
 
+/// The live run: the pipeline, fed from the tracer's ring buffer.
 struct Stream {
-    decoder: Decoder,
-    sockets: SocketTable,
-    control: ControlChannels,
-    clock: WallClock,
-    ports: PortSet,
-    sessions: Sessions,
-    events: u64,
-    undecodable: u64,
-    /// Lost and skipped kernel events already charged to open sessions.
-    loss_noted: u64,
+    pipeline: Pipeline,
+    recorder: Option<Recorder>,
+    /// The record being processed, copied out of the ring buffer: the
+    /// control-channel parser masks secrets in it before it is recorded.
+    buffer: Vec<u8>,
     drains: u64,
 }
-
-/// Every this many drains (10 ms each) the loss counters are read: a
-/// syscall per program, not worth making every time.
-const LOSS_CHECK_EVERY: u64 = 10;
 
 impl Stream {
     async fn follow(
@@ -155,10 +165,10 @@ impl Stream {
     /// Charges kernel events lost or skipped since the last look to every
     /// open session: its record then says it may lack some.
     fn note_loss(&mut self, tracer: &Tracer) -> anyhow::Result<()> {
-        let loss = tracer.lost()? + tracer.missed()?;
-        if loss > self.loss_noted {
-            self.sessions.note_loss(loss - self.loss_noted);
-            self.loss_noted = loss;
+        let total = tracer.lost()? + tracer.missed()?;
+        self.pipeline.note_loss(total);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.loss(total)?;
         }
         Ok(())
     }
@@ -169,111 +179,34 @@ impl Stream {
         if self.drains.is_multiple_of(LOSS_CHECK_EVERY) {
             self.note_loss(tracer)?;
         }
-        let mut wrote = false;
-        let mut evicted = Vec::new();
         while let Some(item) = tracer.ring.next() {
-            let decoded = self.decoder.decode(&item);
+            self.buffer.clear();
+            self.buffer.extend_from_slice(&item);
             drop(item);
-            let event = match decoded {
-                Ok(event) => event,
-                Err(error) => {
-                    if self.undecodable == 0 {
-                        eprintln!(
-                            "ftptrace: warning: cannot decode a kernel record ({error}); counting them in stats"
-                        );
-                    }
-                    self.undecodable += 1;
-                    continue;
-                }
-            };
-            let who = self.sockets.observe(&event);
-            let ts = self.clock.rfc3339(event.boot_ns);
-            match &event.kind {
-                EventKind::ControlSegment(segment) => {
-                    self.sessions.observe(&event, &mut evicted);
-                    let local_is_server = self.ports.control.contains(&event.local.port());
-                    for kind in self.control.segment(event.sock, local_is_server, segment) {
-                        let said = event.with_kind(kind);
-                        let place = self.sessions.observe(&said, &mut evicted);
-                        output.event(
-                            &ts,
-                            &said,
-                            &self.side(&said, place.as_ref()),
-                            &who,
-                            place.as_ref(),
-                        )?;
-                        self.events += 1;
-                        wrote = true;
-                    }
-                    continue;
-                }
-                // Never a line: the session's timeline shows it.
-                EventKind::ResetTtl { .. } => {
-                    self.sessions.observe(&event, &mut evicted);
-                    continue;
-                }
-                EventKind::Destroy => {
-                    if let Some(sk) = event.sock {
-                        self.control.forget_socket(sk);
-                    }
-                }
-                _ => {}
+            self.pipeline.record(&mut self.buffer, output)?;
+            if let Some(recorder) = &mut self.recorder {
+                recorder.record(&self.buffer[..decode::used_len(&self.buffer)])?;
             }
-            let place = self.sessions.observe(&event, &mut evicted);
-            output.event(
-                &ts,
-                &event,
-                &self.side(&event, place.as_ref()),
-                &who,
-                place.as_ref(),
-            )?;
-            self.events += 1;
-            wrote = true;
         }
-        for session in evicted {
-            self.report(&session, true, output)?;
-        }
+        // What remains of a control segment is not kept past its use.
+        self.buffer.fill(0);
         let now = boot_ns()?;
-        for session in self.sessions.tick(now) {
-            self.report(&session, false, output)?;
+        if let Some(recorder) = &mut self.recorder {
+            recorder.symbols(&self.pipeline.take_new_symbols())?;
+            recorder.end_batch(now)?;
         }
-        for update in self.sessions.take_port_updates() {
+        for update in self.pipeline.end_batch(now, output)? {
             tracer.set_expected(update.port, update.expected)?;
         }
-        if wrote {
-            output.flush()?;
-        }
         Ok(())
-    }
-
-    /// The end of this host's socket: from its session once placed, else
-    /// from the configured ports.
-    fn side(&self, event: &KernelEvent, place: Option<&Placement>) -> Side {
-        match place.map(|p| p.end) {
-            Some(FtpSide::Server) => Side::Server,
-            Some(FtpSide::Client) => Side::Client,
-            // A listener on an announced passive port is the server's.
-            None if self.ports.contains(event.local.port())
-                || self.sessions.expects(event.local.port()) =>
-            {
-                Side::Server
-            }
-            None => Side::Client,
-        }
-    }
-
-    fn report(&self, session: &Session, evicted: bool, output: &mut Output) -> anyhow::Result<()> {
-        let clock = self.clock;
-        output.session(&SessionRecord::new(session, evicted, &|ns| {
-            clock.rfc3339(ns)
-        }))
     }
 
     /// Seeds the sessions of control connections open before tracing began.
     /// The programs are attached already, so a connection that opens now is
     /// seen either here or by its events (or both: then they merge).
     fn seed(&mut self, output: &mut Output) -> anyhow::Result<()> {
-        let (open, skipped) = socket_inventory::open_control_connections(&self.ports.control);
+        let control = self.pipeline.control_ports().to_vec();
+        let (open, skipped) = socket_inventory::open_control_connections(&control);
         if let Some(first) = skipped.first() {
             eprintln!(
                 "ftptrace: warning: sessions open before the start are not seeded in {} network \
@@ -282,37 +215,30 @@ impl Stream {
                 skipped.len()
             );
         }
-        let now = boot_ns()?;
-        let mut evicted = Vec::new();
-        for connection in &open {
-            self.sessions.seed(connection, now, &mut evicted);
+        let now_ns = boot_ns()?;
+        if let Some(recorder) = &mut self.recorder {
+            recorder.seeds(&Seeds {
+                now_ns,
+                open: open.clone(),
+            })?;
         }
-        for session in evicted {
-            self.report(&session, true, output)?;
-        }
-        Ok(())
+        self.pipeline.seed(&open, now_ns, output)
     }
 
-    /// Reports the sessions still open as the run ends.
-    fn finish(&mut self, output: &mut Output) -> anyhow::Result<()> {
-        for session in self.sessions.drain() {
-            self.report(&session, false, output)?;
-        }
-        Ok(())
-    }
-
-    fn stats(&self, tracer: &Tracer, output: &mut Output, is_final: bool) -> anyhow::Result<()> {
-        output.stats(&Stats {
-            events: self.events,
+    fn stats(
+        &mut self,
+        tracer: &Tracer,
+        output: &mut Output,
+        is_final: bool,
+    ) -> anyhow::Result<()> {
+        let loss = KernelLoss {
             lost: tracer.lost()?,
             missed: tracer.missed()?,
-            undecodable: self.undecodable,
-            sockets: self.sockets.len(),
-            sessions: self.sessions.started,
-            sessions_open: self.sessions.open_count(),
-            sessions_evicted: self.sessions.evicted,
-            is_final,
-        })
+        };
+        if let Some(recorder) = &mut self.recorder {
+            recorder.stats(loss, is_final)?;
+        }
+        output.stats(&self.pipeline.stats(loss, is_final))
     }
 }
 

@@ -60,6 +60,11 @@ impl SymbolTable {
         self.0.is_empty()
     }
 
+    /// `(number, name)` in ascending order of number.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &str)> {
+        self.0.iter().map(|(value, name)| (*value, &**name))
+    }
+
     pub fn insert(&mut self, value: i64, name: &str) {
         self.0.insert(value, Arc::from(name));
     }

@@ -19,6 +19,7 @@ use crate::{
     deadline::Deadline,
     netns::NetNs,
     process::{Collector, describe, kill_and_reap, read_in_background, wait_until},
+    tmp::TempDir,
 };
 
 /// The arguments every test uses unless it says otherwise.
@@ -454,7 +455,14 @@ pub struct Tracer {
     stderr: Option<Collector>,
     start_line: String,
     start: Start,
+    /// Where the run records its kernel records (`--record`): the replay of
+    /// every run must print exactly the lines the run printed.
+    recording: Option<(TempDir, PathBuf)>,
 }
+
+/// Keeps each run's recording and lines in this directory, named after the
+/// test (`<test>-<n>.rec` and `.jsonl`), to make the root-free tests' data.
+pub const KEEP_RECORDINGS_ENV: &str = "FTPTRACE_TEST_KEEP_RECORDINGS";
 
 impl Tracer {
     /// [`Tracer::start_with`] with [`DEFAULT_ARGS`].
@@ -471,6 +479,12 @@ impl Tracer {
         let binary = binary();
         let mut command = Command::new(&binary);
         command.args(args);
+        let recording = (args.first() == Some(&"trace")).then(|| {
+            let dir = TempDir::new("rec");
+            let path = dir.path().join("run.rec");
+            command.arg("--record").arg(&path);
+            (dir, path)
+        });
         let described = describe(&command);
         let mut child = command
             .stdin(Stdio::null())
@@ -550,6 +564,7 @@ impl Tracer {
             stderr: Some(stderr),
             start_line: first,
             start,
+            recording,
         }
     }
 
@@ -642,6 +657,9 @@ impl Tracer {
                 "a final stats line before the last line: {s:?}"
             );
         }
+        if let Some((_dir, path)) = &self.recording {
+            check_replay(path, &all_lines);
+        }
         Trace {
             start: self.start.clone(),
             events,
@@ -649,6 +667,62 @@ impl Tracer {
             stats,
             stderr,
             lines: all_lines,
+        }
+    }
+}
+
+/// `ftptrace replay` of the run's recording prints exactly the run's lines.
+#[track_caller]
+fn check_replay(recording: &std::path::Path, lines: &[String]) {
+    let replay = crate::process::run(
+        Command::new(binary())
+            .arg("replay")
+            .arg(recording)
+            .args(["--format", "json"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        replay.status.success(),
+        "ftptrace replay {} failed: {}",
+        recording.display(),
+        replay.stderr
+    );
+    let replayed: Vec<&str> = replay.stdout.lines().collect();
+    let first_difference = lines
+        .iter()
+        .zip(&replayed)
+        .position(|(live, replayed)| live != replayed);
+    if let Some(at) = first_difference {
+        panic!(
+            "the replay of {} differs from the live run at line {}:\nlive:     {}\nreplayed: {}",
+            recording.display(),
+            at + 1,
+            lines[at],
+            replayed[at]
+        );
+    }
+    assert_eq!(
+        replayed.len(),
+        lines.len(),
+        "the replay of {} printed {} lines, the live run {}",
+        recording.display(),
+        replayed.len(),
+        lines.len()
+    );
+    if let Some(dir) = std::env::var_os(KEEP_RECORDINGS_ENV) {
+        let dir = PathBuf::from(dir);
+        let test = thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-");
+        let free = (1..)
+            .map(|n| dir.join(format!("{test}-{n}")))
+            .find(|stem| !stem.with_extension("rec").exists())
+            .expect("an unused name");
+        let kept = std::fs::copy(recording, free.with_extension("rec"))
+            .and_then(|_| std::fs::write(free.with_extension("jsonl"), lines.join("\n") + "\n"));
+        if let Err(e) = kept {
+            panic!("cannot keep the recording in {}: {e}", dir.display());
         }
     }
 }

@@ -1,0 +1,215 @@
+//! From kernel records to lines: decode, attribute, parse the control
+//! channel, file into sessions, print. Pure: the live tracer and `replay`
+//! drive it the same way (records in batches, each batch ending at a boot
+//! time), so a recording replays to the same lines.
+
+use crate::{
+    attribution::SocketTable,
+    clock::WallClock,
+    control_channel::ControlChannels,
+    decode::{self, Decoder},
+    event::{EventKind, KernelEvent},
+    ftp_control::Side,
+    output::{Output, Stats},
+    ports::PortSet,
+    session::{Placement, PortUpdate, Session, Sessions},
+    session_record::SessionRecord,
+    socket_inventory::OpenConnection,
+};
+
+/// What the kernel said it lost or skipped, as the final and periodic
+/// `stats` lines report it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelLoss {
+    /// Ring buffer reservations that failed.
+    pub lost: u64,
+    /// Program runs the kernel skipped (recursion).
+    pub missed: u64,
+}
+
+pub struct Pipeline {
+    decoder: Decoder,
+    sockets: SocketTable,
+    control: ControlChannels,
+    clock: WallClock,
+    ports: PortSet,
+    sessions: Sessions,
+    events: u64,
+    undecodable: u64,
+    /// Lost and skipped kernel events already charged to open sessions.
+    loss_noted: u64,
+    /// Sessions evicted during the current batch, reported at its end.
+    evicted: Vec<Session>,
+    wrote: bool,
+}
+
+impl Pipeline {
+    pub fn new(decoder: Decoder, clock: WallClock, ports: PortSet, session_prefix: &str) -> Self {
+        Self {
+            decoder,
+            sockets: SocketTable::default(),
+            control: ControlChannels::default(),
+            clock,
+            sessions: Sessions::new(ports.clone(), session_prefix),
+            ports,
+            events: 0,
+            undecodable: 0,
+            loss_noted: 0,
+            evicted: Vec::new(),
+            wrote: false,
+        }
+    }
+
+    /// Seeds the sessions of control connections open before tracing began.
+    pub fn seed(
+        &mut self,
+        open: &[OpenConnection],
+        now_ns: u64,
+        output: &mut Output,
+    ) -> anyhow::Result<()> {
+        let mut evicted = Vec::new();
+        for connection in open {
+            self.sessions.seed(connection, now_ns, &mut evicted);
+        }
+        for session in evicted {
+            self.report(&session, true, output)?;
+        }
+        Ok(())
+    }
+
+    /// Charges kernel events lost or skipped so far (`total`, a running
+    /// count) to every open session: its record then says it may lack some.
+    pub fn note_loss(&mut self, total: u64) {
+        if total > self.loss_noted {
+            self.sessions.note_loss(total - self.loss_noted);
+            self.loss_noted = total;
+        }
+    }
+
+    /// One ring buffer record. A control segment's bytes that may hold a
+    /// secret are masked in `bytes` afterwards (the parser tells which).
+    pub fn record(&mut self, bytes: &mut [u8], output: &mut Output) -> anyhow::Result<()> {
+        let mut event = match self.decoder.decode(bytes) {
+            Ok(event) => event,
+            Err(error) => {
+                if self.undecodable == 0 {
+                    eprintln!(
+                        "ftptrace: warning: cannot decode a kernel record ({error}); counting them in stats"
+                    );
+                }
+                self.undecodable += 1;
+                return Ok(());
+            }
+        };
+        let who = self.sockets.observe(&event);
+        let ts = self.clock.rfc3339(event.boot_ns);
+        if let EventKind::ControlSegment(segment) = &mut event.kind {
+            let local_is_server = self.ports.control.contains(&event.local.port());
+            let said = self.control.segment(event.sock, local_is_server, segment);
+            decode::put_control_payload(bytes, segment.payload.bytes());
+            self.sessions.observe(&event, &mut self.evicted);
+            for kind in said {
+                let said = event.with_kind(kind);
+                let place = self.sessions.observe(&said, &mut self.evicted);
+                let side = self.side(&said, place.as_ref());
+                output.event(&ts, &said, side, &who, place.as_ref())?;
+                self.events += 1;
+                self.wrote = true;
+            }
+            return Ok(());
+        }
+        match &event.kind {
+            // Never a line: the session's timeline shows it.
+            EventKind::ResetTtl { .. } => {
+                self.sessions.observe(&event, &mut self.evicted);
+                return Ok(());
+            }
+            EventKind::Destroy => {
+                if let Some(sk) = event.sock {
+                    self.control.forget_socket(sk);
+                }
+            }
+            _ => {}
+        }
+        let place = self.sessions.observe(&event, &mut self.evicted);
+        let side = self.side(&event, place.as_ref());
+        output.event(&ts, &event, side, &who, place.as_ref())?;
+        self.events += 1;
+        self.wrote = true;
+        Ok(())
+    }
+
+    /// The end of a batch of records, at boot time `now_ns`: sessions
+    /// evicted in it and sessions that ended by now are reported. Returns
+    /// the changes the kernel's port map needs.
+    pub fn end_batch(
+        &mut self,
+        now_ns: u64,
+        output: &mut Output,
+    ) -> anyhow::Result<Vec<PortUpdate>> {
+        for session in std::mem::take(&mut self.evicted) {
+            self.report(&session, true, output)?;
+        }
+        for session in self.sessions.tick(now_ns) {
+            self.report(&session, false, output)?;
+        }
+        if std::mem::take(&mut self.wrote) {
+            output.flush()?;
+        }
+        Ok(self.sessions.take_port_updates())
+    }
+
+    /// Reports the sessions still open as the run ends.
+    pub fn finish(&mut self, output: &mut Output) -> anyhow::Result<()> {
+        for session in self.sessions.drain() {
+            self.report(&session, false, output)?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self, loss: KernelLoss, is_final: bool) -> Stats {
+        Stats {
+            events: self.events,
+            lost: loss.lost,
+            missed: loss.missed,
+            undecodable: self.undecodable,
+            sockets: self.sockets.len(),
+            sessions: self.sessions.started,
+            sessions_open: self.sessions.open_count(),
+            sessions_evicted: self.sessions.evicted,
+            is_final,
+        }
+    }
+
+    pub fn control_ports(&self) -> &[u16] {
+        &self.ports.control
+    }
+
+    /// The kernel symbols the decoder named since the last call (for a
+    /// recording, which cannot read this boot's /proc/kallsyms later).
+    pub fn take_new_symbols(&mut self) -> Vec<(u64, String)> {
+        self.decoder.take_new_symbols()
+    }
+
+    /// The end of this host's socket: from its session once placed, else
+    /// from the configured ports.
+    fn side(&self, event: &KernelEvent, place: Option<&Placement>) -> Side {
+        match place.map(|p| p.end) {
+            Some(end) => end,
+            // A listener on an announced passive port is the server's.
+            None if self.ports.contains(event.local.port())
+                || self.sessions.expects(event.local.port()) =>
+            {
+                Side::Server
+            }
+            None => Side::Client,
+        }
+    }
+
+    fn report(&self, session: &Session, evicted: bool, output: &mut Output) -> anyhow::Result<()> {
+        let clock = self.clock;
+        output.session(&SessionRecord::new(session, evicted, &|ns| {
+            clock.rfc3339(ns)
+        }))
+    }
+}

@@ -1,0 +1,116 @@
+//! `ftptrace replay FILE`: a recording fed through the same [`Pipeline`] as
+//! the live run, in the same batches, so it prints the same lines.
+
+use crate::{
+    cli::{Format, ReplayArgs},
+    clock::WallClock,
+    decode::{self, Decoder},
+    kernel_names::KernelNames,
+    kernel_symbols::KernelSymbols,
+    output::Output,
+    pipeline::Pipeline,
+    recording::{Frame, Recording, Seeds},
+};
+
+pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
+    let mut output = Output::open(args.format(), None)?;
+    let recording = Recording::read(&args.file)?;
+    replay(&recording, &mut output)?;
+    if recording.truncated_tail > 0 {
+        eprintln!(
+            "ftptrace: warning: {} ends with {} byte(s) of a cut frame (was its run killed?); \
+             everything before them was replayed",
+            args.file.display(),
+            recording.truncated_tail
+        );
+    }
+    Ok(())
+}
+
+/// Writes the lines of `recording` to `output`: the start line, then what
+/// each frame did in the live run.
+pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> {
+    let meta = &recording.meta;
+    anyhow::ensure!(
+        meta.wire_version == ftptrace_common::WIRE_VERSION,
+        "the recording holds kernel records of wire version {} (ftptrace {}); this ftptrace reads \
+         version {}",
+        meta.wire_version,
+        meta.ftptrace,
+        ftptrace_common::WIRE_VERSION
+    );
+    let decoder = Decoder::with_symbols(
+        KernelNames::from(&meta.names),
+        KernelSymbols::resolved(recording.symbols()),
+    );
+    let mut pipeline = Pipeline::new(
+        decoder,
+        WallClock::with_offset(meta.clock_offset_ns),
+        meta.ports(),
+        &meta.session_prefix,
+    );
+    output.start(&meta.start)?;
+    let mut finished = false;
+    for frame in &recording.frames {
+        match frame {
+            Frame::Record(bytes) => {
+                let mut bytes = decode::unused_restored(bytes).into_owned();
+                pipeline.record(&mut bytes, output)?;
+            }
+            Frame::EndBatch(now_ns) => {
+                pipeline.end_batch(*now_ns, output)?;
+            }
+            Frame::Loss(total) => pipeline.note_loss(*total),
+            Frame::Stats { loss, is_final } => {
+                if *is_final && !finished {
+                    pipeline.finish(output)?;
+                    finished = true;
+                }
+                output.stats(&pipeline.stats(*loss, *is_final))?;
+            }
+            Frame::Seeds(json) => {
+                let seeds: Seeds = serde_json::from_slice(json)
+                    .map_err(|e| anyhow::anyhow!("the recording's seeded sessions: {e}"))?;
+                pipeline.seed(&seeds.open, seeds.now_ns, output)?;
+            }
+            Frame::Symbols(_) => {}
+            Frame::Finish => {
+                pipeline.finish(output)?;
+                finished = true;
+            }
+        }
+    }
+    if !finished {
+        // A run that was killed: its sessions end with the recording.
+        pipeline.finish(output)?;
+    }
+    output.flush()
+}
+
+/// For tests: a recording's lines in `format`.
+pub fn lines(recording: &Recording, format: Format) -> anyhow::Result<String> {
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let shared = Shared::default();
+    let mut output = Output::new(format, Box::new(shared.clone()));
+    replay(recording, &mut output)?;
+    drop(output);
+    let bytes = shared
+        .0
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    Ok(String::from_utf8(bytes)?)
+}
