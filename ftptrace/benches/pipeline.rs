@@ -1,7 +1,9 @@
-//! The user-space cost per kernel event: decode a ring buffer record,
-//! attribute it to a socket, file it under its FTP session, write its JSON
-//! (or text) line, and write the session lines as sessions end. Records are the
-//! ones recorded from a 6.18 kernel (testdata/records), replayed in a loop.
+//! The user-space cost per kernel event: the whole [`Pipeline`] (decode a
+//! ring buffer record, attribute it to a socket, parse the control
+//! channel, file it under its FTP session, write its line, and the session
+//! lines as sessions end). Records are those of a recorded download
+//! (testdata/recordings), replayed in a loop, each pass later in time so
+//! every pass makes new sessions and the earlier ones end.
 //!
 //! Run: `cargo xtask bench` (or `cargo bench -p ftptrace --bench pipeline`).
 
@@ -12,32 +14,36 @@ use std::{
 };
 
 use ftptrace::{
-    attribution::SocketTable, cli::Format, clock::WallClock, decode::Decoder, ftp_control::Side,
-    kernel_names::KernelNames, output::Output, ports::PortSet, session::Sessions,
-    session_record::SessionRecord, tracepoint_format::TracepointFormat,
+    kernel::{
+        clock::WallClock,
+        decode::{self, Decoder},
+        kallsyms::KernelSymbols,
+        names::KernelNames,
+    },
+    output::{Format, Output},
+    pipeline::Pipeline,
+    recording::{Frame, Recording},
 };
+use ftptrace_common::EventHeader;
 
 const EVENTS: usize = 2_000_000;
+/// Each pass through the records is this much later.
+const PASS_NS: u64 = 10_000_000_000;
+const BOOT_NS_AT: usize = std::mem::offset_of!(EventHeader, boot_ns);
 
-fn testdata(path: &str) -> String {
-    std::fs::read_to_string(format!("{}/testdata/{path}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap_or_else(|e| panic!("testdata/{path}: {e}"))
+fn recording() -> Recording {
+    let path = format!(
+        "{}/testdata/recordings/clean_download_links_its_data_connection_by_announcement_alone.rec",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    Recording::read(std::path::Path::new(&path)).expect("the recording reads")
 }
 
-fn format(path: &str) -> TracepointFormat {
-    TracepointFormat::parse(&testdata(path)).expect("format parses")
-}
-
-fn records() -> Vec<Vec<u8>> {
-    testdata("records/6.18-refused-v4-v6.hex")
-        .lines()
-        .map(|line| {
-            (0..line.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&line[i..i + 2], 16).expect("hex"))
-                .collect()
-        })
-        .collect()
+fn decoder(recording: &Recording) -> Decoder {
+    Decoder::with_symbols(
+        KernelNames::from(&recording.meta.names),
+        KernelSymbols::resolved(recording.symbols()),
+    )
 }
 
 /// Peak resident set size of this process, in KiB (`VmHWM`).
@@ -50,110 +56,72 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// The time for [`EVENTS`] events, and the session lines written.
-fn run(
-    format_kind: Format,
-    records: &[Vec<u8>],
-    decoder: &mut Decoder,
-    with_sessions: bool,
-) -> (Duration, u64) {
-    let ports = PortSet {
-        control: vec![2121],
-        passive: None,
-    };
-    let clock = WallClock::now().expect("clock");
-    let mut sockets = SocketTable::default();
-    let mut sessions = Sessions::new(ports.clone(), "bench");
-    let mut ended = Vec::new();
-    let mut output = Output::new(format_kind, Box::new(io::sink()));
+/// The time for [`EVENTS`] records through the pipeline.
+fn run(format: Format, recording: &Recording, records: &[Vec<u8>]) -> Duration {
+    let meta = &recording.meta;
+    let mut pipeline = Pipeline::new(
+        decoder(recording),
+        WallClock::with_offset(meta.clock_offset_ns),
+        meta.ports(),
+        "bench",
+    );
+    let mut output = Output::new(format, Box::new(io::sink()));
+    let mut buffer = Vec::new();
     let start = Instant::now();
-    // The records repeat: each pass is shifted later in time, so every pass
-    // makes new sessions and the earlier ones end.
-    let pass_ns = 10_000_000_000;
-    let mut reported = 0;
     for (n, record) in records.iter().cycle().take(EVENTS).enumerate() {
-        let mut event = decoder.decode(black_box(record)).expect("decodes");
-        event.boot_ns += (n / records.len()) as u64 * pass_ns;
-        let who = sockets.observe(&event);
-        let place = if with_sessions {
-            sessions.observe(&event, &mut ended)
-        } else {
-            None
-        };
-        let side = if ports.contains(event.local.port()) {
-            Side::Server
-        } else {
-            Side::Client
-        };
-        output
-            .event(
-                &clock.rfc3339(event.boot_ns),
-                &event,
-                side,
-                &who,
-                place.as_ref(),
-            )
-            .expect("write");
-        if with_sessions && n % records.len() == records.len() - 1 {
-            ended.extend(sessions.tick(event.boot_ns + pass_ns / 2));
-            for session in ended.drain(..) {
-                let record = SessionRecord::new(&session, false, &|ns| clock.rfc3339(ns));
-                output.session(&record).expect("write");
-                reported += 1;
-            }
+        let pass = (n / records.len()) as u64;
+        buffer.clear();
+        buffer.extend_from_slice(record);
+        let at = u64::from_ne_bytes(buffer[BOOT_NS_AT..BOOT_NS_AT + 8].try_into().expect("8"));
+        buffer[BOOT_NS_AT..BOOT_NS_AT + 8].copy_from_slice(&(at + pass * PASS_NS).to_ne_bytes());
+        pipeline.record(&mut buffer, &mut output).expect("record");
+        if n % records.len() == records.len() - 1 {
+            pipeline
+                .end_batch(at + pass * PASS_NS + PASS_NS / 2, &mut output)
+                .expect("batch");
         }
     }
+    pipeline.finish(&mut output).expect("finish");
     output.flush().expect("flush");
-    (start.elapsed(), reported)
+    start.elapsed()
 }
 
 fn main() {
-    let names = KernelNames::from_formats(
-        Some(&format(
-            "tracepoint-formats/6.18/sock/inet_sock_set_state.format",
-        )),
-        Some(&format("tracepoint-formats/6.18/tcp/tcp_send_reset.format")),
-        &|_| None,
-    );
-    let mut decoder = Decoder::new(names);
-    let records = records();
+    let recording = recording();
+    let records: Vec<Vec<u8>> = recording
+        .frames
+        .iter()
+        .filter_map(|frame| match frame {
+            Frame::Record(bytes) => Some(decode::unused_restored(bytes).into_owned()),
+            _ => None,
+        })
+        .collect();
+    let mut decoder = decoder(&recording);
     let decode_only = {
         let start = Instant::now();
         for record in records.iter().cycle().take(EVENTS) {
-            black_box(decoder.decode(black_box(record)).expect("decodes"));
+            let _ = black_box(decoder.decode(black_box(record)));
         }
         start.elapsed()
     };
     println!(
-        "pipeline, {EVENTS} events from {} recorded 6.18 records, one core:",
+        "pipeline, {EVENTS} records of a recorded download (6.18, {} records a pass), one core:",
         records.len()
     );
     let runs = [
-        ("decode only", (decode_only, 0)),
+        ("decode only", decode_only),
         (
-            "decode+attribute+JSON line",
-            run(Format::Json, &records, &mut decoder, false),
+            "pipeline, JSON lines",
+            run(Format::Json, &recording, &records),
         ),
-        (
-            "decode+attribute+session+JSON line",
-            run(Format::Json, &records, &mut decoder, true),
-        ),
-        (
-            "decode+attribute+session+text line",
-            run(Format::Text, &records, &mut decoder, true),
-        ),
+        ("pipeline, text", run(Format::Text, &recording, &records)),
     ];
-    for (what, (took, sessions)) in runs {
+    for (what, took) in runs {
         let per_event = took.as_nanos() as f64 / EVENTS as f64;
-        let sessions = if sessions > 0 {
-            format!("  ({sessions} session lines)")
-        } else {
-            String::new()
-        };
         println!(
-            "  {what:<36} {per_event:>7.0} ns/event  {:>10.0} events/s{sessions}",
+            "  {what:<24} {per_event:>7.0} ns/record  {:>10.0} records/s",
             1e9 / per_event
         );
     }
-    println!("  peak RSS                     {} KiB", peak_rss_kib());
+    println!("  peak RSS                 {} KiB", peak_rss_kib());
 }

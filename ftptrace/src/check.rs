@@ -8,11 +8,14 @@ use serde::Serialize;
 
 use crate::{
     cli::{CheckArgs, Format},
-    ebpf_loader::{CONTROL_CHANNEL_PROBE, Tracer},
-    hook_ladder,
-    kernel_facts::{BTF_PATH, KernelFacts, kernel_release},
-    output::ProbeStatus,
-    privileges, tracefs,
+    kernel::{
+        facts::{BTF_PATH, KernelFacts, kernel_release},
+        hook_ladder,
+        loader::{CONTROL_CHANNEL_PROBE, Tracer},
+        privileges,
+        probes::ProbeStatus,
+        tracefs,
+    },
 };
 
 /// One line of the preflight: what was checked, and the finding.

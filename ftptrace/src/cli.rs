@@ -4,8 +4,9 @@ use std::{
     io::IsTerminal as _, num::NonZeroU64, ops::RangeInclusive, path::PathBuf, time::Duration,
 };
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
+pub use crate::output::Format;
 use crate::ports::{DEFAULT_CONTROL_PORTS, PortSet};
 
 #[derive(Debug, Parser)]
@@ -88,12 +89,6 @@ pub struct TraceArgs {
 /// Control ports, validated (`clap` needs one type per value parser).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortList(pub Vec<u16>);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Json,
-    Text,
-}
 
 impl TraceArgs {
     pub fn port_set(&self) -> PortSet {

@@ -2,14 +2,17 @@
 
 use std::{fmt, net::SocketAddr};
 
-use crate::ftp_control::{ControlEvent, Side as FtpSide};
+use crate::{
+    ftp::{ControlEvent, Side},
+    printable::printable,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelEvent {
     /// `CLOCK_BOOTTIME` in nanoseconds.
     pub boot_ns: u64,
     pub cpu: u32,
-    /// Whoever was on the CPU ([`crate::attribution`] decides if that is the owner).
+    /// Whoever was on the CPU ([`crate::session::attribution`] decides if that is the owner).
     pub current: Task,
     /// Inode number of the socket's network namespace, where the kernel knew it.
     pub netns: Option<u32>,
@@ -35,6 +38,17 @@ impl KernelEvent {
             kind,
         }
     }
+}
+
+/// A TCP connection open before tracing began (from sock_diag), whose
+/// session is seeded.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenConnection {
+    pub netns: u32,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Kernel TCP state number (`TCP_ESTABLISHED` is 1).
+    pub state: u8,
 }
 
 /// A process as `bpf_get_current_pid_tgid`/`comm` saw it.
@@ -96,7 +110,7 @@ pub enum EventKind {
     /// What one side said on the control channel.
     Ftp {
         /// The peer that sent it.
-        from: FtpSide,
+        from: Side,
         event: ControlEvent,
     },
 }
@@ -160,12 +174,106 @@ impl fmt::Debug for Payload {
 
 impl Drop for Payload {
     fn drop(&mut self) {
-        for byte in &mut self.0 {
-            // SAFETY: a valid, exclusively borrowed byte. Volatile, so the
-            // wipe is not optimised away before the memory is freed.
-            unsafe { std::ptr::write_volatile(byte, 0) };
-        }
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
+}
+
+/// What an event says, in words: the text format's line and a timeline
+/// entry. What a peer chose (FTP words) is made [`printable`].
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Self::State { old, new } => format!("state {old} -> {new}"),
+            Self::Retransmit {
+                state,
+                syn,
+                error,
+                segs,
+            } => format!(
+                "retransmit{}{} in {state}{}",
+                if *syn { " SYN" } else { "" },
+                segs.filter(|&n| n > 1)
+                    .map(|n| format!(" ({n} segments)"))
+                    .unwrap_or_default(),
+                error
+                    .map(|e| format!(" failed: {}", errno_name(e)))
+                    .unwrap_or_default()
+            ),
+            Self::ResetSent { reason, state } => format!(
+                "reset sent ({}){}",
+                reason.as_deref().unwrap_or("no reason given"),
+                state
+                    .as_ref()
+                    .map(|s| format!(" in {s}"))
+                    .unwrap_or_else(|| " (no socket)".into())
+            ),
+            Self::ResetReceived { state } => format!("reset received in {state}"),
+            Self::SocketError { errno } => {
+                format!("socket error {}", errno_name(*errno))
+            }
+            Self::Destroy => "socket destroyed".into(),
+            Self::KeepaliveProbe { probes_out } => {
+                format!("keepalive probe, {probes_out} unanswered")
+            }
+            Self::ZeroWindowProbe { probes_out } => {
+                format!("zero-window probe, {probes_out} unanswered")
+            }
+            Self::Drop {
+                reason,
+                outgoing,
+                tcp_flags,
+                location,
+            } => format!(
+                "{} {} dropped ({}{})",
+                if *outgoing { "outgoing" } else { "incoming" },
+                tcp_flag_names(*tcp_flags),
+                reason.as_deref().unwrap_or("no reason given"),
+                location
+                    .as_deref()
+                    .map(|l| format!(" in {l}"))
+                    .unwrap_or_default()
+            ),
+            Self::Ftp { from, event } => ftp_text(*from, event),
+            Self::ControlSegment(segment) => {
+                format!("control segment, {} bytes", segment.payload_len)
+            }
+            Self::ResetTtl { ttl, usual_ttl } => match usual_ttl {
+                Some(usual) => {
+                    format!(
+                        "reset arrived with TTL {ttl} (the connection's other packets: {usual})"
+                    )
+                }
+                None => format!("reset arrived with TTL {ttl}"),
+            },
+        };
+        f.write_str(&text)
+    }
+}
+
+/// `ftp client: RETR file`, `ftp server: 226 Transfer complete`. The peer
+/// chose these bytes: control characters are escaped so they cannot drive
+/// the terminal.
+fn ftp_text(from: Side, event: &ControlEvent) -> String {
+    let said = match event {
+        ControlEvent::Command { verb, arg } => match arg {
+            Some(arg) => format!("{} {}", verb.as_str(), printable(arg)),
+            None => verb.as_str().to_owned(),
+        },
+        ControlEvent::Reply { code, text } => format!("{code} {}", printable(text)),
+        ControlEvent::DataEndpoint {
+            addr: Some(addr),
+            port,
+            ..
+        } => format!(
+            "data endpoint {}",
+            std::net::SocketAddr::new(addr.to_canonical(), *port)
+        ),
+        ControlEvent::DataEndpoint {
+            addr: None, port, ..
+        } => format!("data endpoint port {port}"),
+        ControlEvent::Encrypted => "now encrypted (TLS)".to_owned(),
+    };
+    format!("ftp {}: {said}", from.as_str())
 }
 
 /// TCP flag names of a flags byte, e.g. `SYN|ACK`; empty for none.

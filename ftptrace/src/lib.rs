@@ -1,37 +1,30 @@
 //! ftptrace: explains FTP disconnects from the kernel's point of view.
 //!
-//! The binary is `src/main.rs`; the library exists so benchmarks can drive
-//! the user-space pipeline (decode, attribute, print) without a kernel.
+//! The binary is `src/main.rs`; the library exists so tests and benchmarks
+//! can drive the user-space pipeline without a kernel. ARCHITECTURE.md (at
+//! the workspace root) is the map; in short, from the bottom up:
+//!
+//! - [`ftp`], [`event`], [`printable`], [`ports`]: the FTP protocol and its
+//!   line parser, what the kernel reported (decoded), text safe for a
+//!   terminal, the port set.
+//! - [`kernel`]: everything that talks to the running kernel, and the only
+//!   place with `unsafe`, `libc` and system calls.
+//! - [`session`]: sessions, how each connection closed and why a session
+//!   ended, from events alone (never imports `kernel` or `output`).
+//! - [`output`]: the JSON lines contract and the text timeline.
+//! - [`pipeline`], [`recording`]: records to lines, and runs kept for later.
+//! - [`cli`], [`trace`], [`check`], [`replay`]: the commands.
 
-pub mod attribution;
-pub mod btf;
 pub mod check;
 pub mod cli;
-pub mod clock;
-pub mod connection_close;
-pub mod control_channel;
-pub mod decode;
-pub mod disconnect_cause;
-pub mod ebpf_loader;
 pub mod event;
-pub mod ftp_control;
-pub mod hook_ladder;
-pub mod kernel_facts;
-pub mod kernel_names;
-pub mod kernel_symbols;
+pub mod ftp;
+pub mod kernel;
 pub mod output;
 pub mod pipeline;
 pub mod ports;
-pub mod privileges;
-pub mod probes;
-pub mod prog_stats;
+pub mod printable;
 pub mod recording;
 pub mod replay;
 pub mod session;
-pub mod session_record;
-#[cfg(test)]
-pub mod session_script;
-pub mod socket_inventory;
 pub mod trace;
-pub mod tracefs;
-pub mod tracepoint_format;

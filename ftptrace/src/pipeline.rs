@@ -4,17 +4,18 @@
 //! time), so a recording replays to the same lines.
 
 use crate::{
-    attribution::SocketTable,
-    clock::WallClock,
-    control_channel::ControlChannels,
-    decode::{self, Decoder},
-    event::{EventKind, KernelEvent},
-    ftp_control::Side,
-    output::{Output, Stats},
+    event::{EventKind, KernelEvent, OpenConnection},
+    ftp::Side,
+    kernel::{
+        clock::WallClock,
+        decode::{self, Decoder},
+    },
+    output::{Output, SessionRecord, Stats},
     ports::PortSet,
-    session::{Placement, PortUpdate, Session, Sessions},
-    session_record::SessionRecord,
-    socket_inventory::OpenConnection,
+    session::{
+        Placement, PortUpdate, Session, Sessions, attribution::SocketTable,
+        control_stream::ControlChannels,
+    },
 };
 
 /// What the kernel said it lost or skipped, as the final and periodic

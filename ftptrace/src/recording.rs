@@ -23,8 +23,11 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    kernel_names::KernelNames, output::Start, pipeline::KernelLoss, ports::PortSet,
-    socket_inventory::OpenConnection, tracepoint_format::SymbolTable,
+    event::OpenConnection,
+    kernel::{names::KernelNames, tracepoint_format::SymbolTable},
+    output::Start,
+    pipeline::KernelLoss,
+    ports::PortSet,
 };
 
 /// The file's first bytes.
@@ -393,7 +396,7 @@ fn symbols_of(mut bytes: &[u8]) -> Option<Vec<(u64, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{PortsLine, ProbeStatus};
+    use crate::{kernel::probes::ProbeStatus, output::PortsLine};
 
     fn meta() -> Meta {
         Meta {

@@ -3,10 +3,10 @@
 
 use crate::{
     cli::{Format, ReplayArgs},
-    clock::WallClock,
-    decode::{self, Decoder},
-    kernel_names::KernelNames,
-    kernel_symbols::KernelSymbols,
+    kernel::clock::WallClock,
+    kernel::decode::{self, Decoder},
+    kernel::kallsyms::KernelSymbols,
+    kernel::names::KernelNames,
     output::Output,
     pipeline::Pipeline,
     recording::{Frame, Recording, Seeds},

@@ -8,16 +8,17 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     cli::TraceArgs,
-    clock::WallClock,
-    decode::{self, Decoder},
-    ebpf_loader::Tracer,
-    kernel_facts::KernelFacts,
+    kernel::{
+        clock::{WallClock, boot_ns},
+        decode::{self, Decoder},
+        facts::KernelFacts,
+        loader::{CONTROL_CHANNEL_PROBE, Tracer},
+        privileges, sock_diag, tracefs,
+    },
     output::{Output, PortsLine, Start},
     pipeline::{KernelLoss, Pipeline},
     ports::ACTIVE_DATA_PORT,
-    privileges,
     recording::{Meta, Recorder, Seeds},
-    socket_inventory, tracefs,
 };
 
 /// How often the ring buffer is drained. The programs submit without waking
@@ -57,7 +58,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let reads_control = tracer
         .probes
         .iter()
-        .any(|p| p.name == crate::ebpf_loader::CONTROL_CHANNEL_PROBE && p.attached);
+        .any(|p| p.name == CONTROL_CHANNEL_PROBE && p.attached);
     if ports.passive.is_none() && !reads_control {
         eprintln!(
             "ftptrace: note: the control channel cannot be read and no --passive-ports was given, \
@@ -206,7 +207,7 @@ impl Stream {
     /// seen either here or by its events (or both: then they merge).
     fn seed(&mut self, output: &mut Output) -> anyhow::Result<()> {
         let control = self.pipeline.control_ports().to_vec();
-        let (open, skipped) = socket_inventory::open_control_connections(&control);
+        let (open, skipped) = sock_diag::open_control_connections(&control);
         if let Some(first) = skipped.first() {
             eprintln!(
                 "ftptrace: warning: sessions open before the start are not seeded in {} network \
@@ -250,9 +251,4 @@ fn session_id_prefix() -> String {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     format!("{secs:x}")
-}
-
-fn boot_ns() -> anyhow::Result<u64> {
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)?;
-    Ok(u64::try_from(now.tv_sec())? * 1_000_000_000 + u64::try_from(now.tv_nsec())?)
 }

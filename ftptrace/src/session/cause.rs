@@ -5,12 +5,13 @@
 //! order puts what the kernel proves (a refused SYN, a timeout) before what
 //! the FTP dialogue suggests (a 421, a missing QUIT), and a clean end last.
 
+use super::{
+    close::{Close, ClosedBy, Ending, ending, reset_sender, reset_ttl_differs},
+    model::{ConnId, Entry, Session},
+};
 use crate::{
-    connection_close::{Close, ClosedBy, Ending, ending, reset_sender, reset_ttl_differs},
     event::EventKind,
-    ftp_control::{ControlEvent, Side, Verb},
-    output::describe,
-    session::{ConnId, Entry, Session},
+    ftp::{ControlEvent, Side, Verb},
 };
 
 /// A TLS handshake that fails ends within this long of the `234`.
@@ -399,7 +400,7 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
         .filter_map(|(end, v)| v.resets_received.first().map(|(ns, _)| (*ns, end)))
         .min_by_key(|(ns, _)| *ns)
         .map(|(_, end)| end)?;
-    let sender = crate::session::other(receiver);
+    let sender = receiver.other();
     let received = format!(
         "the {} end received a reset{}",
         Side::as_str(receiver),
@@ -637,7 +638,7 @@ fn cite(session: &Session, entry: &Entry) -> String {
         session.offset_ms(entry.ns),
         entry.conn.label(),
         Side::as_str(entry.seen_at),
-        describe(&entry.kind)
+        entry.kind
     )
 }
 
@@ -646,8 +647,11 @@ mod tests {
     use super::*;
     use crate::{
         event::EventKind,
-        ftp_control::{ControlEvent, Side::*, Verb},
-        session_script::{Link, Script, state, verdicts},
+        ftp::{ControlEvent, Side::*, Verb},
+        session::{
+            close::ending,
+            script::{Link, Script, sessions_of, state},
+        },
     };
 
     const CLIENT: &str = "192.0.2.2:40000";
@@ -658,6 +662,29 @@ mod tests {
     const SERVER_ONLY: &[Side] = &[Server];
     const CLIENT_ONLY: &[Side] = &[Client];
 
+    /// `cause cause_conn | close/closed_by, ...` of each session.
+    pub fn verdicts(events: &[crate::event::KernelEvent], end_ns: u64) -> Vec<String> {
+        sessions_of(events, end_ns)
+            .iter()
+            .map(|s| {
+                let d = diagnose(s);
+                let closes: Vec<String> = s
+                    .conns()
+                    .map(|c| {
+                        let e = ending(c);
+                        format!("{}/{}", e.close.as_str(), e.closed_by.as_str())
+                    })
+                    .collect();
+                format!(
+                    "{} {} | {}",
+                    d.cause.map_or("none", |c| c.as_str()),
+                    d.cause_conn.map_or("-".into(), |c| c.label()),
+                    closes.join(", ")
+                )
+            })
+            .collect()
+    }
+
     /// The verdict of each session in the stream cut to `seen`.
     fn seen(script: &Script, seen: &[Side]) -> Vec<String> {
         verdicts(&script.seen_from(seen), script.end_ns())
@@ -665,7 +692,7 @@ mod tests {
 
     /// The evidence of the script's only session, seen from `seen`.
     fn evidence(script: &Script, seen: &[Side]) -> Vec<String> {
-        let sessions = crate::session_script::sessions_of(&script.seen_from(seen), script.end_ns());
+        let sessions = sessions_of(&script.seen_from(seen), script.end_ns());
         diagnose(&sessions[0]).evidence
     }
 

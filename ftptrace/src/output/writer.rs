@@ -1,5 +1,6 @@
-//! The lines ftptrace prints: JSON lines (the versioned contract in
-//! docs/json-lines.md) or a text timeline for a person at a terminal.
+//! Prints lines: JSON ([`super::lines`]) or text ([`super::text`]), to
+//! standard output or an appended file. A reader that went away
+//! (`ftptrace | head`) is [`OutputClosed`], not an error.
 
 use std::{
     fs::OpenOptions,
@@ -7,252 +8,32 @@ use std::{
     path::Path,
 };
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::{
-    attribution::Attribution,
-    cli::Format,
-    event::{EventKind, KernelEvent, errno_name, tcp_flag_names},
-    ftp_control::{self, ControlEvent, Side},
-    session::Placement,
-    session_record::SessionRecord,
+use super::{
+    lines::{Details, EventLine, SCHEMA, SessionRecord, Start, Stats, Tagged},
+    text,
 };
-
-/// Version of the JSON lines contract; bumped only for incompatible changes.
-pub const SCHEMA: u32 = 1;
+use crate::{
+    event::KernelEvent,
+    ftp::Side,
+    session::{Placement, attribution::Attribution},
+};
 
 /// Writing failed because the reader went away (`ftptrace | head`): not an error.
 #[derive(Debug, thiserror::Error)]
 #[error("output closed")]
 pub struct OutputClosed;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
 pub struct Output {
     format: Format,
     sink: BufWriter<Box<dyn Write>>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Start {
-    pub version: String,
-    pub kernel: String,
-    pub ports: PortsLine,
-    pub probes: Vec<ProbeStatus>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PortsLine {
-    pub control: Vec<u16>,
-    pub active_data: u16,
-    /// `[lo, hi]`, or null when passive data connections are not traced.
-    pub passive: Option<[u16; 2]>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ProbeStatus {
-    /// `category:event` for a tracepoint probe, the event kind for a probe
-    /// with a hook ladder.
-    pub name: String,
-    /// `raw_tracepoint`, `fentry`, `kprobe`, `timer`, `cgroup_skb`, or `off`.
-    pub hook: String,
-    /// What the hook is attached to: a tracepoint, a kernel function, a cgroup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    pub attached: bool,
-    /// Why it is off.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The better hooks tried first, each with why it did not work here.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fell_back: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Stats {
-    /// Event lines written so far.
-    pub events: u64,
-    /// Events the kernel could not queue (ring buffer full), summed over CPUs.
-    pub lost: u64,
-    /// Events the kernel skipped because the same program was already running
-    /// on that CPU (an interrupt arriving mid-program); counted by the kernel.
-    pub missed: u64,
-    /// Records that could not be decoded (each also reported on stderr once).
-    pub undecodable: u64,
-    /// Sockets currently remembered for attribution.
-    pub sockets: usize,
-    /// FTP sessions begun so far, open now, and reported early because too
-    /// many were open at once.
-    pub sessions: u64,
-    pub sessions_open: usize,
-    pub sessions_evicted: u64,
-    #[serde(rename = "final")]
-    pub is_final: bool,
-}
-
-#[derive(Serialize)]
-struct EventLine<'a> {
-    #[serde(rename = "type")]
-    line_type: &'static str,
-    ts: &'a str,
-    #[serde(flatten)]
-    details: Details<'a>,
-    /// The end of the connection this host's socket is.
-    side: Side,
-    local_addr: String,
-    local_port: u16,
-    remote_addr: String,
-    remote_port: u16,
-    netns: Option<u32>,
-    pid: Option<u32>,
-    comm: Option<&'a str>,
-    socket: Option<u64>,
-    cpu: u32,
-    /// The FTP session and connection (`control`, `data:N`) once known.
-    session: Option<&'a str>,
-    conn: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Details<'a> {
-    State {
-        old_state: &'a str,
-        new_state: &'a str,
-    },
-    Retransmit {
-        state: &'a str,
-        syn: bool,
-        error: Option<String>,
-        segs: Option<u32>,
-    },
-    ResetSent {
-        reason: Option<&'a str>,
-        state: Option<&'a str>,
-    },
-    ResetReceived {
-        state: &'a str,
-    },
-    SocketError {
-        errno: String,
-        code: i32,
-    },
-    Destroy,
-    KeepaliveProbe {
-        probes_out: u8,
-    },
-    ZeroWindowProbe {
-        probes_out: u8,
-    },
-    Drop {
-        reason: Option<&'a str>,
-        direction: &'static str,
-        tcp_flags: String,
-        location: Option<&'a str>,
-    },
-    Ftp(FtpDetails<'a>),
-}
-
-#[derive(Serialize)]
-struct DataEndpoint {
-    addr: Option<String>,
-    port: u16,
-}
-
-impl<'a> Details<'a> {
-    /// The line's kind-specific fields; `None` for a kind that is never
-    /// printed (a raw control segment).
-    fn of(kind: &'a EventKind) -> Option<Self> {
-        Some(match kind {
-            EventKind::State { old, new } => Self::State {
-                old_state: old,
-                new_state: new,
-            },
-            EventKind::Retransmit {
-                state,
-                syn,
-                error,
-                segs,
-            } => Self::Retransmit {
-                state,
-                syn: *syn,
-                error: error.map(errno_name),
-                segs: *segs,
-            },
-            EventKind::ResetSent { reason, state } => Self::ResetSent {
-                reason: reason.as_deref(),
-                state: state.as_deref(),
-            },
-            EventKind::ResetReceived { state } => Self::ResetReceived { state },
-            EventKind::SocketError { errno } => Self::SocketError {
-                errno: errno_name(*errno),
-                code: *errno,
-            },
-            EventKind::Destroy => Self::Destroy,
-            EventKind::KeepaliveProbe { probes_out } => Self::KeepaliveProbe {
-                probes_out: *probes_out,
-            },
-            EventKind::ZeroWindowProbe { probes_out } => Self::ZeroWindowProbe {
-                probes_out: *probes_out,
-            },
-            EventKind::Drop {
-                reason,
-                outgoing,
-                tcp_flags,
-                location,
-            } => Self::Drop {
-                reason: reason.as_deref(),
-                direction: if *outgoing { "out" } else { "in" },
-                tcp_flags: tcp_flag_names(*tcp_flags),
-                location: location.as_deref(),
-            },
-            EventKind::Ftp { from, event } => {
-                let mut details = FtpDetails {
-                    from: from.as_str(),
-                    ..FtpDetails::default()
-                };
-                match event {
-                    ControlEvent::Command { verb, arg } => {
-                        details.command = Some(verb.as_str());
-                        details.arg = arg.as_deref();
-                    }
-                    ControlEvent::Reply { code, text } => {
-                        details.reply = Some(*code);
-                        details.text = Some(text);
-                    }
-                    ControlEvent::DataEndpoint { addr, port, .. } => {
-                        details.data_endpoint = Some(DataEndpoint {
-                            addr: addr.map(|a| a.to_canonical().to_string()),
-                            port: *port,
-                        });
-                    }
-                    ControlEvent::Encrypted => details.encrypted = true,
-                }
-                Self::Ftp(details)
-            }
-            EventKind::ControlSegment(_) | EventKind::ResetTtl { .. } => return None,
-        })
-    }
-}
-
-/// Every `ftp` line has every field, `null` where this line has none.
-#[derive(Default, Serialize)]
-struct FtpDetails<'a> {
-    from: &'static str,
-    command: Option<&'a str>,
-    arg: Option<&'a str>,
-    reply: Option<u16>,
-    text: Option<&'a str>,
-    data_endpoint: Option<DataEndpoint>,
-    encrypted: bool,
-}
-
-#[derive(Serialize)]
-struct Tagged<'a, T> {
-    #[serde(rename = "type")]
-    line_type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    schema: Option<u32>,
-    #[serde(flatten)]
-    body: &'a T,
 }
 
 impl Output {
@@ -288,34 +69,8 @@ impl Output {
                 body: start,
             })?,
             Format::Text => {
-                let attached = start.probes.iter().filter(|p| p.attached).count();
-                let passive = match start.ports.passive {
-                    Some([lo, hi]) => format!("passive data {lo}-{hi}"),
-                    None => "no passive range (--passive-ports)".into(),
-                };
-                let control: Vec<String> = start.ports.control.iter().map(u16::to_string).collect();
-                self.text(format_args!(
-                    "ftptrace {} on Linux {}: control ports {}, active data {}, {passive}; {attached}/{} probes attached",
-                    start.version,
-                    start.kernel,
-                    control.join(","),
-                    start.ports.active_data,
-                    start.probes.len()
-                ))?;
-                for probe in &start.probes {
-                    if !probe.attached {
-                        let reason = probe.reason.as_deref().unwrap_or("unknown reason");
-                        self.text(format_args!("  not attached: {} ({reason})", probe.name))?;
-                    } else if !probe.fell_back.is_empty() {
-                        // A ladder probe on a lesser rung: say which, and why.
-                        self.text(format_args!(
-                            "  {} via {} {} (not {})",
-                            probe.name,
-                            probe.hook,
-                            probe.target.as_deref().unwrap_or(""),
-                            probe.fell_back.join("; not ")
-                        ))?;
-                    }
+                for line in text::start(start) {
+                    self.text(&line)?;
                 }
             }
         }
@@ -354,26 +109,7 @@ impl Output {
                 session: place.map(|p| p.session.as_str()),
                 conn: place.map(|p| p.conn.label()),
             }),
-            Format::Text => {
-                let what = describe(&event.kind);
-                let owner = who
-                    .owner
-                    .as_ref()
-                    .map(|t| format!(" {}[{}]", t.comm, t.pid))
-                    .unwrap_or_default();
-                let netns = event
-                    .netns
-                    .map(|n| format!(" netns {n}"))
-                    .unwrap_or_default();
-                let side = side.as_str();
-                let place = place
-                    .map(|p| format!(" [{} {}]", p.session, p.conn.label()))
-                    .unwrap_or_default();
-                self.text(format_args!(
-                    "{ts} {side} {} <> {} {what}{owner}{netns}{place}",
-                    event.local, event.remote
-                ))
-            }
+            Format::Text => self.text(&text::event(ts, event, side, who, place)),
         }
     }
 
@@ -385,7 +121,7 @@ impl Output {
                 schema: None,
                 body: record,
             })?,
-            Format::Text => self.text(format_args!("{}", record.text()))?,
+            Format::Text => self.text(&text::session(record))?,
         }
         self.flush()
     }
@@ -397,21 +133,7 @@ impl Output {
                 schema: None,
                 body: stats,
             })?,
-            Format::Text => self.text(format_args!(
-                "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted",
-                if stats.is_final {
-                    "final stats"
-                } else {
-                    "stats"
-                },
-                stats.events,
-                stats.lost,
-                stats.missed,
-                stats.undecodable,
-                stats.sessions,
-                stats.sessions_open,
-                stats.sessions_evicted
-            ))?,
+            Format::Text => self.text(&text::stats(stats))?,
         }
         self.flush()
     }
@@ -428,115 +150,9 @@ impl Output {
         self.sink.write_all(b"\n").map_err(write_error)
     }
 
-    fn text(&mut self, line: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    fn text(&mut self, line: &str) -> anyhow::Result<()> {
         writeln!(self.sink, "{line}").map_err(write_error)
     }
-}
-
-/// What an event says, in words: the text format's line and a timeline entry.
-pub fn describe(kind: &EventKind) -> String {
-    match kind {
-        EventKind::State { old, new } => format!("state {old} -> {new}"),
-        EventKind::Retransmit {
-            state,
-            syn,
-            error,
-            segs,
-        } => format!(
-            "retransmit{}{} in {state}{}",
-            if *syn { " SYN" } else { "" },
-            segs.filter(|&n| n > 1)
-                .map(|n| format!(" ({n} segments)"))
-                .unwrap_or_default(),
-            error
-                .map(|e| format!(" failed: {}", errno_name(e)))
-                .unwrap_or_default()
-        ),
-        EventKind::ResetSent { reason, state } => format!(
-            "reset sent ({}){}",
-            reason.as_deref().unwrap_or("no reason given"),
-            state
-                .as_ref()
-                .map(|s| format!(" in {s}"))
-                .unwrap_or_else(|| " (no socket)".into())
-        ),
-        EventKind::ResetReceived { state } => format!("reset received in {state}"),
-        EventKind::SocketError { errno } => {
-            format!("socket error {}", errno_name(*errno))
-        }
-        EventKind::Destroy => "socket destroyed".into(),
-        EventKind::KeepaliveProbe { probes_out } => {
-            format!("keepalive probe, {probes_out} unanswered")
-        }
-        EventKind::ZeroWindowProbe { probes_out } => {
-            format!("zero-window probe, {probes_out} unanswered")
-        }
-        EventKind::Drop {
-            reason,
-            outgoing,
-            tcp_flags,
-            location,
-        } => format!(
-            "{} {} dropped ({}{})",
-            if *outgoing { "outgoing" } else { "incoming" },
-            tcp_flag_names(*tcp_flags),
-            reason.as_deref().unwrap_or("no reason given"),
-            location
-                .as_deref()
-                .map(|l| format!(" in {l}"))
-                .unwrap_or_default()
-        ),
-        EventKind::Ftp { from, event } => ftp_text(*from, event),
-        EventKind::ControlSegment(segment) => {
-            format!("control segment, {} bytes", segment.payload_len)
-        }
-        EventKind::ResetTtl { ttl, usual_ttl } => match usual_ttl {
-            Some(usual) => {
-                format!("reset arrived with TTL {ttl} (the connection's other packets: {usual})")
-            }
-            None => format!("reset arrived with TTL {ttl}"),
-        },
-    }
-}
-
-/// `ftp client: RETR file`, `ftp server: 226 Transfer complete`. The peer
-/// chose these bytes: control characters are escaped so they cannot drive
-/// the terminal.
-fn ftp_text(from: ftp_control::Side, event: &ControlEvent) -> String {
-    let said = match event {
-        ControlEvent::Command { verb, arg } => match arg {
-            Some(arg) => format!("{} {}", verb.as_str(), printable(arg)),
-            None => verb.as_str().to_owned(),
-        },
-        ControlEvent::Reply { code, text } => format!("{code} {}", printable(text)),
-        ControlEvent::DataEndpoint {
-            addr: Some(addr),
-            port,
-            ..
-        } => format!(
-            "data endpoint {}",
-            std::net::SocketAddr::new(addr.to_canonical(), *port)
-        ),
-        ControlEvent::DataEndpoint {
-            addr: None, port, ..
-        } => format!("data endpoint port {port}"),
-        ControlEvent::Encrypted => "now encrypted (TLS)".to_owned(),
-    };
-    format!("ftp {}: {said}", from.as_str())
-}
-
-/// The text with control characters escaped, so a peer cannot drive the terminal.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
 }
 
 fn write_error(error: io::Error) -> anyhow::Error {
@@ -552,7 +168,12 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::event::Task;
+    use crate::{
+        event::{EventKind, Task},
+        ftp::{self, ControlEvent},
+        kernel::probes::ProbeStatus,
+        output::lines::PortsLine,
+    };
 
     struct ClosedPipe;
 
@@ -565,14 +186,17 @@ mod tests {
         }
     }
 
+    /// What a full disk answers (errno 28).
+    const ENOSPC: i32 = 28;
+
     struct Full;
 
     impl Write for Full {
         fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            Err(io::Error::from_raw_os_error(ENOSPC))
         }
         fn flush(&mut self) -> io::Result<()> {
-            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            Err(io::Error::from_raw_os_error(ENOSPC))
         }
     }
 
@@ -698,7 +322,7 @@ mod tests {
         );
     }
 
-    fn ftp_event(from: ftp_control::Side, event: ControlEvent) -> KernelEvent {
+    fn ftp_event(from: ftp::Side, event: ControlEvent) -> KernelEvent {
         KernelEvent {
             boot_ns: 1,
             cpu: 0,
@@ -731,7 +355,7 @@ mod tests {
     }
 
     fn samples() -> Vec<KernelEvent> {
-        use ftp_control::{Side::Client, Side::Server, Verb};
+        use ftp::{Side::Client, Side::Server, Verb};
         vec![
             ftp_event(
                 Client,
@@ -839,7 +463,7 @@ mod tests {
 
     #[test]
     fn a_raw_control_segment_is_never_printed() {
-        let mut event = ftp_event(ftp_control::Side::Client, ControlEvent::Encrypted);
+        let mut event = ftp_event(ftp::Side::Client, ControlEvent::Encrypted);
         event.kind = EventKind::ControlSegment(crate::event::Segment {
             cookie: 1,
             outgoing: false,

@@ -4,13 +4,11 @@
 
 use std::net::SocketAddr;
 
+use super::{Session, Sessions};
 use crate::{
-    connection_close::ending,
-    disconnect_cause::diagnose,
     event::{EventKind, KernelEvent, Payload, Segment, Task},
-    ftp_control::{ControlEvent, Side, Verb},
+    ftp::{ControlEvent, Side, Verb},
     ports::PortSet,
-    session::{Session, Sessions},
 };
 
 /// Network namespaces of the two ends.
@@ -32,20 +30,6 @@ pub struct Script {
     now_ns: u64,
     next_sock: u64,
     seq: [u32; 2],
-}
-
-fn index(end: Side) -> usize {
-    match end {
-        Side::Client => 0,
-        Side::Server => 1,
-    }
-}
-
-fn other(end: Side) -> Side {
-    match end {
-        Side::Client => Side::Server,
-        Side::Server => Side::Client,
-    }
 }
 
 impl Script {
@@ -156,10 +140,10 @@ impl Script {
     /// A payload segment from `from`, captured at `at` (only counted: the
     /// parser's words come as `Ftp` events).
     pub fn segment(&mut self, link: &Link, from: Side, at: Side, len: u32) {
-        let seq = &mut self.seq[index(from)];
+        let seq = &mut self.seq[from.index()];
         *seq = seq.wrapping_add(len);
         let kind = EventKind::ControlSegment(Segment {
-            cookie: link.cookie * 2 + index(at) as u64,
+            cookie: link.cookie * 2 + at.index() as u64,
             outgoing: from == at,
             seq: *seq,
             payload_len: len,
@@ -171,7 +155,7 @@ impl Script {
 
     /// An orderly close: `closer` sends the first FIN.
     pub fn fin(&mut self, link: &Link, closer: Side) {
-        let peer = other(closer);
+        let peer = closer.other();
         self.emit(link, closer, state("ESTABLISHED", "FIN_WAIT1"));
         self.emit(link, peer, state("ESTABLISHED", "CLOSE_WAIT"));
         self.after_ms(1);
@@ -195,7 +179,7 @@ impl Script {
         self.emit(link, sender, state("ESTABLISHED", "CLOSE"));
         self.destroy(link, sender);
         self.after_ms(1);
-        self.received_reset(link, other(sender));
+        self.received_reset(link, sender.other());
     }
 
     /// `receiver` accepts a reset (from whoever sent it).
@@ -264,7 +248,7 @@ impl Script {
                 Side::Server => remote = SocketAddr::new(unspecified(remote), 0),
             }
         }
-        self.push(at, Some(link.socks[index(at)]), local, remote, kind);
+        self.push(at, Some(link.socks[at.index()]), local, remote, kind);
     }
 
     fn push(
@@ -330,29 +314,6 @@ pub fn sessions_of(events: &[KernelEvent], end_ns: u64) -> Vec<Session> {
     ended.extend(sessions.tick(end_ns + 60_000_000_000));
     ended.extend(sessions.drain());
     ended
-}
-
-/// `cause cause_conn | close/closed_by, ...` of each session.
-pub fn verdicts(events: &[KernelEvent], end_ns: u64) -> Vec<String> {
-    sessions_of(events, end_ns)
-        .iter()
-        .map(|s| {
-            let d = diagnose(s);
-            let closes: Vec<String> = s
-                .conns()
-                .map(|c| {
-                    let e = ending(c);
-                    format!("{}/{}", e.close.as_str(), e.closed_by.as_str())
-                })
-                .collect();
-            format!(
-                "{} {} | {}",
-                d.cause.map_or("none", |c| c.as_str()),
-                d.cause_conn.map_or("-".into(), |c| c.label()),
-                closes.join(", ")
-            )
-        })
-        .collect()
 }
 
 fn ends(link: &Link, at: Side) -> (SocketAddr, SocketAddr) {

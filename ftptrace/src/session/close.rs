@@ -1,11 +1,8 @@
 //! How one connection of a session ended, and who ended it, from what each
 //! end on this host saw.
 
-use crate::{
-    event::is_bare_syn,
-    ftp_control::Side,
-    session::{Conn, View, other},
-};
+use super::model::{Conn, View};
+use crate::{event::is_bare_syn, ftp::Side};
 
 /// `ETIMEDOUT`, `ECONNREFUSED`.
 const ETIMEDOUT: i32 = 110;
@@ -109,7 +106,7 @@ pub fn ending(conn: &Conn) -> Ending {
             consider(ns, Close::Fin, ClosedBy::of(*end));
         }
         if let Some(ns) = view.fin_received_ns {
-            consider(ns, Close::Fin, ClosedBy::of(other(*end)));
+            consider(ns, Close::Fin, ClosedBy::of(end.other()));
         }
         if let Some((ns, _)) = view.resets_sent.first() {
             consider(*ns, Close::Reset, ClosedBy::of(*end));
@@ -130,7 +127,7 @@ pub fn ending(conn: &Conn) -> Ending {
 /// TTL than the peer's packets (from another distance), else the peer (the
 /// best guess either way, and the evidence says so).
 pub fn reset_sender(conn: &Conn, receiver: Side) -> ClosedBy {
-    let sender = other(receiver);
+    let sender = receiver.other();
     match conn.view(sender) {
         Some(view) if view.had_socket => {
             if view.resets_sent.is_empty() && view.resets_sent_without_socket == 0 {

@@ -2,82 +2,15 @@
 //! when ftptrace stops), with its disconnect timeline and cause. The JSON
 //! shape is part of the contract in docs/json-lines.md.
 
-use serde::Serialize;
-
+use super::lines::{ConnRecord, Endpoint, SessionRecord, TimelineEntry};
 use crate::{
-    connection_close::ending,
-    disconnect_cause::{Diagnosis, diagnose},
-    ftp_control::Side,
-    output::{describe, printable},
-    session::{Conn, LinkedBy, Session},
+    ftp::Side,
+    session::{
+        cause::{Diagnosis, diagnose},
+        close::ending,
+        model::{Conn, ConnId, LinkedBy, Session},
+    },
 };
-
-#[derive(Debug, Serialize)]
-pub struct SessionRecord {
-    pub id: String,
-    pub start: String,
-    pub end: String,
-    /// `closed`, or `open` for a session still open when ftptrace stopped.
-    pub state: &'static str,
-    pub seeded: bool,
-    /// What ftptrace cannot know about a seeded session.
-    pub unknown: Vec<String>,
-    /// Why this record came early: `capacity` when too many sessions were open.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub evicted: Option<&'static str>,
-    pub client: Endpoint,
-    pub server: Endpoint,
-    pub seen_from: Vec<&'static str>,
-    pub user: Option<String>,
-    pub commands: Vec<String>,
-    pub replies: Vec<String>,
-    pub encrypted: bool,
-    pub control: ConnRecord,
-    pub data: Vec<ConnRecord>,
-    /// Data connections beyond the 256 kept per session (not linked).
-    pub data_unlinked: u64,
-    pub timeline: Vec<TimelineEntry>,
-    /// Timeline entries left out between the first and the last ones kept.
-    pub timeline_omitted: u64,
-    pub cause: Option<&'static str>,
-    pub cause_conn: Option<String>,
-    pub evidence: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Endpoint {
-    pub addr: String,
-    pub port: u16,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ConnRecord {
-    pub conn: String,
-    pub client: Endpoint,
-    pub server: Endpoint,
-    pub start: String,
-    pub end: String,
-    pub close: &'static str,
-    pub closed_by: &'static str,
-    /// `announcement` (227/229/PORT/EPRT) or `heuristic` (TLS channel).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub linked_by: Option<&'static str>,
-    pub established: bool,
-    /// Retransmitted segments (SYNs apart), both ends on this host summed.
-    pub retransmits: u32,
-    pub syn_retransmits: u32,
-    pub seen_from: Vec<&'static str>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TimelineEntry {
-    pub ts: String,
-    pub offset_ms: u64,
-    pub conn: String,
-    /// The end whose kernel reported it.
-    pub side: &'static str,
-    pub what: String,
-}
 
 impl SessionRecord {
     /// `ts` turns boot-time nanoseconds into RFC 3339.
@@ -114,7 +47,7 @@ impl SessionRecord {
                     offset_ms: session.offset_ms(e.ns),
                     conn: e.conn.label(),
                     side: Side::as_str(e.seen_at),
-                    what: describe(&e.kind),
+                    what: e.kind.to_string(),
                 })
                 .collect(),
             timeline_omitted: session.timeline.omitted,
@@ -122,60 +55,6 @@ impl SessionRecord {
             cause_conn: cause_conn.map(|c| c.label()),
             evidence,
         }
-    }
-
-    /// The record for a person: a header, the timeline, the verdict.
-    pub fn text(&self) -> String {
-        use std::fmt::Write;
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "== session {} {}:{} -> {}:{} user {} ({}{}): {}{}",
-            self.id,
-            self.client.addr,
-            self.client.port,
-            self.server.addr,
-            self.server.port,
-            self.user.as_deref().unwrap_or("?"),
-            self.state,
-            if self.seeded { ", seeded" } else { "" },
-            self.cause.unwrap_or("no cause yet"),
-            self.cause_conn
-                .as_deref()
-                .map(|c| format!(" on {c}"))
-                .unwrap_or_default()
-        );
-        for conn in std::iter::once(&self.control).chain(&self.data) {
-            let _ = writeln!(
-                out,
-                "   {} {}:{} -> {}:{} closed {} by {}",
-                conn.conn,
-                conn.client.addr,
-                conn.client.port,
-                conn.server.addr,
-                conn.server.port,
-                conn.close,
-                conn.closed_by
-            );
-        }
-        for (i, entry) in self.timeline.iter().enumerate() {
-            if self.timeline_omitted > 0 && i == crate::session::TIMELINE_HEAD {
-                let _ = writeln!(out, "   ... {} entries left out", self.timeline_omitted);
-            }
-            let _ = writeln!(
-                out,
-                "   +{:>7} ms {:<7} {:<6} {}",
-                entry.offset_ms,
-                entry.conn,
-                entry.side,
-                printable(&entry.what)
-            );
-        }
-        for line in &self.evidence {
-            let _ = writeln!(out, "   evidence: {}", printable(line));
-        }
-        out.pop();
-        out
     }
 }
 
@@ -190,7 +69,7 @@ fn conn_record(conn: &Conn, ts: &dyn Fn(u64) -> String) -> ConnRecord {
         close: ending.close.as_str(),
         closed_by: ending.closed_by.as_str(),
         linked_by: match (conn.id, conn.linked_by) {
-            (crate::session::ConnId::Control, _) => None,
+            (ConnId::Control, _) => None,
             (_, LinkedBy::Announcement) => Some("announcement"),
             (_, LinkedBy::Heuristic) => Some("heuristic"),
         },
@@ -239,8 +118,8 @@ fn endpoint(addr: std::net::SocketAddr) -> Endpoint {
 mod tests {
     use super::*;
     use crate::{
-        ftp_control::{Side::*, Verb},
-        session_script::{Script, sessions_of},
+        ftp::{Side::*, Verb},
+        session::script::{Script, sessions_of},
     };
 
     fn record() -> SessionRecord {
@@ -353,9 +232,26 @@ mod tests {
         );
     }
 
+    /// Events lost while a session was open are said in its record.
+    #[test]
+    fn a_session_open_while_events_were_lost_says_so() {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        let mut sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
+        sessions[0].events_lost = 5;
+        let record = SessionRecord::new(&sessions[0], false, &|ns| ns.to_string());
+        assert_eq!(
+            record.unknown,
+            [
+                "whether any of the 5 kernel event(s) lost while it was open (stats: lost, missed) were its own"
+            ]
+        );
+    }
+
     #[test]
     fn the_text_record_escapes_what_the_peer_sent() {
-        let text = record().text();
+        let text = crate::output::text::session(&record());
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with(

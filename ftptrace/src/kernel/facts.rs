@@ -7,9 +7,10 @@ use std::path::Path;
 
 use ftptrace_common::{KernelOffsets, NO_FIELD, ProbeSettings, TimerHooks};
 
-use crate::{
+use super::{
     btf::Btf,
-    kernel_names::KernelNames,
+    kallsyms,
+    names::KernelNames,
     probes::{PROBES, Probe},
     tracepoint_format::TracepointFormat,
 };
@@ -96,7 +97,7 @@ impl KernelFacts {
             format_of("kfree_skb"),
             &resolve,
         );
-        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let kallsyms = std::fs::read_to_string(kallsyms::PATH).unwrap_or_default();
         let error_report_tracepoint = match tracefs
             .join("events/sock/inet_sk_error_report/format")
             .exists()
@@ -212,15 +213,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
 /// fallback. Symbol addresses come from /proc/kallsyms (root sees them
 /// unless kernel.kptr_restrict is 2).
 pub fn timer_hooks(btf: &Btf, kallsyms: &str) -> Result<TimerHooks, String> {
-    let symbol = |name: &str| {
-        kallsyms.lines().find_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (addr, _kind, sym) = (fields.next()?, fields.next()?, fields.next()?);
-            (sym == name)
-                .then(|| u64::from_str_radix(addr, 16).ok())
-                .flatten()
-        })
-    };
+    let symbol = |name: &str| kallsyms::address_of(kallsyms, name);
     let keepalive_fn =
         symbol("tcp_keepalive_timer").ok_or("/proc/kallsyms has no tcp_keepalive_timer")?;
     let write_timer_fn =
@@ -285,7 +278,7 @@ mod tests {
     #[test]
     fn hidden_symbol_addresses_disable_the_timer_fallback() {
         let hidden = "0000000000000000 t tcp_keepalive_timer\n0000000000000000 t tcp_write_timer\n";
-        let btf = Btf::parse(&crate::btf::tests::Builder::new().build()).unwrap();
+        let btf = Btf::parse(&crate::kernel::btf::tests::Builder::new().build()).unwrap();
         assert_eq!(
             timer_hooks(&btf, hidden),
             Err("the kernel hides symbol addresses (kernel.kptr_restrict)".into())
@@ -312,7 +305,7 @@ mod tests {
         assert_eq!(probes_out_usable(&offsets), Ok(()));
         let (keepalive, window) = probe_mibs(&Btf::parse(&data).unwrap()).unwrap();
         assert_ne!(keepalive, window);
-        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let kallsyms = std::fs::read_to_string(kallsyms::PATH).unwrap_or_default();
         if kallsyms
             .lines()
             .any(|l| l.ends_with(" tcp_keepalive_timer") && !l.starts_with("0000000000000000"))

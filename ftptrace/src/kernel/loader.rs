@@ -15,13 +15,13 @@ use ftptrace_common::{KernelOffsets, ProbeSettings, TimerHooks, maps};
 
 use std::{cell::OnceCell, fs::File, os::fd::AsFd as _, path::PathBuf};
 
-use crate::{
+use super::{
+    facts::{KernelFacts, error_at_close_usable, error_report_usable, probes_out_usable},
     hook_ladder::{self, FORCE_HOOK_ENV, Observes, Rung, Tier},
-    kernel_facts::{KernelFacts, error_at_close_usable, error_report_usable, probes_out_usable},
-    output::ProbeStatus,
-    ports::PortSet,
+    probes::ProbeStatus,
     prog_stats,
 };
+use crate::ports::PortSet;
 
 /// The eBPF object built by build.rs from `ftptrace-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ftptrace"));

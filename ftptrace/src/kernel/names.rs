@@ -2,7 +2,7 @@
 //! kernel's tracepoint print formats, with BTF resolving the constants some
 //! kernels leave unresolved there.
 
-use crate::tracepoint_format::{SymbolTable, TracepointFormat};
+use crate::kernel::tracepoint_format::{SymbolTable, TracepointFormat};
 
 /// Kernel enum names, read from the running kernel.
 #[derive(Clone, Debug, Default)]
@@ -97,32 +97,10 @@ fn linux_tcp_states() -> SymbolTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::probes::PROBES;
-
-    pub(crate) fn testdata_format(
-        kernel: &str,
-        category: &str,
-        event: &str,
-    ) -> Option<TracepointFormat> {
-        let path = format!(
-            "{}/testdata/tracepoint-formats/{kernel}/{category}/{event}.format",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(path).ok()?;
-        Some(TracepointFormat::parse(&text).expect("test data parses"))
-    }
-
-    pub(crate) fn kernels() -> Vec<String> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tracepoint-formats");
-        let mut kernels: Vec<String> = std::fs::read_dir(dir)
-            .expect("testdata dir")
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        kernels.sort();
-        kernels
-    }
+    use crate::kernel::{
+        probes::PROBES,
+        tracepoint_format::tests::{kernels, testdata_format},
+    };
 
     /// Every recorded kernel gives TCP state names, and reset reason names
     /// exactly where its `tcp_send_reset` has a `reason` argument.

@@ -3,6 +3,7 @@
 //! process is in: their sessions are seeded, so a session that began before
 //! the tracer still gets a record.
 
+use crate::event::OpenConnection;
 use std::{
     collections::HashSet,
     fs::File,
@@ -11,16 +12,6 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     os::unix::fs::MetadataExt,
 };
-
-/// One open connection, from one end's point of view.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OpenConnection {
-    pub netns: u32,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// Kernel TCP state number (`TCP_ESTABLISHED` is 1).
-    pub state: u8,
-}
 
 /// sock_diag's message type and the inet_diag request/response layouts
 /// (linux/sock_diag.h, linux/inet_diag.h).

@@ -41,6 +41,12 @@ impl WallClock {
     }
 }
 
+/// `CLOCK_BOOTTIME` now, in nanoseconds: the clock of the kernel's records.
+pub fn boot_ns() -> anyhow::Result<u64> {
+    let now = clock_gettime(ClockId::CLOCK_BOOTTIME)?;
+    Ok(u64::try_from(now.tv_sec())? * 1_000_000_000 + u64::try_from(now.tv_nsec())?)
+}
+
 pub fn rfc3339_from_unix_ns(unix_ns: i128) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000);
     let nanos = unix_ns.rem_euclid(1_000_000_000);

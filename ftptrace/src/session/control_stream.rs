@@ -12,7 +12,7 @@ use std::{collections::HashMap, ops::Range};
 
 use crate::{
     event::{EventKind, Segment},
-    ftp_control::{ControlEvent, ControlParser, Side, mask_unkept},
+    ftp::{ControlEvent, ControlParser, Side, mask_unkept},
 };
 
 /// Control connections followed at once; past it the least recently active
@@ -187,7 +187,7 @@ fn feed_in_order(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::Payload, ftp_control::Verb};
+    use crate::{event::Payload, ftp::Verb};
 
     const PASSWORD: &str = "Tr0ub4dor&3";
 

@@ -3,8 +3,9 @@
 //! The others climb a hook ladder (`hook_ladder`).
 
 use ftptrace_common::ProbeId;
+use serde::{Deserialize, Serialize};
 
-use crate::tracepoint_format::TracepointFormat;
+use crate::kernel::tracepoint_format::TracepointFormat;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Probe {
@@ -63,10 +64,31 @@ pub const PROBES: [Probe; 7] = [
     },
 ];
 
+/// What became of a probe on this kernel: the hook it attached with, or
+/// why it is off (the start line and `ftptrace check` list these).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProbeStatus {
+    /// `category:event` for a tracepoint probe, the event kind for a probe
+    /// with a hook ladder.
+    pub name: String,
+    /// `raw_tracepoint`, `fentry`, `kprobe`, `timer`, `cgroup_skb`, or `off`.
+    pub hook: String,
+    /// What the hook is attached to: a tracepoint, a kernel function, a cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub attached: bool,
+    /// Why it is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The better hooks tried first, each with why it did not work here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fell_back: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel_names::tests::testdata_format;
+    use crate::kernel::tracepoint_format::tests::testdata_format;
 
     #[test]
     fn the_6_18_variants_read_err_and_reason() {

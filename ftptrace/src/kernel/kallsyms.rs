@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+pub const PATH: &str = "/proc/kallsyms";
+
 /// Addresses remembered at most; past it, lookups still work, uncached.
 const CACHE_LIMIT: usize = 4096;
 
@@ -27,7 +29,7 @@ enum Source {
 
 impl KernelSymbols {
     pub fn from_proc() -> Self {
-        Self::with_source(Source::File("/proc/kallsyms"))
+        Self::with_source(Source::File(PATH))
     }
 
     pub fn from_text(text: impl Into<String>) -> Self {
@@ -85,27 +87,35 @@ impl KernelSymbols {
     }
 }
 
+/// The lines of a kallsyms text: address, symbol type, name. Lines that
+/// do not parse are skipped.
+pub fn symbols(kallsyms: &str) -> impl Iterator<Item = (u64, &str, &str)> {
+    kallsyms.lines().filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
+        Some((u64::from_str_radix(start, 16).ok()?, kind, name))
+    })
+}
+
+/// The address of symbol `name` (0 when kernel.kptr_restrict hides it).
+pub fn address_of(kallsyms: &str, name: &str) -> Option<u64> {
+    symbols(kallsyms).find_map(|(addr, _, symbol)| (symbol == name).then_some(addr))
+}
+
 /// The text symbol with the highest address at or below `addr` (kallsyms is
 /// not sorted across modules, so every line is looked at).
 fn containing(kallsyms: &str, addr: u64) -> Option<String> {
-    let mut best: Option<(u64, &str)> = None;
-    for line in kallsyms.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(start), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        if !matches!(kind, "t" | "T") {
-            continue;
-        }
-        let Ok(start) = u64::from_str_radix(start, 16) else {
-            continue;
-        };
-        if start != 0 && start <= addr && best.is_none_or(|(b, _)| start > b) {
-            best = Some((start, name));
-        }
-    }
-    best.map(|(_, name)| name.to_owned())
+    symbols(kallsyms)
+        .filter(|&(start, kind, _)| matches!(kind, "t" | "T") && start != 0 && start <= addr)
+        // The first of several at one address (an alias comes later).
+        .fold(
+            None,
+            |best: Option<(u64, &str)>, (start, _, name)| match best {
+                Some((b, _)) if start <= b => best,
+                _ => Some((start, name)),
+            },
+        )
+        .map(|(_, name)| name.to_owned())
 }
 
 #[cfg(test)]

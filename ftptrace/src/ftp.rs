@@ -37,6 +37,22 @@ impl Side {
             Self::Server => "server",
         }
     }
+
+    /// The peer's role.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Client => Self::Server,
+            Self::Server => Self::Client,
+        }
+    }
+
+    /// 0 for the client, 1 for the server: the index of per-end pairs.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Client => 0,
+            Self::Server => 1,
+        }
+    }
 }
 
 /// A command verb. The ones named matter for explaining disconnects; any

@@ -1,31 +1,30 @@
-//! FTP sessions: one control connection plus the data connections its
-//! `227`/`229`/`PORT`/`EPRT` announced, assembled from the kernel's events.
+//! Files kernel events into sessions: one control connection plus the data
+//! connections its `227`/`229`/`PORT`/`EPRT` announced.
 //!
 //! A connection is the same whichever end of it is on this host: both ends
 //! are merged on the 4-tuple (a lab, or a host that is client and server,
 //! sees each connection twice, once per network namespace), and each end's
-//! events are kept apart as that end's [`View`]. What the views add up to
+//! events are kept apart as that end's [`View`](super::model::View). What the views add up to
 //! (how a connection closed, who closed it, why the session ended) is
-//! decided in [`crate::connection_close`] and [`crate::disconnect_cause`].
+//! decided in [`super::close`] and [`super::cause`].
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
 };
 
+use super::model::{
+    Conn, ConnId, Entry, Expectation, LinkedBy, Placement, PortUpdate, Session, Timeline,
+};
 use crate::{
-    event::{EventKind, KernelEvent, is_bare_syn},
-    ftp_control::{ControlEvent, Side, Verb},
+    event::{EventKind, KernelEvent, OpenConnection, Task, is_bare_syn},
+    ftp::{ControlEvent, Side, Verb},
     ports::PortSet,
 };
 
 /// Sessions followed at once; past it the one quiet longest is evicted
 /// (counted, never silently).
 pub const MAX_OPEN_SESSIONS: usize = 4096;
-/// Timeline entries kept from a session's start, and again from its end:
-/// a long session keeps how it began and how it ended.
-pub const TIMELINE_HEAD: usize = 100;
-pub const TIMELINE_TAIL: usize = 100;
 /// Commands and replies listed per session.
 pub const MAX_LISTED: usize = 200;
 /// Data connections kept per session; later ones are counted, not linked.
@@ -47,280 +46,6 @@ const MAX_PENDING_SOCKETS: usize = 4096;
 /// Socket-less events kept for a connection that may start just after them.
 const MAX_ORPHANS: usize = 256;
 const ORPHAN_TTL_NS: u64 = 1_000_000_000;
-
-/// Which connection of a session: the control connection or data:N (from 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConnId {
-    Control,
-    Data(usize),
-}
-
-impl ConnId {
-    pub fn label(self) -> String {
-        match self {
-            Self::Control => "control".into(),
-            Self::Data(n) => format!("data:{n}"),
-        }
-    }
-}
-
-/// How a data connection was tied to its session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkedBy {
-    /// A `227`/`229`/`PORT`/`EPRT` announced its endpoint.
-    Announcement,
-    /// The control channel was unreadable (TLS): same client address, a data
-    /// port, the most recently active session.
-    Heuristic,
-}
-
-/// One end's account of a connection: what its socket did.
-#[derive(Clone, Debug, Default)]
-pub struct View {
-    /// The end had a socket (else only socket-less packets were seen: drops,
-    /// resets for a port nobody listens on).
-    pub had_socket: bool,
-    pub first_ns: u64,
-    pub last_ns: u64,
-    pub syn_sent: bool,
-    pub established_ns: Option<u64>,
-    /// This end sent the first FIN (ESTABLISHED → FIN_WAIT1).
-    pub fin_sent_ns: Option<u64>,
-    /// The peer's FIN arrived first (ESTABLISHED → CLOSE_WAIT).
-    pub fin_received_ns: Option<u64>,
-    pub resets_sent: Vec<(u64, Option<String>)>,
-    /// Resets this end's socket sent for a segment after it was gone.
-    pub resets_sent_without_socket: u32,
-    pub resets_received: Vec<(u64, String)>,
-    /// The TTL of the first reset that arrived, and of the connection's last
-    /// other arriving packet (when known): the hint to who sent it when the
-    /// peer's end is not on this host.
-    pub reset_ttl: Option<(u8, Option<u8>)>,
-    pub errors: Vec<(u64, i32)>,
-    pub retransmits: u32,
-    pub syn_retransmits: u32,
-    /// Retransmits after this end closed (its FIN): not data lost.
-    pub closing_retransmits: u32,
-    pub keepalive_probes: u32,
-    pub zero_window_probes: u32,
-    /// Dropped packets: (when, reason, flags, where).
-    pub drops: Vec<(u64, Option<String>, u8, Option<String>)>,
-    pub closed_ns: Option<u64>,
-    pub destroyed: bool,
-}
-
-impl View {
-    /// Nothing more will happen on this end.
-    pub fn is_done(&self) -> bool {
-        !self.had_socket || self.closed_ns.is_some() || self.destroyed
-    }
-}
-
-/// A TCP connection of a session, with what each end on this host saw.
-#[derive(Clone, Debug)]
-pub struct Conn {
-    pub id: ConnId,
-    /// The FTP client's end and the FTP server's end.
-    pub client: SocketAddr,
-    pub server: SocketAddr,
-    pub linked_by: LinkedBy,
-    pub first_ns: u64,
-    pub last_ns: u64,
-    /// `[client's end, server's end]`.
-    pub views: [Option<View>; 2],
-    /// The kernel's expectation for this connection's port is held while it lives.
-    pub holds_port: Option<u16>,
-}
-
-impl Conn {
-    fn new(id: ConnId, client: SocketAddr, server: SocketAddr, ns: u64, by: LinkedBy) -> Self {
-        Self {
-            id,
-            client,
-            server,
-            linked_by: by,
-            first_ns: ns,
-            last_ns: ns,
-            views: [None, None],
-            holds_port: None,
-        }
-    }
-
-    pub fn view(&self, end: Side) -> Option<&View> {
-        self.views[end_index(end)].as_ref()
-    }
-
-    fn view_mut(&mut self, end: Side, ns: u64) -> &mut View {
-        self.views[end_index(end)].get_or_insert_with(|| View {
-            first_ns: ns,
-            last_ns: ns,
-            ..View::default()
-        })
-    }
-
-    /// Every end seen is done (and at least one was seen).
-    pub fn is_done(&self) -> bool {
-        self.views.iter().flatten().all(View::is_done) && self.views.iter().any(Option::is_some)
-    }
-
-    pub fn seen(&self) -> impl Iterator<Item = (Side, &View)> {
-        [Side::Client, Side::Server]
-            .into_iter()
-            .filter_map(|end| self.view(end).map(|v| (end, v)))
-    }
-
-    /// Either end reached ESTABLISHED.
-    pub fn established(&self) -> bool {
-        self.seen().any(|(_, v)| v.established_ns.is_some())
-    }
-}
-
-fn end_index(end: Side) -> usize {
-    match end {
-        Side::Client => 0,
-        Side::Server => 1,
-    }
-}
-
-/// A data endpoint announced on the control channel, waiting for its connection.
-#[derive(Clone, Debug)]
-pub struct Expectation {
-    pub announced_by: Side,
-    /// `None` for `229`: the control connection's server address.
-    pub addr: Option<IpAddr>,
-    pub port: u16,
-    pub at_ns: u64,
-    /// The connection that used it.
-    pub used_by: Option<ConnId>,
-}
-
-/// One line of a session's disconnect timeline.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub ns: u64,
-    pub conn: ConnId,
-    /// The end whose kernel reported it.
-    pub seen_at: Side,
-    pub kind: EventKind,
-}
-
-/// A session's timeline: its first and its last entries, with how many in
-/// between were left out.
-#[derive(Clone, Debug, Default)]
-pub struct Timeline {
-    pub head: Vec<Entry>,
-    pub tail: VecDeque<Entry>,
-    pub omitted: u64,
-}
-
-impl Timeline {
-    /// Adds an entry in time order: one end's events can arrive after the
-    /// other's (held back until its socket's 4-tuple was known).
-    fn push(&mut self, entry: Entry) {
-        if self.head.len() < TIMELINE_HEAD {
-            let at = self.head.partition_point(|e| e.ns <= entry.ns);
-            self.head.insert(at, entry);
-            return;
-        }
-        if self.tail.len() == TIMELINE_TAIL {
-            self.tail.pop_front();
-            self.omitted += 1;
-        }
-        let at = self.tail.partition_point(|e| e.ns <= entry.ns);
-        self.tail.insert(at, entry);
-    }
-
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.head.iter().chain(self.tail.iter())
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Session {
-    pub id: String,
-    pub start_ns: u64,
-    pub last_ns: u64,
-    pub seeded: bool,
-    pub control: Conn,
-    pub data: Vec<Conn>,
-    pub user: Option<String>,
-    pub commands: Vec<String>,
-    pub replies: Vec<u16>,
-    /// Commands and replies beyond [`MAX_LISTED`].
-    pub unlisted: u64,
-    /// Data connections beyond [`MAX_DATA_CONNS`], not linked.
-    pub data_unlinked: u64,
-    pub quit_ns: Option<u64>,
-    /// `150`/`125` without a closing reply yet.
-    pub transfer_open: bool,
-    /// When the channel turned to TLS (`234`, or port 990 from the start).
-    pub encrypted_ns: Option<u64>,
-    /// Control segments carrying payload after encryption, by sender
-    /// `[client, server]`: a TLS handshake that failed stops early.
-    pub encrypted_segments: [u32; 2],
-    pub expectations: Vec<Expectation>,
-    pub timeline: Timeline,
-    /// Any `ftp` event was seen: the channel is readable.
-    pub control_readable: bool,
-    /// Kernel events lost (ring buffer full) or skipped (recursion) on the
-    /// host while this session was open: any of them may have been its own.
-    pub events_lost: u64,
-}
-
-impl Session {
-    pub fn conn(&self, id: ConnId) -> &Conn {
-        match id {
-            ConnId::Control => &self.control,
-            ConnId::Data(n) => &self.data[n - 1],
-        }
-    }
-
-    fn conn_mut(&mut self, id: ConnId) -> &mut Conn {
-        match id {
-            ConnId::Control => &mut self.control,
-            ConnId::Data(n) => &mut self.data[n - 1],
-        }
-    }
-
-    pub fn conns(&self) -> impl Iterator<Item = &Conn> {
-        std::iter::once(&self.control).chain(self.data.iter())
-    }
-
-    /// Ends of the control connection seen on this host.
-    pub fn seen_from(&self) -> Vec<Side> {
-        self.control.seen().map(|(end, _)| end).collect()
-    }
-
-    pub fn is_done(&self) -> bool {
-        self.control.is_done() && self.data.iter().all(Conn::is_done)
-    }
-
-    /// The offset of `ns` from the session's start, in milliseconds.
-    pub fn offset_ms(&self, ns: u64) -> u64 {
-        ns.saturating_sub(self.start_ns) / 1_000_000
-    }
-
-    fn encrypted(&self) -> bool {
-        self.encrypted_ns.is_some()
-    }
-}
-
-/// Where an event landed: its session and connection, and which end of it
-/// this host's socket is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Placement {
-    pub session: String,
-    pub conn: ConnId,
-    pub end: Side,
-}
-
-/// A change for the kernel's port map: trace (or stop tracing) a data port
-/// that an announcement made expected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortUpdate {
-    pub port: u16,
-    pub expected: bool,
-}
 
 /// Every session being followed.
 #[derive(Debug)]
@@ -386,12 +111,7 @@ impl Sessions {
     /// Seeds the session of a control connection that was open before
     /// tracing began (from sock_diag): its start, user and earlier words are
     /// unknown. Returns whether it was a control connection.
-    pub fn seed(
-        &mut self,
-        open: &crate::socket_inventory::OpenConnection,
-        now_ns: u64,
-        out: &mut Vec<Session>,
-    ) -> bool {
+    pub fn seed(&mut self, open: &OpenConnection, now_ns: u64, out: &mut Vec<Session>) -> bool {
         let (client, server, end) = if self.ports.control.contains(&open.local.port()) {
             (open.remote, open.local, Side::Server)
         } else if self.ports.control.contains(&open.remote.port()) {
@@ -405,7 +125,7 @@ impl Sessions {
                 let event = KernelEvent {
                     boot_ns: now_ns,
                     cpu: 0,
-                    current: crate::event::Task {
+                    current: Task {
                         pid: 0,
                         comm: String::new(),
                     },
@@ -833,8 +553,8 @@ impl Sessions {
         if end == Side::Client && server_end_seen(&session.control) {
             return;
         }
-        let from = if outgoing { end } else { other(end) };
-        session.encrypted_segments[end_index(from)] += 1;
+        let from = if outgoing { end } else { end.other() };
+        session.encrypted_segments[from.index()] += 1;
     }
 
     fn record(&mut self, sid: &str, conn_id: ConnId, end: Side, event: &KernelEvent) {
@@ -1063,13 +783,6 @@ fn end_of(event: &KernelEvent, client: SocketAddr, server: SocketAddr) -> Side {
     }
 }
 
-pub fn other(end: Side) -> Side {
-    match end {
-        Side::Client => Side::Server,
-        Side::Server => Side::Client,
-    }
-}
-
 /// The event begins a connection: a socket entering SYN_SENT or SYN_RECV,
 /// or a SYN dropped before any socket saw it.
 fn opens(event: &KernelEvent) -> bool {
@@ -1094,9 +807,10 @@ fn full_tuple(event: &KernelEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::model::{TIMELINE_HEAD, TIMELINE_TAIL};
     use crate::{
-        ftp_control::Side::{Client, Server},
-        session_script::{Script, sessions_of},
+        ftp::Side::{Client, Server},
+        session::script::{Script, sessions_of},
     };
 
     const BOTH: &[Side] = &[Client, Server];
@@ -1225,14 +939,6 @@ mod tests {
         ended.sort_by_key(|s| s.control.client.port());
         let lost: Vec<u64> = ended.iter().map(|s| s.events_lost).collect();
         assert_eq!(lost, [5, 2]);
-        let record =
-            crate::session_record::SessionRecord::new(&ended[0], false, &|ns| ns.to_string());
-        assert_eq!(
-            record.unknown,
-            [
-                "whether any of the 5 kernel event(s) lost while it was open (stats: lost, missed) were its own"
-            ]
-        );
     }
 
     #[test]

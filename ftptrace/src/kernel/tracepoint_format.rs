@@ -186,11 +186,36 @@ fn parse_field(line: &str) -> Option<Field> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    pub(crate) fn testdata_format(
+        kernel: &str,
+        category: &str,
+        event: &str,
+    ) -> Option<TracepointFormat> {
+        let path = format!(
+            "{}/testdata/tracepoint-formats/{kernel}/{category}/{event}.format",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(TracepointFormat::parse(&text).expect("test data parses"))
+    }
+
+    pub(crate) fn kernels() -> Vec<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tracepoint-formats");
+        let mut kernels: Vec<String> = std::fs::read_dir(dir)
+            .expect("testdata dir")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        kernels.sort();
+        kernels
+    }
+
     const SEND_RESET_6_18: &str =
-        include_str!("../testdata/tracepoint-formats/6.18/tcp/tcp_send_reset.format");
+        include_str!("../../testdata/tracepoint-formats/6.18/tcp/tcp_send_reset.format");
 
     #[test]
     fn parses_fields_and_skips_the_common_header() {

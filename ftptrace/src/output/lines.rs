@@ -1,0 +1,287 @@
+//! The JSON lines contract (docs/json-lines.md), every line type in one
+//! place: `start`, `event` (with one set of fields per kind), `session`
+//! and `stats`. A change here is a change of the contract. (A probe's
+//! entry in the start line is the kernel room's [`ProbeStatus`].)
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    event::{EventKind, errno_name, tcp_flag_names},
+    ftp::{ControlEvent, Side},
+    kernel::probes::ProbeStatus,
+};
+
+/// Version of the JSON lines contract; bumped only for incompatible changes.
+pub const SCHEMA: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Start {
+    pub version: String,
+    pub kernel: String,
+    pub ports: PortsLine,
+    pub probes: Vec<ProbeStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortsLine {
+    pub control: Vec<u16>,
+    pub active_data: u16,
+    /// `[lo, hi]`, or null when passive data connections are not traced.
+    pub passive: Option<[u16; 2]>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Stats {
+    /// Event lines written so far.
+    pub events: u64,
+    /// Events the kernel could not queue (ring buffer full), summed over CPUs.
+    pub lost: u64,
+    /// Events the kernel skipped because the same program was already running
+    /// on that CPU (an interrupt arriving mid-program); counted by the kernel.
+    pub missed: u64,
+    /// Records that could not be decoded (each also reported on stderr once).
+    pub undecodable: u64,
+    /// Sockets currently remembered for attribution.
+    pub sockets: usize,
+    /// FTP sessions begun so far, open now, and reported early because too
+    /// many were open at once.
+    pub sessions: u64,
+    pub sessions_open: usize,
+    pub sessions_evicted: u64,
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+#[derive(Serialize)]
+pub struct EventLine<'a> {
+    #[serde(rename = "type")]
+    pub line_type: &'static str,
+    pub ts: &'a str,
+    #[serde(flatten)]
+    pub details: Details<'a>,
+    /// The end of the connection this host's socket is.
+    pub side: Side,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub remote_addr: String,
+    pub remote_port: u16,
+    pub netns: Option<u32>,
+    pub pid: Option<u32>,
+    pub comm: Option<&'a str>,
+    pub socket: Option<u64>,
+    pub cpu: u32,
+    /// The FTP session and connection (`control`, `data:N`) once known.
+    pub session: Option<&'a str>,
+    pub conn: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Details<'a> {
+    State {
+        old_state: &'a str,
+        new_state: &'a str,
+    },
+    Retransmit {
+        state: &'a str,
+        syn: bool,
+        error: Option<String>,
+        segs: Option<u32>,
+    },
+    ResetSent {
+        reason: Option<&'a str>,
+        state: Option<&'a str>,
+    },
+    ResetReceived {
+        state: &'a str,
+    },
+    SocketError {
+        errno: String,
+        code: i32,
+    },
+    Destroy,
+    KeepaliveProbe {
+        probes_out: u8,
+    },
+    ZeroWindowProbe {
+        probes_out: u8,
+    },
+    Drop {
+        reason: Option<&'a str>,
+        direction: &'static str,
+        tcp_flags: String,
+        location: Option<&'a str>,
+    },
+    Ftp(FtpDetails<'a>),
+}
+
+#[derive(Serialize)]
+pub struct DataEndpoint {
+    pub addr: Option<String>,
+    pub port: u16,
+}
+
+impl<'a> Details<'a> {
+    /// The line's kind-specific fields; `None` for a kind that is never
+    /// printed (a raw control segment).
+    pub fn of(kind: &'a EventKind) -> Option<Self> {
+        Some(match kind {
+            EventKind::State { old, new } => Self::State {
+                old_state: old,
+                new_state: new,
+            },
+            EventKind::Retransmit {
+                state,
+                syn,
+                error,
+                segs,
+            } => Self::Retransmit {
+                state,
+                syn: *syn,
+                error: error.map(errno_name),
+                segs: *segs,
+            },
+            EventKind::ResetSent { reason, state } => Self::ResetSent {
+                reason: reason.as_deref(),
+                state: state.as_deref(),
+            },
+            EventKind::ResetReceived { state } => Self::ResetReceived { state },
+            EventKind::SocketError { errno } => Self::SocketError {
+                errno: errno_name(*errno),
+                code: *errno,
+            },
+            EventKind::Destroy => Self::Destroy,
+            EventKind::KeepaliveProbe { probes_out } => Self::KeepaliveProbe {
+                probes_out: *probes_out,
+            },
+            EventKind::ZeroWindowProbe { probes_out } => Self::ZeroWindowProbe {
+                probes_out: *probes_out,
+            },
+            EventKind::Drop {
+                reason,
+                outgoing,
+                tcp_flags,
+                location,
+            } => Self::Drop {
+                reason: reason.as_deref(),
+                direction: if *outgoing { "out" } else { "in" },
+                tcp_flags: tcp_flag_names(*tcp_flags),
+                location: location.as_deref(),
+            },
+            EventKind::Ftp { from, event } => {
+                let mut details = FtpDetails {
+                    from: from.as_str(),
+                    ..FtpDetails::default()
+                };
+                match event {
+                    ControlEvent::Command { verb, arg } => {
+                        details.command = Some(verb.as_str());
+                        details.arg = arg.as_deref();
+                    }
+                    ControlEvent::Reply { code, text } => {
+                        details.reply = Some(*code);
+                        details.text = Some(text);
+                    }
+                    ControlEvent::DataEndpoint { addr, port, .. } => {
+                        details.data_endpoint = Some(DataEndpoint {
+                            addr: addr.map(|a| a.to_canonical().to_string()),
+                            port: *port,
+                        });
+                    }
+                    ControlEvent::Encrypted => details.encrypted = true,
+                }
+                Self::Ftp(details)
+            }
+            EventKind::ControlSegment(_) | EventKind::ResetTtl { .. } => return None,
+        })
+    }
+}
+
+/// Every `ftp` line has every field, `null` where this line has none.
+#[derive(Default, Serialize)]
+pub struct FtpDetails<'a> {
+    pub from: &'static str,
+    pub command: Option<&'a str>,
+    pub arg: Option<&'a str>,
+    pub reply: Option<u16>,
+    pub text: Option<&'a str>,
+    pub data_endpoint: Option<DataEndpoint>,
+    pub encrypted: bool,
+}
+
+#[derive(Serialize)]
+pub struct Tagged<'a, T> {
+    #[serde(rename = "type")]
+    pub line_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<u32>,
+    #[serde(flatten)]
+    pub body: &'a T,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub start: String,
+    pub end: String,
+    /// `closed`, or `open` for a session still open when ftptrace stopped.
+    pub state: &'static str,
+    pub seeded: bool,
+    /// What ftptrace cannot know about a seeded session.
+    pub unknown: Vec<String>,
+    /// Why this record came early: `capacity` when too many sessions were open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<&'static str>,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub seen_from: Vec<&'static str>,
+    pub user: Option<String>,
+    pub commands: Vec<String>,
+    pub replies: Vec<String>,
+    pub encrypted: bool,
+    pub control: ConnRecord,
+    pub data: Vec<ConnRecord>,
+    /// Data connections beyond the 256 kept per session (not linked).
+    pub data_unlinked: u64,
+    pub timeline: Vec<TimelineEntry>,
+    /// Timeline entries left out between the first and the last ones kept.
+    pub timeline_omitted: u64,
+    pub cause: Option<&'static str>,
+    pub cause_conn: Option<String>,
+    pub evidence: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    pub addr: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConnRecord {
+    pub conn: String,
+    pub client: Endpoint,
+    pub server: Endpoint,
+    pub start: String,
+    pub end: String,
+    pub close: &'static str,
+    pub closed_by: &'static str,
+    /// `announcement` (227/229/PORT/EPRT) or `heuristic` (TLS channel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linked_by: Option<&'static str>,
+    pub established: bool,
+    /// Retransmitted segments (SYNs apart), both ends on this host summed.
+    pub retransmits: u32,
+    pub syn_retransmits: u32,
+    pub seen_from: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineEntry {
+    pub ts: String,
+    pub offset_ms: u64,
+    pub conn: String,
+    /// The end whose kernel reported it.
+    pub side: &'static str,
+    pub what: String,
+}

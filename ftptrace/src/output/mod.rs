@@ -1,0 +1,12 @@
+//! What ftptrace prints: the JSON lines contract ([`lines`], one file to
+//! read top to bottom, documented in docs/json-lines.md), the session line
+//! built from a session ([`session_line`]), the text a person reads
+//! ([`text`]) and the writer that prints either ([`writer`]).
+
+pub mod lines;
+pub mod session_line;
+pub mod text;
+pub mod writer;
+
+pub use lines::{PortsLine, SCHEMA, SessionRecord, Start, Stats};
+pub use writer::{Format, Output, OutputClosed};

@@ -1,0 +1,150 @@
+//! The text a person reads at a terminal: one line per event, a block per
+//! session with its timeline and verdict, the start and stats lines. Every
+//! value that came from the network or from a process goes through
+//! [`printable`].
+
+use std::fmt::Write as _;
+
+use super::lines::{SessionRecord, Start, Stats};
+use crate::{
+    event::KernelEvent,
+    ftp::Side,
+    printable::printable,
+    session::{Placement, attribution::Attribution, model::TIMELINE_HEAD},
+};
+
+/// The start line, and a line for each probe off or on a lesser rung.
+pub fn start(start: &Start) -> Vec<String> {
+    let attached = start.probes.iter().filter(|p| p.attached).count();
+    let passive = match start.ports.passive {
+        Some([lo, hi]) => format!("passive data {lo}-{hi}"),
+        None => "no passive range (--passive-ports)".into(),
+    };
+    let control: Vec<String> = start.ports.control.iter().map(u16::to_string).collect();
+    let mut lines = vec![format!(
+        "ftptrace {} on Linux {}: control ports {}, active data {}, {passive}; {attached}/{} probes attached",
+        start.version,
+        start.kernel,
+        control.join(","),
+        start.ports.active_data,
+        start.probes.len()
+    )];
+    for probe in &start.probes {
+        if !probe.attached {
+            let reason = probe.reason.as_deref().unwrap_or("unknown reason");
+            lines.push(format!("  not attached: {} ({reason})", probe.name));
+        } else if !probe.fell_back.is_empty() {
+            // A ladder probe on a lesser rung: say which, and why.
+            lines.push(format!(
+                "  {} via {} {} (not {})",
+                probe.name,
+                probe.hook,
+                probe.target.as_deref().unwrap_or(""),
+                probe.fell_back.join("; not ")
+            ));
+        }
+    }
+    lines
+}
+
+/// `ts side local <> remote what owner netns [session conn]`.
+pub fn event(
+    ts: &str,
+    event: &KernelEvent,
+    side: Side,
+    who: &Attribution,
+    place: Option<&Placement>,
+) -> String {
+    let owner = who
+        .owner
+        .as_ref()
+        .map(|t| format!(" {}[{}]", t.comm, t.pid))
+        .unwrap_or_default();
+    let netns = event
+        .netns
+        .map(|n| format!(" netns {n}"))
+        .unwrap_or_default();
+    let place = place
+        .map(|p| format!(" [{} {}]", p.session, p.conn.label()))
+        .unwrap_or_default();
+    format!(
+        "{ts} {} {} <> {} {}{owner}{netns}{place}",
+        side.as_str(),
+        event.local,
+        event.remote,
+        event.kind
+    )
+}
+
+/// A session for a person: a header, its connections, the timeline, the
+/// verdict.
+pub fn session(record: &SessionRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "== session {} {}:{} -> {}:{} user {} ({}{}): {}{}",
+        record.id,
+        record.client.addr,
+        record.client.port,
+        record.server.addr,
+        record.server.port,
+        record.user.as_deref().unwrap_or("?"),
+        record.state,
+        if record.seeded { ", seeded" } else { "" },
+        record.cause.unwrap_or("no cause yet"),
+        record
+            .cause_conn
+            .as_deref()
+            .map(|c| format!(" on {c}"))
+            .unwrap_or_default()
+    );
+    for conn in std::iter::once(&record.control).chain(&record.data) {
+        let _ = writeln!(
+            out,
+            "   {} {}:{} -> {}:{} closed {} by {}",
+            conn.conn,
+            conn.client.addr,
+            conn.client.port,
+            conn.server.addr,
+            conn.server.port,
+            conn.close,
+            conn.closed_by
+        );
+    }
+    for (i, entry) in record.timeline.iter().enumerate() {
+        if record.timeline_omitted > 0 && i == TIMELINE_HEAD {
+            let _ = writeln!(out, "   ... {} entries left out", record.timeline_omitted);
+        }
+        let _ = writeln!(
+            out,
+            "   +{:>7} ms {:<7} {:<6} {}",
+            entry.offset_ms,
+            entry.conn,
+            entry.side,
+            printable(&entry.what)
+        );
+    }
+    for line in &record.evidence {
+        let _ = writeln!(out, "   evidence: {}", printable(line));
+    }
+    out.pop();
+    out
+}
+
+pub fn stats(stats: &Stats) -> String {
+    format!(
+        "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted",
+        if stats.is_final {
+            "final stats"
+        } else {
+            "stats"
+        },
+        stats.events,
+        stats.lost,
+        stats.missed,
+        stats.undecodable,
+        stats.sessions,
+        stats.sessions_open,
+        stats.sessions_evicted
+    )
+}

@@ -1,0 +1,18 @@
+//! FTP sessions from kernel events: the model ([`model`]), the tracker
+//! that files events into it ([`tracker`]), the control stream of each
+//! connection in TCP order ([`control_stream`]), who owns a socket
+//! ([`attribution`]), how each connection closed ([`close`]) and why a
+//! session ended ([`cause`]). Plain Rust, tested from hand-built event
+//! streams ([`script`]); it never imports `kernel` or `output`.
+
+pub mod attribution;
+pub mod cause;
+pub mod close;
+pub mod control_stream;
+pub mod model;
+#[cfg(test)]
+pub mod script;
+pub mod tracker;
+
+pub use model::{ConnId, Placement, PortUpdate, Session};
+pub use tracker::Sessions;
