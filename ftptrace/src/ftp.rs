@@ -659,6 +659,8 @@ fn leading_number(bytes: &[u8], max_digits: usize) -> Option<(u32, &[u8])> {
 
 #[cfg(test)]
 mod tests {
+    use ftptrace_common::{CONTROL_CAPTURE_BYTES, ftp_bytes};
+
     use super::*;
     use Side::{Client, Server};
 
@@ -1043,6 +1045,99 @@ mod tests {
         assert_line_buffers_zeroed(&parser);
         assert_no_password(&parser, &[]);
         assert_eq!(parser.junk(), 1);
+    }
+
+    /// What the kernel copies of a segment: its first bytes in a fixed array.
+    fn kernel_bytes(segment: &[u8]) -> ([u8; CONTROL_CAPTURE_BYTES], u32) {
+        let mut d = [0u8; CONTROL_CAPTURE_BYTES];
+        let n = segment.len().min(CONTROL_CAPTURE_BYTES);
+        d[..n].copy_from_slice(&segment[..n]);
+        (d, n as u32)
+    }
+
+    /// The port the kernel marks for a segment (0: none).
+    fn kernel_port(segment: &[u8]) -> u32 {
+        let (d, captured) = kernel_bytes(segment);
+        match ftp_bytes::announcement(&d, captured) {
+            Some(pairs) => ftp_bytes::announced_port(&d, captured, pairs),
+            None => 0,
+        }
+    }
+
+    /// The 227/229 forms servers send (vsftpd, proftpd, pure-ftpd, FileZilla
+    /// Server, IIS, wu-ftpd and RFC 2428's example): the kernel marks the
+    /// port the parser announces, before the client can connect.
+    #[test]
+    fn the_kernel_reads_the_announced_port_as_the_parser_does() {
+        for reply in [
+            "227 Entering Passive Mode (192,0,2,1,117,50).",
+            "227 Entering Passive Mode (192,0,2,1,117,50)",
+            "227 Entering Passive Mode 192,0,2,1,117,50",
+            "227 Entering passive mode (192,0,2,1,4,1)",
+            "227 =192,0,2,1,255,255",
+            "227 Passive (10,0,0,1,0,21).",
+            "229 Entering Extended Passive Mode (|||30008|)",
+            "229 Extended Passive mode OK (|||6446|)",
+            "229 Entering Extended Passive Mode (!!!21!)",
+            "229 EPSV ok (|||65535|)",
+        ] {
+            let segment = format!("{reply}\r\n");
+            let (events, junk) = parse(Server, segment.as_bytes());
+            assert_eq!(junk, 0, "{reply}");
+            let Some(ControlEvent::DataEndpoint { port, .. }) = events.get(1) else {
+                panic!("the parser announces nothing in {reply}: {events:?}");
+            };
+            assert_eq!(kernel_port(segment.as_bytes()), u32::from(*port), "{reply}");
+        }
+        // Not an announcement the kernel acts on: a command, another
+        // reply, a multi-line 227's first line.
+        for segment in [
+            "PASV\r\n",
+            "226 Transfer complete (1,2,3,4,5,6)\r\n",
+            "227-Entering Passive Mode\r\n",
+            "229\r\n",
+        ] {
+            assert_eq!(kernel_port(segment.as_bytes()), 0, "{segment:?}");
+        }
+    }
+
+    /// Whatever the kernel masks, the parser reads the same lines from it:
+    /// a `PASS`/`ACCT` argument is never kept anyway, and nothing else is
+    /// touched; the secret itself is gone from the bytes.
+    #[test]
+    fn the_kernel_mask_changes_nothing_the_parser_reads() {
+        let mut rng = Rng(0xD1B5_4A32_D192_ED03);
+        let starts: [&[u8]; 6] = [
+            b"PASS ",
+            b"pass ",
+            b"AcCt ",
+            b"PASS",
+            b"PASSWORD ",
+            b"USER ",
+        ];
+        for n in 0..5_000 {
+            let start = starts[n % starts.len()];
+            let mut segment = start.to_vec();
+            let secret: Vec<u8> = (0..rng.below(40)).map(|_| rng.byte()).collect();
+            segment.extend_from_slice(&secret);
+            segment.extend_from_slice(b"\r\nNOOP\r\n");
+            let (mut d, captured) = kernel_bytes(&segment);
+            let masked = ftp_bytes::mask_secret(&mut d, captured);
+            let after = &d[..captured as usize];
+            assert_eq!(parse(Client, after), parse(Client, &segment), "{segment:?}");
+            let is_secret = segment[4] == b' '
+                && matches!(&segment[..4].to_ascii_lowercase()[..], b"pass" | b"acct");
+            assert_eq!(masked, is_secret, "{segment:?}");
+            if masked {
+                let line_end = after.iter().position(|&b| b == b'\r' || b == b'\n');
+                assert!(
+                    after[5..line_end.unwrap()].iter().all(|&b| b == b'*'),
+                    "{after:?}"
+                );
+            } else {
+                assert_eq!(after, &segment[..], "untouched");
+            }
+        }
     }
 
     /// xorshift64: deterministic randomness without a crate.

@@ -1,22 +1,24 @@
 //! Ring buffer bytes → [`KernelEvent`], with the running kernel's enum
-//! names. Every read is bounds-checked: a malformed record is an error to
-//! count, never a panic.
+//! names. Records are read through the shared `repr(C)` types of
+//! `ftptrace_common::wire` after their length is checked: a malformed
+//! record is an error to count, never a panic.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    borrow::Cow,
+    mem::offset_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    ops::Range,
+};
 
 use ftptrace_common::{
-    CONTROL_CAPTURE_BYTES, ControlRecord, ControlSegment, Event, EventHeader, ProbeId, SockRecord,
-    WIRE_VERSION, direction, record_flags, segment_flags,
+    AF_INET, AF_INET6, CONTROL_CAPTURE_BYTES, ControlRecord, ControlSegment, Endpoints, Event,
+    EventHeader, ProbeId, WIRE_VERSION, direction, record_flags, segment_flags,
 };
 
 use crate::{
     event::{EventKind, KernelEvent, Payload, Segment, Task},
     kernel::{kallsyms::KernelSymbols, names::KernelNames},
 };
-
-const AF_INET: u16 = libc::AF_INET as u16;
-const AF_INET6: u16 = libc::AF_INET6 as u16;
-const HEADER_SIZE: usize = size_of::<EventHeader>();
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -64,64 +66,85 @@ impl Decoder {
     }
 
     pub fn decode(&mut self, bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+        let header: EventHeader = read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
         if bytes.len() < size_of::<Event>() {
             return Err(DecodeError::Short(bytes.len()));
         }
-        let version = u16_at(bytes, 0);
-        if version != WIRE_VERSION {
-            return Err(DecodeError::Version(version));
+        if header.version != WIRE_VERSION {
+            return Err(DecodeError::Version(header.version));
         }
-        let raw_probe = u16_at(bytes, 2);
         let probe =
-            ProbeId::try_from(raw_probe).map_err(|_| DecodeError::UnknownProbe(raw_probe))?;
-        // The probe says the layout; the length must match it.
-        let expected = match probe {
-            ProbeId::ControlSegment => size_of::<ControlRecord>(),
-            _ => size_of::<Event>(),
+            ProbeId::try_from(header.probe).map_err(|_| DecodeError::UnknownProbe(header.probe))?;
+        let size_error = |expected| DecodeError::Size {
+            probe,
+            len: bytes.len(),
+            expected,
         };
-        if bytes.len() < expected {
-            return Err(DecodeError::Size {
-                probe,
-                len: bytes.len(),
-                expected,
-            });
-        }
-        let pid_tgid = u64_at(bytes, 16);
-        let comm = &bytes[24..40];
-        let comm_len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-        let netns = u32_at(bytes, 40);
-        let r = &bytes[HEADER_SIZE..];
-
-        let sk = u64_at(r, 0);
-        let arg1 = u64_at(r, 8) as i64;
-        let arg2 = u64_at(r, 16) as i64;
-        let family = u16_at(r, 24);
-        let state = self.names.state_name(i64::from(r[26]));
-        let flags = r[27];
-        let has_arg = flags & record_flags::HAS_ARG != 0;
-        let (local_ip, remote_ip): (IpAddr, IpAddr) = match family {
-            AF_INET => (ipv4(&r[32..36]).into(), ipv4(&r[36..40]).into()),
-            AF_INET6 => (ipv6(&r[40..56]).into(), ipv6(&r[56..72]).into()),
-            family => return Err(DecodeError::Family { probe, family }),
-        };
-
-        let kind = match probe {
-            ProbeId::ControlSegment if r[74] & segment_flags::RESET_TTL != 0 => {
+        let (sk, ends, kind) = if probe == ProbeId::ControlSegment {
+            let record: ControlRecord =
+                read(bytes).ok_or(size_error(size_of::<ControlRecord>()))?;
+            let segment = record.segment;
+            let kind = if segment.flags & segment_flags::RESET_TTL != 0 {
                 EventKind::ResetTtl {
-                    ttl: r[75],
-                    usual_ttl: (r[76] != 0).then_some(r[76]),
+                    ttl: segment.ttl,
+                    usual_ttl: (segment.usual_ttl != 0).then_some(segment.usual_ttl),
                 }
-            }
-            ProbeId::ControlSegment => EventKind::ControlSegment(control_segment(r)?),
+            } else {
+                EventKind::ControlSegment(control_segment(&segment)?)
+            };
+            (segment.sk, segment.ends, kind)
+        } else {
+            let record = read::<Event>(bytes)
+                .ok_or(size_error(size_of::<Event>()))?
+                .record;
+            let kind = self.socket_event(probe, &record);
+            // A drop record carries the freeing code's address where a
+            // socket record has the socket's.
+            let sk = if probe == ProbeId::KfreeSkb {
+                0
+            } else {
+                record.sk
+            };
+            (sk, record.ends, kind)
+        };
+        let (local, remote) = addresses(&ends).ok_or(DecodeError::Family {
+            probe,
+            family: ends.family,
+        })?;
+        let comm_len = header
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(header.comm.len());
+        Ok(KernelEvent {
+            boot_ns: header.boot_ns,
+            cpu: header.cpu,
+            current: Task {
+                pid: (header.pid_tgid >> 32) as u32,
+                comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
+            },
+            netns: (header.netns != 0).then_some(header.netns),
+            sock: (sk != 0).then_some(sk),
+            local,
+            remote,
+            kind,
+        })
+    }
+
+    /// What a socket record of `probe` says.
+    fn socket_event(&mut self, probe: ProbeId, r: &ftptrace_common::SockRecord) -> EventKind {
+        let state = self.names.state_name(i64::from(r.state));
+        let has_arg = r.flags & record_flags::HAS_ARG != 0;
+        match probe {
             ProbeId::InetSockSetState => EventKind::State {
-                old: self.names.state_name(arg1),
-                new: self.names.state_name(arg2),
+                old: self.names.state_name(r.arg1),
+                new: self.names.state_name(r.arg2),
             },
             ProbeId::TcpRetransmitSkb => EventKind::Retransmit {
                 syn: matches!(state.as_str(), "SYN_SENT" | "SYN_RECV"),
                 state,
-                error: (has_arg && arg1 != 0).then_some(arg1 as i32),
-                segs: u32::try_from(arg2).ok().filter(|&segs| segs != 0),
+                error: (has_arg && r.arg1 != 0).then_some(r.arg1 as i32),
+                segs: u32::try_from(r.arg2).ok().filter(|&segs| segs != 0),
             },
             // Sent for a request socket, which is NEW_SYN_RECV to the
             // kernel and SYN_RECV to everyone else.
@@ -133,78 +156,93 @@ impl Decoder {
             },
             ProbeId::TcpSendReset => EventKind::ResetSent {
                 reason: if has_arg {
-                    self.names.reset_reason(arg1)
+                    self.names.reset_reason(r.arg1)
                 } else {
                     None
                 },
-                state: (flags & record_flags::NO_SOCKET == 0).then_some(state),
+                state: (r.flags & record_flags::NO_SOCKET == 0).then_some(state),
             },
             ProbeId::TcpReceiveReset => EventKind::ResetReceived { state },
             ProbeId::TcpDestroySock => EventKind::Destroy,
-            ProbeId::InetSkErrorReport => EventKind::SocketError { errno: arg1 as i32 },
+            ProbeId::InetSkErrorReport => EventKind::SocketError {
+                errno: r.arg1 as i32,
+            },
             ProbeId::KeepaliveProbe => EventKind::KeepaliveProbe {
-                probes_out: arg1 as u8,
+                probes_out: r.arg1 as u8,
             },
             ProbeId::ZeroWindowProbe => EventKind::ZeroWindowProbe {
-                probes_out: arg1 as u8,
+                probes_out: r.arg1 as u8,
             },
             ProbeId::KfreeSkb => EventKind::Drop {
                 reason: if has_arg {
-                    self.names.drop_reason(arg1)
+                    self.names.drop_reason(r.arg1)
                 } else {
                     None
                 },
-                outgoing: arg2 == 1,
-                tcp_flags: r[26],
-                location: self.symbols.function(sk),
+                outgoing: r.arg2 == 1,
+                tcp_flags: r.state,
+                location: self.symbols.function(r.sk),
             },
-        };
-        // A drop record carries the freeing code's address where a socket
-        // record has the socket's.
-        let sk = if probe == ProbeId::KfreeSkb { 0 } else { sk };
-        Ok(KernelEvent {
-            boot_ns: u64_at(bytes, 8),
-            cpu: u32_at(bytes, 4),
-            current: Task {
-                pid: (pid_tgid >> 32) as u32,
-                comm: String::from_utf8_lossy(&comm[..comm_len]).into_owned(),
-            },
-            netns: (netns != 0).then_some(netns),
-            sock: (sk != 0).then_some(sk),
-            local: canonical(SocketAddr::new(local_ip, u16_at(r, 28))),
-            remote: canonical(SocketAddr::new(remote_ip, u16_at(r, 30))),
-            kind,
-        })
+            // Read as a control record by the caller.
+            ProbeId::ControlSegment => EventKind::Destroy,
+        }
     }
 }
 
-/// The part of a control segment record that a socket record lacks; `r`
-/// starts at the segment and is long enough (checked by the caller).
-fn control_segment(r: &[u8]) -> Result<Segment, DecodeError> {
-    let payload_len = u32_at(r, 20);
-    let captured = usize::from(u16_at(r, 72));
-    if captured > CONTROL_CAPTURE_BYTES || captured as u64 > u64::from(payload_len) {
+/// A `T` from the start of `bytes`, if they are long enough. `T` is one of
+/// the wire types, valid for any bit pattern (`aya::Pod`).
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: the length is checked; `T: Pod` is plain old data valid for
+    // any bytes; the read is unaligned-safe.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// The part of a control segment record that a socket record lacks.
+fn control_segment(segment: &ControlSegment) -> Result<Segment, DecodeError> {
+    let captured = usize::from(segment.captured_len);
+    if captured > CONTROL_CAPTURE_BYTES || captured as u64 > u64::from(segment.payload_len) {
         return Err(DecodeError::Captured {
             captured,
-            payload: payload_len,
+            payload: segment.payload_len,
         });
     }
-    let tcp_flags = r[27];
     // A SYN's payload (TCP Fast Open) starts one past its sequence number.
-    let seq = u32_at(r, 16).wrapping_add(u32::from(tcp_flags & TCP_SYN != 0));
+    let seq = segment
+        .seq
+        .wrapping_add(u32::from(segment.tcp_flags & TCP_SYN != 0));
     Ok(Segment {
-        cookie: u64_at(r, 8),
-        outgoing: r[26] == direction::EGRESS,
+        cookie: segment.cookie,
+        outgoing: segment.direction == direction::EGRESS,
         seq,
-        payload_len,
-        redacted: r[74] & segment_flags::REDACTED != 0,
-        payload: Payload::new(&r[DATA_AT..DATA_AT + captured]),
+        payload_len: segment.payload_len,
+        redacted: segment.flags & segment_flags::REDACTED != 0,
+        payload: Payload::new(&segment.data[..captured]),
     })
 }
 
+/// The local and remote socket addresses; IPv4-mapped IPv6
+/// (`::ffff:192.0.2.1`, a dual-stack socket talking IPv4) is IPv4.
+fn addresses(ends: &Endpoints) -> Option<(SocketAddr, SocketAddr)> {
+    let ip = |addr: &[u8; 16]| -> Option<IpAddr> {
+        match ends.family {
+            AF_INET => Some(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into()),
+            AF_INET6 => Some(Ipv6Addr::from(*addr).to_canonical()),
+            _ => None,
+        }
+    };
+    Some((
+        SocketAddr::new(ip(&ends.local_addr)?, ends.local_port),
+        SocketAddr::new(ip(&ends.remote_addr)?, ends.remote_port),
+    ))
+}
+
 const TCP_SYN: u8 = 0x02;
-const DATA_AT: usize = std::mem::offset_of!(ControlSegment, data);
-const SEGMENT_DATA_AT: usize = HEADER_SIZE + DATA_AT;
+const SEGMENT_AT: usize = offset_of!(ControlRecord, segment);
+const CAPTURED_LEN_AT: usize = SEGMENT_AT + offset_of!(ControlSegment, captured_len);
+const SEGMENT_DATA_AT: usize = SEGMENT_AT + offset_of!(ControlSegment, data);
 
 /// The bytes of a record that say something: a control record's unused
 /// payload space is left out (a recording keeps only these). A record
@@ -227,103 +265,40 @@ pub fn put_control_payload(bytes: &mut [u8], payload: &[u8]) {
 }
 
 /// Where a well-formed control record's captured payload lies.
-fn control_payload_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+fn control_payload_range(bytes: &[u8]) -> Option<Range<usize>> {
+    let header: EventHeader = read(bytes)?;
     if bytes.len() < size_of::<ControlRecord>()
-        || u16_at(bytes, 0) != WIRE_VERSION
-        || u16_at(bytes, 2) != ProbeId::ControlSegment as u16
+        || header.version != WIRE_VERSION
+        || header.probe != ProbeId::ControlSegment as u16
     {
         return None;
     }
-    let captured = usize::from(u16_at(bytes, HEADER_SIZE + 72)).min(CONTROL_CAPTURE_BYTES);
-    Some(SEGMENT_DATA_AT..SEGMENT_DATA_AT + captured)
+    let captured = bytes.get(CAPTURED_LEN_AT..CAPTURED_LEN_AT + 2)?;
+    let captured = usize::from(u16::from_ne_bytes([captured[0], captured[1]]));
+    Some(SEGMENT_DATA_AT..SEGMENT_DATA_AT + captured.min(CONTROL_CAPTURE_BYTES))
 }
 
 /// A record cut to [`used_len`], made whole again for [`Decoder::decode`].
-pub fn unused_restored(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+pub fn unused_restored(bytes: &[u8]) -> Cow<'_, [u8]> {
     let full = size_of::<ControlRecord>();
-    if bytes.len() >= SEGMENT_DATA_AT
-        && bytes.len() < full
-        && u16_at(bytes, 2) == ProbeId::ControlSegment as u16
-    {
+    let is_control =
+        read::<EventHeader>(bytes).is_some_and(|h| h.probe == ProbeId::ControlSegment as u16);
+    if is_control && bytes.len() >= SEGMENT_DATA_AT && bytes.len() < full {
         let mut whole = bytes.to_vec();
         whole.resize(full, 0);
-        return std::borrow::Cow::Owned(whole);
+        return Cow::Owned(whole);
     }
-    std::borrow::Cow::Borrowed(bytes)
-}
-
-/// IPv4-mapped IPv6 (`::ffff:192.0.2.1`, a dual-stack socket talking IPv4) is IPv4.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
-fn ipv4(bytes: &[u8]) -> Ipv4Addr {
-    Ipv4Addr::from(<[u8; 4]>::try_from(bytes).expect("4 bytes"))
-}
-
-fn ipv6(bytes: &[u8]) -> Ipv6Addr {
-    Ipv6Addr::from(<[u8; 16]>::try_from(bytes).expect("16 bytes"))
-}
-
-// Fixed offsets; `decode` checked the length first, and the assertions
-// below tie them to the shared types.
-const _: () = {
-    use std::mem::offset_of;
-    assert!(offset_of!(EventHeader, probe) == 2);
-    assert!(offset_of!(EventHeader, cpu) == 4);
-    assert!(offset_of!(EventHeader, boot_ns) == 8);
-    assert!(offset_of!(EventHeader, pid_tgid) == 16);
-    assert!(offset_of!(EventHeader, comm) == 24);
-    assert!(offset_of!(EventHeader, netns) == 40);
-    assert!(offset_of!(Event, record) == HEADER_SIZE);
-    assert!(offset_of!(SockRecord, arg1) == 8);
-    assert!(offset_of!(SockRecord, arg2) == 16);
-    assert!(offset_of!(SockRecord, family) == 24);
-    assert!(offset_of!(SockRecord, state) == 26);
-    assert!(offset_of!(SockRecord, flags) == 27);
-    assert!(offset_of!(SockRecord, sport) == 28);
-    assert!(offset_of!(SockRecord, dport) == 30);
-    assert!(offset_of!(SockRecord, saddr4) == 32);
-    assert!(offset_of!(SockRecord, daddr4) == 36);
-    assert!(offset_of!(SockRecord, saddr6) == 40);
-    assert!(offset_of!(SockRecord, daddr6) == 56);
-    // A control segment shares the socket record's addressing offsets.
-    assert!(offset_of!(ControlRecord, segment) == HEADER_SIZE);
-    assert!(offset_of!(ControlSegment, sk) == 0);
-    assert!(offset_of!(ControlSegment, cookie) == 8);
-    assert!(offset_of!(ControlSegment, seq) == 16);
-    assert!(offset_of!(ControlSegment, payload_len) == 20);
-    assert!(offset_of!(ControlSegment, family) == 24);
-    assert!(offset_of!(ControlSegment, direction) == 26);
-    assert!(offset_of!(ControlSegment, tcp_flags) == 27);
-    assert!(offset_of!(ControlSegment, sport) == 28);
-    assert!(offset_of!(ControlSegment, dport) == 30);
-    assert!(offset_of!(ControlSegment, saddr4) == 32);
-    assert!(offset_of!(ControlSegment, daddr4) == 36);
-    assert!(offset_of!(ControlSegment, saddr6) == 40);
-    assert!(offset_of!(ControlSegment, daddr6) == 56);
-    assert!(offset_of!(ControlSegment, captured_len) == 72);
-    assert!(offset_of!(ControlSegment, flags) == 74);
-    assert!(offset_of!(ControlSegment, ttl) == 75);
-    assert!(offset_of!(ControlSegment, usual_ttl) == 76);
-};
-
-fn u16_at(bytes: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes(bytes[at..at + 2].try_into().expect("2 bytes"))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    Cow::Borrowed(bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernel::tracepoint_format::tests::testdata_format;
+    use ftptrace_common::SockRecord;
+
+    /// Where the segment's fields are in a control record's bytes.
+    const SEGMENT: usize = offset_of!(ControlRecord, segment);
 
     fn decoder_6_18() -> Decoder {
         Decoder::with_symbols(
@@ -336,33 +311,38 @@ mod tests {
         )
     }
 
-    fn record(family: u16, local: &str, remote: &str) -> SockRecord {
+    fn endpoints(family: u16, local: &str, remote: &str) -> Endpoints {
         let (local, remote): (SocketAddr, SocketAddr) =
             (local.parse().unwrap(), remote.parse().unwrap());
-        let mut record = SockRecord {
-            sk: 0xffff_8880_0000_1000,
-            arg1: 0,
-            arg2: 0,
+        let mut ends = Endpoints {
             family,
-            state: 1,
-            flags: 0,
-            sport: local.port(),
-            dport: remote.port(),
-            saddr4: [0; 4],
-            daddr4: [0; 4],
-            saddr6: [0; 16],
-            daddr6: [0; 16],
+            local_port: local.port(),
+            remote_port: remote.port(),
+            ..Endpoints::NONE
         };
         match (local.ip(), remote.ip()) {
             (IpAddr::V4(l), IpAddr::V4(r)) => {
-                (record.saddr4, record.daddr4) = (l.octets(), r.octets())
+                ends.local_addr[..4].copy_from_slice(&l.octets());
+                ends.remote_addr[..4].copy_from_slice(&r.octets());
             }
             (IpAddr::V6(l), IpAddr::V6(r)) => {
-                (record.saddr6, record.daddr6) = (l.octets(), r.octets())
+                (ends.local_addr, ends.remote_addr) = (l.octets(), r.octets());
             }
             _ => panic!("mixed families"),
         }
-        record
+        ends
+    }
+
+    fn record(family: u16, local: &str, remote: &str) -> SockRecord {
+        SockRecord {
+            sk: 0xffff_8880_0000_1000,
+            arg1: 0,
+            arg2: 0,
+            ends: endpoints(family, local, remote),
+            state: 1,
+            flags: 0,
+            _pad: [0; 6],
+        }
     }
 
     /// The bytes the kernel program writes for `record` under a `probe` header.
@@ -550,7 +530,7 @@ mod tests {
         bytes[2] = 77;
         assert_eq!(decoder.decode(&bytes), Err(DecodeError::UnknownProbe(77)));
         let mut odd = good;
-        odd.family = 1;
+        odd.ends.family = 1;
         assert_eq!(
             decoder.decode(&event_bytes(ProbeId::TcpDestroySock, odd)),
             Err(DecodeError::Family {
@@ -569,15 +549,11 @@ mod tests {
         payload: &[u8],
         payload_len: u32,
     ) -> Vec<u8> {
-        let addressing = record(
-            if local.starts_with('[') {
-                AF_INET6
-            } else {
-                AF_INET
-            },
-            local,
-            remote,
-        );
+        let family = if local.starts_with('[') {
+            AF_INET6
+        } else {
+            AF_INET
+        };
         let mut data = [0xAA; CONTROL_CAPTURE_BYTES];
         data[..payload.len()].copy_from_slice(payload);
         let control = ControlRecord {
@@ -596,20 +572,14 @@ mod tests {
                 cookie: 4242,
                 seq,
                 payload_len,
-                family: addressing.family,
+                ends: endpoints(family, local, remote),
                 direction,
                 tcp_flags: 0x18,
-                sport: addressing.sport,
-                dport: addressing.dport,
-                saddr4: addressing.saddr4,
-                daddr4: addressing.daddr4,
-                saddr6: addressing.saddr6,
-                daddr6: addressing.daddr6,
-                captured_len: u16::try_from(payload.len()).unwrap(),
                 flags: 0,
                 ttl: 64,
                 usual_ttl: 0,
-                _pad: [0; 3],
+                _pad: 0,
+                captured_len: u16::try_from(payload.len()).unwrap(),
                 data,
             },
         };
@@ -671,7 +641,7 @@ mod tests {
             300,
         );
         // A SYN with data (TCP Fast Open): payload starts at seq + 1.
-        bytes[HEADER_SIZE + 27] = 0x02;
+        bytes[SEGMENT + offset_of!(ControlSegment, tcp_flags)] = 0x02;
         let event = decoder_6_18().decode(&bytes).unwrap();
         assert_eq!(event.local, "[2001:db8::2]:40000".parse().unwrap());
         let EventKind::ControlSegment(segment) = event.kind else {
@@ -704,7 +674,7 @@ mod tests {
             })
         );
         // More captured than the segment had, or than the record holds.
-        let captured_at = HEADER_SIZE + 72;
+        let captured_at = SEGMENT + offset_of!(ControlSegment, captured_len);
         let mut liar = good.clone();
         liar[captured_at] = 10;
         assert_eq!(
@@ -715,7 +685,8 @@ mod tests {
             })
         );
         let mut huge = good.clone();
-        huge[HEADER_SIZE + 20..HEADER_SIZE + 24].copy_from_slice(&5000u32.to_ne_bytes());
+        let payload_len_at = SEGMENT + offset_of!(ControlSegment, payload_len);
+        huge[payload_len_at..payload_len_at + 4].copy_from_slice(&5000u32.to_ne_bytes());
         huge[captured_at..captured_at + 2].copy_from_slice(&1000u16.to_ne_bytes());
         assert!(matches!(
             decoder.decode(&huge),

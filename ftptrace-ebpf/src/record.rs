@@ -1,0 +1,176 @@
+//! Building the records every program sends: a socket's (its state,
+//! addresses and ports, read through the BTF offsets) or a packet's (its
+//! TCP/IP headers, for events with no socket), and putting them on the
+//! ring buffer, counting those that find no room.
+
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_boot_ns,
+    },
+};
+use ftptrace_common::{
+    AF_INET, AF_INET6, Endpoints, Event, EventHeader, IPPROTO_TCP, ProbeId, SockRecord,
+    WIRE_VERSION, record_flags,
+};
+
+use crate::{
+    EVENTS, LOST, OFFSETS,
+    kernel_read::{IPPROTO_TCP_U8, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, is_ftp, net_inum, read_kernel},
+};
+
+/// Emits a record about socket `sk` (or request socket), if it is FTP.
+/// `check_protocol` for the tracepoints that also fire for SCTP and MPTCP.
+/// Inlined: BPF calls take at most five arguments.
+#[inline(always)]
+pub fn try_sock_event(
+    probe: ProbeId,
+    sk: u64,
+    check_protocol: bool,
+    arg1: i64,
+    arg2: i64,
+    flags: u8,
+) -> Result<(), i64> {
+    if sk == 0 {
+        return Ok(());
+    }
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let state: u8 = read_kernel(sk, o.sock_state)?;
+    let local_port = if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
+        read_kernel(sk, o.sock_num)?
+    } else {
+        u16::from_be(read_kernel(sk, o.inet_sport)?)
+    };
+    let remote_port = u16::from_be(read_kernel(sk, o.sock_dport)?);
+    if !is_ftp(local_port) && !is_ftp(remote_port) {
+        return Ok(());
+    }
+    if check_protocol && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let family: u16 = read_kernel(sk, o.sock_family)?;
+    let mut ends = Endpoints {
+        family,
+        local_port,
+        remote_port,
+        ..Endpoints::NONE
+    };
+    if family == AF_INET {
+        let local: [u8; 4] = read_kernel(sk, o.sock_saddr).unwrap_or([0; 4]);
+        let remote: [u8; 4] = read_kernel(sk, o.sock_daddr).unwrap_or([0; 4]);
+        ends.local_addr[..4].copy_from_slice(&local);
+        ends.remote_addr[..4].copy_from_slice(&remote);
+    } else {
+        ends.local_addr = read_kernel(sk, o.sock_v6_saddr).unwrap_or([0; 16]);
+        ends.remote_addr = read_kernel(sk, o.sock_v6_daddr).unwrap_or([0; 16]);
+    }
+    let record = SockRecord {
+        sk,
+        arg1,
+        arg2,
+        ends,
+        state,
+        flags,
+        _pad: [0; 6],
+    };
+    emit(probe, net_inum(sk, o.sock_net, o), record);
+    Ok(())
+}
+
+/// The TCP/IP headers of `skb` as a record from this host's point of view
+/// (`arriving`: the destination is the local end), if the packet is TCP and
+/// one of its ports is FTP. The `state` byte carries the TCP flags.
+#[inline(always)]
+pub fn packet_record(
+    skb: u64,
+    arriving: bool,
+    arg1: i64,
+    arg2: i64,
+    flags: u8,
+) -> Result<Option<SockRecord>, i64> {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let head: u64 = read_kernel(skb, o.skb_head)?;
+    let network: u16 = read_kernel(skb, o.skb_network_header)?;
+    let transport: u16 = read_kernel(skb, o.skb_transport_header)?;
+    // 0xffff: no transport header set (not past IP yet, or not IP at all).
+    if transport == u16::MAX || transport <= network {
+        return Ok(None);
+    }
+    let ports: [u8; 4] = read_kernel(head, transport)?;
+    let src_port = u16::from_be_bytes([ports[0], ports[1]]);
+    let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
+    if !is_ftp(src_port) && !is_ftp(dst_port) {
+        return Ok(None);
+    }
+    // FIN, SYN, RST, PSH, ACK, URG, ECE, CWR.
+    let tcp_flags: u8 = read_kernel(head, transport + 13)?;
+    let ip = head + u64::from(network);
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let family = match read_kernel::<u8>(ip, 0)? >> 4 {
+        4 if read_kernel::<u8>(ip, 9)? == IPPROTO_TCP_U8 => {
+            let s: [u8; 4] = read_kernel(ip, 12)?;
+            let d: [u8; 4] = read_kernel(ip, 16)?;
+            src[..4].copy_from_slice(&s);
+            dst[..4].copy_from_slice(&d);
+            AF_INET
+        }
+        6 if read_kernel::<u8>(ip, 6)? == IPPROTO_TCP_U8 => {
+            src = read_kernel(ip, 8)?;
+            dst = read_kernel(ip, 24)?;
+            AF_INET6
+        }
+        _ => return Ok(None),
+    };
+    let ends = Endpoints::of_packet(family, (src, src_port), (dst, dst_port), arriving);
+    Ok(Some(SockRecord {
+        sk: 0,
+        arg1,
+        arg2,
+        ends,
+        state: tcp_flags,
+        flags: flags | record_flags::NO_SOCKET,
+        _pad: [0; 6],
+    }))
+}
+
+/// The header every record starts with, for `probe` in network namespace
+/// `netns`, with whoever is on the CPU.
+#[inline(always)]
+pub fn header(probe: ProbeId, netns: u32) -> EventHeader {
+    EventHeader {
+        version: WIRE_VERSION,
+        probe: probe as u16,
+        // SAFETY: plain helper calls with no arguments.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        pid_tgid: bpf_get_current_pid_tgid(),
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        netns,
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+pub fn emit(probe: ProbeId, netns: u32, record: SockRecord) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    entry.write(Event {
+        header: header(probe, netns),
+        record,
+    });
+    // No wakeup per event: user space drains on a short timer.
+    entry.submit(BPF_RB_NO_WAKEUP.into());
+}
+
+#[inline(always)]
+pub fn count_lost() {
+    if let Some(lost) = LOST.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot; preemption is off while a program runs, so
+        // nothing else writes it concurrently.
+        unsafe { *lost += 1 };
+    }
+}

@@ -1,0 +1,160 @@
+//! The TCP and socket tracepoints, as raw tracepoints. Arguments are the
+//! tracepoints' `TP_PROTO`. Where a kernel version added an argument there
+//! are two programs: a raw tracepoint program may not read more arguments
+//! than the tracepoint has, and the loader picks by the tracepoint's
+//! `format` file.
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use ftptrace_common::{ProbeId, record_flags};
+
+use crate::{
+    OFFSETS, SETTINGS,
+    kernel_read::{TCP_CLOSE, TCP_LISTEN, net_inum, read_kernel, skb_netns, skb_segs},
+    record::{emit, packet_record, try_sock_event},
+};
+
+/// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    let _ = try_sock_event(
+        ProbeId::InetSockSetState,
+        sk,
+        true,
+        i64::from(old),
+        i64::from(new),
+        0,
+    );
+    if new == TCP_CLOSE && SETTINGS.get(0).is_some_and(|s| s.error_at_close != 0) {
+        let _ = try_error_at_close(sk);
+    }
+    0
+}
+
+/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb)` (before 6.17)
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let segs = skb_segs(ctx.arg(1));
+    let _ = try_sock_event(ProbeId::TcpRetransmitSkb, sk, false, 0, segs, 0);
+    0
+}
+
+/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)`
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_skb_err(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let err: i32 = ctx.arg(2);
+    let segs = skb_segs(ctx.arg(1));
+    let _ = try_sock_event(
+        ProbeId::TcpRetransmitSkb,
+        sk,
+        false,
+        i64::from(err),
+        segs,
+        record_flags::HAS_ARG,
+    );
+    0
+}
+
+/// `tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req)`.
+/// A request socket begins with the same `struct sock_common` as a socket.
+#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
+pub fn tcp_retransmit_synack(ctx: RawTracePointContext) -> i32 {
+    let req: u64 = ctx.arg(1);
+    let _ = try_sock_event(ProbeId::TcpRetransmitSynack, req, false, 0, 1, 0);
+    0
+}
+
+/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb)` (before 6.10)
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
+    let _ = try_send_reset(ctx.arg(0), ctx.arg(1), 0, 0);
+    0
+}
+
+/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason reason)`
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn tcp_send_reset_reason(ctx: RawTracePointContext) -> i32 {
+    let reason: u32 = ctx.arg(2);
+    let _ = try_send_reset(
+        ctx.arg(0),
+        ctx.arg(1),
+        i64::from(reason),
+        record_flags::HAS_ARG,
+    );
+    0
+}
+
+/// `tcp_receive_reset(struct sock *sk)`
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = try_sock_event(ProbeId::TcpReceiveReset, sk, false, 0, 0, 0);
+    0
+}
+
+/// `tcp_destroy_sock(struct sock *sk)`
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = try_sock_event(ProbeId::TcpDestroySock, sk, false, 0, 0, 0);
+    0
+}
+
+/// `inet_sk_error_report(const struct sock *sk)` (5.13+); `arg1` is `sk_err`.
+#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
+pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = try_error_report(sk);
+    0
+}
+
+/// A socket's pending error, as its error callback reports it.
+#[inline(always)]
+pub fn try_error_report(sk: u64) -> Result<(), i64> {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let err: i32 = read_kernel(sk, o.sock_err)?;
+    try_sock_event(ProbeId::InetSkErrorReport, sk, true, i64::from(err), 0, 0)
+}
+
+/// The fallback without an error-report hook: a socket entering CLOSE with
+/// `sk_err` set had its error reported just before (reset, timeout), unless
+/// nobody holds it any more (`SOCK_DEAD`: the kernel reports nothing then).
+fn try_error_at_close(sk: u64) -> Result<(), i64> {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let err: i32 = read_kernel(sk, o.sock_err)?;
+    let flags: u64 = read_kernel(sk, o.sock_flags)?;
+    if err == 0 || flags & 1 != 0 {
+        return Ok(());
+    }
+    try_sock_event(ProbeId::InetSkErrorReport, sk, true, i64::from(err), 0, 0)
+}
+
+/// A reset with a socket is described by the socket; one without (a packet
+/// nobody wanted: a closed port) by the packet it answers, whose destination
+/// is the local end. So is a listener's: it answers a segment of a
+/// connection it does not have (a late FIN to a passive port), and only the
+/// packet names that connection.
+#[inline(always)]
+fn try_send_reset(sk: u64, skb: u64, arg1: i64, flags: u8) -> Result<(), i64> {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    if sk != 0 && read_kernel::<u8>(sk, o.sock_state)? != TCP_LISTEN {
+        return try_sock_event(ProbeId::TcpSendReset, sk, false, arg1, 0, flags);
+    }
+    // The packet being answered came in: its destination is this host.
+    let Some(record) = packet_record(skb, true, arg1, 0, flags)? else {
+        return Ok(());
+    };
+    // A packet a socket took has no device any more: the listener's
+    // namespace is the packet's.
+    let netns = if sk != 0 {
+        net_inum(sk, o.sock_net, o)
+    } else {
+        skb_netns(skb)
+    };
+    emit(ProbeId::TcpSendReset, netns, record);
+    Ok(())
+}
