@@ -144,13 +144,7 @@ impl Curl {
             .arg(&out)
             .arg(&self.url);
         let done = process::run(&mut command, self.max_time + Duration::from_secs(10));
-        Transfer {
-            pid: done.pid,
-            exit_code: done.status.code(),
-            stderr: done.stderr,
-            body: std::fs::read(&out).unwrap_or_default(),
-            command: done.command,
-        }
+        Transfer::of(done, &out)
     }
 }
 
@@ -193,13 +187,7 @@ impl Lftp {
         let mut command = ns.command("lftp");
         command.args(["-c", &script]);
         let done = process::run(&mut command, Duration::from_secs(30));
-        Transfer {
-            pid: done.pid,
-            exit_code: done.status.code(),
-            stderr: done.stderr,
-            body: std::fs::read(&out).unwrap_or_default(),
-            command: done.command,
-        }
+        Transfer::of(done, &out)
     }
 }
 
@@ -208,6 +196,17 @@ fn secs(d: Duration) -> String {
 }
 
 impl Transfer {
+    /// A finished client run that wrote what it downloaded to `out`.
+    fn of(done: process::Finished, out: &std::path::Path) -> Self {
+        Self {
+            pid: done.pid,
+            exit_code: done.status.code(),
+            stderr: done.stderr,
+            body: std::fs::read(out).unwrap_or_default(),
+            command: done.command,
+        }
+    }
+
     /// Panics unless curl exited 0 and the body is exactly `expected`.
     #[track_caller]
     pub fn assert_downloaded(&self, expected: &[u8]) {

@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask setup | run | test | vm | bench`.
 
+mod apt_sources;
 mod setup;
 mod test;
 mod vm;

@@ -34,36 +34,59 @@ struct Kernel {
     /// wherever it is a ladder's first rung that works).
     quick_tier: &'static str,
     packages: &'static [&'static str],
-    uri: &'static str,
+    archive: Archive,
     suite: &'static str,
 }
 
-const DEBIAN: &str = "http://deb.debian.org/debian";
-const DEBIAN_SECURITY: &str = "http://deb.debian.org/debian-security";
+/// Which of the host's Debian archives has a kernel's suite.
+#[derive(Clone, Copy, Debug)]
+enum Archive {
+    Main,
+    Security,
+}
+
+impl Kernel {
+    /// The host's archive for this kernel's suite.
+    fn uri(&self) -> anyhow::Result<String> {
+        let archives = crate::apt_sources::host_archives()?;
+        Ok(match self.archive {
+            Archive::Main => archives.main,
+            Archive::Security => archives.security,
+        })
+    }
+
+    fn archive_name(&self) -> &'static str {
+        match self.archive {
+            Archive::Main => "the host's Debian archive",
+            Archive::Security => "the host's Debian security archive",
+        }
+    }
+}
 
 /// Every kernel comes through a private apt configuration naming only its
-/// suite, so the host's own sources neither matter nor change. The ABI
+/// suite, on the archive the host's own apt sources use (so the project
+/// names no mirror), and the host's sources do not change. The ABI
 /// numbers are pinned: when Debian moves a suite on, bump them here.
 const KERNELS: &[Kernel] = &[
     Kernel {
         name: "5.10",
         quick_tier: "kprobe",
         packages: &["linux-image-5.10.0-46-amd64"],
-        uri: DEBIAN_SECURITY,
+        archive: Archive::Security,
         suite: "bullseye-security",
     },
     Kernel {
         name: "6.1",
         quick_tier: "fallback",
         packages: &["linux-image-6.1.0-56-amd64"],
-        uri: DEBIAN_SECURITY,
+        archive: Archive::Security,
         suite: "bookworm-security",
     },
     Kernel {
         name: "6.12",
         quick_tier: "kprobe",
         packages: &["linux-image-6.12.117+deb12-amd64"],
-        uri: DEBIAN_SECURITY,
+        archive: Archive::Security,
         suite: "bookworm-security",
     },
     Kernel {
@@ -76,7 +99,7 @@ const KERNELS: &[Kernel] = &[
             "linux-modules-7.2.12+deb14-amd64",
             "linux-base-7.2.12+deb14-amd64",
         ],
-        uri: DEBIAN,
+        archive: Archive::Main,
         suite: "forky",
     },
 ];
@@ -171,7 +194,9 @@ pub fn list() {
             "{:<6} {} ({} {})",
             kernel.name,
             kernel.packages.join(" "),
-            kernel.uri,
+            kernel
+                .uri()
+                .unwrap_or_else(|e| format!("{} ({e:#})", kernel.archive_name())),
             kernel.suite
         );
     }
@@ -453,10 +478,10 @@ fn remove_dir(dir: &Path) -> anyhow::Result<()> {
 /// `apt-get download` through a private configuration naming only the
 /// kernel's suite; the packages land in `dir` whole or not at all.
 fn download(kernel: &Kernel, packages: &[&str], dir: &Path) -> anyhow::Result<()> {
+    let uri = kernel.uri()?;
     eprintln!(
-        "xtask: downloading {} from {} {}",
+        "xtask: downloading {} from {uri} {}",
         packages.join(" "),
-        kernel.uri,
         kernel.suite
     );
     let apt = setup::cache_dir().join("vm/apt").join(kernel.suite);
@@ -468,7 +493,7 @@ fn download(kernel: &Kernel, packages: &[&str], dir: &Path) -> anyhow::Result<()
         format!(
             "Types: deb\nURIs: {}\nSuites: {}\nComponents: main\n\
              Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
-            kernel.uri, kernel.suite
+            uri, kernel.suite
         ),
     )?;
     let options = [

@@ -650,7 +650,7 @@ mod tests {
         ftp::{ControlEvent, Side::*, Verb},
         session::{
             close::ending,
-            script::{Link, Script, sessions_of, state},
+            script::{Link, Script, sessions_of},
         },
     };
 
@@ -814,23 +814,7 @@ mod tests {
         s.login(&control);
         s.pasv(&control, 30001);
         let data = s.link(DATA_CLIENT, DATA_SERVER);
-        s.syn(&data);
-        for _ in 0..3 {
-            s.after_ms(1000);
-            s.socketless(&data, Server, drop("NETFILTER_DROP", 0x02));
-            s.emit(
-                &data,
-                Client,
-                EventKind::Retransmit {
-                    state: "SYN_SENT".into(),
-                    syn: true,
-                    error: None,
-                    segs: Some(1),
-                },
-            );
-        }
-        s.emit(&data, Client, state("SYN_SENT", "CLOSE"));
-        s.destroy(&data, Client);
+        s.blackholed_syn(&data, 3);
         s.reply(&control, 425, "Failed to establish connection.");
         quit(&mut s, &control);
         assert_eq!(
@@ -867,28 +851,7 @@ mod tests {
         s.login(&control);
         s.pasv(&control, 30001);
         let data = s.link(DATA_CLIENT, DATA_SERVER);
-        s.syn(&data);
-        // The server's kernel answers the SYN for a port nobody listens on
-        // (its reset comes before the drop), the client's connect fails.
-        s.socketless(
-            &data,
-            Server,
-            EventKind::ResetSent {
-                reason: Some("NO_SOCKET".into()),
-                state: None,
-            },
-        );
-        s.socketless(&data, Server, drop("NO_SOCKET", 0x02));
-        s.emit(
-            &data,
-            Client,
-            EventKind::ResetReceived {
-                state: "SYN_SENT".into(),
-            },
-        );
-        s.emit(&data, Client, EventKind::SocketError { errno: 111 });
-        s.emit(&data, Client, state("SYN_SENT", "CLOSE"));
-        s.destroy(&data, Client);
+        s.refused(&data, true);
         quit(&mut s, &control);
         for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
             assert_eq!(
@@ -933,16 +896,7 @@ mod tests {
     fn a_retransmitted_fin_is_not_loss() {
         let mut s = Script::new();
         let (control, data) = download(&mut s);
-        s.emit(
-            &data,
-            Server,
-            EventKind::Retransmit {
-                state: "FIN_WAIT1".into(),
-                syn: false,
-                error: None,
-                segs: Some(1),
-            },
-        );
+        s.retransmit(&data, Server, "FIN_WAIT1");
         s.fin(&data, Server);
         s.reply(&control, 226, "Transfer complete.");
         quit(&mut s, &control);
@@ -955,20 +909,7 @@ mod tests {
         let control = s.connect(CLIENT, SERVER);
         s.login(&control);
         s.command(&control, Verb::Other("NOOP".into()), None);
-        for _ in 0..5 {
-            s.after_ms(500);
-            s.emit(
-                &control,
-                Client,
-                EventKind::Retransmit {
-                    state: "ESTABLISHED".into(),
-                    syn: false,
-                    error: None,
-                    segs: Some(1),
-                },
-            );
-        }
-        s.give_up(&control, Client, "ESTABLISHED");
+        s.blackholed(&control, Client, 5, 500);
         s.after_ms(10_000);
         s.fin(&control, Server);
         for ends in [BOTH, CLIENT_ONLY] {
@@ -1097,26 +1038,7 @@ mod tests {
     fn connection_refused() {
         let mut s = Script::new();
         let control = s.link(CLIENT, SERVER);
-        s.syn(&control);
-        s.socketless(
-            &control,
-            Server,
-            EventKind::ResetSent {
-                reason: Some("NO_SOCKET".into()),
-                state: None,
-            },
-        );
-        s.socketless(&control, Server, drop("NO_SOCKET", 0x02));
-        s.emit(
-            &control,
-            Client,
-            EventKind::ResetReceived {
-                state: "SYN_SENT".into(),
-            },
-        );
-        s.emit(&control, Client, EventKind::SocketError { errno: 111 });
-        s.emit(&control, Client, state("SYN_SENT", "CLOSE"));
-        s.destroy(&control, Client);
+        s.refused(&control, true);
         for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
             assert_eq!(
                 seen(&s, ends),
@@ -1132,20 +1054,7 @@ mod tests {
     fn connection_refused_on_a_kernel_without_socketless_resets() {
         let mut s = Script::new();
         let control = s.link(CLIENT, SERVER);
-        s.syn(&control);
-        s.socketless(
-            &control,
-            Server,
-            EventKind::Drop {
-                reason: None,
-                outgoing: false,
-                tcp_flags: 0x02,
-                location: Some("tcp_v4_rcv".into()),
-            },
-        );
-        s.emit(&control, Client, EventKind::SocketError { errno: 111 });
-        s.emit(&control, Client, state("SYN_SENT", "CLOSE"));
-        s.destroy(&control, Client);
+        s.refused(&control, false);
         for ends in [BOTH, SERVER_ONLY] {
             assert_eq!(
                 seen(&s, ends),
@@ -1178,7 +1087,7 @@ mod tests {
     fn server_limit_by_accept_queue_overflow() {
         let mut s = Script::new();
         let control = s.link(CLIENT, SERVER);
-        s.socketless(&control, Server, drop("TCP_LISTEN_OVERFLOW", 0x02));
+        s.dropped(&control, Server, Some("TCP_LISTEN_OVERFLOW"), 0x02, None);
         assert_eq!(
             seen(&s, SERVER_ONLY),
             ["server_limit control | timeout/unknown"]
@@ -1254,14 +1163,5 @@ mod tests {
         let labels: std::collections::BTreeSet<&str> =
             Cause::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(labels.len(), Cause::ALL.len());
-    }
-
-    fn drop(reason: &str, flags: u8) -> EventKind {
-        EventKind::Drop {
-            reason: Some(reason.into()),
-            outgoing: false,
-            tcp_flags: flags,
-            location: Some("nft_do_chain".into()),
-        }
     }
 }

@@ -11,6 +11,9 @@ use crate::{
     ports::PortSet,
 };
 
+/// The TCP flags of a bare SYN.
+const SYN: u8 = 0x02;
+
 /// Network namespaces of the two ends.
 const CLIENT_NETNS: u32 = 1;
 const SERVER_NETNS: u32 = 2;
@@ -223,6 +226,111 @@ impl Script {
         self.emit(link, end, EventKind::SocketError { errno: 110 });
         self.emit(link, end, state(from_state, "CLOSE"));
         self.destroy(link, end);
+    }
+
+    /// `end` retransmits a segment in `state` (a SYN in SYN_SENT/SYN_RECV).
+    pub fn retransmit(&mut self, link: &Link, end: Side, state: &str) {
+        let syn = matches!(state, "SYN_SENT" | "SYN_RECV");
+        self.emit(
+            link,
+            end,
+            EventKind::Retransmit {
+                state: state.into(),
+                syn,
+                error: None,
+                segs: Some(1),
+            },
+        );
+    }
+
+    /// A packet of the link with `tcp_flags` dropped at `at` before any
+    /// socket saw it, with the kernel's reason and place where given.
+    pub fn dropped(
+        &mut self,
+        link: &Link,
+        at: Side,
+        reason: Option<&str>,
+        tcp_flags: u8,
+        location: Option<&str>,
+    ) {
+        self.socketless(
+            link,
+            at,
+            EventKind::Drop {
+                reason: reason.map(Into::into),
+                outgoing: false,
+                tcp_flags,
+                location: location.map(Into::into),
+            },
+        );
+    }
+
+    /// `at`'s kernel answers a segment of the link that no socket wanted
+    /// with a reset.
+    pub fn reset_without_socket(&mut self, link: &Link, at: Side, reason: Option<&str>) {
+        self.socketless(
+            link,
+            at,
+            EventKind::ResetSent {
+                reason: reason.map(Into::into),
+                state: None,
+            },
+        );
+    }
+
+    /// The client's SYN, refused: the server's kernel answers it with a
+    /// reset for a port nobody listens on (the reset comes before the
+    /// drop), and the client's connect fails with ECONNREFUSED. `reset` is
+    /// false on a kernel that reports no socket-less reset (5.10): there the
+    /// dropped SYN is all the server's side shows.
+    pub fn refused(&mut self, link: &Link, reset: bool) {
+        self.syn(link);
+        if reset {
+            self.reset_without_socket(link, Side::Server, Some("NO_SOCKET"));
+            self.dropped(link, Side::Server, Some("NO_SOCKET"), SYN, None);
+            self.emit(
+                link,
+                Side::Client,
+                EventKind::ResetReceived {
+                    state: "SYN_SENT".into(),
+                },
+            );
+        } else {
+            self.dropped(link, Side::Server, None, SYN, Some("tcp_v4_rcv"));
+        }
+        self.emit(link, Side::Client, EventKind::SocketError { errno: 111 });
+        self.emit(link, Side::Client, state("SYN_SENT", "CLOSE"));
+        self.destroy(link, Side::Client);
+    }
+
+    /// The client's SYN into a firewall that drops it: `tries` times a second
+    /// apart the server's kernel drops it (`NETFILTER_DROP`) and the client
+    /// retransmits, then the client gives up.
+    pub fn blackholed_syn(&mut self, link: &Link, tries: usize) {
+        self.syn(link);
+        for _ in 0..tries {
+            self.after_ms(1000);
+            self.dropped(
+                link,
+                Side::Server,
+                Some("NETFILTER_DROP"),
+                SYN,
+                Some("nft_do_chain"),
+            );
+            self.retransmit(link, Side::Client, "SYN_SENT");
+        }
+        self.emit(link, Side::Client, state("SYN_SENT", "CLOSE"));
+        self.destroy(link, Side::Client);
+    }
+
+    /// A path that stopped carrying `sender`'s segments: it retransmits
+    /// `tries` times, `every_ms` apart, then its kernel gives up.
+    pub fn blackholed(&mut self, link: &Link, sender: Side, tries: usize, every_ms: u64) {
+        for _ in 0..tries {
+            self.after_ms(every_ms);
+            self.retransmit(link, sender, "ESTABLISHED");
+        }
+        self.give_up(link, sender, "ESTABLISHED");
     }
 
     pub fn destroy(&mut self, link: &Link, end: Side) {

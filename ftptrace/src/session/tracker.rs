@@ -986,24 +986,8 @@ mod tests {
     fn stray_segments_of_no_connection_start_nothing() {
         let mut s = Script::new();
         let control = s.link("192.0.2.2:40000", "192.0.2.1:21");
-        s.socketless(
-            &control,
-            Server,
-            EventKind::ResetSent {
-                reason: None,
-                state: None,
-            },
-        );
-        s.socketless(
-            &control,
-            Server,
-            EventKind::Drop {
-                reason: None,
-                outgoing: false,
-                tcp_flags: 0x11,
-                location: None,
-            },
-        );
+        s.reset_without_socket(&control, Server, None);
+        s.dropped(&control, Server, None, 0x11, None);
         assert!(sessions_of(&s.seen_from(BOTH), s.end_ns()).is_empty());
     }
 }
