@@ -59,6 +59,16 @@ pub struct KernelOffsets {
     /// `struct sock` → `__sk_common.skc_flags`, alias `sk_flags` (unsigned
     /// long; bit 0 is `SOCK_DEAD`).
     pub sock_flags: u16,
+    /// `struct tcp_sock` → `rcv_nxt`, `rcv_wup`, `rcv_wnd`, `snd_una`,
+    /// `snd_nxt`, `max_window` (u32 each): what TCP checks an arriving
+    /// segment against, so that the control channel's bytes are read only
+    /// as TCP accepts them.
+    pub tcp_rcv_nxt: u16,
+    pub tcp_rcv_wup: u16,
+    pub tcp_rcv_wnd: u16,
+    pub tcp_snd_una: u16,
+    pub tcp_snd_nxt: u16,
+    pub tcp_max_window: u16,
 }
 
 impl KernelOffsets {
@@ -85,6 +95,12 @@ impl KernelOffsets {
         skb_iif: NO_FIELD,
         icsk_probes_out: NO_FIELD,
         sock_flags: NO_FIELD,
+        tcp_rcv_nxt: NO_FIELD,
+        tcp_rcv_wup: NO_FIELD,
+        tcp_rcv_wnd: NO_FIELD,
+        tcp_snd_una: NO_FIELD,
+        tcp_snd_nxt: NO_FIELD,
+        tcp_max_window: NO_FIELD,
     };
 }
 
@@ -124,6 +140,8 @@ pub struct ProbeSettings {
     /// `sk_err` as a socket enters CLOSE (`inet_sock_set_state`).
     pub error_at_close: u8,
     pub _pad: [u8; 7],
+    /// How long an announced active-mode endpoint stays expected, in ns.
+    pub expect_ttl_ns: u64,
 }
 
 /// A socket timer running on a CPU, between `timer_expire_entry` and `_exit`.
@@ -139,8 +157,8 @@ pub struct RunningTimer {
 }
 
 const _: () = {
-    assert!(size_of::<KernelOffsets>() == 44);
-    assert!(size_of::<ProbeSettings>() == 16);
+    assert!(size_of::<KernelOffsets>() == 56);
+    assert!(size_of::<ProbeSettings>() == 24);
     assert!(size_of::<TimerHooks>() == 24);
     assert!(size_of::<RunningTimer>() == 24);
 };

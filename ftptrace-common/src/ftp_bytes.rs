@@ -1,7 +1,7 @@
 //! The little FTP the kernel reads in a captured control segment, as pure
-//! functions: whether it starts with a `PASS`/`ACCT` whose argument must
-//! be masked before it leaves the kernel, and the data port a `227`/`229`
-//! reply announces. They run in eBPF programs, so every loop is bounded by
+//! functions: the `PASS`/`ACCT`/`ADAT` arguments to mask before the bytes
+//! leave the kernel, the data port a server's `227`/`229` announces, and a
+//! client's `PORT`/`EPRT`. They run in eBPF programs, so every loop is bounded by
 //! a constant and every value masked to a range the verifier (5.10's too)
 //! can follow; the host tests (in the `ftptrace` crate) hold them against
 //! the user-space parser on the same bytes.
@@ -13,16 +13,59 @@ pub const ANNOUNCE_SCAN: usize = 80;
 /// Numbers beyond a port's range are cut to this mask (then refused).
 const NUMBER_MASK: u32 = 0x1_ffff;
 
-/// Overwrites with `*`, up to the line end, the argument of a segment that
-/// starts with `PASS ` or `ACCT ` (any case); the lines and lengths stay as
-/// they were. Returns whether it did.
+/// Overwrites with `*`, up to its line end, the argument of a segment
+/// that starts with `PASS `, `ACCT ` or `ADAT ` (any case, also after a
+/// Telnet `IAC` pair such as `IAC IP`), and from `tail_from` on (a long
+/// segment's tail, whose first line began in bytes not captured) the
+/// tail's first line whole; line ends stay, so the lines and lengths are
+/// as they were. Lines further in are masked by user space (the parser
+/// never keeps their argument, the recorder masks it): a state machine over
+/// every byte is more than the older verifiers accept. `captured` is asked
+/// again for each loop: the programs read it back from memory, so that
+/// what one loop taught the verifier about it (a narrower range at every
+/// exit) does not make it walk the next loop once per exit. Returns whether
+/// it masked.
 #[inline(always)]
-pub fn mask_secret(d: &mut [u8; CONTROL_CAPTURE_BYTES], captured: u32) -> bool {
-    let verb = [d[0] | 0x20, d[1] | 0x20, d[2] | 0x20, d[3] | 0x20];
-    if captured <= 5 || d[4] != b' ' || !matches!(&verb, b"pass" | b"acct") {
+pub fn mask_secrets(
+    d: &mut [u8; CONTROL_CAPTURE_BYTES],
+    captured: impl Fn() -> u32,
+    tail_from: u32,
+) -> bool {
+    let head = mask_argument(d, 0, captured()) || mask_argument(d, 2, captured());
+    let tail = tail_from == HEAD as u32 && mask_to_line_end(d, HEAD, captured());
+    head || tail
+}
+
+/// Where a long segment's tail starts in the captured bytes.
+const HEAD: usize = crate::CONTROL_HEAD_BYTES;
+
+/// Masks the argument of a secret-carrying verb at `at` (0, or 2 after
+/// `IAC x`): constant starts, and a loop only where a verb matched.
+#[inline(always)]
+fn mask_argument(d: &mut [u8; CONTROL_CAPTURE_BYTES], at: usize, captured: u32) -> bool {
+    if at == 2 && d[0] != IAC {
         return false;
     }
-    let mut i = 5;
+    if captured as usize <= at + 5 || d[at + 4] != b' ' {
+        return false;
+    }
+    let verb = [
+        d[at] | 0x20,
+        d[at + 1] | 0x20,
+        d[at + 2] | 0x20,
+        d[at + 3] | 0x20,
+    ];
+    if !matches!(&verb, b"pass" | b"acct" | b"adat") {
+        return false;
+    }
+    mask_to_line_end(d, at + 5, captured)
+}
+
+/// `*` over every byte from `from` to the first line end (CR or LF): the
+/// loop leaves at the line end, so the verifier walks it once.
+#[inline(always)]
+fn mask_to_line_end(d: &mut [u8; CONTROL_CAPTURE_BYTES], from: usize, captured: u32) -> bool {
+    let mut i = from;
     while i < CONTROL_CAPTURE_BYTES && (i as u32) < captured {
         if d[i] == b'\r' || d[i] == b'\n' {
             break;
@@ -30,32 +73,44 @@ pub fn mask_secret(d: &mut [u8; CONTROL_CAPTURE_BYTES], captured: u32) -> bool {
         d[i] = b'*';
         i += 1;
     }
-    true
+    i > from
 }
 
-/// What a segment announces: `Some(true)` for `227 ` (an address and the
-/// port as two numbers), `Some(false)` for `229 ` (the port alone), else
-/// `None`.
+const IAC: u8 = 0xff;
+
+/// What a segment announces, read without a branch (so the verifier walks
+/// the port reader once whichever it is): 0 for nothing, else bit 0 set
+/// when the port is two numbers (`227`, `PORT`) and bit 1 set. A server's
+/// words (`from_server` 1) are `227 `/`229 `; a client's (0), `PORT `/`EPRT `.
 #[inline(always)]
-pub fn announcement(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32) -> Option<bool> {
-    if captured > 8
-        && d[0] == b'2'
-        && d[1] == b'2'
-        && (d[2] == b'7' || d[2] == b'9')
-        && d[3] == b' '
-    {
-        Some(d[2] == b'7')
-    } else {
-        None
-    }
+pub fn announcement_kind(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, from_server: u32) -> u32 {
+    let byte = |i: usize| u32::from(d[i]);
+    let lower = |i: usize| u32::from(d[i] | 0x20);
+    let from_server = from_server & 1;
+    // 1 when `x` (under 2^16) is 0, without a comparison.
+    let zero = |x: u32| (x.wrapping_sub(1) >> 31) & 1;
+    let server_prefix = zero((byte(0) ^ 0x32) | (byte(1) ^ 0x32) | (byte(3) ^ 0x20));
+    let server_227 = server_prefix & zero(byte(2) ^ 0x37);
+    let server_229 = server_prefix & zero(byte(2) ^ 0x39);
+    let space = zero(byte(4) ^ 0x20);
+    let port =
+        space & zero((lower(0) ^ 0x70) | (lower(1) ^ 0x6f) | (lower(2) ^ 0x72) | (lower(3) ^ 0x74));
+    let eprt =
+        space & zero((lower(0) ^ 0x65) | (lower(1) ^ 0x70) | (lower(2) ^ 0x72) | (lower(3) ^ 0x74));
+    let client = 1 - from_server;
+    let pairs = (from_server & server_227) | (client & port);
+    let any = (from_server & (server_227 | server_229)) | (client & (port | eprt));
+    // Too short to hold a port: nothing.
+    let long_enough = 1 - zero(captured.saturating_sub(8).min(1));
+    (any & long_enough) << 1 | (pairs & any & long_enough)
 }
 
 /// The data port of `227 ... (h1,h2,h3,h4,p1,p2)` or `PORT h1,...,p1,p2`
-/// (`pairs`: `p1*256+p2`, the last two numbers) or of `229 ... (|||port|)` or
+/// (`pairs` 1: `p1*256+p2`, the last two numbers) or of `229 ... (|||port|)` or
 /// `EPRT |af|addr|port|` (the last number), reading up to `)` or the line's
 /// end; 0 if none.
 #[inline(always)]
-pub fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pairs: bool) -> u32 {
+pub fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pairs: u32) -> u32 {
     // Every value is masked to one range, so the verifier (5.10's too)
     // sees the same state whichever digits came and prunes, instead of
     // following each path through the bytes.
@@ -80,10 +135,9 @@ pub fn announced_port(d: &[u8; CONTROL_CAPTURE_BYTES], captured: u32, pairs: boo
         }
         i += 1;
     }
-    let port = if pairs {
-        (prev & 0xff) * 256 + (last & 0xff)
-    } else {
-        last
-    };
+    // `pairs` (0 or 1) as arithmetic: a branch on it could be hoisted
+    // before the loop, which the verifier would then walk twice.
+    let pairs = pairs & 1;
+    let port = ((prev & 0xff) * 256 + (last & 0xff)) * pairs + last * (1 - pairs);
     if port < 65_536 { port } else { 0 }
 }

@@ -18,20 +18,31 @@ pub mod wire;
 
 pub use config::{KernelOffsets, ProbeSettings, RunningTimer, TimerHooks};
 pub use wire::{
-    CONTROL_CAPTURE_BYTES, ControlRecord, ControlSegment, Endpoints, Event, EventHeader,
-    SockRecord, direction, record_flags, segment_flags,
+    CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES, CONTROL_TAIL_BYTES, ControlRecord, ControlSegment,
+    Endpoints, Event, EventHeader, SockRecord, direction, record_flags, segment_flags,
 };
 
 /// Bumped on any change to the record layouts. Every record carries it, and
 /// the loader refuses records of another version instead of misreading them.
-/// 4: one [`Endpoints`] struct in every record.
-pub const WIRE_VERSION: u16 = 4;
+/// 4: one [`Endpoints`] struct in every record. 5: control segments carry
+/// 384 bytes (the tail of a long segment), the port the kernel marked, and
+/// flags for what it marked or refused.
+pub const WIRE_VERSION: u16 = 5;
 
 /// Marks an offset that the running kernel's layout does not have.
 pub const NO_FIELD: u16 = u16::MAX;
 
 /// Entries in the port role map: one per TCP port.
 pub const PORT_MAP_ENTRIES: u32 = 65_536;
+
+/// Announced data ports and endpoints traced at once, all sessions
+/// together: user space keeps no more, and clears any the programs marked
+/// beyond it.
+pub const MAX_MARKS: u32 = 1024;
+
+/// An announced data endpoint not connected to within this long is no
+/// longer expected, in nanoseconds.
+pub const EXPECTATION_TTL_NS: u64 = 60_000_000_000;
 
 /// `AF_INET` and `AF_INET6` (Linux).
 pub const AF_INET: u16 = 2;
@@ -46,6 +57,24 @@ pub mod port_role {
     /// its connection closes or the announcement expires; user space sets
     /// and clears it, as nf_conntrack_ftp's expectations do.
     pub const EXPECTED_DATA: u8 = 8;
+    /// A port some client announced for active mode (PORT/EPRT): not traced
+    /// by itself, only where `ACTIVE_EXPECT` holds that client's address
+    /// with it. Cheap to test first, so other traffic on the port costs one
+    /// more lookup only.
+    pub const ACTIVE_EXPECTED: u8 = 16;
+    /// The roles that trace a port by themselves.
+    pub const TRACED: u8 = CONTROL | ACTIVE_DATA | PASSIVE_DATA | EXPECTED_DATA;
+}
+
+/// An active-mode endpoint a client announced: its own address (as the
+/// connection's packets carry it) and the port. The key of `ACTIVE_EXPECT`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveEndpoint {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u16,
+    pub _pad: u32,
 }
 
 /// `IPPROTO_TCP`, for the tracepoints that also fire for SCTP and MPTCP.
@@ -111,13 +140,19 @@ pub mod maps {
     pub const PORTS: &str = "PORTS";
     pub const OFFSETS: &str = "OFFSETS";
     pub const LOST: &str = "LOST";
+    pub const UNREADABLE: &str = "UNREADABLE";
     pub const TIMER_HOOKS: &str = "TIMER_HOOKS";
     pub const SETTINGS: &str = "SETTINGS";
+    pub const ACTIVE_EXPECT: &str = "ACTIVE_EXPECT";
 }
+
+const _: () = assert!(size_of::<ActiveEndpoint>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{ControlRecord, Event, EventHeader, KernelOffsets, ProbeSettings, TimerHooks};
+    use super::{
+        ActiveEndpoint, ControlRecord, Event, EventHeader, KernelOffsets, ProbeSettings, TimerHooks,
+    };
 
     // SAFETY: `#[repr(C)]` plain integers and arrays with explicit padding,
     // valid for any bit pattern.
@@ -127,4 +162,5 @@ mod pod {
     unsafe impl aya::Pod for TimerHooks {}
     unsafe impl aya::Pod for ProbeSettings {}
     unsafe impl aya::Pod for ControlRecord {}
+    unsafe impl aya::Pod for ActiveEndpoint {}
 }

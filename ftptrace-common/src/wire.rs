@@ -112,11 +112,16 @@ pub mod record_flags {
     pub const NO_SOCKET: u8 = 2;
 }
 
-/// Payload bytes copied per control-channel segment. FTP commands and
+/// Payload bytes copied per control-channel segment: its head, and of a
+/// segment longer than [`CONTROL_CAPTURE_BYTES`] its tail. FTP commands and
 /// replies are short lines (`227 Entering Passive Mode (192,0,2,1,117,50).`
-/// is 47 bytes with its CRLF); a longer segment is delivered cut short and
-/// user space resynchronises at the next line.
-pub const CONTROL_CAPTURE_BYTES: usize = 256;
+/// is 47 bytes with its CRLF); a multi-line greeting can pass 256 bytes, and
+/// its last line, the one that ends the reply, is then in the tail.
+pub const CONTROL_HEAD_BYTES: usize = 256;
+/// At most this many bytes of a long segment's end.
+pub const CONTROL_TAIL_BYTES: usize = 128;
+/// The room for both in a record.
+pub const CONTROL_CAPTURE_BYTES: usize = CONTROL_HEAD_BYTES + CONTROL_TAIL_BYTES;
 
 /// [`ControlSegment::direction`] values.
 pub mod direction {
@@ -135,6 +140,16 @@ pub mod segment_flags {
     /// A reset that arrived: no payload, only `ttl` (the reset's) and
     /// `usual_ttl` (the last other packet's of the connection, 0 unknown).
     pub const RESET_TTL: u8 = 2;
+    /// The segment is a server's `227`/`229` and the program marked its
+    /// port (`marked_port`) as an expected passive data port.
+    pub const MARKED: u8 = 4;
+    /// The segment is a client's `PORT`/`EPRT` and the program added its
+    /// endpoint (the client's address, `marked_port`) to `ACTIVE_EXPECT`.
+    pub const ACTIVE_MARKED: u8 = 8;
+    /// The segment was longer than the record holds: `data` is its first
+    /// [`super::CONTROL_HEAD_BYTES`] and then its last bytes, with the ones
+    /// in between lost.
+    pub const TAIL_APART: u8 = 32;
 }
 
 /// A ring buffer record of kind [`crate::ProbeId::ControlSegment`].
@@ -176,7 +191,11 @@ pub struct ControlSegment {
     pub _pad: u8,
     /// Bytes of `data` that hold payload, at most [`CONTROL_CAPTURE_BYTES`].
     pub captured_len: u16,
-    /// The first `captured_len` payload bytes; the rest is unspecified.
+    /// The port a mark flag in `flags` is about; 0 for none.
+    pub marked_port: u16,
+    pub _pad2: [u8; 6],
+    /// The first `captured_len` payload bytes (see
+    /// [`segment_flags::TAIL_APART`]); the rest is unspecified.
     pub data: [u8; CONTROL_CAPTURE_BYTES],
 }
 
@@ -193,12 +212,14 @@ const _: () = {
     assert!(size_of::<Event>().is_multiple_of(8));
     assert!(offset_of!(ControlSegment, ends) == 24);
     assert!(offset_of!(ControlSegment, captured_len) == 70);
-    assert!(offset_of!(ControlSegment, data) == 72);
-    assert!(size_of::<ControlSegment>() == 72 + CONTROL_CAPTURE_BYTES);
-    assert!(size_of::<ControlRecord>() == 48 + 72 + CONTROL_CAPTURE_BYTES);
+    assert!(offset_of!(ControlSegment, marked_port) == 72);
+    assert!(offset_of!(ControlSegment, data) == 80);
+    assert!(size_of::<ControlSegment>() == 80 + CONTROL_CAPTURE_BYTES);
+    assert!(size_of::<ControlRecord>() == 512);
     assert!(size_of::<ControlRecord>().is_multiple_of(8));
     // Distinct sizes: a record's length alone tells the kinds apart too.
     assert!(size_of::<ControlRecord>() != size_of::<Event>());
-    // `captured_len` is a u16.
+    // `captured_len` is a u16; the programs bound lengths with masks.
     assert!(CONTROL_CAPTURE_BYTES <= u16::MAX as usize);
+    assert!(CONTROL_HEAD_BYTES.is_power_of_two() && CONTROL_TAIL_BYTES.is_power_of_two());
 };

@@ -1,9 +1,10 @@
 //! The FTP control channel's bytes, from two `cgroup_skb` programs on the
 //! cgroup v2 root, which the kernel runs for every packet a socket of any
 //! process sends or receives, in every network namespace. They copy the
-//! head of each control-connection segment (masking a `PASS`/`ACCT`
-//! argument first), mark the data port a `227`/`229` announces as traced,
-//! and never drop anything. The ingress one also notes the TTL of every
+//! head and tail of each control-connection segment TCP accepts (masking
+//! `PASS`/`ACCT`/`ADAT` arguments first), mark the data endpoint a
+//! server's `227`/`229` or a client's `PORT`/`EPRT` announces, and never
+//! drop anything. The ingress one also notes the TTL of every acceptable
 //! arriving packet of a traced connection, so that a reset that arrives can
 //! be told apart by its TTL.
 
@@ -17,15 +18,20 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use ftptrace_common::{
-    AF_INET, AF_INET6, CONTROL_CAPTURE_BYTES, ControlRecord, Endpoints, EventHeader, ProbeId,
+    AF_INET, AF_INET6, ActiveEndpoint, CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES,
+    CONTROL_TAIL_BYTES, ControlRecord, ControlSegment, Endpoints, EventHeader, NO_FIELD, ProbeId,
     WIRE_VERSION, direction,
-    ftp_bytes::{announced_port, announcement, mask_secret},
+    ftp_bytes::{announced_port, announcement_kind, mask_secrets},
     port_role, segment_flags,
 };
 
 use crate::{
-    EVENTS, OFFSETS, PEER_TTL, PORTS,
-    kernel_read::{IPPROTO_TCP_U8, net_inum, port_roles},
+    ACTIVE_EXPECT, EVENTS, HANDSHAKE_TTL, OFFSETS, PEER_TTL, PORTS,
+    kernel_read::{
+        IPPROTO_TCP_U8, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
+        TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_SENT, as_number, net_inum, port_roles, read_kernel,
+        traced,
+    },
     record::count_lost,
 };
 
@@ -34,6 +40,7 @@ const TCP_HEADER: u32 = 20;
 const IPV4_HEADER: usize = 20;
 const IPV6_HEADER: usize = 40;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 
 /// `cgroup_skb/ingress`: a packet about to be handed to a socket (from
 /// `sk_filter`, before TCP processes it). Always 1: never drop.
@@ -51,12 +58,13 @@ pub fn control_egress(ctx: SkBuffContext) -> i32 {
     1
 }
 
-/// Copies the head of a control-connection segment with payload into the
-/// ring buffer; notes the TTL of every arriving packet of a traced
-/// connection, and for an arriving reset sends a record of its TTL and the
-/// connection's usual one instead. Runs for every packet of every socket on
-/// the host, so the port test comes first and reads only the socket (no
-/// packet bytes).
+/// Copies a control-connection segment with payload into the ring buffer,
+/// if TCP will accept it (an arriving one); marks what its announcement
+/// names; notes the TTL of every acceptable arriving packet of a traced
+/// connection, and for an arriving reset TCP accepts sends a record of its
+/// TTL and the connection's usual one instead. Runs for every packet of
+/// every socket on the host, so the port test comes first and reads only
+/// the socket (no packet bytes).
 /// The skb starts at the network header in `cgroup_skb` programs.
 #[inline(always)]
 fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
@@ -72,7 +80,9 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     };
     // `local_port` is in host order; `remote_port` is the network-order
     // port in the upper half of a big-endian u32. Two lookups, for any packet.
-    let roles = port_roles(local_port as u16) | port_roles(u32::from_be(remote_port) as u16);
+    let local_roles = port_roles(local_port as u16);
+    let remote_roles = port_roles(u32::from_be(remote_port) as u16);
+    let roles = local_roles | remote_roles;
     if roles == 0 {
         return Ok(());
     }
@@ -81,23 +91,34 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     if !control && !arriving {
         return Ok(());
     }
+    // Whether the server sent it, as a number (see `announcement_kind`).
+    let from_server = u32::from(if arriving { remote_roles } else { local_roles })
+        & u32::from(port_role::CONTROL);
     // 40 bytes: the whole IPv6 header, or IPv4's plus the start of TCP's
     // (a TCP/IPv4 packet is never shorter).
     let ip: [u8; IPV6_HEADER] = ctx.skb.load(0)?;
-    let (family, tcp_at) = match ip[0] >> 4 {
-        4 if ip[9] == IPPROTO_TCP_U8 => (AF_INET, usize::from(ip[0] & 0x0f) * 4),
-        // TCP right after the fixed header; extension headers on a TCP
-        // socket's packets are rare enough to skip.
-        6 if ip[6] == IPPROTO_TCP_U8 => (AF_INET6, IPV6_HEADER),
-        _ => return Ok(()),
-    };
+    // IPv4 or IPv6 as numbers, not branches: everything after would be
+    // walked by the verifier once per family otherwise.
+    let version = u32::from(ip[0] >> 4);
+    if version != 4 && version != 6 {
+        return Ok(());
+    }
+    let is_v6 = (version >> 1) & 1;
+    let protocol = u32::from(ip[9]) * (1 - is_v6) + u32::from(ip[6]) * is_v6;
+    if protocol != u32::from(IPPROTO_TCP_U8) {
+        return Ok(());
+    }
+    let family = (AF_INET as u32 + (AF_INET6 - AF_INET) as u32 * is_v6) as u16;
+    let tcp_at = (u32::from(ip[0] & 0x0f) * 4 * (1 - is_v6) + IPV6_HEADER as u32 * is_v6) as usize;
     if tcp_at < IPV4_HEADER {
         return Ok(());
     }
     let tcp: [u8; TCP_HEADER as usize] = ctx.skb.load(tcp_at)?;
-    // Self-contained, so that nothing it computes is live below: the
-    // payload path stays what older verifiers (5.10) already accept.
-    if arriving && note_arrival(ctx, &ip, &tcp, family) {
+    // SAFETY: the context's socket, read as the tracepoint programs read
+    // theirs; only ever offset and read through bpf_probe_read_kernel.
+    let sk = as_number(unsafe { (*skb).__bindgen_anon_2.sk as u64 });
+    // Self-contained, so that nothing it computes is live below.
+    if arriving && note_arrival(ctx, sk, &ip, &tcp, family, roles) {
         return Ok(());
     }
     if !control {
@@ -109,14 +130,19 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         return Ok(());
     }
     let payload_len = len - payload_at;
-    // 1..=CONTROL_CAPTURE_BYTES, spelled so that every verifier sees both
+    // A forged segment (a spoofed address, a sequence number TCP will
+    // refuse) never reaches the parser: only bytes TCP takes in do.
+    if arriving && !takes_data(sk, &tcp, payload_len) {
+        return Ok(());
+    }
+    // 1..=CONTROL_HEAD_BYTES, spelled so that every verifier sees both
     // bounds: older ones (5.10) learn no lower bound from `!= 0`, so the
     // length is a mask (through memory, which LLVM cannot see through) plus
-    // one. CONTROL_CAPTURE_BYTES is a power of two.
-    let less_one = payload_len.min(CONTROL_CAPTURE_BYTES as u32) - 1;
+    // one. The lengths are powers of two.
+    let less_one = payload_len.min(CONTROL_HEAD_BYTES as u32) - 1;
     // SAFETY: a local variable.
     let less_one = unsafe { core::ptr::read_volatile(&less_one) };
-    let captured = (less_one & (CONTROL_CAPTURE_BYTES as u32 - 1)) + 1;
+    let head = (less_one & (CONTROL_HEAD_BYTES as u32 - 1)) + 1;
 
     let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
         count_lost();
@@ -126,43 +152,220 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     // SAFETY: `record` is the reserved, exclusively owned ring buffer slot;
     // every field is written below before it is submitted.
     unsafe {
-        let data = &raw mut (*record).segment.data;
-        // SAFETY: `captured` is 1..=CONTROL_CAPTURE_BYTES, the size of `data`.
-        if bpf_skb_load_bytes(ctx.as_ptr(), payload_at, data.cast(), captured) != 0 {
+        // Header, addresses and the like first: what the loops below need
+        // of them they read back from the record, where the verifier keeps
+        // no value (a value kept per path would make it walk the loops once
+        // per path).
+        fill_control_record(record, ctx, &ip, &tcp, family, dir, payload_len);
+        let segment = &raw mut (*record).segment;
+        (*segment).flags = 0;
+        (*segment).marked_port = 0;
+        (*segment).ttl = 0;
+        (*segment).usual_ttl = 0;
+        (*segment)._pad2 = [0; 6];
+        let data = &raw mut (*segment).data;
+        // SAFETY: `head` is 1..=CONTROL_HEAD_BYTES, within `data`.
+        if bpf_skb_load_bytes(ctx.as_ptr(), payload_at, data.cast(), head) != 0 {
             entry.discard(0);
             return Ok(());
         }
-        let d = &mut *data;
-        // The password never leaves the kernel: in a segment that starts
-        // with `PASS secret` (or `ACCT`), the argument is overwritten with
-        // `*` up to the line end. (A PASS line that does not start a
-        // segment still reaches the parser, which drops its argument.)
-        let flags = if mask_secret(d, captured) {
-            segment_flags::REDACTED
-        } else {
-            0
-        };
-        // A `227`/`229` reply announces the next passive data port: trace it
-        // from now on, before the client can connect (user space learns of
-        // it a drain later, and expires it). `PORT`/`EPRT` are left to user
-        // space: the server connects only after the next command.
-        if let Some(pairs) = announcement(d, captured) {
-            let port = announced_port(d, captured, pairs);
-            if port != 0
-                && let Some(role) = PORTS.get_ptr_mut(port)
-            {
-                *role |= port_role::EXPECTED_DATA;
+        (*segment).captured_len = head as u16;
+        if payload_len > CONTROL_HEAD_BYTES as u32 {
+            // The segment's last bytes: right after the head (then nothing
+            // is missing) or, for a longer one, with bytes between lost.
+            let rest = payload_len - CONTROL_HEAD_BYTES as u32;
+            let less_one = rest.min(CONTROL_TAIL_BYTES as u32) - 1;
+            let less_one = core::ptr::read_volatile(&less_one);
+            let tail = (less_one & (CONTROL_TAIL_BYTES as u32 - 1)) + 1;
+            let into = data.cast::<u8>().add(CONTROL_HEAD_BYTES);
+            let at = payload_at + payload_len - tail;
+            if bpf_skb_load_bytes(ctx.as_ptr(), at, into.cast(), tail) == 0 {
+                (*segment).captured_len = (CONTROL_HEAD_BYTES as u32 + tail) as u16;
+                if rest > CONTROL_TAIL_BYTES as u32 {
+                    (*segment).flags |= segment_flags::TAIL_APART;
+                }
             }
         }
-        let segment = &raw mut (*record).segment;
-        (*segment).captured_len = captured as u16;
-        (*segment).flags = flags;
-        (*segment).ttl = 0;
-        (*segment).usual_ttl = 0;
-        fill_control_record(record, ctx, &ip, &tcp, family, dir, payload_len);
+        let d = &mut *data;
+        // The length and flags read back from the record before each loop:
+        // a loop narrows the verifier's idea of a value at every exit.
+        let captured_at = &raw const (*segment).captured_len;
+        let fresh = || u32::from(core::ptr::read_volatile(captured_at));
+        let tail_from = if core::ptr::read_volatile(&raw const (*segment).flags)
+            & segment_flags::TAIL_APART
+            != 0
+        {
+            CONTROL_HEAD_BYTES as u32
+        } else {
+            u32::MAX
+        };
+        // The password never leaves the kernel: a segment that starts with
+        // `PASS`, `ACCT` or `ADAT` has its argument overwritten with `*` up
+        // to the line end, which keeps the lines and lengths intact. (One
+        // further in still reaches the parser, which drops its argument,
+        // and the recorder, which masks it.)
+        if mask_secrets(d, fresh, tail_from) {
+            (*segment).flags |= segment_flags::REDACTED;
+        }
+        // The server's word marks a data port before the client can connect
+        // (user space learns of it from this record, and clears it); a
+        // client's PORT/EPRT marks its own endpoint, before the server
+        // connects from wherever it connects.
+        mark_announcement(segment, d, fresh(), from_server);
     }
     entry.submit(BPF_RB_NO_WAKEUP.into());
     Ok(())
+}
+
+/// Whether TCP will take in new bytes from an arriving data segment, judged
+/// as `tcp_sequence` and `tcp_ack` judge it: the socket can receive data,
+/// the bytes reach past what it has (`rcv_nxt`) and start inside its
+/// window, and the acknowledgment is one TCP would not discard.
+#[inline(always)]
+fn takes_data(sk: u64, tcp: &[u8; TCP_HEADER as usize], payload_len: u32) -> bool {
+    let Some(o) = OFFSETS.get(0) else {
+        return false;
+    };
+    let state: u8 = read_kernel(sk, o.sock_state).unwrap_or(0);
+    if state != TCP_ESTABLISHED && state != TCP_FIN_WAIT1 && state != TCP_FIN_WAIT2 {
+        return false;
+    }
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    let (Ok(rcv_nxt), Ok(rcv_wup), Ok(rcv_wnd)) = (
+        read_kernel::<u32>(sk, o.tcp_rcv_nxt),
+        read_kernel::<u32>(sk, o.tcp_rcv_wup),
+        read_kernel::<u32>(sk, o.tcp_rcv_wnd),
+    ) else {
+        return false;
+    };
+    let end = seq.wrapping_add(payload_len);
+    if !after(end, rcv_nxt) || after(seq, rcv_wup.wrapping_add(rcv_wnd)) {
+        return false;
+    }
+    if tcp[13] & TCP_ACK == 0 {
+        return false;
+    }
+    let (Ok(snd_una), Ok(snd_nxt), Ok(max_window)) = (
+        read_kernel::<u32>(sk, o.tcp_snd_una),
+        read_kernel::<u32>(sk, o.tcp_snd_nxt),
+        read_kernel::<u32>(sk, o.tcp_max_window),
+    ) else {
+        return false;
+    };
+    !after(ack, snd_nxt) && !before(ack, snd_una.wrapping_sub(max_window))
+}
+
+/// Whether an arriving segment is one TCP accepts at all (a reset that
+/// resets, a segment inside the window), judged as
+/// `tcp_validate_incoming` and `tcp_rcv_synsent_state_process` do.
+#[inline(always)]
+fn acceptable(sk: u64, tcp: &[u8; TCP_HEADER as usize]) -> bool {
+    let Some(o) = OFFSETS.get(0) else {
+        return false;
+    };
+    let state: u8 = read_kernel(sk, o.sock_state).unwrap_or(0);
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    let flags = tcp[13];
+    if state == TCP_SYN_SENT {
+        // A SYN-ACK or reset answering our SYN acknowledges exactly it.
+        return flags & TCP_ACK != 0
+            && read_kernel::<u32>(sk, o.tcp_snd_nxt).is_ok_and(|snd_nxt| ack == snd_nxt);
+    }
+    let synchronized = state == TCP_ESTABLISHED
+        || state == TCP_FIN_WAIT1
+        || state == TCP_FIN_WAIT2
+        || state == TCP_CLOSE_WAIT
+        || state == TCP_LAST_ACK
+        || state == TCP_CLOSING;
+    let Ok(rcv_nxt) = read_kernel::<u32>(sk, o.tcp_rcv_nxt) else {
+        return false;
+    };
+    if !synchronized {
+        return false;
+    }
+    if flags & TCP_RST != 0 {
+        // RFC 5961: only the exact next sequence number resets; after the
+        // peer's FIN, one less too (tcp_reset_check).
+        let after_fin = state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
+        return seq == rcv_nxt || (after_fin && seq == rcv_nxt.wrapping_sub(1));
+    }
+    let (Ok(rcv_wup), Ok(rcv_wnd)) = (
+        read_kernel::<u32>(sk, o.tcp_rcv_wup),
+        read_kernel::<u32>(sk, o.tcp_rcv_wnd),
+    ) else {
+        return false;
+    };
+    !before(seq, rcv_wup.wrapping_sub(rcv_wnd)) && !after(seq, rcv_wup.wrapping_add(rcv_wnd))
+}
+
+/// Marks the data endpoint a segment announces, in the server's words
+/// (`227`/`229`: a passive port) or a client's (`PORT`/`EPRT`: its own
+/// endpoint for active mode), within the marks' cap, and says so in the
+/// record.
+///
+/// # Safety
+/// `segment` is in a reserved ring buffer slot this program owns.
+#[inline(always)]
+unsafe fn mark_announcement(
+    segment: *mut ControlSegment,
+    d: &[u8; CONTROL_CAPTURE_BYTES],
+    captured: u32,
+    from_server: u32,
+) {
+    let kind = announcement_kind(d, captured, from_server);
+    if kind == 0 {
+        return;
+    }
+    // One walk of the reader, `pairs` a number rather than a branch.
+    let port = announced_port(d, captured, kind & 1);
+    if port == 0 {
+        return;
+    }
+    let Some(role) = PORTS.get_ptr_mut(port) else {
+        return;
+    };
+    // SAFETY: the caller's slot; `role` is a map value.
+    unsafe {
+        // No cap here: user space counts the marks and clears, within a
+        // drain, any beyond its cap (and the ones it never asked for).
+        if from_server != 0 {
+            *role |= port_role::EXPECTED_DATA;
+            (*segment).flags |= segment_flags::MARKED;
+        } else {
+            *role |= port_role::ACTIVE_EXPECTED;
+            // The client's own address: the source of what it sends,
+            // which is the socket's local end when it sends (egress) and
+            // the remote end when it arrives.
+            let ends = &raw const (*segment).ends;
+            let addr = if (*segment).direction == direction::EGRESS {
+                (*ends).local_addr
+            } else {
+                (*ends).remote_addr
+            };
+            let key = ActiveEndpoint {
+                addr,
+                port: port as u16,
+                family: (*ends).family,
+                _pad: 0,
+            };
+            let _ = ACTIVE_EXPECT.insert(&key, &bpf_ktime_get_boot_ns(), 0);
+            (*segment).flags |= segment_flags::ACTIVE_MARKED;
+        }
+        (*segment).marked_port = port as u16;
+    }
+}
+
+/// Sequence number order (RFC 1982).
+#[inline(always)]
+fn before(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+#[inline(always)]
+fn after(a: u32, b: u32) -> bool {
+    before(b, a)
 }
 
 /// A packet's ends from its socket's side: an arriving packet's
@@ -188,24 +391,44 @@ fn packet_ends(
     Endpoints::of_packet(family, (src, src_port), (dst, dst_port), arriving)
 }
 
-/// An arriving packet of a traced connection: its TTL (hop limit) is noted
-/// by the connection's addresses and ports (a passive connection's handshake
-/// arrives at the listener, so not by socket); a reset is reported with its
-/// TTL and the usual one. Returns whether it was a reset (and reported).
+/// An arriving packet of a traced connection: TCP will accept it, so its
+/// TTL (hop limit) is noted by the connection's addresses and ports (by
+/// tuple: the listener's packets are not noted, and a spoofed one cannot
+/// push a real connection's entry out); a reset is reported with its TTL
+/// and the usual one. Returns whether its story ends here: a reset
+/// reported, or a packet of no traced connection, or one TCP refuses.
 #[inline(always)]
 fn note_arrival(
     ctx: &SkBuffContext,
+    sk: u64,
     ip: &[u8; IPV6_HEADER],
     tcp: &[u8; TCP_HEADER as usize],
     family: u16,
+    roles: u8,
 ) -> bool {
     let key = packet_ends(ip, tcp, family, true);
+    if !traced(&key, roles) {
+        return true;
+    }
     let ttl = if family == AF_INET { ip[8] } else { ip[7] };
-    // 0 for none: no packet arrives with TTL 0. SAFETY: a map value read
+    if !acceptable(sk, tcp) {
+        // A listener's handshake packets are kept apart (see HANDSHAKE_TTL).
+        if tcp[13] & TCP_RST == 0
+            && read_kernel::<u8>(sk, OFFSETS.get(0).map_or(NO_FIELD, |o| o.sock_state))
+                == Ok(TCP_LISTEN)
+        {
+            let _ = HANDSHAKE_TTL.insert(&key, &ttl, 0);
+        }
+        return true;
+    }
+    // 0 for none: no packet arrives with TTL 0. SAFETY: map values read
     // by value at once.
     let known: u8 = match unsafe { PEER_TTL.get(&key) } {
         Some(value) => *value,
-        None => 0,
+        None => match unsafe { HANDSHAKE_TTL.get(&key) } {
+            Some(value) => *value,
+            None => 0,
+        },
     };
     if tcp[13] & TCP_RST == 0 {
         if known != ttl {
@@ -223,6 +446,8 @@ fn note_arrival(
     unsafe {
         let segment = &raw mut (*record).segment;
         (*segment).captured_len = 0;
+        (*segment).marked_port = 0;
+        (*segment)._pad2 = [0; 6];
         (*segment).flags = segment_flags::RESET_TTL;
         (*segment).ttl = ttl;
         (*segment).usual_ttl = known;

@@ -9,13 +9,13 @@ use ftptrace_common::{ProbeId, record_flags};
 use crate::{
     OFFSETS,
     kernel_read::{read_kernel, skb_netns},
-    record::{emit, packet_record},
+    record::{count_unreadable, emit, packet_record},
 };
 
 /// `kfree_skb(struct sk_buff *skb, void *location)` (before 5.17: no reason).
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
-    let _ = try_drop(ctx.arg(0), ctx.arg(1), 0, 0);
+    count_unreadable(try_drop(ctx.arg(0), ctx.arg(1), 0, 0));
     0
 }
 
@@ -23,12 +23,12 @@ pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "kfree_skb")]
 pub fn kfree_skb_reason(ctx: RawTracePointContext) -> i32 {
     let reason: u32 = ctx.arg(2);
-    let _ = try_drop(
+    count_unreadable(try_drop(
         ctx.arg(0),
         ctx.arg(1),
         i64::from(reason),
         record_flags::HAS_ARG,
-    );
+    ));
     0
 }
 

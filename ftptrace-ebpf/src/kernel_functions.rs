@@ -10,7 +10,9 @@ use aya_ebpf::{
 use ftptrace_common::ProbeId;
 
 use crate::{
-    OFFSETS, SETTINGS, kernel_read::read_kernel, record::try_sock_event,
+    OFFSETS, SETTINGS,
+    kernel_read::read_kernel,
+    record::{count_unreadable, try_sock_event},
     tcp_tracepoints::try_error_report,
 };
 
@@ -19,7 +21,7 @@ use crate::{
 #[fentry(function = "sock_def_error_report")]
 pub fn fentry_error_report(ctx: FEntryContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let _ = try_error_report(sk);
+    count_unreadable(try_error_report(sk));
     0
 }
 
@@ -27,7 +29,7 @@ pub fn fentry_error_report(ctx: FEntryContext) -> i32 {
 #[kprobe]
 pub fn kprobe_error_report(ctx: ProbeContext) -> u32 {
     if let Some(sk) = ctx.arg::<u64>(0) {
-        let _ = try_error_report(sk);
+        count_unreadable(try_error_report(sk));
     }
     0
 }
@@ -39,7 +41,7 @@ pub fn kprobe_error_report(ctx: ProbeContext) -> u32 {
 pub fn fentry_xmit_probe(ctx: FEntryContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let mib: i32 = ctx.arg(2);
-    let _ = try_xmit_probe(sk, mib);
+    count_unreadable(try_xmit_probe(sk, mib));
     0
 }
 
@@ -47,7 +49,7 @@ pub fn fentry_xmit_probe(ctx: FEntryContext) -> i32 {
 #[kprobe]
 pub fn kprobe_xmit_probe(ctx: ProbeContext) -> u32 {
     if let (Some(sk), Some(mib)) = (ctx.arg::<u64>(0), ctx.arg::<i32>(2)) {
-        let _ = try_xmit_probe(sk, mib);
+        count_unreadable(try_xmit_probe(sk, mib));
     }
     0
 }

@@ -1,15 +1,22 @@
 //! Reading kernel memory through the offsets user space found in BTF, and
 //! the port test every program makes first.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use ftptrace_common::{KernelOffsets, NO_FIELD};
+use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel};
+use ftptrace_common::{ActiveEndpoint, Endpoints, KernelOffsets, NO_FIELD, port_role};
 
-use crate::{OFFSETS, PORTS};
+use crate::{ACTIVE_EXPECT, OFFSETS, PORTS, SCRATCH, SETTINGS};
 
 // include/net/tcp_states.h, unchanged since they were introduced.
+pub const TCP_ESTABLISHED: u8 = 1;
+pub const TCP_SYN_SENT: u8 = 2;
+pub const TCP_FIN_WAIT1: u8 = 4;
+pub const TCP_FIN_WAIT2: u8 = 5;
 pub const TCP_TIME_WAIT: u8 = 6;
-pub const TCP_LISTEN: u8 = 10;
 pub const TCP_CLOSE: i32 = 7;
+pub const TCP_CLOSE_WAIT: u8 = 8;
+pub const TCP_LAST_ACK: u8 = 9;
+pub const TCP_LISTEN: u8 = 10;
+pub const TCP_CLOSING: u8 = 11;
 pub const TCP_NEW_SYN_RECV: u8 = 12;
 pub const IPPROTO_TCP_U8: u8 = 6;
 
@@ -22,6 +29,20 @@ pub fn read_kernel<T>(base: u64, offset: u16) -> Result<T, i64> {
     }
     // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(i64::from)
+}
+
+/// A pointer the verifier types (a context's socket) as a plain number:
+/// stored in map memory and read back. 0 when there is no room.
+#[inline(always)]
+pub fn as_number(pointer: u64) -> u64 {
+    let Some(slot) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; programs do not nest on a CPU here.
+    unsafe {
+        core::ptr::write_volatile(slot, pointer);
+        core::ptr::read_volatile(slot)
+    }
 }
 
 /// Inode number of the network namespace that the `struct net *` stored at
@@ -66,7 +87,47 @@ pub fn port_roles(port: u16) -> u8 {
     PORTS.get(u32::from(port)).copied().unwrap_or(0)
 }
 
+/// Whether a connection with these ends is traced: a port with a role of
+/// its own, or an active-mode endpoint a client announced (its port is only
+/// a hint; the client's address must match).
 #[inline(always)]
-pub fn is_ftp(port: u16) -> bool {
-    port_roles(port) != 0
+pub fn traced(ends: &Endpoints, roles: u8) -> bool {
+    roles & port_role::TRACED != 0
+        || (roles & port_role::ACTIVE_EXPECTED != 0 && active_expected(ends))
+}
+
+/// One of the connection's ends is an announced active-mode endpoint that
+/// is still fresh; a hit keeps it fresh while the connection lives.
+#[inline(always)]
+pub fn active_expected(ends: &Endpoints) -> bool {
+    let ttl = match SETTINGS.get(0) {
+        Some(settings) => settings.expect_ttl_ns,
+        None => return false,
+    };
+    // SAFETY: a helper call with no arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    for (addr, port) in [
+        (ends.remote_addr, ends.remote_port),
+        (ends.local_addr, ends.local_port),
+    ] {
+        let key = ActiveEndpoint {
+            addr,
+            port,
+            family: ends.family,
+            _pad: 0,
+        };
+        // SAFETY: a map value read by value at once.
+        let at = match unsafe { ACTIVE_EXPECT.get(&key) } {
+            Some(at) => *at,
+            None => continue,
+        };
+        let age = now.wrapping_sub(at);
+        if age < ttl {
+            if age > ttl / 2 {
+                let _ = ACTIVE_EXPECT.insert(&key, &now, 0);
+            }
+            return true;
+        }
+    }
+    false
 }

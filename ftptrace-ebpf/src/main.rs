@@ -35,7 +35,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
 use ftptrace_common::{
-    Endpoints, KernelOffsets, PORT_MAP_ENTRIES, ProbeSettings, RunningTimer, TimerHooks,
+    ActiveEndpoint, Endpoints, KernelOffsets, PORT_MAP_ENTRIES, ProbeSettings, RunningTimer,
+    TimerHooks,
 };
 
 /// Records to user space.
@@ -70,9 +71,34 @@ static RUNNING_TIMER: PerCpuArray<RunningTimer> = PerCpuArray::with_max_entries(
 #[map]
 static PEER_TTL: LruHashMap<Endpoints, u8> = LruHashMap::with_max_entries(16384, 0);
 
+/// The TTL of the handshake packets a listener received (SYN, final ACK),
+/// which TCP has not yet judged: a connection whose first packet after the
+/// handshake is a reset has no other. Apart from `PEER_TTL` so that a SYN
+/// flood, which anyone can send with any address, evicts only other
+/// handshakes' entries, never an established connection's.
+#[map]
+static HANDSHAKE_TTL: LruHashMap<Endpoints, u8> = LruHashMap::with_max_entries(16384, 0);
+
 /// Ring buffer reservations that failed: records lost, per CPU.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Programs that could not read what they needed (a kernel read failed):
+/// their event is missing, per CPU.
+#[map]
+static UNREADABLE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Active-mode endpoints clients announced (PORT/EPRT), with when: a
+/// connection to or from one is traced while it is fresh. LRU: a flood of
+/// announcements pushes out the oldest, never a live connection's (each
+/// hit refreshes its entry).
+#[map]
+static ACTIVE_EXPECT: LruHashMap<ActiveEndpoint, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// Per-CPU scratch: a socket pointer stored and read back here is a plain
+/// number the programs may offset (the stack would keep its pointer type).
+#[map]
+static SCRATCH: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[cfg(not(test))]
 #[panic_handler]

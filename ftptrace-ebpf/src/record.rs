@@ -16,8 +16,10 @@ use ftptrace_common::{
 };
 
 use crate::{
-    EVENTS, LOST, OFFSETS,
-    kernel_read::{IPPROTO_TCP_U8, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, is_ftp, net_inum, read_kernel},
+    EVENTS, LOST, OFFSETS, UNREADABLE,
+    kernel_read::{
+        IPPROTO_TCP_U8, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, net_inum, port_roles, read_kernel, traced,
+    },
 };
 
 /// Emits a record about socket `sk` (or request socket), if it is FTP.
@@ -43,7 +45,8 @@ pub fn try_sock_event(
         u16::from_be(read_kernel(sk, o.inet_sport)?)
     };
     let remote_port = u16::from_be(read_kernel(sk, o.sock_dport)?);
-    if !is_ftp(local_port) && !is_ftp(remote_port) {
+    let roles = port_roles(local_port) | port_roles(remote_port);
+    if roles == 0 {
         return Ok(());
     }
     if check_protocol && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP {
@@ -64,6 +67,9 @@ pub fn try_sock_event(
     } else {
         ends.local_addr = read_kernel(sk, o.sock_v6_saddr).unwrap_or([0; 16]);
         ends.remote_addr = read_kernel(sk, o.sock_v6_daddr).unwrap_or([0; 16]);
+    }
+    if !traced(&ends, roles) {
+        return Ok(());
     }
     let record = SockRecord {
         sk,
@@ -100,7 +106,8 @@ pub fn packet_record(
     let ports: [u8; 4] = read_kernel(head, transport)?;
     let src_port = u16::from_be_bytes([ports[0], ports[1]]);
     let dst_port = u16::from_be_bytes([ports[2], ports[3]]);
-    if !is_ftp(src_port) && !is_ftp(dst_port) {
+    let roles = port_roles(src_port) | port_roles(dst_port);
+    if roles == 0 {
         return Ok(None);
     }
     // FIN, SYN, RST, PSH, ACK, URG, ECE, CWR.
@@ -124,6 +131,9 @@ pub fn packet_record(
         _ => return Ok(None),
     };
     let ends = Endpoints::of_packet(family, (src, src_port), (dst, dst_port), arriving);
+    if !traced(&ends, roles) {
+        return Ok(None);
+    }
     Ok(Some(SockRecord {
         sk: 0,
         arg1,
@@ -164,6 +174,18 @@ pub fn emit(probe: ProbeId, netns: u32, record: SockRecord) {
     });
     // No wakeup per event: user space drains on a short timer.
     entry.submit(BPF_RB_NO_WAKEUP.into());
+}
+
+/// Counts a program run that could not read what it needed, if `result`
+/// says so.
+#[inline(always)]
+pub fn count_unreadable<T>(result: Result<T, i64>) {
+    if result.is_err()
+        && let Some(count) = UNREADABLE.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU slot, as in `count_lost`.
+        unsafe { *count += 1 };
+    }
 }
 
 #[inline(always)]

@@ -10,7 +10,7 @@ use ftptrace_common::{ProbeId, record_flags};
 use crate::{
     OFFSETS, SETTINGS,
     kernel_read::{TCP_CLOSE, TCP_LISTEN, net_inum, read_kernel, skb_netns, skb_segs},
-    record::{emit, packet_record, try_sock_event},
+    record::{count_unreadable, emit, packet_record, try_sock_event},
 };
 
 /// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`
@@ -19,16 +19,16 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    let _ = try_sock_event(
+    count_unreadable(try_sock_event(
         ProbeId::InetSockSetState,
         sk,
         true,
         i64::from(old),
         i64::from(new),
         0,
-    );
+    ));
     if new == TCP_CLOSE && SETTINGS.get(0).is_some_and(|s| s.error_at_close != 0) {
-        let _ = try_error_at_close(sk);
+        count_unreadable(try_error_at_close(sk));
     }
     0
 }
@@ -38,7 +38,14 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let segs = skb_segs(ctx.arg(1));
-    let _ = try_sock_event(ProbeId::TcpRetransmitSkb, sk, false, 0, segs, 0);
+    count_unreadable(try_sock_event(
+        ProbeId::TcpRetransmitSkb,
+        sk,
+        false,
+        0,
+        segs,
+        0,
+    ));
     0
 }
 
@@ -48,14 +55,14 @@ pub fn tcp_retransmit_skb_err(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let err: i32 = ctx.arg(2);
     let segs = skb_segs(ctx.arg(1));
-    let _ = try_sock_event(
+    count_unreadable(try_sock_event(
         ProbeId::TcpRetransmitSkb,
         sk,
         false,
         i64::from(err),
         segs,
         record_flags::HAS_ARG,
-    );
+    ));
     0
 }
 
@@ -64,14 +71,21 @@ pub fn tcp_retransmit_skb_err(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
 pub fn tcp_retransmit_synack(ctx: RawTracePointContext) -> i32 {
     let req: u64 = ctx.arg(1);
-    let _ = try_sock_event(ProbeId::TcpRetransmitSynack, req, false, 0, 1, 0);
+    count_unreadable(try_sock_event(
+        ProbeId::TcpRetransmitSynack,
+        req,
+        false,
+        0,
+        1,
+        0,
+    ));
     0
 }
 
 /// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb)` (before 6.10)
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
-    let _ = try_send_reset(ctx.arg(0), ctx.arg(1), 0, 0);
+    count_unreadable(try_send_reset(ctx.arg(0), ctx.arg(1), 0, 0));
     0
 }
 
@@ -79,12 +93,12 @@ pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn tcp_send_reset_reason(ctx: RawTracePointContext) -> i32 {
     let reason: u32 = ctx.arg(2);
-    let _ = try_send_reset(
+    count_unreadable(try_send_reset(
         ctx.arg(0),
         ctx.arg(1),
         i64::from(reason),
         record_flags::HAS_ARG,
-    );
+    ));
     0
 }
 
@@ -92,7 +106,7 @@ pub fn tcp_send_reset_reason(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let _ = try_sock_event(ProbeId::TcpReceiveReset, sk, false, 0, 0, 0);
+    count_unreadable(try_sock_event(ProbeId::TcpReceiveReset, sk, false, 0, 0, 0));
     0
 }
 
@@ -100,7 +114,7 @@ pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let _ = try_sock_event(ProbeId::TcpDestroySock, sk, false, 0, 0, 0);
+    count_unreadable(try_sock_event(ProbeId::TcpDestroySock, sk, false, 0, 0, 0));
     0
 }
 
@@ -108,7 +122,7 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "inet_sk_error_report")]
 pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    let _ = try_error_report(sk);
+    count_unreadable(try_error_report(sk));
     0
 }
 

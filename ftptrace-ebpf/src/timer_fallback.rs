@@ -9,8 +9,8 @@ use ftptrace_common::{ProbeId, RunningTimer};
 
 use crate::{
     OFFSETS, RUNNING_TIMER, TIMER_HOOKS,
-    kernel_read::{is_ftp, read_kernel},
-    record::try_sock_event,
+    kernel_read::{port_roles, read_kernel},
+    record::{count_unreadable, try_sock_event},
 };
 
 /// `timer_expire_entry(struct timer_list *timer, unsigned long baseclk)`.
@@ -19,7 +19,7 @@ use crate::{
 #[raw_tracepoint(tracepoint = "timer_expire_entry")]
 pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
-    let _ = try_timer_entry(timer);
+    count_unreadable(try_timer_entry(timer));
     0
 }
 
@@ -28,7 +28,7 @@ pub fn timer_expire_entry(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "timer_expire_exit")]
 pub fn timer_expire_exit(ctx: RawTracePointContext) -> i32 {
     let timer: u64 = ctx.arg(0);
-    let _ = try_timer_exit(timer);
+    count_unreadable(try_timer_exit(timer));
     0
 }
 
@@ -51,7 +51,9 @@ fn try_timer_entry(timer: u64) -> Result<(), i64> {
     let o = OFFSETS.get(0).ok_or(0)?;
     let sport = u16::from_be(read_kernel(sk, o.inet_sport)?);
     let dport = u16::from_be(read_kernel(sk, o.sock_dport)?);
-    if !is_ftp(sport) && !is_ftp(dport) {
+    // The ports first; an active-mode endpoint's address is checked when
+    // the probe is emitted (`try_sock_event`).
+    if port_roles(sport) | port_roles(dport) == 0 {
         return Ok(());
     }
     let probes_out: u8 = read_kernel(sk, o.icsk_probes_out)?;

@@ -63,8 +63,10 @@ pub struct TraceArgs {
     /// FTP control ports, comma-separated.
     #[arg(long, value_name = "LIST", value_parser = parse_port_list, default_value = "21,990")]
     pub ports: PortList,
-    /// Passive-mode data port range (vsftpd: pasv_min_port-pasv_max_port).
-    /// Without it, passive data connections are not traced.
+    /// Passive-mode data port range (vsftpd: pasv_min_port-pasv_max_port),
+    /// always traced. Without it, passive data connections are still traced
+    /// from the 227/229 that announces each (plain FTP); with FTPS, whose
+    /// announcements are encrypted, only with it.
     #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
     pub passive_ports: Option<RangeInclusive<u16>>,
     /// Output format [default: text on a terminal, json otherwise].

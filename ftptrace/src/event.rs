@@ -128,10 +128,40 @@ pub struct Segment {
     pub payload_len: u32,
     /// The kernel masked a `PASS`/`ACCT` argument with `*`.
     pub redacted: bool,
+    /// The captured bytes: the segment's first ones, and for a segment too
+    /// long to hold whole, from `tail_at` on its last ones.
     pub payload: Payload,
+    /// Where in `payload` the segment's tail starts when bytes between its
+    /// head and tail were not captured.
+    pub tail_at: Option<usize>,
+    /// What the kernel marked because of this segment's announcement.
+    pub mark: Option<KernelMark>,
+}
+
+/// A mark the kernel made as a segment passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelMark {
+    /// A server's 227/229: this passive data port is traced.
+    Passive(u16),
+    /// A client's PORT/EPRT: its address and this port are traced.
+    Active(u16),
 }
 
 impl Segment {
+    /// The captured bytes as pieces of the segment: (offset in the segment,
+    /// bytes), in order; gaps between them and after the last were lost.
+    pub fn pieces(&self) -> Vec<(u32, &[u8])> {
+        let bytes = self.payload.bytes();
+        match self.tail_at {
+            Some(at) if at <= bytes.len() => {
+                let (head, tail) = bytes.split_at(at);
+                let tail_offset = self.payload_len.saturating_sub(tail.len() as u32);
+                vec![(0, head), (tail_offset, tail)]
+            }
+            _ => vec![(0, bytes)],
+        }
+    }
+
     /// Bytes of the segment that were not captured.
     pub fn truncated(&self) -> bool {
         self.payload.len() < self.payload_len as usize
@@ -326,6 +356,8 @@ mod tests {
             payload_len: 14,
             redacted: false,
             payload,
+            tail_at: None,
+            mark: None,
         };
         assert!(!format!("{segment:?}").contains("hunter2"));
         assert!(!segment.truncated());

@@ -4,17 +4,16 @@
 //! time), so a recording replays to the same lines.
 
 use crate::{
-    event::{EventKind, KernelEvent, OpenConnection},
+    event::{EventKind, KernelEvent, KernelMark, OpenConnection},
     ftp::Side,
     kernel::{
         clock::WallClock,
         decode::{self, Decoder},
     },
-    output::{Output, SessionRecord, Stats},
-    ports::PortSet,
+    output::{Output, SessionRecord, Stats, lines::DroppedLine},
+    ports::{Mark, MarkUpdate, PortSet},
     session::{
-        Placement, PortUpdate, Session, Sessions, attribution::SocketTable,
-        control_stream::ControlChannels,
+        Placement, Session, Sessions, attribution::SocketTable, control_stream::ControlChannels,
     },
 };
 
@@ -26,6 +25,9 @@ pub struct KernelLoss {
     pub lost: u64,
     /// Program runs the kernel skipped (recursion).
     pub missed: u64,
+    /// Program runs that could not read what they needed.
+    #[serde(default)]
+    pub unreadable: u64,
 }
 
 pub struct Pipeline {
@@ -106,7 +108,27 @@ impl Pipeline {
         let ts = self.clock.rfc3339(event.boot_ns);
         if let EventKind::ControlSegment(segment) = &mut event.kind {
             let local_is_server = self.ports.control.contains(&event.local.port());
-            let said = self.control.segment(event.sock, local_is_server, segment);
+            // What the kernel marked is known before the words are parsed,
+            // so that the parser's announcement finds it held.
+            let client = if local_is_server {
+                event.remote.ip()
+            } else {
+                event.local.ip()
+            };
+            match segment.mark {
+                Some(KernelMark::Passive(port)) => {
+                    self.sessions
+                        .kernel_marked(Mark::Passive(port), event.boot_ns);
+                }
+                Some(KernelMark::Active(port)) => {
+                    self.sessions
+                        .kernel_marked(Mark::Active(client, port), event.boot_ns);
+                }
+                None => {}
+            }
+            let said = self
+                .control
+                .segment(event.sock, local_is_server, who.seen_opening, segment);
             decode::put_control_payload(bytes, segment.payload.bytes());
             self.sessions.observe(&event, &mut self.evicted);
             for kind in said {
@@ -147,7 +169,7 @@ impl Pipeline {
         &mut self,
         now_ns: u64,
         output: &mut Output,
-    ) -> anyhow::Result<Vec<PortUpdate>> {
+    ) -> anyhow::Result<Vec<MarkUpdate>> {
         for session in std::mem::take(&mut self.evicted) {
             self.report(&session, true, output)?;
         }
@@ -157,7 +179,7 @@ impl Pipeline {
         if std::mem::take(&mut self.wrote) {
             output.flush()?;
         }
-        Ok(self.sessions.take_port_updates())
+        Ok(self.sessions.take_mark_updates())
     }
 
     /// Reports the sessions still open as the run ends.
@@ -174,10 +196,19 @@ impl Pipeline {
             lost: loss.lost,
             missed: loss.missed,
             undecodable: self.undecodable,
+            unreadable: loss.unreadable,
             sockets: self.sockets.len(),
             sessions: self.sessions.started,
             sessions_open: self.sessions.open_count(),
             sessions_evicted: self.sessions.evicted,
+            dropped: DroppedLine {
+                expectations: self.sessions.dropped.expectations,
+                marks: self.sessions.dropped.marks,
+                pending: self.sessions.dropped.pending,
+                orphans: self.sessions.dropped.orphans,
+                parsers: self.control.evicted(),
+                sockets: self.sockets.forgotten(),
+            },
             is_final,
         }
     }

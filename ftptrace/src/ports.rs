@@ -1,7 +1,8 @@
 //! The FTP port set: which ports the kernel programs trace and which role
-//! each plays. User space keeps the same set to tell server from client.
+//! each plays, and the marks announcements add to it. User space keeps the
+//! same set to tell server from client.
 
-use std::ops::RangeInclusive;
+use std::{net::IpAddr, ops::RangeInclusive};
 
 use ftptrace_common::port_role;
 
@@ -51,6 +52,23 @@ impl PortSet {
             .chain(passive)
             .map(|port| (port, self.role(port)))
     }
+}
+
+/// What an announcement makes the kernel trace beyond the configured ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mark {
+    /// A passive data port a server announced (227/229): any connection on it.
+    Passive(u16),
+    /// An active data endpoint a client announced (PORT/EPRT), its own
+    /// address and port: only connections to or from it.
+    Active(IpAddr, u16),
+}
+
+/// A change for the kernel's maps: trace (`on`) or stop tracing a mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MarkUpdate {
+    pub mark: Mark,
+    pub on: bool,
 }
 
 #[cfg(test)]

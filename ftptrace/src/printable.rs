@@ -1,17 +1,59 @@
-//! Text safe to show a person: the peer chose the bytes of an FTP reply, a
-//! local user chose a process name. Control characters are escaped so that
-//! they cannot drive the terminal.
+//! Text safe to show a person at a terminal. The bytes of an FTP reply or
+//! command are a stranger's, a process name is any local user's: control
+//! characters could drive the terminal (move the cursor, retitle the
+//! window, hide what follows) and bidirectional or invisible formatting
+//! characters could make a line read differently from what it says. Every
+//! value printed as text goes through [`printable`].
 
-/// The text with control characters escaped, so a peer cannot drive the terminal.
+/// `text` with control characters (`\u{1b}`, `\t`) and bidi or invisible
+/// formatting characters (`\u{202e}`) escaped; everything else as it is.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            escaped
-        })
-        .collect()
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else if is_formatting(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Unicode format characters that reorder or hide text: the bidi
+/// embeddings, overrides, isolates and marks, zero-width characters, the
+/// byte order mark, soft hyphen, interlinear annotations.
+fn is_formatting(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFB}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn controls_and_bidi_are_escaped_and_the_rest_kept() {
+        assert_eq!(
+            printable("226 Transfer\u{1b}[31m ok"),
+            "226 Transfer\\u{1b}[31m ok"
+        );
+        assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(
+            printable("a\u{2066}b\u{2069}c\u{200b}d"),
+            "a\\u{2066}b\\u{2069}c\\u{200b}d"
+        );
+        assert_eq!(printable("line\nbreak\ttab\r"), "line\\nbreak\\ttab\\r");
+        assert_eq!(printable("Zürich 東京 ok"), "Zürich 東京 ok");
+        // Escaping twice changes nothing more.
+        let once = printable("x\u{1b}y\u{202e}");
+        assert_eq!(printable(&once), once);
+    }
 }

@@ -33,7 +33,7 @@ use crate::{
 /// The file's first bytes.
 const MAGIC: &[u8; 20] = b"ftptrace recording\n\0";
 /// Bumped on any incompatible change of the frames or [`Meta`].
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 /// Larger frames are refused when read: a record is a few hundred bytes, a
 /// seed list a few MB at the very most.
 const MAX_FRAME: u32 = 64 << 20;
@@ -204,9 +204,10 @@ impl Recorder {
     }
 
     pub fn stats(&mut self, loss: KernelLoss, is_final: bool) -> anyhow::Result<()> {
-        let mut payload = Vec::with_capacity(17);
+        let mut payload = Vec::with_capacity(25);
         payload.extend_from_slice(&loss.lost.to_le_bytes());
         payload.extend_from_slice(&loss.missed.to_le_bytes());
+        payload.extend_from_slice(&loss.unreadable.to_le_bytes());
         payload.push(u8::from(is_final));
         self.frame(Tag::Stats, &payload)
     }
@@ -324,15 +325,19 @@ impl Recording {
                     u64_of(payload).ok_or_else(|| malformed("a loss count is 8 bytes"))?,
                 )),
                 Tag::Stats => {
-                    let [lost @ .., final_byte] = payload else {
+                    let [counts @ .., final_byte] = payload else {
                         return Err(malformed("empty stats"));
                     };
-                    let (lost, missed) = lost
-                        .split_at_checked(8)
-                        .and_then(|(a, b)| Some((u64_of(a)?, u64_of(b)?)))
-                        .ok_or_else(|| malformed("stats are 17 bytes"))?;
+                    if counts.len() != 24 {
+                        return Err(malformed("stats are 25 bytes"));
+                    }
+                    let count = |n: usize| u64_of(&counts[n * 8..n * 8 + 8]).unwrap_or(0);
                     frames.push(Frame::Stats {
-                        loss: KernelLoss { lost, missed },
+                        loss: KernelLoss {
+                            lost: count(0),
+                            missed: count(1),
+                            unreadable: count(2),
+                        },
                         is_final: *final_byte != 0,
                     });
                 }
@@ -450,7 +455,14 @@ mod tests {
         recorder.end_batch(42).unwrap();
         recorder.loss(3).unwrap();
         recorder
-            .stats(KernelLoss { lost: 2, missed: 1 }, true)
+            .stats(
+                KernelLoss {
+                    lost: 2,
+                    missed: 1,
+                    unreadable: 3,
+                },
+                true,
+            )
             .unwrap();
         recorder
             .seeds(&Seeds {
@@ -477,7 +489,11 @@ mod tests {
         assert_eq!(
             recording.frames[4],
             Frame::Stats {
-                loss: KernelLoss { lost: 2, missed: 1 },
+                loss: KernelLoss {
+                    lost: 2,
+                    missed: 1,
+                    unreadable: 3,
+                },
                 is_final: true
             }
         );

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
     cli::TraceArgs,
@@ -30,11 +30,28 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// syscall per program, not worth making every time.
 const LOSS_CHECK_EVERY: u64 = 10;
 
+/// Records taken from the ring buffer per drain at most: under a flood the
+/// loop yields to the clock and the signals (a SIGTERM, the session
+/// expiry) between drains; what stays in the ring is taken next time, and
+/// what does not fit there is counted as lost by the programs.
+const MAX_RECORDS_PER_DRAIN: usize = 50_000;
+
 pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let ports = args.port_set();
     // Open the output first: a bad path is a usage error worth reporting
     // before touching the kernel.
     let mut output = Output::open(args.format(), args.output.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()?;
+    // From here on a signal is handled (before the start line, which says
+    // the run began): SIGINT and SIGTERM end it cleanly, SIGHUP (a dropped
+    // SSH session, logrotate) flushes and reopens the output.
+    let signals = {
+        let _runtime = runtime.enter();
+        Signals::install()?
+    };
     privileges::check()?;
     let tracefs = tracefs::find_or_mount()?;
     let facts = KernelFacts::read(&tracefs)?;
@@ -103,11 +120,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         drains: 0,
     };
     stream.seed(&mut output)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .enable_io()
-        .build()?;
-    let result = runtime.block_on(stream.follow(&mut tracer, &mut output, args));
+    let result = runtime.block_on(stream.follow(&mut tracer, &mut output, args, signals));
     // Detach before the last drain, so the final stats count everything.
     tracer.detach();
     result?;
@@ -118,6 +131,24 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         recorder.finish()?;
     }
     stream.stats(&tracer, &mut output, true)
+}
+
+/// The signals a run handles.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    /// Must run inside the runtime.
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
 }
 
 /// The live run: the pipeline, fed from the tracer's ring buffer.
@@ -136,9 +167,8 @@ impl Stream {
         tracer: &mut Tracer,
         output: &mut Output,
         args: &TraceArgs,
+        mut signals: Signals,
     ) -> anyhow::Result<()> {
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
         let mut drain = tokio::time::interval(DRAIN_INTERVAL);
         drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stats_every = Duration::from_secs(args.stats_interval.get());
@@ -154,8 +184,14 @@ impl Stream {
         tokio::pin!(deadline);
         loop {
             tokio::select! {
-                _ = interrupt.recv() => return Ok(()),
-                _ = terminate.recv() => return Ok(()),
+                _ = signals.interrupt.recv() => return Ok(()),
+                _ = signals.terminate.recv() => return Ok(()),
+                _ = signals.hangup.recv() => {
+                    if let Err(error) = output.reopen() {
+                        // The old file keeps the lines; say why once per HUP.
+                        eprintln!("ftptrace: warning: SIGHUP: {error:#}; still writing where it was");
+                    }
+                }
                 () = &mut deadline => return Ok(()),
                 _ = drain.tick() => self.drain(tracer, output)?,
                 _ = stats.tick() => self.stats(tracer, output, false)?,
@@ -180,7 +216,10 @@ impl Stream {
         if self.drains.is_multiple_of(LOSS_CHECK_EVERY) {
             self.note_loss(tracer)?;
         }
-        while let Some(item) = tracer.ring.next() {
+        for _ in 0..MAX_RECORDS_PER_DRAIN {
+            let Some(item) = tracer.ring.next() else {
+                break;
+            };
             self.buffer.clear();
             self.buffer.extend_from_slice(&item);
             drop(item);
@@ -197,7 +236,7 @@ impl Stream {
             recorder.end_batch(now)?;
         }
         for update in self.pipeline.end_batch(now, output)? {
-            tracer.set_expected(update.port, update.expected)?;
+            tracer.apply_mark(update)?;
         }
         Ok(())
     }
@@ -235,6 +274,7 @@ impl Stream {
         let loss = KernelLoss {
             lost: tracer.lost()?,
             missed: tracer.missed()?,
+            unreadable: tracer.unreadable()?,
         };
         if let Some(recorder) = &mut self.recorder {
             recorder.stats(loss, is_final)?;

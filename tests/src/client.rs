@@ -31,6 +31,7 @@ pub struct Curl {
     epsv: bool,
     active: bool,
     credentials: Option<Credentials>,
+    interface: Option<String>,
 }
 
 /// A user and password for curl. `Debug` hides the password, and curl gets
@@ -70,6 +71,7 @@ impl Curl {
             epsv: true,
             active: false,
             credentials: None,
+            interface: None,
         }
     }
 
@@ -96,6 +98,13 @@ impl Curl {
     #[must_use]
     pub fn active(mut self) -> Self {
         self.active = true;
+        self
+    }
+
+    /// `--interface ADDR`: connect from this local address.
+    #[must_use]
+    pub fn interface(mut self, addr: &str) -> Self {
+        self.interface = Some(addr.into());
         self
     }
 
@@ -134,6 +143,9 @@ impl Curl {
             if !self.epsv {
                 command.arg("--disable-epsv");
             }
+        }
+        if let Some(addr) = &self.interface {
+            command.arg("--interface").arg(addr);
         }
         command
             .arg("--connect-timeout")

@@ -17,6 +17,8 @@ pub struct Observed<T> {
     pub server: Delta,
     /// Counter changes in the client namespace.
     pub client: Delta,
+    /// The tracer's peak resident memory (`VmHWM`, KiB) when it was stopped.
+    pub peak_rss_kib: u64,
     server_ns: u64,
     client_ns: u64,
 }
@@ -27,14 +29,33 @@ pub struct Observed<T> {
 /// (which checks its end-of-run contract).
 #[track_caller]
 pub fn observe<T>(net: &NsPair, tracer: Tracer, action: impl FnOnce() -> T) -> Observed<T> {
+    observe_with(net, tracer, action, Tracer::stop)
+}
+
+/// [`observe`] for a flood: the tracer may lose records, if it counts them
+/// ([`Tracer::stop_allowing_loss`]).
+#[track_caller]
+pub fn observe_flood<T>(net: &NsPair, tracer: Tracer, action: impl FnOnce() -> T) -> Observed<T> {
+    observe_with(net, tracer, action, Tracer::stop_allowing_loss)
+}
+
+#[track_caller]
+fn observe_with<T>(
+    net: &NsPair,
+    tracer: Tracer,
+    action: impl FnOnce() -> T,
+    stop: impl FnOnce(Tracer) -> Trace,
+) -> Observed<T> {
     let before = net.snapshot();
     let outcome = action();
     net.wait_quiet();
     let after = net.snapshot();
-    let trace = tracer.stop();
+    let peak_rss_kib = tracer.peak_rss_kib();
+    let trace = stop(tracer);
     let observed = Observed {
         outcome,
         trace,
+        peak_rss_kib,
         server: before.server.delta(&after.server),
         client: before.client.delta(&after.client),
         server_ns: net.server.inode(),

@@ -11,12 +11,12 @@ use std::{
 };
 
 use ftptrace_common::{
-    AF_INET, AF_INET6, CONTROL_CAPTURE_BYTES, ControlRecord, ControlSegment, Endpoints, Event,
-    EventHeader, ProbeId, WIRE_VERSION, direction, record_flags, segment_flags,
+    AF_INET, AF_INET6, CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES, ControlRecord, ControlSegment,
+    Endpoints, Event, EventHeader, ProbeId, WIRE_VERSION, direction, record_flags, segment_flags,
 };
 
 use crate::{
-    event::{EventKind, KernelEvent, Payload, Segment, Task},
+    event::{EventKind, KernelEvent, KernelMark, Payload, Segment, Task},
     kernel::{kallsyms::KernelSymbols, names::KernelNames},
 };
 
@@ -213,6 +213,12 @@ fn control_segment(segment: &ControlSegment) -> Result<Segment, DecodeError> {
     let seq = segment
         .seq
         .wrapping_add(u32::from(segment.tcp_flags & TCP_SYN != 0));
+    let marked = segment.marked_port;
+    let mark = match segment.flags {
+        f if f & segment_flags::MARKED != 0 => Some(KernelMark::Passive(marked)),
+        f if f & segment_flags::ACTIVE_MARKED != 0 => Some(KernelMark::Active(marked)),
+        _ => None,
+    };
     Ok(Segment {
         cookie: segment.cookie,
         outgoing: segment.direction == direction::EGRESS,
@@ -220,6 +226,9 @@ fn control_segment(segment: &ControlSegment) -> Result<Segment, DecodeError> {
         payload_len: segment.payload_len,
         redacted: segment.flags & segment_flags::REDACTED != 0,
         payload: Payload::new(&segment.data[..captured]),
+        tail_at: (segment.flags & segment_flags::TAIL_APART != 0 && captured > CONTROL_HEAD_BYTES)
+            .then_some(CONTROL_HEAD_BYTES),
+        mark: mark.filter(|m| !matches!(m, KernelMark::Passive(0) | KernelMark::Active(0))),
     })
 }
 
@@ -580,6 +589,8 @@ mod tests {
                 usual_ttl: 0,
                 _pad: 0,
                 captured_len: u16::try_from(payload.len()).unwrap(),
+                marked_port: 0,
+                _pad2: [0; 6],
                 data,
             },
         };

@@ -126,6 +126,7 @@ impl KernelFacts {
             window_probe_mib,
             error_at_close: u8::from(error_at_close),
             _pad: [0; 7],
+            expect_ttl_ns: ftptrace_common::EXPECTATION_TTL_NS,
         }
     }
 }
@@ -206,7 +207,34 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
         skb_iif: optional("sk_buff", &["skb_iif"]),
         icsk_probes_out: optional("inet_connection_sock", &["icsk_probes_out"]),
         sock_flags: optional("sock", &["__sk_common", "skc_flags"]),
+        tcp_rcv_nxt: optional("tcp_sock", &["rcv_nxt"]),
+        tcp_rcv_wup: optional("tcp_sock", &["rcv_wup"]),
+        tcp_rcv_wnd: optional("tcp_sock", &["rcv_wnd"]),
+        tcp_snd_una: optional("tcp_sock", &["snd_una"]),
+        tcp_snd_nxt: optional("tcp_sock", &["snd_nxt"]),
+        tcp_max_window: optional("tcp_sock", &["max_window"]),
     })
+}
+
+/// Whether the control channel can be read as TCP accepts it: the
+/// programs check each arriving segment against the socket's receive
+/// state, and read nothing without it.
+pub fn tcp_receive_usable(offsets: &KernelOffsets) -> Result<(), String> {
+    let fields = [
+        ("rcv_nxt", offsets.tcp_rcv_nxt),
+        ("rcv_wup", offsets.tcp_rcv_wup),
+        ("rcv_wnd", offsets.tcp_rcv_wnd),
+        ("snd_una", offsets.tcp_snd_una),
+        ("snd_nxt", offsets.tcp_snd_nxt),
+        ("max_window", offsets.tcp_max_window),
+    ];
+    match fields.iter().find(|(_, offset)| *offset == NO_FIELD) {
+        Some((name, _)) => Err(format!(
+            "kernel BTF has no struct tcp_sock member {name}: the control channel would be \
+             read without TCP's checks"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Where socket timers live and which functions they run, for the timer

@@ -5,23 +5,29 @@
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, Program, ProgramError,
         RawTracePoint,
     },
 };
-use ftptrace_common::{KernelOffsets, ProbeSettings, TimerHooks, maps};
+use ftptrace_common::{
+    AF_INET, AF_INET6, ActiveEndpoint, KernelOffsets, ProbeSettings, TimerHooks, maps, port_role,
+};
 
 use std::{cell::OnceCell, fs::File, os::fd::AsFd as _, path::PathBuf};
 
 use super::{
-    facts::{KernelFacts, error_at_close_usable, error_report_usable, probes_out_usable},
+    clock,
+    facts::{
+        KernelFacts, error_at_close_usable, error_report_usable, probes_out_usable,
+        tcp_receive_usable,
+    },
     hook_ladder::{self, FORCE_HOOK_ENV, Observes, Rung, Tier},
     probes::ProbeStatus,
     prog_stats,
 };
-use crate::ports::PortSet;
+use crate::ports::{Mark, MarkUpdate, PortSet};
 
 /// The eBPF object built by build.rs from `ftptrace-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ftptrace"));
@@ -30,7 +36,13 @@ pub struct Tracer {
     ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
+    unreadable: PerCpuArray<MapData, u64>,
     port_map: Array<MapData, u8>,
+    active_expect: HashMap<MapData, ActiveEndpoint, u64>,
+    /// Active-mode endpoints marked per port: the port's hint bit goes with
+    /// the last one.
+    active_ports: std::collections::HashMap<u16, u32>,
+
     ports: PortSet,
     pub probes: Vec<ProbeStatus>,
     /// Names of the programs attached, to detach.
@@ -141,36 +153,40 @@ impl Tracer {
                 });
             }
         }
-        statuses.push(match attach_control_channel(&mut ebpf) {
-            Ok(cgroup) => {
-                attached_programs.extend(CONTROL_CHANNEL_PROGRAMS.map(|(name, _)| name));
-                ProbeStatus {
-                    name: CONTROL_CHANNEL_PROBE.into(),
-                    hook: "cgroup_skb".into(),
-                    target: Some(cgroup.display().to_string()),
-                    attached: true,
-                    reason: None,
-                    fell_back: Vec::new(),
-                }
-            }
-            Err(why) => {
-                // Whatever attached of the pair goes: half a conversation
-                // would parse as a broken one.
-                for (name, _) in CONTROL_CHANNEL_PROGRAMS {
-                    if let Some(Program::CgroupSkb(p)) = ebpf.program_mut(name) {
-                        let _ = p.unload();
+        statuses.push(
+            match tcp_receive_usable(&facts.offsets)
+                .and_then(|()| attach_control_channel(&mut ebpf))
+            {
+                Ok(cgroup) => {
+                    attached_programs.extend(CONTROL_CHANNEL_PROGRAMS.map(|(name, _)| name));
+                    ProbeStatus {
+                        name: CONTROL_CHANNEL_PROBE.into(),
+                        hook: "cgroup_skb".into(),
+                        target: Some(cgroup.display().to_string()),
+                        attached: true,
+                        reason: None,
+                        fell_back: Vec::new(),
                     }
                 }
-                ProbeStatus {
-                    name: CONTROL_CHANNEL_PROBE.into(),
-                    hook: "off".into(),
-                    target: None,
-                    attached: false,
-                    reason: Some(why),
-                    fell_back: Vec::new(),
+                Err(why) => {
+                    // Whatever attached of the pair goes: half a conversation
+                    // would parse as a broken one.
+                    for (name, _) in CONTROL_CHANNEL_PROGRAMS {
+                        if let Some(Program::CgroupSkb(p)) = ebpf.program_mut(name) {
+                            let _ = p.unload();
+                        }
+                    }
+                    ProbeStatus {
+                        name: CONTROL_CHANNEL_PROBE.into(),
+                        hook: "off".into(),
+                        target: None,
+                        attached: false,
+                        reason: Some(why),
+                        fell_back: Vec::new(),
+                    }
                 }
-            }
-        });
+            },
+        );
 
         let mut settings: Array<_, ProbeSettings> =
             Array::try_from(map(&mut ebpf, maps::SETTINGS)?)?;
@@ -180,11 +196,16 @@ impl Tracer {
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?;
+        let unreadable = PerCpuArray::try_from(take_map(&mut ebpf, maps::UNREADABLE)?)?;
+        let active_expect = HashMap::try_from(take_map(&mut ebpf, maps::ACTIVE_EXPECT)?)?;
         Ok(Self {
             ebpf,
             ring,
             lost,
+            unreadable,
             port_map,
+            active_expect,
+            active_ports: std::collections::HashMap::new(),
             ports: ports.clone(),
             probes: statuses,
             attached: attached_programs,
@@ -192,16 +213,60 @@ impl Tracer {
         })
     }
 
-    /// Traces (or stops tracing) a data port announced on a control channel;
-    /// a port in the configured set keeps its roles either way.
-    pub fn set_expected(&mut self, port: u16, expected: bool) -> anyhow::Result<()> {
-        let mut role = self.ports.role(port);
-        if expected {
-            role |= ftptrace_common::port_role::EXPECTED_DATA;
+    /// Traces (or stops tracing) what an announcement named: a passive data
+    /// port, or a client's active-mode endpoint (its port a hint in the port
+    /// map, its address and port in `ACTIVE_EXPECT`). A port in the
+    /// configured set keeps its roles either way.
+    pub fn apply_mark(&mut self, update: MarkUpdate) -> anyhow::Result<()> {
+        let port = match update.mark {
+            Mark::Passive(port) | Mark::Active(_, port) => port,
+        };
+        let before = self.port_map.get(&u32::from(port), 0).unwrap_or(0);
+        let mut role = before;
+        match update.mark {
+            Mark::Passive(_) => {
+                if update.on {
+                    role |= port_role::EXPECTED_DATA;
+                } else {
+                    role &= !port_role::EXPECTED_DATA;
+                }
+            }
+            Mark::Active(addr, _) => {
+                let key = active_endpoint(addr, port);
+                let holders = self.active_ports.entry(port).or_insert(0);
+                if update.on {
+                    *holders += 1;
+                    role |= port_role::ACTIVE_EXPECTED;
+                    self.active_expect
+                        .insert(key, clock::boot_ns()?, 0)
+                        .with_context(|| format!("expecting {addr} port {port}"))?;
+                } else {
+                    *holders = holders.saturating_sub(1);
+                    if *holders == 0 {
+                        self.active_ports.remove(&port);
+                        role &= !port_role::ACTIVE_EXPECTED;
+                    }
+                    // Gone already if the kernel's LRU pushed it out.
+                    let _ = self.active_expect.remove(&key);
+                }
+            }
         }
-        self.port_map
-            .set(u32::from(port), role, 0)
-            .with_context(|| format!("updating the port map for port {port}"))
+        role |= self.ports.role(port);
+        if role != before {
+            self.port_map
+                .set(u32::from(port), role, 0)
+                .with_context(|| format!("updating the port map for port {port}"))?;
+        }
+        Ok(())
+    }
+
+    /// Program runs that could not read what they needed, all CPUs.
+    pub fn unreadable(&self) -> anyhow::Result<u64> {
+        let per_cpu = self
+            .unreadable
+            .get(&0, 0)
+            .context("reading the unreadable-event counter")?;
+        Ok(per_cpu.iter().sum())
     }
 
     /// Events the kernel dropped because the ring buffer was full, all CPUs.
@@ -255,6 +320,24 @@ impl Tracer {
                 eprintln!("ftptrace: warning: detaching {name}: {e}");
             }
         }
+    }
+}
+
+/// The `ACTIVE_EXPECT` key of a client's address and port.
+fn active_endpoint(addr: std::net::IpAddr, port: u16) -> ActiveEndpoint {
+    let (family, addr) = match addr.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&v4.octets());
+            (AF_INET, bytes)
+        }
+        std::net::IpAddr::V6(v6) => (AF_INET6, v6.octets()),
+    };
+    ActiveEndpoint {
+        addr,
+        port,
+        family,
+        _pad: 0,
     }
 }
 

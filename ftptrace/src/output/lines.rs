@@ -41,6 +41,9 @@ pub struct Stats {
     pub missed: u64,
     /// Records that could not be decoded (each also reported on stderr once).
     pub undecodable: u64,
+    /// Program runs that could not read what they needed from the kernel
+    /// (an event missing), summed over CPUs.
+    pub unreadable: u64,
     /// Sockets currently remembered for attribution.
     pub sockets: usize,
     /// FTP sessions begun so far, open now, and reported early because too
@@ -48,8 +51,29 @@ pub struct Stats {
     pub sessions: u64,
     pub sessions_open: usize,
     pub sessions_evicted: u64,
+    /// What the tables that strangers can grow left out, past their caps.
+    pub dropped: DroppedLine,
     #[serde(rename = "final")]
     pub is_final: bool,
+}
+
+/// The caps' counts in a `stats` line.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct DroppedLine {
+    /// Announced data endpoints beyond a session's 32.
+    pub expectations: u64,
+    /// Announcements not traced: 1024 marks were in force (user space's
+    /// count and the kernel's).
+    pub marks: u64,
+    /// Events of sockets whose ports were not known yet, beyond the holds.
+    pub pending: u64,
+    /// Stray segments of no connection, pushed out by newer ones.
+    pub orphans: u64,
+    /// Control-channel parsers forgotten for room (their next bytes are
+    /// read from a line end on).
+    pub parsers: u64,
+    /// Sockets forgotten for room (their events carry no owner).
+    pub sockets: u64,
 }
 
 #[derive(Serialize)]

@@ -1,7 +1,7 @@
 //! The text a person reads at a terminal: one line per event, a block per
-//! session with its timeline and verdict, the start and stats lines. Every
-//! value that came from the network or from a process goes through
-//! [`printable`].
+//! session with its timeline and verdict, the start and stats lines. The
+//! writer makes every line printable whole (`crate::printable`), whatever
+//! came from the network or from a process.
 
 use std::fmt::Write as _;
 
@@ -9,7 +9,6 @@ use super::lines::{SessionRecord, Start, Stats};
 use crate::{
     event::KernelEvent,
     ftp::Side,
-    printable::printable,
     session::{Placement, attribution::Attribution, model::TIMELINE_HEAD},
 };
 
@@ -118,14 +117,11 @@ pub fn session(record: &SessionRecord) -> String {
         let _ = writeln!(
             out,
             "   +{:>7} ms {:<7} {:<6} {}",
-            entry.offset_ms,
-            entry.conn,
-            entry.side,
-            printable(&entry.what)
+            entry.offset_ms, entry.conn, entry.side, entry.what
         );
     }
     for line in &record.evidence {
-        let _ = writeln!(out, "   evidence: {}", printable(line));
+        let _ = writeln!(out, "   evidence: {line}");
     }
     out.pop();
     out

@@ -3,9 +3,10 @@
 //! (`ftptrace | head`) is [`OutputClosed`], not an error.
 
 use std::{
-    fs::OpenOptions,
+    fs::{File, OpenOptions},
     io::{self, BufWriter, Write},
-    path::Path,
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
 };
 
 use serde::Serialize;
@@ -17,6 +18,7 @@ use super::{
 use crate::{
     event::KernelEvent,
     ftp::Side,
+    printable::printable,
     session::{Placement, attribution::Attribution},
 };
 
@@ -34,31 +36,39 @@ pub enum Format {
 pub struct Output {
     format: Format,
     sink: BufWriter<Box<dyn Write>>,
+    /// The file written to, reopened on SIGHUP; `None` for standard output.
+    path: Option<PathBuf>,
 }
 
 impl Output {
-    /// Standard output, or `path` opened for appending.
+    /// Standard output, or `path` opened for appending (see [`open_file`]).
     pub fn open(format: Format, path: Option<&Path>) -> anyhow::Result<Self> {
         let sink: Box<dyn Write> = match path {
             None => Box::new(io::stdout()),
-            Some(path) => Box::new(
-                OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(path)
-                    .map_err(|e| {
-                        anyhow::anyhow!("cannot write output file {}: {e}", path.display())
-                    })?,
-            ),
+            Some(path) => Box::new(open_file(path)?),
         };
-        Ok(Self::new(format, sink))
+        let mut output = Self::new(format, sink);
+        output.path = path.map(Path::to_owned);
+        Ok(output)
     }
 
     pub fn new(format: Format, sink: Box<dyn Write>) -> Self {
         Self {
             format,
             sink: BufWriter::with_capacity(64 * 1024, sink),
+            path: None,
         }
+    }
+
+    /// Flushes, and opens the output file again (after `logrotate` moved
+    /// it away, say): lines from now on go to whatever file is at the path.
+    pub fn reopen(&mut self) -> anyhow::Result<()> {
+        self.flush()?;
+        if let Some(path) = &self.path {
+            let file = open_file(path)?;
+            self.sink = BufWriter::with_capacity(64 * 1024, Box::new(file));
+        }
+        Ok(())
     }
 
     pub fn start(&mut self, start: &Start) -> anyhow::Result<()> {
@@ -150,9 +160,48 @@ impl Output {
         self.sink.write_all(b"\n").map_err(write_error)
     }
 
-    fn text(&mut self, line: &str) -> anyhow::Result<()> {
-        writeln!(self.sink, "{line}").map_err(write_error)
+    /// Text lines for a person, each made [`printable`] whole: whatever a
+    /// field holds (a user name, a process name, a reply), it cannot drive
+    /// the terminal.
+    fn text(&mut self, lines: &str) -> anyhow::Result<()> {
+        for line in lines.split('\n') {
+            writeln!(self.sink, "{}", printable(line)).map_err(write_error)?;
+        }
+        Ok(())
     }
+}
+
+/// Opens `path` for appending the way a log of user names, addresses and
+/// file names should be: created with mode 0600, never through a symbolic
+/// link (a link planted there would point the lines anywhere), and only a
+/// file this process's user owns.
+fn open_file(path: &Path) -> anyhow::Result<File> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == nix::errno::Errno::ELOOP as i32 => anyhow::anyhow!(
+                "cannot write output file {}: it is a symbolic link, and ftptrace does not \
+                 follow links for its output (name the file itself)",
+                path.display()
+            ),
+            _ => anyhow::anyhow!("cannot write output file {}: {e}", path.display()),
+        })?;
+    let owner = file
+        .metadata()
+        .map_err(|e| anyhow::anyhow!("cannot write output file {}: {e}", path.display()))?
+        .uid();
+    let me = nix::unistd::geteuid().as_raw();
+    anyhow::ensure!(
+        owner == me,
+        "cannot write output file {}: it belongs to uid {owner}, not to this process's uid \
+         {me}; ftptrace writes only to its own files",
+        path.display()
+    );
+    Ok(file)
 }
 
 fn write_error(error: io::Error) -> anyhow::Error {
@@ -276,10 +325,12 @@ mod tests {
             lost: 1,
             missed: 0,
             undecodable: 0,
+            unreadable: 0,
             sockets: 2,
             sessions: 0,
             sessions_open: 0,
             sessions_evicted: 0,
+            dropped: crate::output::lines::DroppedLine::default(),
             is_final,
         }
     }
@@ -318,8 +369,76 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0},\"final\":true}\n"
         );
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ftptrace-writer-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    /// Issue 11, finding 7: the output is created 0600, a symbolic link in
+    /// its place is refused (an existing target and a dangling one alike),
+    /// and so is a file another user owns.
+    #[test]
+    fn output_files_are_private_and_never_reached_through_a_link() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = scratch("private");
+        let path = dir.join("out.jsonl");
+        Output::open(Format::Json, Some(&path))
+            .unwrap()
+            .stats(&stats(true))
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let target = dir.join("target");
+        std::fs::write(&target, "keep\n").unwrap();
+        for (link, to) in [
+            ("existing", target.clone()),
+            ("dangling", dir.join("nowhere")),
+        ] {
+            let link = dir.join(link);
+            std::os::unix::fs::symlink(&to, &link).unwrap();
+            let error = Output::open(Format::Json, Some(&link)).err().unwrap();
+            assert!(error.to_string().contains("symbolic link"), "{error}");
+            assert!(!dir.join("nowhere").exists());
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep\n");
+        // Owned by someone else (root can chown: the test runs as root in CI).
+        if nix::unistd::geteuid().is_root() {
+            let theirs = dir.join("theirs.jsonl");
+            std::fs::write(&theirs, "").unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let error = Output::open(Format::Json, Some(&theirs)).err().unwrap();
+            assert!(
+                error.to_string().contains("belongs to uid 65534"),
+                "{error}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// SIGHUP's reopen: after the file was moved away (logrotate), the next
+    /// lines go to a new file at the path, and none is lost.
+    #[test]
+    fn reopen_follows_the_path_after_a_rotation() {
+        let dir = scratch("reopen");
+        let path = dir.join("out.jsonl");
+        let mut output = Output::open(Format::Json, Some(&path)).unwrap();
+        output.stats(&stats(false)).unwrap();
+        std::fs::rename(&path, dir.join("out.jsonl.1")).unwrap();
+        output.stats(&stats(false)).unwrap();
+        output.reopen().unwrap();
+        output.stats(&stats(true)).unwrap();
+        let rotated = std::fs::read_to_string(dir.join("out.jsonl.1")).unwrap();
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert_eq!((rotated.lines().count(), fresh.lines().count()), (2, 1));
+        assert!(fresh.contains("\"final\":true"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn ftp_event(from: ftp::Side, event: ControlEvent) -> KernelEvent {
@@ -344,6 +463,7 @@ mod tests {
         let who = Attribution {
             socket: Some(3),
             owner: None,
+            seen_opening: false,
         };
         for event in events {
             output
@@ -471,6 +591,8 @@ mod tests {
             payload_len: 4,
             redacted: false,
             payload: crate::event::Payload::new(b"NOOP"),
+            tail_at: None,
+            mark: None,
         });
         for format in [Format::Json, Format::Text] {
             let shared = Shared::default();
@@ -478,6 +600,7 @@ mod tests {
             let who = Attribution {
                 socket: None,
                 owner: None,
+                seen_opening: false,
             };
             assert!(
                 output
@@ -487,6 +610,54 @@ mod tests {
             output.flush().unwrap();
             assert!(shared.0.lock().unwrap().is_empty());
         }
+    }
+
+    /// Issue 11, finding 5: a process name (any local user can set one) and
+    /// a user name (the peer's) reach the text escaped, bidi overrides too.
+    #[test]
+    fn hostile_names_cannot_drive_the_terminal() {
+        let shared = Shared::default();
+        let mut output = Output::new(Format::Text, Box::new(shared.clone()));
+        let mut event = ftp_event(
+            ftp::Side::Client,
+            ControlEvent::Command {
+                verb: ftp::Verb::User,
+                arg: Some("root\u{202e}gnp.exe".into()),
+            },
+        );
+        event.kind = EventKind::Destroy;
+        let who = Attribution {
+            socket: Some(1),
+            owner: Some(Task {
+                pid: 7,
+                comm: "\u{1b}]0;pwned\u{7}".into(),
+            }),
+            seen_opening: false,
+        };
+        output
+            .event("ts", &event, Side::Client, &who, None)
+            .unwrap();
+        let mut s = crate::session::script::Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.command(&control, ftp::Verb::User, Some("\u{1b}[2Jroot\u{202e}txt"));
+        s.fin(&control, ftp::Side::Server);
+        let sessions = crate::session::script::sessions_of(
+            &s.seen_from(&[ftp::Side::Client, ftp::Side::Server]),
+            s.end_ns(),
+        );
+        output
+            .session(&SessionRecord::new(&sessions[0], false, &|ns| {
+                ns.to_string()
+            }))
+            .unwrap();
+        let text = String::from_utf8(shared.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text}"
+        );
+        assert!(!text.contains('\u{202e}'), "{text}");
+        assert!(text.contains("\\u{1b}]0;pwned\\u{7}[7]"), "{text}");
+        assert!(text.contains("user \\u{1b}[2Jroot\\u{202e}txt"), "{text}");
     }
 
     /// The contract of docs/json-lines.md: every promised field is there,
@@ -543,6 +714,7 @@ mod tests {
             let who = Attribution {
                 socket: Some(1),
                 owner: None,
+                seen_opening: false,
             };
             output
                 .event(

@@ -4,7 +4,9 @@
 //! unrelated task. So ownership is learned from the transitions that only a
 //! system call makes and then applied to the socket's later events.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
 
 use crate::event::{EventKind, KernelEvent, Task};
 
@@ -18,7 +20,10 @@ struct Socket {
     /// A stable per-run number, printed instead of the kernel address.
     id: u64,
     owner: Option<Task>,
-    last_seen: u64,
+    /// Its first event was its opening (connect, listen, or the handshake
+    /// of a connection a listener accepted): what it carried since is all
+    /// in the stream.
+    seen_opening: bool,
 }
 
 /// What the event stream says about an event's socket.
@@ -26,13 +31,26 @@ struct Socket {
 pub struct Attribution {
     pub socket: Option<u64>,
     pub owner: Option<Task>,
+    /// The socket was seen from its opening on.
+    pub seen_opening: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SocketTable {
-    sockets: HashMap<u64, Socket>,
+    /// Least recently seen first out.
+    sockets: LruCache<u64, Socket>,
     next_id: u64,
-    clock: u64,
+    forgotten: u64,
+}
+
+impl Default for SocketTable {
+    fn default() -> Self {
+        Self {
+            sockets: LruCache::new(NonZeroUsize::new(CAPACITY).expect("a capacity")),
+            next_id: 0,
+            forgotten: 0,
+        }
+    }
 }
 
 impl SocketTable {
@@ -42,34 +60,36 @@ impl SocketTable {
             return Attribution {
                 socket: None,
                 owner: None,
+                seen_opening: false,
             };
         };
-        self.clock += 1;
         let fresh = is_new_socket(&event.kind);
-        if fresh || !self.sockets.contains_key(&sk) {
-            self.make_room();
+        if fresh || !self.sockets.contains(&sk) {
             self.next_id += 1;
-            self.sockets.insert(
+            let pushed = self.sockets.push(
                 sk,
                 Socket {
                     id: self.next_id,
                     owner: None,
-                    last_seen: self.clock,
+                    seen_opening: is_opening(&event.kind),
                 },
             );
+            if pushed.is_some_and(|(old, _)| old != sk) {
+                self.forgotten += 1;
+            }
         }
         let socket = self.sockets.get_mut(&sk).expect("inserted above");
-        socket.last_seen = self.clock;
         if made_by_owner(&event.kind) {
             socket.owner = Some(event.current.clone());
         }
         let attribution = Attribution {
             socket: Some(socket.id),
             owner: socket.owner.clone(),
+            seen_opening: socket.seen_opening,
         };
         if event.kind == EventKind::Destroy {
             // The address may be reused by the next socket.
-            self.sockets.remove(&sk);
+            self.sockets.pop(&sk);
         }
         attribution
     }
@@ -78,22 +98,13 @@ impl SocketTable {
         self.sockets.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sockets.is_empty()
+    /// Sockets forgotten to stay within the capacity.
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
     }
 
-    fn make_room(&mut self) {
-        if self.sockets.len() < CAPACITY {
-            return;
-        }
-        if let Some(oldest) = self
-            .sockets
-            .iter()
-            .min_by_key(|(_, s)| s.last_seen)
-            .map(|(&sk, _)| sk)
-        {
-            self.sockets.remove(&oldest);
-        }
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
     }
 }
 
@@ -102,6 +113,14 @@ impl SocketTable {
 fn is_new_socket(kind: &EventKind) -> bool {
     matches!(kind, EventKind::State { old, new }
         if old == "CLOSE" || (old == "LISTEN" && new == "SYN_RECV"))
+}
+
+/// A socket's first transition: leaving CLOSE (connect, listen), a
+/// listener's request (LISTEN → SYN_RECV), or a child socket's birth at the
+/// end of the handshake (SYN_RECV → ESTABLISHED).
+fn is_opening(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::State { old, .. }
+        if matches!(old.as_str(), "CLOSE" | "LISTEN" | "SYN_RECV" | "SYN_SENT"))
 }
 
 /// Transitions only a system call by the socket's owner makes: connect()

@@ -8,7 +8,10 @@
 //! reused (a socket address is). Each end of a connection on this host is
 //! its own socket, so a host that is both client and server parses both.
 
-use std::{collections::HashMap, ops::Range};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    ops::Range,
+};
 
 use crate::{
     event::{EventKind, Segment},
@@ -28,6 +31,10 @@ pub struct ControlChannels {
     capacity: usize,
     clock: u64,
     evicted: u64,
+    /// Cookies of connections evicted for room, oldest first: if one comes
+    /// back, its parser starts in the middle of its stream.
+    forgotten: VecDeque<u64>,
+    forgotten_set: HashSet<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +60,8 @@ impl ControlChannels {
             capacity: capacity.max(1),
             clock: 0,
             evicted: 0,
+            forgotten: VecDeque::new(),
+            forgotten_set: HashSet::new(),
         }
     }
 
@@ -61,11 +70,14 @@ impl ControlChannels {
     /// [`EventKind::Ftp`] events. The segment's bytes that the parser did
     /// not read as ordinary text (a password, bytes already fed, a line
     /// being skipped) are masked with `*` afterwards, so that a copy of the
-    /// segment kept anywhere holds no secret.
+    /// segment kept anywhere holds no secret. `from_start`: the socket was
+    /// seen opening, so a connection new here starts with its first byte;
+    /// otherwise its parser starts by skipping to a line end.
     pub fn segment(
         &mut self,
         socket: Option<u64>,
         local_is_server: bool,
+        from_start: bool,
         segment: &mut Segment,
     ) -> Vec<EventKind> {
         self.clock += 1;
@@ -75,8 +87,23 @@ impl ControlChannels {
         };
         if !self.connections.contains_key(&segment.cookie) {
             self.make_room();
+            let parser = if from_start && !self.forgotten_set.contains(&segment.cookie) {
+                ControlParser::new()
+            } else {
+                ControlParser::mid_stream()
+            };
+            self.connections.insert(
+                segment.cookie,
+                Connection {
+                    parser,
+                    ..Connection::default()
+                },
+            );
         }
-        let connection = self.connections.entry(segment.cookie).or_default();
+        let connection = self
+            .connections
+            .get_mut(&segment.cookie)
+            .expect("inserted above");
         connection.last_used = self.clock;
         if connection.socket.is_none()
             && let Some(sk) = socket
@@ -132,6 +159,13 @@ impl ControlChannels {
             {
                 self.by_socket.remove(&sk);
             }
+            if self.forgotten.len() >= self.capacity
+                && let Some(old) = self.forgotten.pop_front()
+            {
+                self.forgotten_set.remove(&old);
+            }
+            self.forgotten.push_back(oldest);
+            self.forgotten_set.insert(oldest);
             self.evicted += 1;
         }
     }
@@ -139,8 +173,10 @@ impl ControlChannels {
 
 /// Feeds the bytes of `segment` that follow what this direction already
 /// had (`next`: the sequence number after them, `None` before the first
-/// segment), and moves `next` past them; `kept` gets the ranges of the
-/// payload the parser read as ordinary text.
+/// segment), and moves `next` past them; bytes that never reached us (a
+/// segment ahead of `next`, the middle of a long segment, its cut end) make
+/// the parser skip to the next line. `kept` gets the ranges of the payload
+/// the parser read as ordinary text.
 fn feed_in_order(
     parser: &mut ControlParser,
     next: &mut Option<u32>,
@@ -148,40 +184,51 @@ fn feed_in_order(
     segment: &Segment,
     kept: &mut Vec<Range<usize>>,
 ) -> Vec<ControlEvent> {
-    let bytes = segment.payload.bytes();
     let end = segment.seq.wrapping_add(segment.payload_len);
-    let Some(expected) = *next else {
-        *next = Some(end);
-        return parser.segment_keeping(from, bytes, segment.truncated(), kept);
+    // Offset in the segment from which its bytes are new.
+    let mut fed_to = match *next {
+        None => 0,
+        Some(expected) => {
+            // Sequence numbers wrap: compare by signed distance (RFC 1982).
+            let ahead = segment.seq.wrapping_sub(expected) as i32;
+            if ahead > 0 {
+                // Bytes between `expected` and `seq` never reached us.
+                parser.gap(from);
+                0
+            } else {
+                let already = ahead.unsigned_abs();
+                if already >= segment.payload_len {
+                    // A retransmit of bytes already fed.
+                    return Vec::new();
+                }
+                already
+            }
+        }
     };
-    // Sequence numbers wrap: compare by signed distance (RFC 1982).
-    let ahead = segment.seq.wrapping_sub(expected) as i32;
-    if ahead > 0 {
-        // Bytes between `expected` and `seq` never reached us.
-        parser.gap(from);
-        *next = Some(end);
-        return parser.segment_keeping(from, bytes, segment.truncated(), kept);
-    }
-    let already = ahead.unsigned_abs();
-    if already >= segment.payload_len {
-        // A retransmit of bytes already fed.
-        return Vec::new();
-    }
     *next = Some(end);
-    let skip = already as usize;
-    match bytes.get(skip..) {
-        Some(new) if !new.is_empty() => {
-            let mut new_kept = Vec::new();
-            let events = parser.segment_keeping(from, new, segment.truncated(), &mut new_kept);
-            kept.extend(new_kept.into_iter().map(|r| r.start + skip..r.end + skip));
-            events
+    let mut events = Vec::new();
+    let mut index = 0;
+    for (offset, bytes) in segment.pieces() {
+        let piece_end = offset + bytes.len() as u32;
+        if piece_end > fed_to {
+            if offset > fed_to {
+                parser.gap(from);
+                fed_to = offset;
+            }
+            let skip = (fed_to - offset) as usize;
+            let mut piece_kept = Vec::new();
+            events.extend(parser.feed_keeping(from, &bytes[skip..], &mut piece_kept));
+            let base = index + skip;
+            kept.extend(piece_kept.into_iter().map(|r| r.start + base..r.end + base));
+            fed_to = piece_end;
         }
-        // The new bytes are past what the kernel captured.
-        _ => {
-            parser.gap(from);
-            Vec::new()
-        }
+        index += bytes.len();
     }
+    if fed_to < segment.payload_len {
+        // The segment's end was not captured.
+        parser.gap(from);
+    }
+    events
 }
 
 #[cfg(test)]
@@ -199,6 +246,8 @@ mod tests {
             payload_len: u32::try_from(bytes.len()).unwrap(),
             redacted: false,
             payload: Payload::new(bytes),
+            tail_at: None,
+            mark: None,
         }
     }
 
@@ -222,9 +271,15 @@ mod tests {
     #[test]
     fn the_server_socket_hears_the_client_arrive_and_sends_replies() {
         let mut channels = ControlChannels::default();
-        let mut out = channels.segment(Some(0xa), true, &mut segment(1, true, 100, b"220 hi\r\n"));
+        let mut out = channels.segment(
+            Some(0xa),
+            true,
+            true,
+            &mut segment(1, true, 100, b"220 hi\r\n"),
+        );
         out.extend(channels.segment(
             Some(0xa),
+            true,
             true,
             &mut segment(1, false, 5000, b"USER anonymous\r\n"),
         ));
@@ -233,7 +288,12 @@ mod tests {
             ["Server 220 hi", "Client USER Some(\"anonymous\")"]
         );
         // The client's own socket: what it sends is the client's.
-        let out = channels.segment(Some(0xb), false, &mut segment(2, true, 5000, b"QUIT\r\n"));
+        let out = channels.segment(
+            Some(0xb),
+            false,
+            true,
+            &mut segment(2, true, 5000, b"QUIT\r\n"),
+        );
         assert_eq!(commands(&out), ["Client QUIT None"]);
         assert_eq!(channels.len(), 2);
     }
@@ -242,11 +302,12 @@ mod tests {
     fn retransmitted_bytes_are_fed_once() {
         let mut channels = ControlChannels::default();
         let first = segment(1, false, 10, b"USER a\r\nPA");
-        let mut out = channels.segment(None, true, &mut first.clone());
+        let mut out = channels.segment(None, true, true, &mut first.clone());
         // The same segment again, then one overlapping it by two bytes.
-        out.extend(channels.segment(None, true, &mut first.clone()));
+        out.extend(channels.segment(None, true, true, &mut first.clone()));
         out.extend(channels.segment(
             None,
+            true,
             true,
             &mut segment(1, false, 18, b"PASS x\r\nPASV\r\n"),
         ));
@@ -263,9 +324,14 @@ mod tests {
     #[test]
     fn a_missing_segment_resynchronises_at_the_next_line() {
         let mut channels = ControlChannels::default();
-        let mut out = channels.segment(None, true, &mut segment(1, false, 0, b"RETR fi"));
+        let mut out = channels.segment(None, true, true, &mut segment(1, false, 0, b"RETR fi"));
         // Bytes 7..20 never came: "le\r\nSTOR abc" is lost.
-        out.extend(channels.segment(None, true, &mut segment(1, false, 20, b"def\r\nQUIT\r\n")));
+        out.extend(channels.segment(
+            None,
+            true,
+            true,
+            &mut segment(1, false, 20, b"def\r\nQUIT\r\n"),
+        ));
         assert_eq!(commands(&out), ["Client QUIT None"]);
     }
 
@@ -273,9 +339,10 @@ mod tests {
     fn sequence_numbers_wrap() {
         let mut channels = ControlChannels::default();
         let start = u32::MAX - 3;
-        let mut out = channels.segment(None, true, &mut segment(1, false, start, b"NOOP\r\n"));
-        out.extend(channels.segment(None, true, &mut segment(1, false, start, b"NOOP\r\n")));
-        out.extend(channels.segment(None, true, &mut segment(1, false, 2, b"QUIT\r\n")));
+        let mut out =
+            channels.segment(None, true, true, &mut segment(1, false, start, b"NOOP\r\n"));
+        out.extend(channels.segment(None, true, true, &mut segment(1, false, start, b"NOOP\r\n")));
+        out.extend(channels.segment(None, true, true, &mut segment(1, false, 2, b"QUIT\r\n")));
         assert_eq!(commands(&out), ["Client NOOP None", "Client QUIT None"]);
     }
 
@@ -284,9 +351,10 @@ mod tests {
         let mut channels = ControlChannels::default();
         let mut cut = segment(1, true, 0, b"230-Welcome\r\n230-a very long ban");
         cut.payload_len = 400;
-        let mut out = channels.segment(None, true, &mut cut);
+        let mut out = channels.segment(None, true, true, &mut cut);
         out.extend(channels.segment(
             None,
+            true,
             true,
             &mut segment(1, true, 400, b"ner\r\n230 Login ok\r\n"),
         ));
@@ -304,9 +372,10 @@ mod tests {
         let masked = format!("PASS {}\r\n", "*".repeat(PASSWORD.len()));
         let mut segment_1 = segment(1, false, 0, masked.as_bytes());
         segment_1.redacted = true;
-        let mut out = channels.segment(None, true, &mut segment_1);
+        let mut out = channels.segment(None, true, true, &mut segment_1);
         out.extend(channels.segment(
             None,
+            true,
             true,
             &mut segment(1, false, segment_1.payload_len, b"PWD\r\n"),
         ));
@@ -317,7 +386,7 @@ mod tests {
     fn the_parser_drops_a_password_the_kernel_did_not_redact() {
         let mut channels = ControlChannels::default();
         let line = format!("PASS {PASSWORD}\r\n");
-        let out = channels.segment(None, true, &mut segment(1, false, 0, line.as_bytes()));
+        let out = channels.segment(None, true, true, &mut segment(1, false, 0, line.as_bytes()));
         assert_eq!(
             out,
             [EventKind::Ftp {
@@ -345,9 +414,9 @@ mod tests {
             let mut second = segment(1, false, split as u32, &bytes[split..]);
             // The second one retransmitted too, overlapping the first.
             let mut again = segment(1, false, 0, bytes);
-            let mut said = channels.segment(None, true, &mut first);
-            said.extend(channels.segment(None, true, &mut second));
-            said.extend(channels.segment(None, true, &mut again));
+            let mut said = channels.segment(None, true, true, &mut first);
+            said.extend(channels.segment(None, true, true, &mut second));
+            said.extend(channels.segment(None, true, true, &mut again));
             let kept: Vec<u8> = [&first, &second, &again]
                 .iter()
                 .flat_map(|s| s.payload.bytes().to_vec())
@@ -361,9 +430,9 @@ mod tests {
                 );
             }
             let mut replayed = ControlChannels::default();
-            let mut again_said = replayed.segment(None, true, &mut first.clone());
-            again_said.extend(replayed.segment(None, true, &mut second.clone()));
-            again_said.extend(replayed.segment(None, true, &mut again.clone()));
+            let mut again_said = replayed.segment(None, true, true, &mut first.clone());
+            again_said.extend(replayed.segment(None, true, true, &mut second.clone()));
+            again_said.extend(replayed.segment(None, true, true, &mut again.clone()));
             assert_eq!(again_said, said, "split {split}");
             assert_eq!(
                 commands(&said),
@@ -386,15 +455,16 @@ mod tests {
             channels.segment(
                 Some(cookie * 16),
                 true,
+                true,
                 &mut segment(cookie, false, 0, b"NO"),
             );
         }
         // Connection 1 is active again; 2 is now the oldest.
-        channels.segment(Some(16), true, &mut segment(1, false, 2, b"OP\r\n"));
-        channels.segment(Some(64), true, &mut segment(4, false, 0, b"NOOP\r\n"));
+        channels.segment(Some(16), true, true, &mut segment(1, false, 2, b"OP\r\n"));
+        channels.segment(Some(64), true, true, &mut segment(4, false, 0, b"NOOP\r\n"));
         assert_eq!((channels.len(), channels.evicted()), (3, 1));
         // 1 kept its partial line; 2 starts afresh, its "NO" forgotten.
-        let out = channels.segment(Some(32), true, &mut segment(2, false, 2, b"OP\r\n"));
+        let out = channels.segment(Some(32), true, true, &mut segment(2, false, 2, b"OP\r\n"));
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(channels.evicted(), 2);
         assert!(channels.len() <= 3);
@@ -403,7 +473,12 @@ mod tests {
     #[test]
     fn a_freed_socket_forgets_its_connection() {
         let mut channels = ControlChannels::default();
-        channels.segment(Some(0xa), true, &mut segment(7, false, 0, b"USER x\r\n"));
+        channels.segment(
+            Some(0xa),
+            true,
+            true,
+            &mut segment(7, false, 0, b"USER x\r\n"),
+        );
         assert_eq!(channels.len(), 1);
         channels.forget_socket(0xb);
         assert_eq!(channels.len(), 1);

@@ -14,5 +14,5 @@ pub mod model;
 pub mod script;
 pub mod tracker;
 
-pub use model::{ConnId, Placement, PortUpdate, Session};
+pub use model::{ConnId, Placement, Session};
 pub use tracker::Sessions;

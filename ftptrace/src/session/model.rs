@@ -8,7 +8,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use crate::{event::EventKind, ftp::Side};
+use crate::{event::EventKind, ftp::Side, ports::Mark};
 
 /// Timeline entries kept from a session's start, and again from its end:
 /// a long session keeps how it began and how it ended.
@@ -95,8 +95,8 @@ pub struct Conn {
     pub last_ns: u64,
     /// `[client's end, server's end]`.
     pub views: [Option<View>; 2],
-    /// The kernel's expectation for this connection's port is held while it lives.
-    pub holds_port: Option<u16>,
+    /// The kernel mark tracing this connection, held while it lives.
+    pub holds_mark: Option<Mark>,
 }
 
 impl Conn {
@@ -115,7 +115,7 @@ impl Conn {
             first_ns: ns,
             last_ns: ns,
             views: [None, None],
-            holds_port: None,
+            holds_mark: None,
         }
     }
 
@@ -151,6 +151,8 @@ impl Conn {
 /// A data endpoint announced on the control channel, waiting for its connection.
 #[derive(Clone, Debug)]
 pub struct Expectation {
+    /// Unique within its session.
+    pub id: u64,
     pub announced_by: Side,
     /// `None` for `229`: the control connection's server address.
     pub addr: Option<IpAddr>,
@@ -231,6 +233,10 @@ pub struct Session {
     /// Kernel events lost (ring buffer full) or skipped (recursion) on the
     /// host while this session was open: any of them may have been its own.
     pub events_lost: u64,
+    /// Announced endpoints left out: beyond the ones a session keeps.
+    pub expectations_dropped: u64,
+    /// The host's loss count when it opened (see `events_lost`).
+    pub(super) loss_at_open: u64,
 }
 
 impl Session {
@@ -278,12 +284,4 @@ pub struct Placement {
     pub session: String,
     pub conn: ConnId,
     pub end: Side,
-}
-
-/// A change for the kernel's port map: trace (or stop tracing) a data port
-/// that an announcement made expected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PortUpdate {
-    pub port: u16,
-    pub expected: bool,
 }

@@ -152,6 +152,8 @@ impl Script {
             payload_len: len,
             redacted: false,
             payload: Payload::new(&[]),
+            tail_at: None,
+            mark: None,
         });
         self.emit(link, at, kind);
     }

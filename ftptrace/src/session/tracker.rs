@@ -4,35 +4,43 @@
 //! A connection is the same whichever end of it is on this host: both ends
 //! are merged on the 4-tuple (a lab, or a host that is client and server,
 //! sees each connection twice, once per network namespace), and each end's
-//! events are kept apart as that end's [`View`](super::model::View). What the views add up to
-//! (how a connection closed, who closed it, why the session ended) is
-//! decided in [`super::close`] and [`super::cause`].
+//! events are kept apart as that end's [`View`](super::model::View). What
+//! the views add up to (how a connection closed, who closed it, why the
+//! session ended) is decided in [`super::close`] and [`super::cause`].
+//!
+//! Every lookup is an index (by tuple, socket, announced endpoint, client
+//! address, quiet time), so an event costs the same with ten sessions open
+//! or a hundred thousand; and every table a stranger can grow has a cap,
+//! with what it left out counted.
 
 use std::{
-    collections::{HashMap, VecDeque},
-    net::SocketAddr,
+    collections::{BTreeSet, HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
 };
 
-use super::model::{
-    Conn, ConnId, Entry, Expectation, LinkedBy, Placement, PortUpdate, Session, Timeline,
-};
+use super::model::{Conn, ConnId, Entry, Expectation, LinkedBy, Placement, Session, Timeline};
 use crate::{
     event::{EventKind, KernelEvent, OpenConnection, Task, is_bare_syn},
     ftp::{ControlEvent, Side, Verb},
-    ports::PortSet,
+    ports::{Mark, MarkUpdate, PortSet},
 };
 
-/// Sessions followed at once; past it the one quiet longest is evicted
-/// (counted, never silently).
-pub const MAX_OPEN_SESSIONS: usize = 4096;
+/// Sessions followed at once by default; past it the one quiet longest is
+/// evicted (counted, never silently). About 2 KiB each when idle.
+pub const MAX_OPEN_SESSIONS: usize = 100_000;
 /// Commands and replies listed per session.
 pub const MAX_LISTED: usize = 200;
 /// Data connections kept per session; later ones are counted, not linked.
 pub const MAX_DATA_CONNS: usize = 256;
-/// Dropped packets kept per connection end, as evidence.
-const MAX_DROPS_KEPT: usize = 32;
+/// Dropped packets, resets and errors kept per connection end, as evidence.
+const MAX_KEPT: usize = 32;
+/// Announced endpoints kept per session (the newest; one per endpoint).
+pub const MAX_EXPECTATIONS: usize = 32;
+/// Kernel marks (announced ports and endpoints traced) at once, all
+/// sessions together; the kernel programs hold to the same number.
+pub const MAX_MARKS: usize = ftptrace_common::MAX_MARKS as usize;
 /// An announced data endpoint not connected to within this long is dropped.
-pub const EXPECTATION_TTL_NS: u64 = 60_000_000_000;
+pub const EXPECTATION_TTL_NS: u64 = ftptrace_common::EXPECTATION_TTL_NS;
 /// A session whose connections all closed is emitted once it has been quiet
 /// this long, so the late events of the other end and stray resets land in it.
 pub const LINGER_NS: u64 = 2_000_000_000;
@@ -47,28 +55,79 @@ const MAX_PENDING_SOCKETS: usize = 4096;
 const MAX_ORPHANS: usize = 256;
 const ORPHAN_TTL_NS: u64 = 1_000_000_000;
 
+/// A session's handle in the indexes.
+type Key = u64;
+/// (netns, socket address).
+type SocketKey = (Option<u32>, u64);
+
+/// What the tracker indexes of one session, to unindex it when it ends.
+#[derive(Debug, Default)]
+struct Indexed {
+    tuples: Vec<(SocketAddr, SocketAddr)>,
+    sockets: Vec<SocketKey>,
+    /// Expectation index keys, with the expectation's id.
+    endpoints: Vec<((IpAddr, u16), u64)>,
+    client_ip: Option<IpAddr>,
+    /// In the closing set under this last_ns.
+    closing_at: Option<u64>,
+}
+
+/// A kernel mark: until when it is wanted, and how many live connections
+/// (or open expectations) hold it.
+#[derive(Debug, Clone, Copy)]
+struct MarkState {
+    deadline: u64,
+    holders: u32,
+}
+
+/// Counts of what the tracker left out, for `stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Announced endpoints beyond a session's cap.
+    pub expectations: u64,
+    /// Marks refused because [`MAX_MARKS`] were in force.
+    pub marks: u64,
+    /// Events of sockets whose tuple was unknown, beyond the pending caps.
+    pub pending: u64,
+    /// Socket-less events that matched nothing, pushed out by newer ones.
+    pub orphans: u64,
+}
+
 /// Every session being followed.
 #[derive(Debug)]
 pub struct Sessions {
     ports: PortSet,
     id_prefix: String,
-    next_id: u64,
+    next_key: Key,
     capacity: usize,
-    open: HashMap<String, Session>,
+    open: HashMap<Key, Session>,
+    indexed: HashMap<Key, Indexed>,
     /// (client, server) 4-tuple → session and connection.
-    by_tuple: HashMap<(SocketAddr, SocketAddr), (String, ConnId)>,
+    by_tuple: HashMap<(SocketAddr, SocketAddr), (Key, ConnId)>,
     /// (netns, socket) → its session and connection, while the socket lives
     /// (the kernel reuses a freed socket's address).
-    by_socket: HashMap<(Option<u32>, u64), (String, ConnId)>,
+    by_socket: HashMap<SocketKey, (Key, ConnId)>,
+    /// (the data connection's client address, the announced port) → the
+    /// expectations that fit, by session and expectation id.
+    by_endpoint: HashMap<(IpAddr, u16), Vec<(Key, u64)>>,
+    /// Control connections' client addresses → their sessions, for linking
+    /// data connections of unreadable (TLS) channels.
+    by_client_ip: HashMap<IpAddr, Vec<Key>>,
+    /// Every open session by when it was last active: the quietest first.
+    quiet: BTreeSet<(u64, Key)>,
+    /// Sessions whose control connection is done, by when last active.
+    closing: BTreeSet<(u64, Key)>,
     /// Socket-less events that matched no connection yet, e.g. the reset
     /// for a refused SYN, which the kernel reports before dropping the SYN.
     orphans: VecDeque<KernelEvent>,
     /// Events of sockets whose 4-tuple is not known yet.
-    pending: HashMap<(Option<u32>, u64), Vec<KernelEvent>>,
-    /// Data ports the kernel traces because of an announcement: port →
-    /// (deadline, connections holding it).
-    expected_ports: HashMap<u16, (u64, u32)>,
-    port_updates: Vec<PortUpdate>,
+    pending: HashMap<SocketKey, Vec<KernelEvent>>,
+    /// What announcements make the kernel trace, with their state.
+    marks: HashMap<Mark, MarkState>,
+    mark_updates: Vec<MarkUpdate>,
+    /// Kernel events lost or skipped so far (a running count).
+    loss_total: u64,
+    pub dropped: Dropped,
     pub evicted: u64,
     pub started: u64,
 }
@@ -82,15 +141,22 @@ impl Sessions {
         Self {
             ports,
             id_prefix: id_prefix.into(),
-            next_id: 0,
+            next_key: 0,
             capacity: capacity.max(1),
             open: HashMap::new(),
+            indexed: HashMap::new(),
             by_tuple: HashMap::new(),
             by_socket: HashMap::new(),
+            by_endpoint: HashMap::new(),
+            by_client_ip: HashMap::new(),
+            quiet: BTreeSet::new(),
+            closing: BTreeSet::new(),
             orphans: VecDeque::new(),
             pending: HashMap::new(),
-            expected_ports: HashMap::new(),
-            port_updates: Vec::new(),
+            marks: HashMap::new(),
+            mark_updates: Vec::new(),
+            loss_total: 0,
+            dropped: Dropped::default(),
             evicted: 0,
             started: 0,
         }
@@ -103,9 +169,7 @@ impl Sessions {
     /// `n` kernel events were lost or skipped: every session open now may
     /// lack some of its own, and its record says so.
     pub fn note_loss(&mut self, n: u64) {
-        for session in self.open.values_mut() {
-            session.events_lost += n;
-        }
+        self.loss_total += n;
     }
 
     /// Seeds the session of a control connection that was open before
@@ -119,8 +183,8 @@ impl Sessions {
         } else {
             return false;
         };
-        let sid = match self.by_tuple.get(&(client, server)) {
-            Some((sid, _)) => sid.clone(),
+        let key = match self.by_tuple.get(&(client, server)) {
+            Some((key, _)) => *key,
             None => {
                 let event = KernelEvent {
                     boot_ns: now_ns,
@@ -135,11 +199,10 @@ impl Sessions {
                     remote: open.remote,
                     kind: EventKind::Destroy,
                 };
-                let (sid, _, _) = self.start_session(&event, client, server, end, out);
-                sid
+                self.start_session(&event, client, server, end, out).0
             }
         };
-        let session = self.open.get_mut(&sid).expect("just found or made");
+        let session = self.open.get_mut(&key).expect("just found or made");
         session.seeded = true;
         let view = session.control.view_mut(end, now_ns);
         view.had_socket = true;
@@ -152,17 +215,24 @@ impl Sessions {
 
     /// `port` is traced because an announcement named it.
     pub fn expects(&self, port: u16) -> bool {
-        self.expected_ports.contains_key(&port)
+        self.marks.contains_key(&Mark::Passive(port))
     }
 
-    /// Kernel port-map changes since the last call.
-    pub fn take_port_updates(&mut self) -> Vec<PortUpdate> {
-        std::mem::take(&mut self.port_updates)
+    /// Kernel map changes since the last call.
+    pub fn take_mark_updates(&mut self) -> Vec<MarkUpdate> {
+        std::mem::take(&mut self.mark_updates)
+    }
+
+    /// The kernel marked `mark` itself (it read the announcement as the
+    /// segment passed): it is held like one user space asked for, so that
+    /// it is cleared in time even if the parser never saw the words.
+    pub fn kernel_marked(&mut self, mark: Mark, ns: u64) {
+        self.add_mark(mark, ns, true);
     }
 
     /// Files `event` under its session. Returns where it landed, or `None`
     /// for an event of no session (yet). Evicted sessions are returned in
-    /// `evicted_out` so they are still reported.
+    /// `out` so they are still reported.
     pub fn observe(&mut self, event: &KernelEvent, out: &mut Vec<Session>) -> Option<Placement> {
         if let EventKind::ControlSegment(segment) = &event.kind {
             // Only counted: the parser turns readable segments into `ftp` events.
@@ -194,55 +264,83 @@ impl Sessions {
     }
 
     /// Sessions that have ended by `now_ns` (boot time), and the expired
-    /// expectations' ports released.
+    /// marks released.
     pub fn tick(&mut self, now_ns: u64) -> Vec<Session> {
-        let ended: Vec<String> = self
-            .open
-            .values()
-            .filter(|s| {
-                let quiet = now_ns.saturating_sub(s.last_ns);
-                (s.is_done() && quiet >= LINGER_NS)
-                    || (s.control.is_done() && quiet >= DATA_GRACE_NS)
-            })
-            .map(|s| s.id.clone())
+        let mut ended = Vec::new();
+        for &(last_ns, key) in &self.closing {
+            let quiet = now_ns.saturating_sub(last_ns);
+            if quiet < LINGER_NS {
+                break;
+            }
+            let Some(session) = self.open.get(&key) else {
+                continue;
+            };
+            if session.is_done() || quiet >= DATA_GRACE_NS {
+                ended.push(key);
+            }
+        }
+        let finished = ended
+            .into_iter()
+            .filter_map(|key| self.close(key))
             .collect();
-        let finished = ended.iter().filter_map(|id| self.close(id)).collect();
-        let expired: Vec<u16> = self
-            .expected_ports
+        let expired: Vec<Mark> = self
+            .marks
             .iter()
-            .filter(|(_, (deadline, holders))| *holders == 0 && *deadline <= now_ns)
-            .map(|(port, _)| *port)
+            .filter(|(_, state)| state.holders == 0 && state.deadline <= now_ns)
+            .map(|(mark, _)| *mark)
             .collect();
-        for port in expired {
-            self.expected_ports.remove(&port);
-            self.port_updates.push(PortUpdate {
-                port,
-                expected: false,
-            });
+        for mark in expired {
+            self.marks.remove(&mark);
+            self.mark_updates.push(MarkUpdate { mark, on: false });
         }
         finished
     }
 
     /// Every session still open, for the end of the run.
     pub fn drain(&mut self) -> Vec<Session> {
-        let mut ids: Vec<String> = self.open.keys().cloned().collect();
-        ids.sort();
-        ids.iter().filter_map(|id| self.close(id)).collect()
+        let mut keys: Vec<Key> = self.open.keys().copied().collect();
+        keys.sort_unstable();
+        keys.into_iter().filter_map(|key| self.close(key)).collect()
     }
 
-    fn close(&mut self, id: &str) -> Option<Session> {
-        let session = self.open.remove(id)?;
-        self.by_tuple.retain(|_, (sid, _)| sid != id);
-        self.by_socket.retain(|_, (sid, _)| sid != id);
-        for conn in session.conns() {
-            if let Some(port) = conn.holds_port {
-                self.release_port(port, session.last_ns);
+    fn close(&mut self, key: Key) -> Option<Session> {
+        let mut session = self.open.remove(&key)?;
+        let indexed = self.indexed.remove(&key).unwrap_or_default();
+        for tuple in &indexed.tuples {
+            if self.by_tuple.get(tuple).is_some_and(|(k, _)| *k == key) {
+                self.by_tuple.remove(tuple);
             }
         }
+        for socket in &indexed.sockets {
+            if self.by_socket.get(socket).is_some_and(|(k, _)| *k == key) {
+                self.by_socket.remove(socket);
+            }
+        }
+        for (endpoint, id) in &indexed.endpoints {
+            self.unindex_endpoint(*endpoint, key, *id);
+        }
+        if let Some(ip) = indexed.client_ip
+            && let Some(keys) = self.by_client_ip.get_mut(&ip)
+        {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_client_ip.remove(&ip);
+            }
+        }
+        self.quiet.remove(&(session.last_ns, key));
+        if let Some(at) = indexed.closing_at {
+            self.closing.remove(&(at, key));
+        }
+        for conn in session.conns() {
+            if let Some(mark) = conn.holds_mark {
+                self.release_mark(mark, session.last_ns);
+            }
+        }
+        session.events_lost = self.loss_total - session.loss_at_open;
         Some(session)
     }
 
-    fn hold_back(&mut self, key: (Option<u32>, u64), event: &KernelEvent, out: &mut Vec<Session>) {
+    fn hold_back(&mut self, key: SocketKey, event: &KernelEvent, out: &mut Vec<Session>) {
         if matches!(event.kind, EventKind::Destroy) {
             // Freed before its 4-tuple was known: a listener, or a connect
             // that never got a port. Only a connection attempt is kept.
@@ -255,52 +353,56 @@ impl Sessions {
             return;
         }
         if !self.pending.contains_key(&key) && self.pending.len() >= MAX_PENDING_SOCKETS {
+            self.dropped.pending += 1;
             return;
         }
         let held = self.pending.entry(key).or_default();
         if held.len() < MAX_PENDING_PER_SOCKET {
             held.push(event.clone());
+        } else {
+            self.dropped.pending += 1;
         }
     }
 
     fn place(&mut self, event: &KernelEvent, out: &mut Vec<Session>) -> Option<Placement> {
-        let (session_id, conn_id, end) = match self.find(event) {
+        let (key, conn_id, end) = match self.find(event) {
             Some(found) => found,
             None => {
                 let Some(started) = self.start_conn(event, out) else {
                     self.keep_orphan(event);
                     return None;
                 };
-                self.adopt_orphans(&started, event);
+                self.adopt_orphans(started, event);
                 started
             }
         };
         if let Some(sk) = event.sock {
-            let key = (event.netns, sk);
+            let socket = (event.netns, sk);
             if matches!(event.kind, EventKind::Destroy) {
-                self.by_socket.remove(&key);
-            } else if full_tuple(event) {
-                self.by_socket.insert(key, (session_id.clone(), conn_id));
+                self.by_socket.remove(&socket);
+            } else if full_tuple(event) && !self.by_socket.contains_key(&socket) {
+                self.by_socket.insert(socket, (key, conn_id));
+                self.indexed.entry(key).or_default().sockets.push(socket);
             }
         }
-        self.record(&session_id, conn_id, end, event);
+        self.record(key, conn_id, end, event);
         Some(Placement {
-            session: session_id,
+            session: self.open[&key].id.clone(),
             conn: conn_id,
             end,
         })
     }
 
     /// The session, connection and end an event belongs to, if known.
-    fn find(&self, event: &KernelEvent) -> Option<(String, ConnId, Side)> {
+    fn find(&self, event: &KernelEvent) -> Option<(Key, ConnId, Side)> {
         if let Some(sk) = event.sock
-            && let Some((sid, conn)) = self.by_socket.get(&(event.netns, sk))
+            && let Some((key, conn)) = self.by_socket.get(&(event.netns, sk))
         {
-            let c = self.open.get(sid)?.conn(*conn);
-            return Some((sid.clone(), *conn, end_of(event, c.client, c.server)));
+            let c = self.open.get(key)?.conn(*conn);
+            return Some((*key, *conn, end_of(event, c.client, c.server)));
         }
         for (client, server) in [(event.local, event.remote), (event.remote, event.local)] {
-            let Some((sid, conn)) = self.by_tuple.get(&(client, server)) else {
+            let Some((key, conn)) = self.by_tuple.get(&(client, server)) else {
                 continue;
             };
             // A connection opening on the 4-tuple of one whose end here is
@@ -308,11 +410,11 @@ impl Sessions {
             // the old session lingers). (A TIME_WAIT socket answering a late
             // segment is the old connection's.)
             let end = end_of(event, client, server);
-            let old = self.open.get(sid)?.conn(*conn).view(end);
+            let old = self.open.get(key)?.conn(*conn).view(end);
             if opens(event) && old.is_some_and(|v| v.had_socket && v.is_done()) {
                 return None;
             }
-            return Some((sid.clone(), *conn, end));
+            return Some((*key, *conn, end));
         }
         None
     }
@@ -321,24 +423,25 @@ impl Sessions {
         if event.sock.is_none() && event.remote.port() != 0 {
             if self.orphans.len() == MAX_ORPHANS {
                 self.orphans.pop_front();
+                self.dropped.orphans += 1;
             }
             self.orphans.push_back(event.clone());
         }
     }
 
     /// Files the orphans of a connection that just started under it, first.
-    fn adopt_orphans(&mut self, started: &(String, ConnId, Side), event: &KernelEvent) {
-        let (sid, conn_id, _) = started;
+    fn adopt_orphans(&mut self, started: (Key, ConnId, Side), event: &KernelEvent) {
+        let (key, conn_id, _) = started;
         let tuple = [(event.local, event.remote), (event.remote, event.local)];
         let recent = |o: &KernelEvent| event.boot_ns.saturating_sub(o.boot_ns) <= ORPHAN_TTL_NS;
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.orphans)
             .into_iter()
             .partition(|o| recent(o) && tuple.contains(&(o.local, o.remote)));
         self.orphans = rest.into_iter().filter(|o| recent(o)).collect();
-        let conn = self.open[sid].conn(*conn_id);
+        let conn = self.open[&key].conn(conn_id);
         let (client, server) = (conn.client, conn.server);
         for orphan in mine {
-            self.record(sid, *conn_id, end_of(&orphan, client, server), &orphan);
+            self.record(key, conn_id, end_of(&orphan, client, server), &orphan);
         }
     }
 
@@ -346,9 +449,16 @@ impl Sessions {
         &mut self,
         event: &KernelEvent,
         out: &mut Vec<Session>,
-    ) -> Option<(String, ConnId, Side)> {
-        // Only the events that begin or show a connection open one: a stray
-        // destroy or reset for an untracked socket does not.
+    ) -> Option<(Key, ConnId, Side)> {
+        // Only what TCP itself reports begins or shows a connection: a word
+        // on the channel or a reset's TTL alone (a forged segment, say)
+        // does not, nor a stray destroy or reset for an untracked socket.
+        if matches!(
+            event.kind,
+            EventKind::Ftp { .. } | EventKind::ResetTtl { .. } | EventKind::ControlSegment(_)
+        ) {
+            return None;
+        }
         let (local, remote) = (event.local, event.remote);
         if remote.port() == 0 {
             return None;
@@ -374,16 +484,16 @@ impl Sessions {
         server: SocketAddr,
         end: Side,
         out: &mut Vec<Session>,
-    ) -> (String, ConnId, Side) {
+    ) -> (Key, ConnId, Side) {
         if self.open.len() >= self.capacity {
             self.evict_oldest(out);
         }
-        self.next_id += 1;
+        self.next_key += 1;
         self.started += 1;
-        let id = format!("{}-{}", self.id_prefix, self.next_id);
+        let key = self.next_key;
         let ns = event.boot_ns;
         let session = Session {
-            id: id.clone(),
+            id: format!("{}-{key}", self.id_prefix),
             start_ns: ns,
             last_ns: ns,
             seeded: false,
@@ -403,83 +513,105 @@ impl Sessions {
             timeline: Timeline::default(),
             control_readable: false,
             events_lost: 0,
+            expectations_dropped: 0,
+            loss_at_open: self.loss_total,
         };
-        self.open.insert(id.clone(), session);
+        self.open.insert(key, session);
+        self.quiet.insert((ns, key));
         self.by_tuple
-            .insert((client, server), (id.clone(), ConnId::Control));
-        (id, ConnId::Control, end)
+            .insert((client, server), (key, ConnId::Control));
+        self.by_client_ip.entry(client.ip()).or_default().push(key);
+        self.indexed.insert(
+            key,
+            Indexed {
+                tuples: vec![(client, server)],
+                client_ip: Some(client.ip()),
+                ..Indexed::default()
+            },
+        );
+        (key, ConnId::Control, end)
     }
 
     fn evict_oldest(&mut self, out: &mut Vec<Session>) {
-        let oldest = self
-            .open
-            .values()
-            .min_by_key(|s| s.last_ns)
-            .map(|s| s.id.clone());
-        if let Some(id) = oldest
-            && let Some(session) = self.close(&id)
+        let oldest = self.quiet.first().map(|&(_, key)| key);
+        if let Some(key) = oldest
+            && let Some(session) = self.close(key)
         {
             self.evicted += 1;
             out.push(session);
         }
     }
 
-    /// Ties a new connection to the session whose announcement it answers.
-    fn link_data(&mut self, event: &KernelEvent) -> Option<(String, ConnId, Side)> {
+    /// Ties a new connection to the session whose announcement it answers:
+    /// the most recent unused one that fits, looked up by the data
+    /// connection's client address and the announced port.
+    fn link_data(&mut self, event: &KernelEvent) -> Option<(Key, ConnId, Side)> {
         let ns = event.boot_ns;
         let ends = [(event.local, event.remote), (event.remote, event.local)];
-        // The most recent unused announcement that fits wins.
-        let mut best: Option<(u64, String, usize, SocketAddr, SocketAddr)> = None;
-        for session in self.open.values() {
-            for (index, exp) in session.expectations.iter().enumerate() {
-                if exp.used_by.is_some() || ns.saturating_sub(exp.at_ns) > EXPECTATION_TTL_NS {
-                    continue;
-                }
-                for (a, b) in ends {
-                    let fits = match exp.announced_by {
-                        // Passive: `a` is the server's data end, `b` the client.
+        let mut best: Option<(u64, Key, u64, SocketAddr, SocketAddr)> = None;
+        for (a, b) in ends {
+            // Passive: `a` is the server's data end, `b` the client's.
+            // Active: `a` is the client's announced end, `b` the server's.
+            for (role, lookup) in [
+                (Side::Server, (b.ip(), a.port())),
+                (Side::Client, (a.ip(), a.port())),
+            ] {
+                for &(key, id) in self.by_endpoint.get(&lookup).into_iter().flatten() {
+                    let Some(session) = self.open.get(&key) else {
+                        continue;
+                    };
+                    let Some(exp) = session.expectations.iter().find(|x| x.id == id) else {
+                        continue;
+                    };
+                    if exp.announced_by != role
+                        || exp.used_by.is_some()
+                        || ns.saturating_sub(exp.at_ns) > EXPECTATION_TTL_NS
+                    {
+                        continue;
+                    }
+                    let fits = match role {
                         Side::Server => {
-                            a.port() == exp.port
-                                && b.ip() == session.control.client.ip()
+                            b.ip() == session.control.client.ip()
                                 && (exp.addr.is_none_or(|addr| addr == a.ip())
                                     || a.ip() == session.control.server.ip())
                         }
-                        // Active: `a` is the client's announced end.
-                        Side::Client => {
-                            a.port() == exp.port
-                                && exp.addr.is_none_or(|addr| addr == a.ip())
-                                && b.ip() == session.control.server.ip()
-                        }
+                        Side::Client => b.ip() == session.control.server.ip(),
                     };
                     if fits && best.as_ref().is_none_or(|(at, ..)| exp.at_ns > *at) {
-                        let (client, server) = match exp.announced_by {
+                        let (client, server) = match role {
                             Side::Server => (b, a),
                             Side::Client => (a, b),
                         };
-                        best = Some((exp.at_ns, session.id.clone(), index, client, server));
+                        best = Some((exp.at_ns, key, id, client, server));
                     }
                 }
             }
         }
-        if let Some((_, sid, index, client, server)) = best {
+        if let Some((_, key, id, client, server)) = best {
             let conn_id =
-                self.add_data_conn(&sid, client, server, ns, LinkedBy::Announcement, event);
-            let session = self.open.get_mut(&sid).expect("found above");
+                self.add_data_conn(key, client, server, ns, LinkedBy::Announcement, event);
+            let session = self.open.get_mut(&key).expect("found above");
+            let exp = session
+                .expectations
+                .iter_mut()
+                .find(|x| x.id == id)
+                .expect("found above");
             // Used, even by a connection beyond the session's cap.
-            session.expectations[index].used_by = Some(conn_id.unwrap_or(ConnId::Control));
+            exp.used_by = Some(conn_id.unwrap_or(ConnId::Control));
+            let mark = match exp.announced_by {
+                Side::Server => Mark::Passive(exp.port),
+                Side::Client => Mark::Active(client.ip(), exp.port),
+            };
             let conn_id = conn_id?;
-            let port = session.expectations[index].port;
-            if self.expected_ports.contains_key(&port) {
+            if let Some(state) = self.marks.get_mut(&mark) {
+                state.holders += 1;
                 self.open
-                    .get_mut(&sid)
+                    .get_mut(&key)
                     .expect("found above")
                     .conn_mut(conn_id)
-                    .holds_port = Some(port);
-                if let Some((_, holders)) = self.expected_ports.get_mut(&port) {
-                    *holders += 1;
-                }
+                    .holds_mark = Some(mark);
             }
-            return Some((sid, conn_id, end_of(event, client, server)));
+            return Some((key, conn_id, end_of(event, client, server)));
         }
         self.link_by_heuristic(event)
     }
@@ -487,48 +619,50 @@ impl Sessions {
     /// A data connection of a session whose channel cannot be read: on a
     /// data port, from the control connection's client address, to its
     /// server address; the most recently active such session.
-    fn link_by_heuristic(&mut self, event: &KernelEvent) -> Option<(String, ConnId, Side)> {
+    fn link_by_heuristic(&mut self, event: &KernelEvent) -> Option<(Key, ConnId, Side)> {
         let ends = [(event.local, event.remote), (event.remote, event.local)];
-        let mut best: Option<(u64, String, SocketAddr, SocketAddr)> = None;
-        for session in self.open.values() {
-            if session.control_readable && !session.encrypted() {
+        let mut best: Option<(u64, Key, SocketAddr, SocketAddr)> = None;
+        for (client, server) in ends {
+            let data_port = self.ports.role(server.port()) != 0 || self.expects(server.port());
+            if !data_port || self.ports.control.contains(&server.port()) {
                 continue;
             }
-            for (client, server) in ends {
-                let data_port = self.ports.role(server.port()) != 0
-                    || self.expected_ports.contains_key(&server.port());
-                if data_port
-                    && !self.ports.control.contains(&server.port())
-                    && client.ip() == session.control.client.ip()
-                    && server.ip() == session.control.server.ip()
-                    && best.as_ref().is_none_or(|(at, ..)| session.last_ns > *at)
+            for key in self.by_client_ip.get(&client.ip()).into_iter().flatten() {
+                let Some(session) = self.open.get(key) else {
+                    continue;
+                };
+                if (session.control_readable && !session.encrypted())
+                    || server.ip() != session.control.server.ip()
                 {
-                    best = Some((session.last_ns, session.id.clone(), client, server));
+                    continue;
+                }
+                if best.as_ref().is_none_or(|(at, ..)| session.last_ns > *at) {
+                    best = Some((session.last_ns, *key, client, server));
                 }
             }
         }
-        let (_, sid, client, server) = best?;
+        let (_, key, client, server) = best?;
         let conn_id = self.add_data_conn(
-            &sid,
+            key,
             client,
             server,
             event.boot_ns,
             LinkedBy::Heuristic,
             event,
         )?;
-        Some((sid, conn_id, end_of(event, client, server)))
+        Some((key, conn_id, end_of(event, client, server)))
     }
 
     fn add_data_conn(
         &mut self,
-        sid: &str,
+        key: Key,
         client: SocketAddr,
         server: SocketAddr,
         ns: u64,
         by: LinkedBy,
         event: &KernelEvent,
     ) -> Option<ConnId> {
-        let session = self.open.get_mut(sid).expect("caller found it");
+        let session = self.open.get_mut(&key).expect("caller found it");
         if session.data.len() >= MAX_DATA_CONNS {
             // Counted once per connection, on the event that opens it.
             if opens(event) {
@@ -538,15 +672,20 @@ impl Sessions {
         }
         let id = ConnId::Data(session.data.len() + 1);
         session.data.push(Conn::new(id, client, server, ns, by));
-        self.by_tuple.insert((client, server), (sid.to_owned(), id));
+        self.by_tuple.insert((client, server), (key, id));
+        self.indexed
+            .entry(key)
+            .or_default()
+            .tuples
+            .push((client, server));
         Some(id)
     }
 
     fn count_encrypted_segment(&mut self, event: &KernelEvent, outgoing: bool) {
-        let Some((sid, ConnId::Control, end)) = self.find(event) else {
+        let Some((key, ConnId::Control, end)) = self.find(event) else {
             return;
         };
-        let session = self.open.get_mut(&sid).expect("found");
+        let session = self.open.get_mut(&key).expect("found");
         if !session.encrypted() {
             return;
         }
@@ -557,10 +696,12 @@ impl Sessions {
         session.encrypted_segments[from.index()] += 1;
     }
 
-    fn record(&mut self, sid: &str, conn_id: ConnId, end: Side, event: &KernelEvent) {
+    fn record(&mut self, key: Key, conn_id: ConnId, end: Side, event: &KernelEvent) {
         let ns = event.boot_ns;
-        let mut expect = None;
-        let session = self.open.get_mut(sid).expect("placed");
+        let mut announced = None;
+        let session = self.open.get_mut(&key).expect("placed");
+        let was_last = session.last_ns;
+        let control_was_done = session.control.is_done();
         session.last_ns = session.last_ns.max(ns);
         let conn = session.conn_mut(conn_id);
         conn.last_ns = conn.last_ns.max(ns);
@@ -616,15 +757,24 @@ impl Sessions {
                     view.retransmits += n;
                 }
             }
+            // The first few are the evidence; the timeline counts the rest.
             EventKind::ResetSent { reason, state } => {
-                if state.is_some() {
-                    view.resets_sent.push((ns, reason.clone()));
-                } else {
+                if state.is_none() {
                     view.resets_sent_without_socket += 1;
+                } else if view.resets_sent.len() < MAX_KEPT {
+                    view.resets_sent.push((ns, reason.clone()));
                 }
             }
-            EventKind::ResetReceived { state } => view.resets_received.push((ns, state.clone())),
-            EventKind::SocketError { errno } => view.errors.push((ns, *errno)),
+            EventKind::ResetReceived { state } => {
+                if view.resets_received.len() < MAX_KEPT {
+                    view.resets_received.push((ns, state.clone()));
+                }
+            }
+            EventKind::SocketError { errno } => {
+                if view.errors.len() < MAX_KEPT {
+                    view.errors.push((ns, *errno));
+                }
+            }
             EventKind::Destroy => view.destroyed = true,
             EventKind::KeepaliveProbe { .. } => view.keepalive_probes += 1,
             EventKind::ZeroWindowProbe { .. } => view.zero_window_probes += 1,
@@ -634,8 +784,7 @@ impl Sessions {
                 location,
                 ..
             } => {
-                // The first few are the evidence; the timeline counts the rest.
-                if view.drops.len() < MAX_DROPS_KEPT {
+                if view.drops.len() < MAX_KEPT {
                     view.drops
                         .push((ns, reason.clone(), *tcp_flags, location.clone()));
                 }
@@ -647,9 +796,10 @@ impl Sessions {
                 if end == Side::Client && server_end_seen(&session.control) {
                     // Both ends of the connection are on this host and say
                     // the same words: the server's account is kept.
+                    self.touch(key, was_last, control_was_done);
                     return;
                 }
-                expect = apply_ftp(session, said, ns);
+                announced = apply_ftp(session, said, ns);
             }
             EventKind::ControlSegment(_) => {}
             // Just before the reset_received event it explains. A burst of
@@ -657,6 +807,7 @@ impl Sessions {
             // which is the one the socket acts on.
             EventKind::ResetTtl { ttl, usual_ttl } => {
                 if view.reset_ttl.is_some() {
+                    self.touch(key, was_last, control_was_done);
                     return;
                 }
                 view.reset_ttl = Some((*ttl, *usual_ttl));
@@ -668,53 +819,163 @@ impl Sessions {
             seen_at: end,
             kind: event.kind.clone(),
         });
-        if let Some(port) = expect {
-            self.expect_port(port, ns);
+        if let Some(announced) = announced {
+            self.expect(key, announced, ns);
         }
         if matches!(event.kind, EventKind::Destroy) {
-            let session = &self.open[sid];
-            let conn = session.conn(conn_id);
+            let conn = self.open[&key].conn(conn_id);
             if conn.is_done()
-                && let Some(port) = conn.holds_port
+                && let Some(mark) = conn.holds_mark
             {
                 self.open
-                    .get_mut(sid)
+                    .get_mut(&key)
                     .expect("placed")
                     .conn_mut(conn_id)
-                    .holds_port = None;
-                self.release_port(port, ns);
+                    .holds_mark = None;
+                self.release_mark(mark, ns);
+            }
+        }
+        self.touch(key, was_last, control_was_done);
+    }
+
+    /// Keeps the quiet and closing indexes in step with the session's
+    /// last activity and its control connection's end.
+    fn touch(&mut self, key: Key, was_last: u64, control_was_done: bool) {
+        let session = &self.open[&key];
+        let (last, control_done) = (session.last_ns, session.control.is_done());
+        if last != was_last {
+            self.quiet.remove(&(was_last, key));
+            self.quiet.insert((last, key));
+        }
+        if control_done && (!control_was_done || last != was_last) {
+            let indexed = self.indexed.entry(key).or_default();
+            if let Some(at) = indexed.closing_at.replace(last) {
+                self.closing.remove(&(at, key));
+            }
+            self.closing.insert((last, key));
+        }
+    }
+
+    /// A session's new expectation: kept (replacing an unused one for the
+    /// same endpoint; the oldest unused one goes past the cap), indexed,
+    /// and traced by the kernel.
+    fn expect(&mut self, key: Key, announced: Expectation, ns: u64) {
+        let session = self.open.get_mut(&key).expect("recording");
+        let client_ip = session.control.client.ip();
+        let same = |x: &Expectation| {
+            x.used_by.is_none()
+                && x.announced_by == announced.announced_by
+                && x.port == announced.port
+        };
+        let mut gone: Vec<Expectation> = Vec::new();
+        if let Some(at) = session.expectations.iter().position(same) {
+            gone.push(session.expectations.remove(at));
+        } else if session.expectations.len() >= MAX_EXPECTATIONS {
+            let at = session
+                .expectations
+                .iter()
+                .position(|x| x.used_by.is_none())
+                .unwrap_or(0);
+            gone.push(session.expectations.remove(at));
+            session.expectations_dropped += 1;
+            self.dropped.expectations += 1;
+        }
+        let id = session
+            .expectations
+            .iter()
+            .map(|x| x.id + 1)
+            .max()
+            .unwrap_or(1);
+        let id = id.max(gone.iter().map(|x| x.id + 1).max().unwrap_or(1));
+        let announced = Expectation { id, ..announced };
+        // A PORT/EPRT counts only for the address of the client that sent
+        // it (a third party's address is a bounce, or a NAT's inside).
+        let indexable = match announced.announced_by {
+            Side::Server => true,
+            Side::Client => announced.addr.is_none_or(|addr| addr == client_ip),
+        };
+        let (port, role) = (announced.port, announced.announced_by);
+        session.expectations.push(announced);
+        for old in gone {
+            self.unindex_endpoint((client_ip, old.port), key, old.id);
+            let indexed = self.indexed.entry(key).or_default();
+            indexed.endpoints.retain(|(_, id)| *id != old.id);
+        }
+        if !indexable {
+            return;
+        }
+        self.by_endpoint
+            .entry((client_ip, port))
+            .or_default()
+            .push((key, id));
+        let indexed = self.indexed.entry(key).or_default();
+        indexed.endpoints.push(((client_ip, port), id));
+        let mark = match role {
+            Side::Server => Mark::Passive(port),
+            Side::Client => Mark::Active(client_ip, port),
+        };
+        // Held only by the connection that uses it: unused, it expires.
+        self.add_mark(mark, ns, false);
+    }
+
+    fn unindex_endpoint(&mut self, endpoint: (IpAddr, u16), key: Key, id: u64) {
+        if let Some(entries) = self.by_endpoint.get_mut(&endpoint) {
+            entries.retain(|&(k, i)| (k, i) != (key, id));
+            if entries.is_empty() {
+                self.by_endpoint.remove(&endpoint);
             }
         }
     }
 
-    fn expect_port(&mut self, port: u16, ns: u64) {
-        if self.ports.contains(port) {
+    /// Traces `mark` until an expectation's lifetime from `ns`, unless the
+    /// configured ports trace it anyway or [`MAX_MARKS`] are in force (then
+    /// a mark the kernel made itself is undone at once). Returns whether it
+    /// is traced.
+    fn add_mark(&mut self, mark: Mark, ns: u64, kernel_made: bool) -> bool {
+        if let Mark::Passive(port) = mark
+            && self.ports.contains(port)
+        {
             // Traced already (`--passive-ports`, port 20): nothing to add.
-            return;
+            return false;
         }
-        let entry = self.expected_ports.entry(port).or_insert_with(|| {
-            self.port_updates.push(PortUpdate {
-                port,
-                expected: true,
-            });
-            (0, 0)
-        });
-        entry.0 = entry.0.max(ns + EXPECTATION_TTL_NS);
+        let deadline = ns + EXPECTATION_TTL_NS;
+        if let Some(state) = self.marks.get_mut(&mark) {
+            state.deadline = state.deadline.max(deadline);
+            return true;
+        }
+        if self.marks.len() >= MAX_MARKS {
+            self.dropped.marks += 1;
+            if kernel_made {
+                self.mark_updates.push(MarkUpdate { mark, on: false });
+            }
+            return false;
+        }
+        self.marks.insert(
+            mark,
+            MarkState {
+                deadline,
+                holders: 0,
+            },
+        );
+        if !kernel_made {
+            self.mark_updates.push(MarkUpdate { mark, on: true });
+        }
+        true
     }
 
-    fn release_port(&mut self, port: u16, ns: u64) {
-        if let Some((deadline, holders)) = self.expected_ports.get_mut(&port) {
-            *holders = holders.saturating_sub(1);
+    fn release_mark(&mut self, mark: Mark, ns: u64) {
+        if let Some(state) = self.marks.get_mut(&mark) {
+            state.holders = state.holders.saturating_sub(1);
             // Late segments of the closing connection are still wanted.
-            *deadline = (*deadline).max(ns + LINGER_NS);
+            state.deadline = state.deadline.max(ns + LINGER_NS);
         }
     }
 }
 
-/// Applies what a peer said to the session; returns a data port to expect
-/// (the server's for passive mode, the client's for active mode, whose
-/// server may connect from any port).
-fn apply_ftp(session: &mut Session, said: &ControlEvent, ns: u64) -> Option<u16> {
+/// Applies what a peer said to the session; returns an endpoint it
+/// announced (the server's for passive mode, the client's for active mode,
+/// whose server may connect from any port).
+fn apply_ftp(session: &mut Session, said: &ControlEvent, ns: u64) -> Option<Expectation> {
     match said {
         ControlEvent::Command { verb, arg } => {
             if *verb == Verb::User {
@@ -749,16 +1010,14 @@ fn apply_ftp(session: &mut Session, said: &ControlEvent, ns: u64) -> Option<u16>
             announced_by,
             addr,
             port,
-        } => {
-            session.expectations.push(Expectation {
-                announced_by: *announced_by,
-                addr: addr.map(|a| a.to_canonical()),
-                port: *port,
-                at_ns: ns,
-                used_by: None,
-            });
-            Some(*port)
-        }
+        } => Some(Expectation {
+            id: 0,
+            announced_by: *announced_by,
+            addr: addr.map(|a| a.to_canonical()),
+            port: *port,
+            at_ns: ns,
+            used_by: None,
+        }),
         ControlEvent::Encrypted => {
             session.encrypted_ns.get_or_insert(ns);
             None
@@ -878,20 +1137,23 @@ mod tests {
         for event in &early {
             sessions.observe(event, &mut ended);
         }
-        let mut updates = sessions.take_port_updates();
-        updates.sort_by_key(|u| u.port);
-        let update = |port, expected| PortUpdate { port, expected };
+        let mut updates = sessions.take_mark_updates();
+        updates.sort_by_key(|u| u.mark);
+        let update = |port, on| MarkUpdate {
+            mark: Mark::Passive(port),
+            on,
+        };
         assert_eq!(updates, [update(30001, true), update(30002, true)]);
         // 30001 was never used: it expires; 30002 is held by data:1.
         assert!(sessions.tick(opened + EXPECTATION_TTL_NS + 1).is_empty());
-        assert_eq!(sessions.take_port_updates(), [update(30001, false)]);
+        assert_eq!(sessions.take_mark_updates(), [update(30001, false)]);
         for event in &late {
             sessions.observe(event, &mut ended);
         }
         let finished = sessions.tick(s.end_ns() + DATA_GRACE_NS);
         assert_eq!(finished.len(), 1);
         assert_eq!(finished[0].data.len(), 1);
-        assert_eq!(sessions.take_port_updates(), [update(30002, false)]);
+        assert_eq!(sessions.take_mark_updates(), [update(30002, false)]);
         assert!(ended.is_empty());
     }
 
