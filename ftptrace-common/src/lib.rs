@@ -141,6 +141,8 @@ pub mod maps {
     pub const OFFSETS: &str = "OFFSETS";
     pub const LOST: &str = "LOST";
     pub const UNREADABLE: &str = "UNREADABLE";
+    pub const THROTTLED: &str = "THROTTLED";
+    pub const RESCUED: &str = "RESCUED";
     pub const TIMER_HOOKS: &str = "TIMER_HOOKS";
     pub const SETTINGS: &str = "SETTINGS";
     pub const ACTIVE_EXPECT: &str = "ACTIVE_EXPECT";

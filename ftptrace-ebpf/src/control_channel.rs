@@ -26,13 +26,13 @@ use ftptrace_common::{
 };
 
 use crate::{
-    ACTIVE_EXPECT, EVENTS, HANDSHAKE_TTL, OFFSETS, PEER_TTL, PORTS,
+    ACTIVE_EXPECT, CONTROL_BUDGET, EVENTS, HANDSHAKE_TTL, OFFSETS, PEER_TTL, PORTS,
     kernel_read::{
         IPPROTO_TCP_U8, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
         TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_SENT, as_number, net_inum, port_roles, read_kernel,
         traced,
     },
-    record::count_lost,
+    record::{count_lost, count_throttled},
 };
 
 /// Smallest TCP header and the IPv4/IPv6 headers without options.
@@ -133,6 +133,11 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     // A forged segment (a spoofed address, a sequence number TCP will
     // refuse) never reaches the parser: only bytes TCP takes in do.
     if arriving && !takes_data(sk, &tcp, payload_len) {
+        return Ok(());
+    }
+    // SAFETY: the helper only reads the context's socket.
+    if !within_budget(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }) {
+        count_throttled();
         return Ok(());
     }
     // 1..=CONTROL_HEAD_BYTES, spelled so that every verifier sees both
@@ -254,6 +259,51 @@ fn takes_data(sk: u64, tcp: &[u8; TCP_HEADER as usize], payload_len: u32) -> boo
         return false;
     };
     !after(ack, snd_nxt) && !before(ack, snd_una.wrapping_sub(max_window))
+}
+
+/// Records one control connection may send per second: far more than any
+/// client's commands and a server's replies to them, far less than the
+/// replies a client can make a server send to a flood of junk lines.
+const BUDGET_PER_SECOND: u64 = 2000;
+const BUDGET_WINDOW_NS: u64 = 1_000_000_000;
+
+/// A connection's use of its budget: records in the window that began at
+/// `window_start` (boot time).
+#[repr(C)]
+pub struct Budget {
+    window_start: u64,
+    used: u64,
+}
+
+/// Whether the connection with socket `cookie` may send one more record,
+/// and counts it. Two CPUs may both take the last one: a budget, not a lock.
+#[inline(always)]
+fn within_budget(cookie: u64) -> bool {
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    match CONTROL_BUDGET.get_ptr_mut(&cookie) {
+        // SAFETY: a map value, written in place.
+        Some(budget) => unsafe {
+            if now.wrapping_sub((*budget).window_start) >= BUDGET_WINDOW_NS {
+                (*budget).window_start = now;
+                (*budget).used = 1;
+                true
+            } else if (*budget).used < BUDGET_PER_SECOND {
+                (*budget).used += 1;
+                true
+            } else {
+                false
+            }
+        },
+        None => {
+            let fresh = Budget {
+                window_start: now,
+                used: 1,
+            };
+            let _ = CONTROL_BUDGET.insert(&cookie, &fresh, 0);
+            true
+        }
+    }
 }
 
 /// Whether an arriving segment is one TCP accepts at all (a reset that

@@ -41,7 +41,7 @@ use ftptrace_common::{
 
 /// Records to user space.
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 
 /// Port → role bits (`ftptrace_common::port_role`); 0 means not FTP.
 #[map]
@@ -87,6 +87,29 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// their event is missing, per CPU.
 #[map]
 static UNREADABLE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Whether `inet_sock_set_state` is in the middle of an event, per CPU:
+/// its nested copy acts only then.
+#[map]
+static SET_STATE_RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Events the nested copy of `inet_sock_set_state` handled because the
+/// kernel skipped the first (each also one of its recursion misses), per CPU.
+#[map]
+static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Control-channel segments not copied because their connection had used
+/// its budget (`CONTROL_BUDGET`), per CPU.
+#[map]
+static THROTTLED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each control connection's records in the current second, by socket
+/// cookie: one connection that makes the server send a flood of small
+/// replies loses its own records past the budget, not everyone's ring
+/// buffer space. LRU: a closed connection's entry ages out.
+#[map]
+static CONTROL_BUDGET: LruHashMap<u64, control_channel::Budget> =
+    LruHashMap::with_max_entries(16384, 0);
 
 /// Active-mode endpoints clients announced (PORT/EPRT), with when: a
 /// connection to or from one is traced while it is fresh. LRU: a flood of

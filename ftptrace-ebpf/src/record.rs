@@ -16,7 +16,7 @@ use ftptrace_common::{
 };
 
 use crate::{
-    EVENTS, LOST, OFFSETS, UNREADABLE,
+    EVENTS, LOST, OFFSETS, THROTTLED, UNREADABLE,
     kernel_read::{
         IPPROTO_TCP_U8, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, net_inum, port_roles, read_kernel, traced,
     },
@@ -183,6 +183,15 @@ pub fn count_unreadable<T>(result: Result<T, i64>) {
     if result.is_err()
         && let Some(count) = UNREADABLE.get_ptr_mut(0)
     {
+        // SAFETY: per-CPU slot, as in `count_lost`.
+        unsafe { *count += 1 };
+    }
+}
+
+/// Counts a control segment its connection's budget left out.
+#[inline(always)]
+pub fn count_throttled() {
+    if let Some(count) = THROTTLED.get_ptr_mut(0) {
         // SAFETY: per-CPU slot, as in `count_lost`.
         unsafe { *count += 1 };
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use ftptrace_common::{ProbeId, record_flags};
 
 use crate::{
-    OFFSETS, SETTINGS,
+    OFFSETS, RESCUED, SET_STATE_RUNNING, SETTINGS,
     kernel_read::{TCP_CLOSE, TCP_LISTEN, net_inum, read_kernel, skb_netns, skb_segs},
     record::{count_unreadable, emit, packet_record, try_sock_event},
 };
@@ -16,9 +16,46 @@ use crate::{
 /// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    let old: i32 = ctx.arg(1);
-    let new: i32 = ctx.arg(2);
+    mark_set_state_running(1);
+    set_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    mark_set_state_running(0);
+    0
+}
+
+/// The same event, for when the kernel skipped `inet_sock_set_state`: it
+/// does not run a program nested in itself on one CPU (since 6.x it counts
+/// a recursion miss), and an interrupt during a state change that changes
+/// another socket's state (the peer's, when both ends are on this host, or
+/// any under load) is just that. Attached after it, this copy runs every
+/// event too, and acts only while the first is in the middle of one. (Its
+/// own section name: two programs in one section do not load; user space
+/// attaches it to `inet_sock_set_state`.)
+#[raw_tracepoint(tracepoint = "inet_sock_set_state_nested")]
+pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
+    if SET_STATE_RUNNING
+        .get(0)
+        .is_some_and(|running| *running != 0)
+    {
+        if let Some(rescued) = RESCUED.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, as in `count_lost`.
+            unsafe { *rescued += 1 };
+        }
+        set_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    }
+    0
+}
+
+/// Whether `inet_sock_set_state` is running on this CPU.
+#[inline(always)]
+fn mark_set_state_running(running: u32) {
+    if let Some(slot) = SET_STATE_RUNNING.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot; only this CPU writes it.
+        unsafe { *slot = running };
+    }
+}
+
+#[inline(always)]
+fn set_state(sk: u64, old: i32, new: i32) {
     count_unreadable(try_sock_event(
         ProbeId::InetSockSetState,
         sk,
@@ -30,7 +67,6 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     if new == TCP_CLOSE && SETTINGS.get(0).is_some_and(|s| s.error_at_close != 0) {
         count_unreadable(try_error_at_close(sk));
     }
-    0
 }
 
 /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb)` (before 6.17)
@@ -137,6 +173,9 @@ pub fn try_error_report(sk: u64) -> Result<(), i64> {
 /// The fallback without an error-report hook: a socket entering CLOSE with
 /// `sk_err` set had its error reported just before (reset, timeout), unless
 /// nobody holds it any more (`SOCK_DEAD`: the kernel reports nothing then).
+/// Inlined: as a BPF subprogram its result would come back through memory,
+/// which the verifier refuses from a function returning a stack address.
+#[inline(always)]
 fn try_error_at_close(sk: u64) -> Result<(), i64> {
     let o = OFFSETS.get(0).ok_or(0)?;
     let err: i32 = read_kernel(sk, o.sock_err)?;

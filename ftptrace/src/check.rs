@@ -34,6 +34,10 @@ struct Report {
     tracefs: Finding,
     btf: Finding,
     probes: Vec<ProbeStatus>,
+    /// Kernel reads the programs could not make while `check` had them
+    /// attached (`unreadable` in `stats`): other than 0, some field this
+    /// kernel has is not where BTF said.
+    unreadable: u64,
     /// Whether `ftptrace trace` can run: the state-change probe attaches.
     ready: bool,
 }
@@ -49,11 +53,22 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<bool> {
     Ok(ready)
 }
 
+/// What the capabilities allow: the required ones are there; each optional
+/// one missing is named with what it would turn on.
+fn privileges_detail() -> String {
+    let mut detail = String::from("CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)");
+    let effective = privileges::effective().unwrap_or(0);
+    for (name, what) in privileges::optional_missing(effective) {
+        detail.push_str(&format!("; without {name}, off: {what}"));
+    }
+    detail
+}
+
 fn preflight() -> Report {
     let privileges = match privileges::effective().map(privileges::missing) {
         Ok(missing) if missing.is_empty() => Finding {
             ok: true,
-            detail: "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)".into(),
+            detail: privileges_detail(),
         },
         Ok(missing) => Finding {
             ok: false,
@@ -77,6 +92,7 @@ fn preflight() -> Report {
             detail: "not checked".into(),
         },
         probes: Vec::new(),
+        unreadable: 0,
         ready: false,
     };
     let tracefs = match tracefs::find_or_mount() {
@@ -133,6 +149,7 @@ fn preflight() -> Report {
         Ok(mut tracer) => {
             tracer.detach();
             report.probes = tracer.probes.clone();
+            report.unreadable = tracer.unreadable().unwrap_or(0);
         }
         Err(e) => {
             report.probes = vec![ProbeStatus {
@@ -186,6 +203,13 @@ fn render(report: &Report) -> String {
         for why in &probe.fell_back {
             text += &format!("{:<44}   not {why}\n", "");
         }
+    }
+    if !report.probes.is_empty() {
+        text += &format!(
+            "reads       {}{} kernel reads failed while attached\n",
+            mark(report.unreadable == 0),
+            report.unreadable
+        );
     }
     text += if report.ready {
         "ready: `ftptrace trace` will work\n"

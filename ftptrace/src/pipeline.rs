@@ -28,6 +28,9 @@ pub struct KernelLoss {
     /// Program runs that could not read what they needed.
     #[serde(default)]
     pub unreadable: u64,
+    /// Control segments a connection's budget left out.
+    #[serde(default)]
+    pub throttled: u64,
 }
 
 pub struct Pipeline {
@@ -197,6 +200,7 @@ impl Pipeline {
             missed: loss.missed,
             undecodable: self.undecodable,
             unreadable: loss.unreadable,
+            throttled: loss.throttled,
             sockets: self.sockets.len(),
             sessions: self.sessions.started,
             sessions_open: self.sessions.open_count(),

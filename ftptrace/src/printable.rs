@@ -21,18 +21,27 @@ pub fn printable(text: &str) -> String {
     out
 }
 
-/// Unicode format characters that reorder or hide text: the bidi
-/// embeddings, overrides, isolates and marks, zero-width characters, the
-/// byte order mark, soft hyphen, interlinear annotations.
-fn is_formatting(c: char) -> bool {
+/// Unicode characters that reorder, hide or break text without showing:
+/// the bidi embeddings, overrides, isolates and marks, zero-width
+/// characters, the byte order mark, soft hyphen, interlinear annotations,
+/// the line and paragraph separators, the prepended concatenation marks
+/// (Arabic, Syriac, Kaithi...), and the invisible tag characters.
+pub fn is_formatting(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{0600}'..='\u{0605}' | '\u{06DD}' | '\u{070F}' | '\u{0890}'..='\u{0891}'
+        | '\u{08E2}'
         | '\u{200B}'..='\u{200F}'
-        | '\u{202A}'..='\u{202E}'
+        | '\u{2028}'..='\u{202E}'
         | '\u{2060}'..='\u{2064}'
         | '\u{2066}'..='\u{206F}'
         | '\u{FEFF}'
-        | '\u{FFF9}'..='\u{FFFB}')
+        | '\u{FFF9}'..='\u{FFFB}'
+        | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1343F}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0001}' | '\u{E0020}'..='\u{E007F}')
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::{
 /// The file's first bytes.
 const MAGIC: &[u8; 20] = b"ftptrace recording\n\0";
 /// Bumped on any incompatible change of the frames or [`Meta`].
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 /// Larger frames are refused when read: a record is a few hundred bytes, a
 /// seed list a few MB at the very most.
 const MAX_FRAME: u32 = 64 << 20;
@@ -204,10 +204,11 @@ impl Recorder {
     }
 
     pub fn stats(&mut self, loss: KernelLoss, is_final: bool) -> anyhow::Result<()> {
-        let mut payload = Vec::with_capacity(25);
+        let mut payload = Vec::with_capacity(33);
         payload.extend_from_slice(&loss.lost.to_le_bytes());
         payload.extend_from_slice(&loss.missed.to_le_bytes());
         payload.extend_from_slice(&loss.unreadable.to_le_bytes());
+        payload.extend_from_slice(&loss.throttled.to_le_bytes());
         payload.push(u8::from(is_final));
         self.frame(Tag::Stats, &payload)
     }
@@ -328,8 +329,8 @@ impl Recording {
                     let [counts @ .., final_byte] = payload else {
                         return Err(malformed("empty stats"));
                     };
-                    if counts.len() != 24 {
-                        return Err(malformed("stats are 25 bytes"));
+                    if counts.len() != 32 {
+                        return Err(malformed("stats are 33 bytes"));
                     }
                     let count = |n: usize| u64_of(&counts[n * 8..n * 8 + 8]).unwrap_or(0);
                     frames.push(Frame::Stats {
@@ -337,6 +338,7 @@ impl Recording {
                             lost: count(0),
                             missed: count(1),
                             unreadable: count(2),
+                            throttled: count(3),
                         },
                         is_final: *final_byte != 0,
                     });
@@ -460,6 +462,7 @@ mod tests {
                     lost: 2,
                     missed: 1,
                     unreadable: 3,
+                    throttled: 4,
                 },
                 true,
             )
@@ -493,6 +496,7 @@ mod tests {
                     lost: 2,
                     missed: 1,
                     unreadable: 3,
+                    throttled: 4,
                 },
                 is_final: true
             }

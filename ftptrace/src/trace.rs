@@ -64,6 +64,9 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         anyhow::bail!("cannot trace: {reason}");
     }
     let decoder = Decoder::new(facts.names.clone());
+    for (name, what) in privileges::optional_missing(privileges::effective()?) {
+        eprintln!("ftptrace: warning: without {name}, off: {what}");
+    }
     let mut tracer = Tracer::load(&facts, &ports)?;
     for probe in tracer.probes.iter().filter(|p| !p.attached) {
         eprintln!(
@@ -120,6 +123,11 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         drains: 0,
     };
     stream.seed(&mut output)?;
+    // Attached and seeded: from here the run only reads its maps and the
+    // ring buffer, and parses what strangers sent.
+    if let Err(e) = privileges::keep_only(&privileges::KEPT_WHILE_RUNNING) {
+        eprintln!("ftptrace: warning: could not drop capabilities after attaching: {e}");
+    }
     let result = runtime.block_on(stream.follow(&mut tracer, &mut output, args, signals));
     // Detach before the last drain, so the final stats count everything.
     tracer.detach();
@@ -275,6 +283,7 @@ impl Stream {
             lost: tracer.lost()?,
             missed: tracer.missed()?,
             unreadable: tracer.unreadable()?,
+            throttled: tracer.throttled()?,
         };
         if let Some(recorder) = &mut self.recorder {
             recorder.stats(loss, is_final)?;

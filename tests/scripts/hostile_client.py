@@ -159,6 +159,26 @@ def junk(host, size):
     return sent
 
 
+def hold_many(host, count):
+    """`count` control connections open at once, each logged in, then each
+    says QUIT: the sessions overlap in time."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection((host, 21), timeout=TIMEOUT)
+        reader = sock.makefile("rb")
+        reader.readline()  # the greeting
+        sock.sendall(b"USER anonymous\r\n")
+        if not reader.readline().startswith(b"230"):
+            raise SystemExit("login refused")
+        held.append((sock, reader))
+    for sock, reader in held:
+        sock.sendall(b"QUIT\r\n")
+    for sock, reader in held:
+        reader.readline()  # 221
+        sock.close()
+    return count
+
+
 def main():
     move, args = sys.argv[1], sys.argv[2:]
     if move == "forge":
@@ -171,6 +191,8 @@ def main():
         return announce(args[0])
     if move == "announcement_flood":
         return announcement_flood(args[0], args[1], int(args[2]))
+    if move == "hold_many":
+        return hold_many(args[0], int(args[1]))
     if move == "junk":
         return junk(args[0], int(args[1]))
     raise SystemExit(f"unknown move {move}")

@@ -67,6 +67,7 @@ pub mod checks;
 pub mod client;
 pub mod counters;
 pub mod deadline;
+pub mod ftp_servers;
 pub mod netns;
 pub mod nft;
 pub mod observe;
@@ -78,6 +79,31 @@ pub mod tracer;
 pub mod vsftpd;
 
 pub use blind_spot::root_test;
+
+/// Every password the suite's clients send (`PASS`): each tracer run checks
+/// that none reaches stdout, stderr or `--output`. Clients' defaults
+/// included: curl's and lftp's anonymous passwords.
+pub const SECRETS: &[&str] = &[
+    "Fq3-zT8v-Lw2m",
+    "s3cret-never-printed",
+    "guest@example.org",
+    "forged-secret",
+    "ftp@example.com",
+    "lftp@",
+];
+
+/// Panics if `text` (from `channel`) holds one of [`SECRETS`]; the message
+/// shows only the secret's first letters.
+#[track_caller]
+pub fn assert_no_secret(channel: &str, text: &str) {
+    for secret in SECRETS {
+        assert!(
+            !text.contains(secret),
+            "a password the suite sent ({}...) reached the tracer's {channel}",
+            &secret[..3]
+        );
+    }
+}
 
 use std::{
     path::PathBuf,

@@ -11,9 +11,12 @@ use std::{
 use crate::{
     counters::Counters,
     deadline::wait_for,
-    process::{Finished, run_ok},
+    process::{Daemon, Finished, run_ok},
     unique_name,
 };
+
+/// How long a server may take to listen once started.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Documentation addresses only (RFC 5737, RFC 3849).
 pub const SERVER_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
@@ -108,6 +111,24 @@ impl NetNs {
                 .and_then(|local| local.rsplit_once(':'))
                 .is_some_and(|(_, p)| p == port.to_string())
         })
+    }
+
+    /// Waits (at most [`LISTEN_TIMEOUT`]) until `daemon`, just started in
+    /// this namespace, listens on `port`; fails at once if it exits.
+    #[track_caller]
+    pub fn wait_listening(&self, daemon: &mut Daemon, port: u16, name: &str) {
+        wait_for(
+            &format!("{name} to listen on port {port} in {}", self.name()),
+            LISTEN_TIMEOUT,
+            || {
+                daemon.assert_running();
+                if self.listening_on(port) {
+                    Ok(())
+                } else {
+                    Err("not listening".into())
+                }
+            },
+        );
     }
 
     /// Bytes received but not yet read on the established sockets whose

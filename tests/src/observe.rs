@@ -32,11 +32,11 @@ pub fn observe<T>(net: &NsPair, tracer: Tracer, action: impl FnOnce() -> T) -> O
     observe_with(net, tracer, action, Tracer::stop)
 }
 
-/// [`observe`] for a flood: the tracer may lose records, if it counts them
-/// ([`Tracer::stop_allowing_loss`]).
+/// [`observe`] for a load test: the kernel's recursion misses are allowed
+/// if counted ([`Tracer::stop_counting_misses`]).
 #[track_caller]
-pub fn observe_flood<T>(net: &NsPair, tracer: Tracer, action: impl FnOnce() -> T) -> Observed<T> {
-    observe_with(net, tracer, action, Tracer::stop_allowing_loss)
+pub fn observe_load<T>(net: &NsPair, tracer: Tracer, action: impl FnOnce() -> T) -> Observed<T> {
+    observe_with(net, tracer, action, Tracer::stop_counting_misses)
 }
 
 #[track_caller]

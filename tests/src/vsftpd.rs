@@ -10,13 +10,10 @@ use std::{
     time::Duration,
 };
 
-use crate::{deadline::wait_for, netns::NetNs, process::Daemon, tmp::TempDir};
+use crate::{netns::NetNs, process::Daemon, tmp::TempDir};
 
 /// vsftpd's passive port range in these tests (`pasv_min_port`-`pasv_max_port`).
 pub const PASSIVE_PORTS: RangeInclusive<u16> = 30000..=30009;
-
-/// How long vsftpd may take to listen.
-pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// vsftpd's `secure_chroot_dir` default; the Debian package ships it.
 const SECURE_CHROOT_DIR: &str = "/var/run/vsftpd/empty";
@@ -193,6 +190,16 @@ fn make_self_signed_certificate(dir: &Path) {
 
 /// The content of a served file of `len` bytes: a repeating pattern with a
 /// prime period, so shifted or truncated data does not compare equal.
+/// The bytes a server configured with `files` serves as `name`.
+#[track_caller]
+pub fn served(server: &str, files: &[(String, usize)], name: &str) -> Vec<u8> {
+    let (_, size) = files
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{server} serves no file {name}"));
+    pattern(*size)
+}
+
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| u8::try_from(i % 251).expect("below 251"))
@@ -231,18 +238,7 @@ impl Vsftpd {
             ns.command("vsftpd").arg(&conf),
             &dir.path().join("vsftpd.log"),
         );
-        wait_for(
-            &format!("vsftpd to listen on port {} in {}", config.port, ns.name()),
-            LISTEN_TIMEOUT,
-            || {
-                daemon.assert_running();
-                if ns.listening_on(config.port) {
-                    Ok(())
-                } else {
-                    Err("not listening".into())
-                }
-            },
-        );
+        ns.wait_listening(&mut daemon, config.port, "vsftpd");
         Self {
             daemon,
             config,
@@ -266,13 +262,7 @@ impl Vsftpd {
     /// The exact bytes served as `name`.
     #[track_caller]
     pub fn expected(&self, name: &str) -> Vec<u8> {
-        let (_, size) = self
-            .config
-            .files
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("vsftpd serves no file {name}"));
-        pattern(*size)
+        served("vsftpd", &self.config.files, name)
     }
 
     /// What vsftpd wrote to stdout and stderr (for failure messages).

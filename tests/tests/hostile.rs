@@ -11,9 +11,9 @@ use std::{
 
 use tests::{
     client::{Curl, http_url},
-    deadline::{Deadline, wait_for},
+    deadline::Deadline,
     netns::{CLIENT_V4, NetNs, NsPair, SERVER_V4},
-    observe::{Observed, observe, observe_flood},
+    observe::{Observed, observe, observe_load},
     process::{Daemon, kill_and_reap, wait_until},
     scenario::Scenario,
     sessions::{assert_ended_normally, briefs},
@@ -201,14 +201,8 @@ fn web_server(net: &NsPair) -> (Daemon, TempDir) {
             .arg(dir.path()),
         &dir.path().join("http.log"),
     );
-    wait_for("the web server to listen", Duration::from_secs(20), || {
-        server.assert_running();
-        if net.server.listening_on(OTHER_PORT) {
-            Ok(())
-        } else {
-            Err("not listening".into())
-        }
-    });
+    net.server
+        .wait_listening(&mut server, OTHER_PORT, "the web server");
     (server, dir)
 }
 
@@ -246,28 +240,17 @@ fn assert_real_sessions(sessions: &[&Session], expected: usize) {
     }
 }
 
-/// Beside a flood: exactly right when the ring buffer kept up; when the
-/// kernel lost records (counted in `stats`, the run's own account), the
-/// real sessions may be incomplete, but none is invented or misplaced.
+/// Beside a flood: the flooding connection used up its own budget of
+/// control records (`throttled`), nothing was lost (`Tracer::stop` checks
+/// `lost: 0`), and the real sessions are exactly right.
 #[track_caller]
 fn assert_real_sessions_beside_a_flood(trace: &tests::tracer::Trace, expected: usize) {
-    let lost = trace.stats.last().map_or(0, |s| s.lost);
-    let real = real_sessions(trace);
-    if lost == 0 {
-        assert_real_sessions(&real, expected);
-        return;
-    }
-    assert!(real.len() <= expected, "{}", briefs(trace));
-    for session in &real {
-        assert_eq!(session.client.addr, CLIENT_V4.to_string());
-        for data in &session.data {
-            assert_eq!(data.client.addr, session.client.addr, "{}", session.brief());
-        }
-    }
-    eprintln!(
-        "{lost} records lost to the flood: {} of {expected} real sessions reported",
-        real.len()
+    let stats = trace.stats.last().expect("final stats");
+    assert!(
+        stats.throttled > 0,
+        "the flood stayed within its budget: {stats:?}"
     );
+    assert_real_sessions(&real_sessions(trace), expected);
 }
 
 fn real_sessions(run: &tests::tracer::Trace) -> Vec<&Session> {
@@ -299,7 +282,7 @@ fn an_announcement_flood_is_capped_and_real_sessions_stay_right() {
                     .with("max_clients", "0"),
             );
             let (_web, _dir) = web_server(&net);
-            let run = observe_flood(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+            let run = observe(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
                 let flood = attacker(
                     &net.client,
                     &[
@@ -364,7 +347,7 @@ fn a_syn_flood_and_junk_leave_real_sessions_right() {
                 .with("max_per_ip", "0")
                 .with("max_clients", "0"),
         );
-        let run = observe_flood(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+        let run = observe(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
             let flood = attacker(
                 &net.client,
                 &["syn_flood", &SERVER_V4.to_string(), "21", SYNS],
@@ -406,4 +389,87 @@ fn a_syn_flood_and_junk_leave_real_sessions_right() {
             trace.stats.last()
         );
     });
+}
+
+/// A thousand sessions open at once: each is reported once, exactly, and
+/// the tracer stays under its memory bound. Under this load a state change
+/// is now and then interrupted by another (the kernel does not run a
+/// program nested in itself; the tracer's nested copy takes the event
+/// then). What is still skipped is counted (`missed`), and only a session
+/// open meanwhile may be inexact, and then it says so.
+#[test]
+fn thousands_of_simultaneous_sessions_are_each_reported() {
+    tests::root_test(
+        "thousands_of_simultaneous_sessions_are_each_reported",
+        || {
+            const SESSIONS: u64 = 1000;
+            let net = NsPair::new();
+            let _ftp = Vsftpd::start(
+                &net.server,
+                VsftpdConfig::new(Listen::V4(SERVER_V4))
+                    .with("max_per_ip", "0")
+                    .with("max_clients", "0"),
+            );
+            let run = observe_load(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+                sent(
+                    attacker(
+                        &net.client,
+                        &["hold_many", &SERVER_V4.to_string(), &SESSIONS.to_string()],
+                    ),
+                    "hold_many",
+                )
+            });
+            assert_eq!(run.outcome, SESSIONS);
+            assert_eq!(
+                run.server.get("Tcp.PassiveOpens"),
+                SESSIONS as i64,
+                "{}",
+                run.context()
+            );
+            let trace = &run.trace;
+            let stats = trace.stats.last().expect("final stats");
+            assert_eq!(trace.sessions.len() as u64, SESSIONS);
+            let mut ports = std::collections::BTreeSet::new();
+            let mut inexact = Vec::new();
+            for session in &trace.sessions {
+                ports.insert(session.client.port);
+                let exact = session.user.as_deref() == Some("anonymous")
+                    && session.commands == ["USER", "QUIT"]
+                    && session.cause.as_deref() == Some("clean");
+                if exact {
+                    assert_ended_normally(session);
+                    continue;
+                }
+                // A kernel event skipped (counted in `missed`) may spoil the
+                // session it belonged to, which then says so.
+                assert!(
+                    session
+                        .unknown
+                        .iter()
+                        .any(|u| u.contains("lost while it was open")),
+                    "an inexact session that does not say events were lost: {}{}",
+                    session.brief(),
+                    session.timeline_text()
+                );
+                inexact.push(session.brief());
+            }
+            assert!(
+                inexact.len() as u64 <= stats.missed + stats.lost,
+                "{} inexact sessions, {} events missed: {inexact:#?}",
+                inexact.len(),
+                stats.missed
+            );
+            assert_eq!(ports.len() as u64, SESSIONS, "one session per connection");
+            assert_eq!(stats.sessions_evicted, 0);
+            assert!(
+                run.peak_rss_kib < PEAK_RSS_BOUND_KIB,
+                "the tracer peaked at {} KiB (bound {PEAK_RSS_BOUND_KIB} KiB)",
+                run.peak_rss_kib
+            );
+            eprintln!(
+                "{SESSIONS} simultaneous sessions: tracer peak {} KiB, {stats:?}",
+                run.peak_rss_kib
+            );
+        },
+    );
 }

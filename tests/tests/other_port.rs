@@ -1,11 +1,8 @@
 //! Traffic on a port outside the traced set costs nothing and prints
 //! nothing.
 
-use std::time::Duration;
-
 use tests::{
     client::{Curl, http_url},
-    deadline::wait_for,
     netns::{NsPair, SERVER_V4},
     observe::observe,
     process::Daemon,
@@ -36,14 +33,8 @@ fn traffic_on_other_ports_yields_no_events() {
                 .arg(dir.path()),
             &dir.path().join("http.log"),
         );
-        wait_for("the web server to listen", Duration::from_secs(20), || {
-            server.assert_running();
-            if net.server.listening_on(HTTP_PORT) {
-                Ok(())
-            } else {
-                Err("not listening".into())
-            }
-        });
+        net.server
+            .wait_listening(&mut server, HTTP_PORT, "the web server");
         let run = observe(&net, Tracer::start(), || {
             Curl::new(http_url(SERVER_V4, HTTP_PORT, "index.html")).run(&net.client)
         });

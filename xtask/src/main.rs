@@ -1,6 +1,8 @@
-//! Project automation: `cargo xtask setup | run | test | vm | bench`.
+//! Project automation: `cargo xtask setup | run | test | vm | bench | fuzz`.
 
 mod apt_sources;
+mod ftp_servers;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -48,6 +50,16 @@ enum Task {
         /// Only tests whose name contains this (passed to both test runs).
         filter: Option<String>,
     },
+    /// Replay the kept crash inputs, then fuzz each target of ftptrace/fuzz
+    /// for a while (one line per target; a crash fails, naming its input).
+    Fuzz {
+        /// Seconds of fuzzing per target.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Only this target.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(fuzz::TARGETS))]
+        target: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             }
             vm::run_matrix(&kernels, quick)
         }
+        Task::Fuzz { seconds, target } => fuzz::run_targets(seconds, target.as_deref()),
         Task::Bench => {
             setup::build_chain()?;
             cargo(&["bench", "-p", "ftptrace", "--bench", "pipeline"])

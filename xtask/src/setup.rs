@@ -10,9 +10,20 @@ use anyhow::{Context as _, bail};
 
 use crate::{is_root, output, run};
 
-/// Debian packages the tests use.
+/// Debian packages the tests use. g++ builds libFuzzer (`cargo xtask fuzz`).
 const PACKAGES: &[&str] = &[
-    "vsftpd", "curl", "lftp", "nftables", "iproute2", "ethtool", "procps", "tcpdump", "python3",
+    "vsftpd",
+    "curl",
+    "lftp",
+    "nftables",
+    "iproute2",
+    "ethtool",
+    "procps",
+    "tcpdump",
+    "python3",
+    "bpftool",
+    "g++",
+    "busybox-static",
 ];
 
 /// Debian packages `cargo xtask vm` adds: QEMU, depmod for the guest
@@ -21,9 +32,11 @@ const PACKAGES: &[&str] = &[
 const VM_PACKAGES: &[&str] = &["qemu-system-x86", "kmod", "python3-venv", "busybox-static"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 pub fn all() -> anyhow::Result<()> {
     packages(PACKAGES)?;
+    crate::ftp_servers::fetch()?;
     build_chain()
 }
 
@@ -31,6 +44,32 @@ pub fn all() -> anyhow::Result<()> {
 pub fn vm() -> anyhow::Result<()> {
     all()?;
     packages(VM_PACKAGES)
+}
+
+/// What `cargo xtask fuzz` needs: g++ (of [`PACKAGES`]; none of the
+/// others), the nightly (for AddressSanitizer) and cargo-fuzz. Not in
+/// [`all`]: only fuzzing pays for building cargo-fuzz.
+pub fn fuzz() -> anyhow::Result<()> {
+    packages(&["g++"])?;
+    nightly()?;
+    let installed = Command::new("cargo-fuzz")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION)
+        });
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo).args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))
 }
 
 /// The eBPF build chain: nightly with rust-src, bpf-linker against its LLVM.

@@ -37,7 +37,7 @@ impl WallClock {
 
     /// `2026-11-25T10:00:00.123456789Z`
     pub fn rfc3339(&self, boot_ns: u64) -> String {
-        rfc3339_from_unix_ns(self.offset_ns + i128::from(boot_ns))
+        rfc3339_from_unix_ns(self.offset_ns.saturating_add(i128::from(boot_ns)))
     }
 }
 
@@ -47,7 +47,13 @@ pub fn boot_ns() -> anyhow::Result<u64> {
     Ok(u64::try_from(now.tv_sec())? * 1_000_000_000 + u64::try_from(now.tv_nsec())?)
 }
 
+/// The first and last instants RFC 3339 can write (years 0000 to 9999):
+/// a time outside (a crafted recording's clock) is written as the nearest.
+const EARLIEST_NS: i128 = -62_167_219_200 * 1_000_000_000;
+const LATEST_NS: i128 = 253_402_300_800 * 1_000_000_000 - 1;
+
 pub fn rfc3339_from_unix_ns(unix_ns: i128) -> String {
+    let unix_ns = unix_ns.clamp(EARLIEST_NS, LATEST_NS);
     let secs = unix_ns.div_euclid(1_000_000_000);
     let nanos = unix_ns.rem_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
@@ -78,6 +84,26 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
+    /// Found by `cargo xtask fuzz` (target `pipeline`): a recording whose
+    /// clock is i64::MAX days away overflowed the date arithmetic.
+    #[test]
+    fn times_beyond_what_rfc3339_writes_are_clamped() {
+        use super::*;
+        assert_eq!(
+            rfc3339_from_unix_ns(i128::MAX),
+            "9999-12-31T23:59:59.999999999Z"
+        );
+        assert_eq!(
+            rfc3339_from_unix_ns(i128::MIN),
+            "0000-01-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            WallClock::with_offset(i128::MAX).rfc3339(u64::MAX),
+            "9999-12-31T23:59:59.999999999Z"
+        );
+        assert_eq!(rfc3339_from_unix_ns(0), "1970-01-01T00:00:00.000000000Z");
+    }
+
     use super::*;
 
     #[test]

@@ -11,6 +11,7 @@ use super::{
     btf::Btf,
     kallsyms,
     names::KernelNames,
+    privileges,
     probes::{PROBES, Probe},
     tracepoint_format::TracepointFormat,
 };
@@ -63,7 +64,11 @@ impl KernelFacts {
                         std::io::ErrorKind::NotFound => {
                             format!("this kernel has no tracepoint {}", probe.full_name())
                         }
-                        _ => format!("cannot read {}: {e}", path.display()),
+                        _ => format!(
+                            "cannot read {}: {e}{}",
+                            path.display(),
+                            privileges::tracefs_hint()
+                        ),
                     })
                     .and_then(|text| {
                         TracepointFormat::parse(&text)
@@ -110,7 +115,13 @@ impl KernelFacts {
             names,
             offsets,
             probes,
-            timer_hooks: timer_hooks(&btf, &kallsyms),
+            timer_hooks: timer_hooks(&btf, &kallsyms).map_err(|why| {
+                if privileges::has(privileges::CAP_SYSLOG) {
+                    why
+                } else {
+                    format!("{why}: this process lacks CAP_SYSLOG")
+                }
+            }),
             error_report_tracepoint,
             probe_mibs: probe_mibs(&btf),
             kprobes: kprobes_available(tracefs),

@@ -37,6 +37,8 @@ pub struct Tracer {
     pub ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
     unreadable: PerCpuArray<MapData, u64>,
+    rescued: PerCpuArray<MapData, u64>,
+    throttled: PerCpuArray<MapData, u64>,
     port_map: Array<MapData, u8>,
     active_expect: HashMap<MapData, ActiveEndpoint, u64>,
     /// Active-mode endpoints marked per port: the port's hint bit goes with
@@ -83,6 +85,12 @@ impl Tracer {
                 let attached = plan.program.clone().and_then(|program| {
                     attach_raw_tracepoint(&mut ebpf, program, plan.probe.name)?;
                     attached_programs.push(program);
+                    if program == SET_STATE_PROGRAM {
+                        // After the first: it runs second, and acts for the
+                        // events the kernel skipped the first for.
+                        attach_raw_tracepoint(&mut ebpf, SET_STATE_NESTED, plan.probe.name)?;
+                        attached_programs.push(SET_STATE_NESTED);
+                    }
                     Ok(())
                 });
                 ProbeStatus {
@@ -197,12 +205,16 @@ impl Tracer {
         let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?;
         let unreadable = PerCpuArray::try_from(take_map(&mut ebpf, maps::UNREADABLE)?)?;
+        let throttled = PerCpuArray::try_from(take_map(&mut ebpf, maps::THROTTLED)?)?;
+        let rescued = PerCpuArray::try_from(take_map(&mut ebpf, maps::RESCUED)?)?;
         let active_expect = HashMap::try_from(take_map(&mut ebpf, maps::ACTIVE_EXPECT)?)?;
         Ok(Self {
             ebpf,
             ring,
             lost,
             unreadable,
+            throttled,
+            rescued,
             port_map,
             active_expect,
             active_ports: std::collections::HashMap::new(),
@@ -262,30 +274,28 @@ impl Tracer {
 
     /// Program runs that could not read what they needed, all CPUs.
     pub fn unreadable(&self) -> anyhow::Result<u64> {
-        let per_cpu = self
-            .unreadable
-            .get(&0, 0)
-            .context("reading the unreadable-event counter")?;
-        Ok(per_cpu.iter().sum())
+        summed(&self.unreadable, "unreadable-event")
+    }
+
+    /// Control segments left out by their connection's budget, all CPUs.
+    pub fn throttled(&self) -> anyhow::Result<u64> {
+        summed(&self.throttled, "throttled-segment")
     }
 
     /// Events the kernel dropped because the ring buffer was full, all CPUs.
     pub fn lost(&self) -> anyhow::Result<u64> {
-        let per_cpu = self
-            .lost
-            .get(&0, 0)
-            .context("reading the lost-event counter")?;
-        Ok(per_cpu.iter().sum())
+        summed(&self.lost, "lost-event")
     }
 
     /// Events the kernel skipped because a program was already running on
-    /// the CPU (an interrupt arriving mid-program), summed over programs.
+    /// the CPU (an interrupt arriving mid-program), summed over programs,
+    /// less those the nested copy of the state program handled.
     pub fn missed(&self) -> anyhow::Result<u64> {
         let mut missed = self.missed_before_detach;
         for name in &self.attached {
             missed += self.missed_by(name)?;
         }
-        Ok(missed)
+        Ok(missed.saturating_sub(summed(&self.rescued, "rescued-event")?))
     }
 
     fn missed_by(&self, name: &str) -> anyhow::Result<u64> {
@@ -356,6 +366,9 @@ const CONTROL_CHANNEL_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
 /// program on the root applies to every cgroup below it). Returns the
 /// cgroup's path.
 fn attach_control_channel(ebpf: &mut Ebpf) -> Result<PathBuf, String> {
+    if !super::privileges::has(super::privileges::CAP_NET_ADMIN) {
+        return Err("attaching to a cgroup needs CAP_NET_ADMIN, which this process lacks".into());
+    }
     let mounts = std::fs::read_to_string("/proc/mounts")
         .map_err(|e| format!("cannot read /proc/mounts: {e}"))?;
     let root = cgroup2_mount(&mounts).ok_or_else(|| {
@@ -498,6 +511,19 @@ fn attach_rung(
     Ok(())
 }
 
+/// A per-CPU counter of the programs, summed over CPUs.
+fn summed(counter: &PerCpuArray<MapData, u64>, what: &str) -> anyhow::Result<u64> {
+    let per_cpu = counter
+        .get(&0, 0)
+        .with_context(|| format!("reading the {what} counter"))?;
+    Ok(per_cpu.iter().sum())
+}
+
+/// The state-change program, and its copy for the events the kernel skips
+/// it for (see `inet_sock_set_state_nested` in ftptrace-ebpf).
+const SET_STATE_PROGRAM: &str = "inet_sock_set_state";
+const SET_STATE_NESTED: &str = "inet_sock_set_state_nested";
+
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), String> {
     attach(ebpf, program, |p: &mut RawTracePoint| {
         p.load()?;
@@ -548,6 +574,9 @@ fn chain(error: &dyn std::error::Error) -> String {
 /// A probe's reason is one line: a verifier rejection keeps only the
 /// verifier's verdict (the line before its statistics), not its whole log.
 fn one_line(text: &str) -> String {
+    if std::env::var_os("FTPTRACE_DEBUG_VERIFIER").is_some() {
+        eprintln!("{text}");
+    }
     let Some((before, log)) = text.split_once(". Verifier output:") else {
         return text.replace('\n', " ");
     };

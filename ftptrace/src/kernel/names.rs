@@ -16,6 +16,16 @@ pub struct KernelNames {
 }
 
 impl KernelNames {
+    /// Linux's TCP state numbers (the same on every kernel since 2.x) and
+    /// no reason tables: for tools that decode without a kernel at hand.
+    pub fn linux_defaults() -> Self {
+        Self {
+            tcp_states: linux_tcp_states(),
+            reset_reasons: None,
+            drop_reasons: None,
+        }
+    }
+
     /// TCP state names come from `inet_sock_set_state`'s print format, whose
     /// values the kernel resolves to numbers; reset reasons from
     /// `tcp_send_reset`'s. `resolve` maps enum constants left as identifiers.

@@ -170,12 +170,18 @@ fn parse_field(line: &str) -> Option<Field> {
         Some(bracket) => (decl[..bracket].trim_end(), &decl[bracket..]),
         None => (decl, ""),
     };
-    let split = head.rfind(|c: char| !(c.is_alphanumeric() || c == '_'))?;
-    let name = head[split + 1..].to_owned();
+    // Where the name starts: after the last character that cannot be in
+    // one (which may be any character, of any length in UTF-8).
+    let (at, before) = head
+        .char_indices()
+        .rev()
+        .find(|&(_, c)| !(c.is_alphanumeric() || c == '_'))?;
+    let start = at + before.len_utf8();
+    let name = head[start..].to_owned();
     if name.is_empty() {
         return None;
     }
-    let c_type = format!("{}{array}", head[..=split].trim_end());
+    let c_type = format!("{}{array}", head[..start].trim_end());
     Some(Field {
         name,
         c_type,
@@ -187,6 +193,17 @@ fn parse_field(line: &str) -> Option<Field> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    /// Found by `cargo xtask fuzz` (target `tracepoint_format`): a
+    /// multi-byte character before the name was sliced through.
+    #[test]
+    fn a_field_after_any_character_parses_or_is_refused() {
+        let text = "name: x\nfield:\u{1e}\u{2de}ab;\toffset:8;\tsize:4;\tsigned:0;\n";
+        let format = super::TracepointFormat::parse(text).unwrap();
+        assert_eq!(format.fields[0].name, "ab");
+        assert_eq!(format.fields[0].c_type, "\u{1e}\u{2de}");
+        assert!(super::TracepointFormat::parse("name: x\nfield:\0\u{1e}\u{2de};\n").is_err());
+    }
+
     use super::*;
 
     pub(crate) fn testdata_format(

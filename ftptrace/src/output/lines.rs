@@ -44,6 +44,9 @@ pub struct Stats {
     /// Program runs that could not read what they needed from the kernel
     /// (an event missing), summed over CPUs.
     pub unreadable: u64,
+    /// Control-channel segments the kernel did not copy because their
+    /// connection had used its budget of records per second.
+    pub throttled: u64,
     /// Sockets currently remembered for attribution.
     pub sockets: usize,
     /// FTP sessions begun so far, open now, and reported early because too

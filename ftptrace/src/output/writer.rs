@@ -326,6 +326,7 @@ mod tests {
             missed: 0,
             undecodable: 0,
             unreadable: 0,
+            throttled: 0,
             sockets: 2,
             sessions: 0,
             sessions_open: 0,
@@ -369,7 +370,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0},\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0},\"final\":true}\n"
         );
     }
 

@@ -1244,6 +1244,73 @@ mod tests {
         assert_eq!(sessions[0].data_unlinked, extra as u64);
     }
 
+    /// Issue 11, finding 4: a `PORT` naming another client's address (the
+    /// most recent announcement of that endpoint) does not take that
+    /// client's data connection.
+    #[test]
+    fn a_port_for_another_address_takes_no_data_connection() {
+        let mut s = Script::new();
+        let active = |addr: &str, port| ControlEvent::DataEndpoint {
+            announced_by: Client,
+            addr: Some(addr.parse().unwrap()),
+            port,
+        };
+        let owner = s.connect("192.0.2.3:40001", "192.0.2.1:21");
+        s.login(&owner);
+        s.command(&owner, Verb::Port, Some("192,0,2,3,195,80"));
+        s.say(&owner, Client, active("192.0.2.3", 50000));
+        let thief = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&thief);
+        s.command(&thief, Verb::Port, Some("192,0,2,3,195,80"));
+        s.say(&thief, Client, active("192.0.2.3", 50000));
+        let data = s.connect("192.0.2.3:50000", "192.0.2.1:20");
+        s.fin(&data, Server);
+        s.fin(&thief, Client);
+        s.fin(&owner, Client);
+        let sessions = sessions_of(&s.seen_from(BOTH), s.end_ns());
+        let of = |ip: &str| {
+            sessions
+                .iter()
+                .find(|x| x.control.client.ip().to_string() == ip)
+                .expect("a session per client")
+        };
+        assert_eq!(of("192.0.2.3").data.len(), 1);
+        assert!(of("192.0.2.2").data.is_empty());
+    }
+
+    /// Issue 11, finding 3: one session's announcements are capped, and
+    /// what the cap turned away is counted.
+    #[test]
+    fn announcements_beyond_the_cap_are_counted_not_kept() {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        let extra = 8;
+        for n in 0..MAX_EXPECTATIONS + extra {
+            s.pasv(&control, 30000 + u16::try_from(n).unwrap());
+        }
+        let mut sessions = Sessions::new(ports(), "t");
+        let mut ended = Vec::new();
+        for event in &s.seen_from(BOTH) {
+            sessions.observe(event, &mut ended);
+        }
+        assert_eq!(sessions.dropped.expectations, extra as u64);
+        assert_eq!(
+            sessions.open.values().next().unwrap().expectations.len(),
+            MAX_EXPECTATIONS
+        );
+        // Each announcement's mark lives its lifetime (within the global
+        // cap on marks), kept or not, and is then cleared.
+        let on = sessions.take_mark_updates();
+        assert!(on.iter().all(|u| u.on) && on.len() == MAX_EXPECTATIONS + extra);
+        sessions.tick(s.end_ns() + EXPECTATION_TTL_NS + 1);
+        let off = sessions.take_mark_updates();
+        assert!(
+            off.iter().all(|u| !u.on) && off.len() == on.len(),
+            "{off:?}"
+        );
+    }
+
     #[test]
     fn stray_segments_of_no_connection_start_nothing() {
         let mut s = Script::new();
