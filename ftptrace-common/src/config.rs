@@ -60,14 +60,14 @@ pub struct KernelOffsets {
     /// long; bit 0 is `SOCK_DEAD`).
     pub sock_flags: u16,
     /// `struct tcp_sock` → `rcv_nxt`, `rcv_wup`, `rcv_wnd`, `snd_una`,
-    /// `snd_nxt`, `max_window` (u32 each): what TCP checks an arriving
+    /// `write_seq`, `max_window` (u32 each): what TCP checks an arriving
     /// segment against, so that the control channel's bytes are read only
     /// as TCP accepts them.
     pub tcp_rcv_nxt: u16,
     pub tcp_rcv_wup: u16,
     pub tcp_rcv_wnd: u16,
     pub tcp_snd_una: u16,
-    pub tcp_snd_nxt: u16,
+    pub tcp_write_seq: u16,
     pub tcp_max_window: u16,
 }
 
@@ -99,7 +99,7 @@ impl KernelOffsets {
         tcp_rcv_wup: NO_FIELD,
         tcp_rcv_wnd: NO_FIELD,
         tcp_snd_una: NO_FIELD,
-        tcp_snd_nxt: NO_FIELD,
+        tcp_write_seq: NO_FIELD,
         tcp_max_window: NO_FIELD,
     };
 }

@@ -226,6 +226,13 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
 /// as `tcp_sequence` and `tcp_ack` judge it: the socket can receive data,
 /// the bytes reach past what it has (`rcv_nxt`) and start inside its
 /// window, and the acknowledgment is one TCP would not discard.
+///
+/// TCP judges later than this program runs: a segment that arrives while
+/// the socket's owner holds it waits in the backlog, and a reply can arrive
+/// that fast (a preempted sender, a veth peer) before the sender's own
+/// `snd_nxt` has moved past the bytes it answers. So the acknowledgment's
+/// upper bound is `write_seq`, every byte the socket was given to send,
+/// which is never behind `snd_nxt`.
 #[inline(always)]
 fn takes_data(sk: u64, tcp: &[u8; TCP_HEADER as usize], payload_len: u32) -> bool {
     let Some(o) = OFFSETS.get(0) else {
@@ -251,14 +258,14 @@ fn takes_data(sk: u64, tcp: &[u8; TCP_HEADER as usize], payload_len: u32) -> boo
     if tcp[13] & TCP_ACK == 0 {
         return false;
     }
-    let (Ok(snd_una), Ok(snd_nxt), Ok(max_window)) = (
+    let (Ok(snd_una), Ok(write_seq), Ok(max_window)) = (
         read_kernel::<u32>(sk, o.tcp_snd_una),
-        read_kernel::<u32>(sk, o.tcp_snd_nxt),
+        read_kernel::<u32>(sk, o.tcp_write_seq),
         read_kernel::<u32>(sk, o.tcp_max_window),
     ) else {
         return false;
     };
-    !after(ack, snd_nxt) && !before(ack, snd_una.wrapping_sub(max_window))
+    !after(ack, write_seq) && !before(ack, snd_una.wrapping_sub(max_window))
 }
 
 /// Records one control connection may send per second: far more than any
@@ -319,9 +326,17 @@ fn acceptable(sk: u64, tcp: &[u8; TCP_HEADER as usize]) -> bool {
     let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
     let flags = tcp[13];
     if state == TCP_SYN_SENT {
-        // A SYN-ACK or reset answering our SYN acknowledges exactly it.
-        return flags & TCP_ACK != 0
-            && read_kernel::<u32>(sk, o.tcp_snd_nxt).is_ok_and(|snd_nxt| ack == snd_nxt);
+        // A SYN-ACK or reset answering our SYN acknowledges it, and no
+        // more than was sent (`write_seq`: `snd_nxt` moves only after the
+        // SYN has left, and the answer can be back before that; see
+        // `takes_data`).
+        let (Ok(snd_una), Ok(write_seq)) = (
+            read_kernel::<u32>(sk, o.tcp_snd_una),
+            read_kernel::<u32>(sk, o.tcp_write_seq),
+        ) else {
+            return false;
+        };
+        return flags & TCP_ACK != 0 && after(ack, snd_una) && !after(ack, write_seq);
     }
     let synchronized = state == TCP_ESTABLISHED
         || state == TCP_FIN_WAIT1

@@ -55,6 +55,10 @@ pub fn kprobe_xmit_probe(ctx: ProbeContext) -> u32 {
 }
 
 /// A probe about to be sent: `icsk_probes_out` counts it only afterwards.
+/// Inlined: as a BPF function its 16-byte result goes through a pointer
+/// into the caller's stack, which LLVM leaves in r0, and 7.2's verifier
+/// refuses a function that returns a stack pointer.
+#[inline(always)]
 fn try_xmit_probe(sk: u64, mib: i32) -> Result<(), i64> {
     let settings = SETTINGS.get(0).ok_or(0)?;
     let probe = if mib as u32 == settings.keepalive_mib {

@@ -79,6 +79,15 @@ def syn_flood(dst, dport, count):
     return count
 
 
+def port_scan(src, dst, first, last):
+    """A SYN scan from one spoofed address: every port from `first` to
+    `last` once, in order."""
+    sock = raw_socket()
+    for port in range(first, last + 1):
+        sock.sendto(tcp_packet(src, 40404, dst, port, random.getrandbits(32), 0, SYN), (dst, 0))
+    return last - first + 1
+
+
 def drain(sock):
     """Reads the server's replies so that its writes never block ours."""
     try:
@@ -185,6 +194,8 @@ def main():
         return forge(args[0], args[1], int(args[2]))
     if move == "inject":
         return inject(args[0], int(args[1]), args[2], args[3], int(args[4]))
+    if move == "port_scan":
+        return port_scan(args[0], args[1], int(args[2]), int(args[3]))
     if move == "syn_flood":
         return syn_flood(args[0], int(args[1]), int(args[2]))
     if move == "announce":

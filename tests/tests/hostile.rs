@@ -19,12 +19,17 @@ use tests::{
     sessions::{assert_ended_normally, briefs},
     tmp::TempDir,
     tracer::{NO_PASSIVE_RANGE_ARGS, Session, Tracer},
-    vsftpd::{Listen, Vsftpd, VsftpdConfig},
+    vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
 
 const SCRIPT: &str = include_str!("../scripts/hostile_client.py");
 /// An address that never connects: the forger's.
 const SPOOFED: &str = "203.0.113.66";
+/// A port scanner's (spoofed) address.
+const SCANNER: &str = "203.0.113.99";
+/// Ports 1 to this one: below the passive range, so every one of them but
+/// 21 is closed.
+const SCANNED_PORTS: i64 = 32768;
 /// A second client address, whose connections nobody announced.
 const BYSTANDER: &str = "192.0.2.3";
 const OTHER_PORT: u16 = 8080;
@@ -327,9 +332,11 @@ fn an_announcement_flood_is_capped_and_real_sessions_stay_right() {
     );
 }
 
-/// A SYN flood from spoofed addresses and megabytes of junk on a control
-/// connection, beside real sessions: the tracer keeps up, stays under its
-/// memory bound, and the real sessions are exactly right.
+/// A SYN flood from spoofed addresses, a port scan of the server's first
+/// 32,768 ports, and megabytes of junk on a control connection, beside
+/// real sessions: the tracer keeps up, stays under its memory bound, traces
+/// nothing of the scan but its FTP ports, and the real sessions are exactly
+/// right.
 #[test]
 fn a_syn_flood_and_junk_leave_real_sessions_right() {
     tests::root_test("a_syn_flood_and_junk_leave_real_sessions_right", || {
@@ -352,12 +359,43 @@ fn a_syn_flood_and_junk_leave_real_sessions_right() {
                 &net.client,
                 &["syn_flood", &SERVER_V4.to_string(), "21", SYNS],
             );
+            let scan = attacker(
+                &net.client,
+                &[
+                    "port_scan",
+                    SCANNER,
+                    &SERVER_V4.to_string(),
+                    "1",
+                    &SCANNED_PORTS.to_string(),
+                ],
+            );
             let junk = attacker(&net.client, &["junk", &SERVER_V4.to_string(), JUNK]);
             let real = Scenario::start(&net.client, "many", SERVER_V4, Some(&SESSIONS.to_string()))
                 .finish();
-            (real, sent(flood, "SYN flood"), sent(junk, "junk"))
+            let scanned = sent(scan, "port scan");
+            (real, sent(flood, "SYN flood") + scanned, sent(junk, "junk"))
         });
         let (real, syns, junk) = &run.outcome;
+        // The scan reached every port; the tracer's filter let through
+        // only what concerns its FTP ports: 21 and 2121, 20 (active data),
+        // and the passive ports the real sessions' 227s marked while the
+        // scan went by.
+        for event in run.trace.events.iter().filter(|e| e.line.contains(SCANNER)) {
+            assert!(
+                [20, 21, 2121].contains(&event.local_port)
+                    || PASSIVE_PORTS.contains(&event.local_port),
+                "the scan traced on a port that is not FTP: {}",
+                event.line
+            );
+        }
+        // The kernel answered the closed ports with resets: the scan did
+        // reach it, and the filter is what kept it out of the trace.
+        let closed = SCANNED_PORTS - 1;
+        assert!(
+            run.server.get("Tcp.OutRsts") >= closed,
+            "the scan met {closed} closed ports, the server sent fewer resets{}",
+            run.context()
+        );
         assert_eq!(real, &SESSIONS.to_string());
         assert!(
             run.server.get("Ip.InReceives") >= *syns as i64,

@@ -222,7 +222,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
         tcp_rcv_wup: optional("tcp_sock", &["rcv_wup"]),
         tcp_rcv_wnd: optional("tcp_sock", &["rcv_wnd"]),
         tcp_snd_una: optional("tcp_sock", &["snd_una"]),
-        tcp_snd_nxt: optional("tcp_sock", &["snd_nxt"]),
+        tcp_write_seq: optional("tcp_sock", &["write_seq"]),
         tcp_max_window: optional("tcp_sock", &["max_window"]),
     })
 }
@@ -236,7 +236,7 @@ pub fn tcp_receive_usable(offsets: &KernelOffsets) -> Result<(), String> {
         ("rcv_wup", offsets.tcp_rcv_wup),
         ("rcv_wnd", offsets.tcp_rcv_wnd),
         ("snd_una", offsets.tcp_snd_una),
-        ("snd_nxt", offsets.tcp_snd_nxt),
+        ("write_seq", offsets.tcp_write_seq),
         ("max_window", offsets.tcp_max_window),
     ];
     match fields.iter().find(|(_, offset)| *offset == NO_FIELD) {
