@@ -38,21 +38,32 @@ pub fn try_sock_event(
         return Ok(());
     }
     let o = OFFSETS.get(0).ok_or(0)?;
-    let state: u8 = read_kernel(sk, o.sock_state)?;
-    let local_port = if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV {
-        read_kernel(sk, o.sock_num)?
-    } else {
-        u16::from_be(read_kernel(sk, o.inet_sport)?)
-    };
-    let remote_port = u16::from_be(read_kernel(sk, o.sock_dport)?);
+    // Every socket on the host passes here: the ports, family and state
+    // in one read (`struct sock_common` keeps `skc_dport`, `skc_num`,
+    // `skc_family`, `skc_state` side by side; user space checks it), and
+    // the port test before anything else. `skc_num` is the local port of
+    // full, request and time-wait sockets alike, except that a closing
+    // socket gives its port back (0) before the tracepoint fires; then the
+    // full socket's `inet_sport` still has it.
+    let common: [u8; 8] = read_kernel(sk, o.sock_dport)?;
+    let remote_port = u16::from_be_bytes([common[0], common[1]]);
+    let family = u16::from_ne_bytes([common[4], common[5]]);
+    let state = common[6];
+    let mut local_port = u16::from_ne_bytes([common[2], common[3]]);
+    if local_port == 0 && state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV {
+        local_port = u16::from_be(read_kernel(sk, o.inet_sport)?);
+    }
     let roles = port_roles(local_port) | port_roles(remote_port);
     if roles == 0 {
         return Ok(());
     }
-    if check_protocol && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP {
+    if check_protocol
+        && state != TCP_TIME_WAIT
+        && state != TCP_NEW_SYN_RECV
+        && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP
+    {
         return Ok(());
     }
-    let family: u16 = read_kernel(sk, o.sock_family)?;
     let mut ends = Endpoints {
         family,
         local_port,

@@ -108,14 +108,19 @@ fn main() {
         "pipeline, {EVENTS} records of a recorded download (6.18, {} records a pass), one core:",
         records.len()
     );
-    let runs = [
-        ("decode only", decode_only),
-        (
+    // `cargo bench ... -- json` (or `text`) runs one format, for a profile.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut runs = vec![("decode only", decode_only)];
+    if wanted("json") {
+        runs.push((
             "pipeline, JSON lines",
             run(Format::Json, &recording, &records),
-        ),
-        ("pipeline, text", run(Format::Text, &recording, &records)),
-    ];
+        ));
+    }
+    if wanted("text") {
+        runs.push(("pipeline, text", run(Format::Text, &recording, &records)));
+    }
     for (what, took) in runs {
         let per_event = took.as_nanos() as f64 / EVENTS as f64;
         println!(

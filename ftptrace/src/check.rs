@@ -11,7 +11,7 @@ use crate::{
     kernel::{
         facts::{BTF_PATH, KernelFacts, kernel_release},
         hook_ladder,
-        loader::{CONTROL_CHANNEL_PROBE, Tracer},
+        loader::{CHECK_RING_BYTES, CONTROL_CHANNEL_PROBE, Tracer},
         privileges,
         probes::ProbeStatus,
         tracefs,
@@ -145,7 +145,11 @@ fn preflight() -> Report {
             .collect();
         return report;
     }
-    match Tracer::load(&facts, &crate::cli::PortList::default().port_set()) {
+    match Tracer::load(
+        &facts,
+        &crate::cli::PortList::default().port_set(),
+        CHECK_RING_BYTES,
+    ) {
         Ok(mut tracer) => {
             tracer.detach();
             report.probes = tracer.probes.clone();

@@ -86,6 +86,32 @@ pub struct TraceArgs {
     /// are masked in it.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Sessions followed at once; past it the quietest is reported early
+    /// (its record says `evicted`). About 1 KiB each while idle.
+    #[arg(long, value_name = "N", default_value = "100000", value_parser = parse_max_sessions)]
+    pub max_sessions: usize,
+    /// Size of the kernel's ring buffer in MiB (a power of two): what a
+    /// burst can queue while user space catches up (128 bytes an event).
+    #[arg(long, value_name = "MIB", default_value = "32", value_parser = parse_ring_buffer_mib)]
+    pub ring_buffer_mib: u32,
+}
+
+fn parse_max_sessions(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a number of sessions: {e}")),
+    }
+}
+
+/// The ring buffer's size: a power of two between 1 MiB and 1 GiB (the
+/// kernel wants a power-of-two number of pages).
+fn parse_ring_buffer_mib(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n <= 1024 => Ok(n),
+        Ok(_) => Err("must be a power of two from 1 to 1024".into()),
+        Err(e) => Err(format!("not a number of MiB: {e}")),
+    }
 }
 
 /// Control ports, validated (`clap` needs one type per value parser).
@@ -93,6 +119,10 @@ pub struct TraceArgs {
 pub struct PortList(pub Vec<u16>);
 
 impl TraceArgs {
+    pub fn ring_buffer_bytes(&self) -> u32 {
+        self.ring_buffer_mib << 20
+    }
+
     pub fn port_set(&self) -> PortSet {
         PortSet {
             control: self.ports.0.clone(),
@@ -186,6 +216,8 @@ mod tests {
         assert_eq!(args.ports, PortList::default());
         assert_eq!(args.passive_ports, None);
         assert_eq!(args.stats_interval.get(), 60);
+        assert_eq!(args.max_sessions, 100_000);
+        assert_eq!(args.ring_buffer_bytes(), 32 << 20);
     }
 
     #[test]
@@ -221,6 +253,9 @@ mod tests {
             (&["--duration", "0"], "invalid value '0'"),
             (&["--duration", "soon"], "invalid value 'soon'"),
             (&["--frobnicate"], "unexpected argument"),
+            (&["--max-sessions", "0"], "must be at least 1"),
+            (&["--ring-buffer-mib", "3"], "must be a power of two"),
+            (&["--ring-buffer-mib", "2048"], "must be a power of two"),
         ] {
             let error = parse(args).unwrap_err();
             assert!(error.contains(reason), "{args:?}: {error}");

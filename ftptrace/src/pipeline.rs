@@ -66,6 +66,13 @@ impl Pipeline {
         }
     }
 
+    /// Follows at most `max` sessions at once (the quietest is reported
+    /// early past it, marked `evicted`).
+    pub fn with_max_sessions(mut self, max: usize) -> Self {
+        self.sessions.set_capacity(max);
+        self
+    }
+
     /// Seeds the sessions of control connections open before tracing began.
     pub fn seed(
         &mut self,
@@ -190,7 +197,7 @@ impl Pipeline {
         for session in self.sessions.drain() {
             self.report(&session, false, output)?;
         }
-        Ok(())
+        output.flush()
     }
 
     pub fn stats(&self, loss: KernelLoss, is_final: bool) -> Stats {
@@ -242,7 +249,13 @@ impl Pipeline {
         }
     }
 
-    fn report(&self, session: &Session, evicted: bool, output: &mut Output) -> anyhow::Result<()> {
+    fn report(
+        &mut self,
+        session: &Session,
+        evicted: bool,
+        output: &mut Output,
+    ) -> anyhow::Result<()> {
+        self.wrote = true;
         let clock = self.clock;
         output.session(&SessionRecord::new(session, evicted, &|ns| {
             clock.rfc3339(ns)

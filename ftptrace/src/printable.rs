@@ -5,9 +5,15 @@
 //! characters could make a line read differently from what it says. Every
 //! value printed as text goes through [`printable`].
 
+use std::borrow::Cow;
+
 /// `text` with control characters (`\u{1b}`, `\t`) and bidi or invisible
 /// formatting characters (`\u{202e}`) escaped; everything else as it is.
-pub fn printable(text: &str) -> String {
+/// Printable ASCII, nearly every line, is returned as it is without a copy.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if text.bytes().all(|b| (b' '..b'\x7f').contains(&b)) {
+        return Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -18,7 +24,7 @@ pub fn printable(text: &str) -> String {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Unicode characters that reorder, hide or break text without showing:

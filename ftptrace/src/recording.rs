@@ -82,6 +82,13 @@ pub struct Meta {
     pub passive_ports: Option<[u16; 2]>,
     pub start: Start,
     pub names: RecordedNames,
+    /// `--max-sessions` of the run (recordings before it had 100,000).
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+}
+
+fn default_max_sessions() -> usize {
+    crate::session::tracker::MAX_OPEN_SESSIONS
 }
 
 impl Meta {
@@ -412,6 +419,7 @@ mod tests {
             kernel: "6.18.0".into(),
             clock_offset_ns: 1_700_000_000_000_000_000,
             session_prefix: "abc".into(),
+            max_sessions: 100_000,
             control_ports: vec![21],
             passive_ports: Some([30000, 30009]),
             start: Start {

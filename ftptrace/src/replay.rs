@@ -48,7 +48,8 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
         WallClock::with_offset(meta.clock_offset_ns),
         meta.ports(),
         &meta.session_prefix,
-    );
+    )
+    .with_max_sessions(meta.max_sessions);
     output.start(&meta.start)?;
     let mut finished = false;
     for frame in &recording.frames {

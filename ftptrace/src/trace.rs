@@ -67,7 +67,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     for (name, what) in privileges::optional_missing(privileges::effective()?) {
         eprintln!("ftptrace: warning: without {name}, off: {what}");
     }
-    let mut tracer = Tracer::load(&facts, &ports)?;
+    let mut tracer = Tracer::load(&facts, &ports, args.ring_buffer_bytes())?;
     for probe in tracer.probes.iter().filter(|p| !p.attached) {
         eprintln!(
             "ftptrace: warning: {} not attached: {}",
@@ -110,6 +110,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                 passive_ports: start.ports.passive,
                 start: start.clone(),
                 names: (&facts.names).into(),
+                max_sessions: args.max_sessions,
             },
         )?),
         None => None,
@@ -117,7 +118,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     output.start(&start)?;
 
     let mut stream = Stream {
-        pipeline: Pipeline::new(decoder, clock, ports, &session_prefix),
+        pipeline: Pipeline::new(decoder, clock, ports, &session_prefix)
+            .with_max_sessions(args.max_sessions),
         recorder,
         buffer: Vec::new(),
         drains: 0,
@@ -132,7 +134,14 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     // Detach before the last drain, so the final stats count everything.
     tracer.detach();
     result?;
-    stream.drain(&mut tracer, &mut output)?;
+    // Everything still queued, however much (a record takes 64 bytes or
+    // more of the ring): nothing refills it now.
+    let records_at_most = args.ring_buffer_bytes() as usize / 64;
+    for _ in 0..=records_at_most / MAX_RECORDS_PER_DRAIN {
+        if stream.drain(&mut tracer, &mut output)? < MAX_RECORDS_PER_DRAIN {
+            break;
+        }
+    }
     stream.note_loss(&tracer)?;
     stream.pipeline.finish(&mut output)?;
     if let Some(recorder) = &mut stream.recorder {
@@ -201,7 +210,9 @@ impl Stream {
                     }
                 }
                 () = &mut deadline => return Ok(()),
-                _ = drain.tick() => self.drain(tracer, output)?,
+                _ = drain.tick() => {
+                    self.drain(tracer, output)?;
+                }
                 _ = stats.tick() => self.stats(tracer, output, false)?,
             }
         }
@@ -218,16 +229,20 @@ impl Stream {
         Ok(())
     }
 
-    fn drain(&mut self, tracer: &mut Tracer, output: &mut Output) -> anyhow::Result<()> {
+    /// Processes what the ring buffer holds, up to [`MAX_RECORDS_PER_DRAIN`]
+    /// records; returns how many.
+    fn drain(&mut self, tracer: &mut Tracer, output: &mut Output) -> anyhow::Result<usize> {
         // Before this batch: its sessions were open when the loss happened.
         self.drains += 1;
         if self.drains.is_multiple_of(LOSS_CHECK_EVERY) {
             self.note_loss(tracer)?;
         }
-        for _ in 0..MAX_RECORDS_PER_DRAIN {
+        let mut records = 0;
+        while records < MAX_RECORDS_PER_DRAIN {
             let Some(item) = tracer.ring.next() else {
                 break;
             };
+            records += 1;
             self.buffer.clear();
             self.buffer.extend_from_slice(&item);
             drop(item);
@@ -246,7 +261,7 @@ impl Stream {
         for update in self.pipeline.end_batch(now, output)? {
             tracer.apply_mark(update)?;
         }
-        Ok(())
+        Ok(records)
     }
 
     /// Seeds the sessions of control connections open before tracing began.

@@ -121,3 +121,18 @@ pub fn assert_ended_normally(session: &Session) -> u32 {
     assert_eq!(session.state, "closed", "{}", session.brief());
     resent
 }
+
+/// A session a skipped kernel event may have spoilt: it must say events
+/// were lost while it was open.
+#[track_caller]
+pub fn assert_says_events_were_lost(session: &Session) {
+    assert!(
+        session
+            .unknown
+            .iter()
+            .any(|u| u.contains("lost while it was open")),
+        "an inexact session that does not say events were lost: {}{}",
+        session.brief(),
+        session.timeline_text()
+    );
+}

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask setup | run | test | vm | bench | fuzz`.
 
 mod apt_sources;
+mod bench;
 mod ftp_servers;
 mod fuzz;
 mod setup;
@@ -43,7 +44,8 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Measure the user-space pipeline (decode, attribute, print) per event.
+    /// Measure the user-space pipeline per event and, as root, the kernel
+    /// side under churn beside bpftrace; writes BENCHMARKS.md.
     Bench,
     /// Set up, then run the unit tests and (as root) the kernel integration tests.
     Test {
@@ -88,8 +90,8 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Fuzz { seconds, target } => fuzz::run_targets(seconds, target.as_deref()),
         Task::Bench => {
-            setup::build_chain()?;
-            cargo(&["bench", "-p", "ftptrace", "--bench", "pipeline"])
+            setup::bench()?;
+            bench::run()
         }
     }
 }

@@ -40,6 +40,13 @@ pub fn all() -> anyhow::Result<()> {
     build_chain()
 }
 
+/// What `cargo xtask bench` needs on top of [`all`]: the peer it is
+/// measured against.
+pub fn bench() -> anyhow::Result<()> {
+    all()?;
+    packages(&["bpftrace"])
+}
+
 /// What `cargo xtask vm` needs on top of [`all`].
 pub fn vm() -> anyhow::Result<()> {
     all()?;

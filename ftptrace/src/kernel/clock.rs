@@ -52,19 +52,34 @@ pub fn boot_ns() -> anyhow::Result<u64> {
 const EARLIEST_NS: i128 = -62_167_219_200 * 1_000_000_000;
 const LATEST_NS: i128 = 253_402_300_800 * 1_000_000_000 - 1;
 
+/// Written digit by digit into a fixed buffer: every event line has one,
+/// and `format!` with its 128-bit arithmetic was a tenth of a line's cost.
 pub fn rfc3339_from_unix_ns(unix_ns: i128) -> String {
     let unix_ns = unix_ns.clamp(EARLIEST_NS, LATEST_NS);
-    let secs = unix_ns.div_euclid(1_000_000_000);
-    let nanos = unix_ns.rem_euclid(1_000_000_000);
+    // Within the clamp, seconds fit an i64 and nanoseconds a u32.
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
     let days = secs.div_euclid(86_400);
-    let in_day = secs.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        in_day / 3600,
-        in_day % 3600 / 60,
-        in_day % 60
-    )
+    let in_day = secs.rem_euclid(86_400) as u32;
+    let (year, month, day) = civil_from_days(days);
+    let mut out = *b"0000-00-00T00:00:00.000000000Z";
+    digits(&mut out[0..4], year as u32);
+    digits(&mut out[5..7], month);
+    digits(&mut out[8..10], day);
+    digits(&mut out[11..13], in_day / 3600);
+    digits(&mut out[14..16], in_day % 3600 / 60);
+    digits(&mut out[17..19], in_day % 60);
+    digits(&mut out[20..29], nanos);
+    // Only ASCII digits and separators were written.
+    String::from(std::str::from_utf8(&out).unwrap_or_default())
+}
+
+/// `value`'s last `into.len()` decimal digits, zero-padded.
+fn digits(into: &mut [u8], mut value: u32) {
+    for digit in into.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian

@@ -192,7 +192,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
             .ok_or_else(|| format!("kernel BTF has no struct {ty} member {}", path.join(".")))
     };
     let optional = |ty: &str, path: &[&str]| at(ty, path).unwrap_or(NO_FIELD);
-    Ok(KernelOffsets {
+    let offsets = KernelOffsets {
         sock_net: required("sock", &["__sk_common", "skc_net", "net"])?,
         net_inum: required("net", &["ns", "inum"])?,
         skb_dev: optional("sk_buff", &["dev"]),
@@ -224,7 +224,22 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
         tcp_snd_una: optional("tcp_sock", &["snd_una"]),
         tcp_write_seq: optional("tcp_sock", &["write_seq"]),
         tcp_max_window: optional("tcp_sock", &["max_window"]),
-    })
+    };
+    // The programs read these four in one go (see `try_sock_event`), as
+    // every kernel since 2.6 lays them out.
+    let d = offsets.sock_dport;
+    let packed = [offsets.sock_num, offsets.sock_family, offsets.sock_state]
+        .iter()
+        .zip([2, 4, 6])
+        .all(|(&at, after)| d.checked_add(after) == Some(at));
+    if !packed {
+        return Err(format!(
+            "kernel BTF lays out struct sock_common's skc_dport ({d}), skc_num ({}), skc_family \
+             ({}) and skc_state ({}) apart, which ftptrace does not read",
+            offsets.sock_num, offsets.sock_family, offsets.sock_state
+        ));
+    }
+    Ok(offsets)
 }
 
 /// Whether the control channel can be read as TCP accepts it: the

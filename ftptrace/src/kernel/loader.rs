@@ -54,8 +54,14 @@ pub struct Tracer {
     missed_before_detach: u64,
 }
 
+/// The ring buffer of a `check`, which loads to see what attaches and
+/// reads nothing.
+pub const CHECK_RING_BYTES: u32 = 1 << 20;
+
 impl Tracer {
-    pub fn load(facts: &KernelFacts, ports: &PortSet) -> anyhow::Result<Self> {
+    /// Loads and attaches every program the facts allow; `ring_bytes` is
+    /// the ring buffer's size (a power of two of at least a page).
+    pub fn load(facts: &KernelFacts, ports: &PortSet, ring_bytes: u32) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !OBJECT.is_empty(),
             "this ftptrace binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild it with \
@@ -63,6 +69,7 @@ impl Tracer {
         );
         raise_memlock_limit();
         let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::EVENTS, ring_bytes)
             .load(OBJECT)
             .context("cannot load the eBPF object into the kernel")?;
 

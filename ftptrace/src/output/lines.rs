@@ -3,12 +3,15 @@
 //! and `stats`. A change here is a change of the contract. (A probe's
 //! entry in the start line is the kernel room's [`ProbeStatus`].)
 
-use serde::{Deserialize, Serialize};
+use std::{fmt::Display, net::IpAddr};
+
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::{
     event::{EventKind, errno_name, tcp_flag_names},
     ftp::{ControlEvent, Side},
     kernel::probes::ProbeStatus,
+    session::ConnId,
 };
 
 /// Version of the JSON lines contract; bumped only for incompatible changes.
@@ -88,9 +91,11 @@ pub struct EventLine<'a> {
     pub details: Details<'a>,
     /// The end of the connection this host's socket is.
     pub side: Side,
-    pub local_addr: String,
+    #[serde(serialize_with = "shown")]
+    pub local_addr: IpAddr,
     pub local_port: u16,
-    pub remote_addr: String,
+    #[serde(serialize_with = "shown")]
+    pub remote_addr: IpAddr,
     pub remote_port: u16,
     pub netns: Option<u32>,
     pub pid: Option<u32>,
@@ -99,10 +104,27 @@ pub struct EventLine<'a> {
     pub cpu: u32,
     /// The FTP session and connection (`control`, `data:N`) once known.
     pub session: Option<&'a str>,
-    pub conn: Option<String>,
+    #[serde(serialize_with = "shown_or_null")]
+    pub conn: Option<ConnId>,
 }
 
-#[derive(Serialize)]
+/// A value as its `Display` writes it, straight into the line (no `String`
+/// in between: every event line has three).
+fn shown<T: Display, S: Serializer>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+fn shown_or_null<T: Display, S: Serializer>(
+    value: &Option<T>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_none(),
+    }
+}
+
+#[derive(Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Details<'a> {
     State {
@@ -142,7 +164,7 @@ pub enum Details<'a> {
     Ftp(FtpDetails<'a>),
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 pub struct DataEndpoint {
     pub addr: Option<String>,
     pub port: u16,
@@ -225,7 +247,7 @@ impl<'a> Details<'a> {
 }
 
 /// Every `ftp` line has every field, `null` where this line has none.
-#[derive(Default, Serialize)]
+#[derive(Clone, Default, Serialize)]
 pub struct FtpDetails<'a> {
     pub from: &'static str,
     pub command: Option<&'a str>,

@@ -1,8 +1,10 @@
 //! What ftptrace prints: the JSON lines contract ([`lines`], one file to
 //! read top to bottom, documented in docs/json-lines.md), the session line
 //! built from a session ([`session_line`]), the text a person reads
-//! ([`text`]) and the writer that prints either ([`writer`]).
+//! ([`text`]) and the writer that prints either ([`writer`]), which writes
+//! event lines with [`event_json`].
 
+pub mod event_json;
 pub mod lines;
 pub mod session_line;
 pub mod text;

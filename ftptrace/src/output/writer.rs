@@ -12,6 +12,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
+    event_json,
     lines::{Details, EventLine, SCHEMA, SessionRecord, Start, Stats, Tagged},
     text,
 };
@@ -38,6 +39,8 @@ pub struct Output {
     sink: BufWriter<Box<dyn Write>>,
     /// The file written to, reopened on SIGHUP; `None` for standard output.
     path: Option<PathBuf>,
+    /// An event line being written, kept for its capacity.
+    line: Vec<u8>,
 }
 
 impl Output {
@@ -57,6 +60,7 @@ impl Output {
             format,
             sink: BufWriter::with_capacity(64 * 1024, sink),
             path: None,
+            line: Vec::with_capacity(512),
         }
     }
 
@@ -102,14 +106,14 @@ impl Output {
             );
         };
         match self.format {
-            Format::Json => self.json(&EventLine {
+            Format::Json => self.event_json(&EventLine {
                 line_type: "event",
                 ts,
                 details,
                 side,
-                local_addr: event.local.ip().to_string(),
+                local_addr: event.local.ip(),
                 local_port: event.local.port(),
-                remote_addr: event.remote.ip().to_string(),
+                remote_addr: event.remote.ip(),
                 remote_port: event.remote.port(),
                 netns: event.netns,
                 pid: who.owner.as_ref().map(|t| t.pid),
@@ -117,23 +121,24 @@ impl Output {
                 socket: who.socket,
                 cpu: event.cpu,
                 session: place.map(|p| p.session.as_str()),
-                conn: place.map(|p| p.conn.label()),
+                conn: place.map(|p| p.conn),
             }),
             Format::Text => self.text(&text::event(ts, event, side, who, place)),
         }
     }
 
     /// A session that ended (or, at the end of the run, is still open).
+    /// Buffered like event lines: the caller flushes at the end of a batch
+    /// (under churn, a write per session was most of a run's system time).
     pub fn session(&mut self, record: &SessionRecord) -> anyhow::Result<()> {
         match self.format {
             Format::Json => self.json(&Tagged {
                 line_type: "session",
                 schema: None,
                 body: record,
-            })?,
-            Format::Text => self.text(&text::session(record))?,
+            }),
+            Format::Text => self.text(&text::session(record)),
         }
-        self.flush()
     }
 
     pub fn stats(&mut self, stats: &Stats) -> anyhow::Result<()> {
@@ -150,6 +155,13 @@ impl Output {
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.sink.flush().map_err(write_error)
+    }
+
+    fn event_json(&mut self, line: &EventLine) -> anyhow::Result<()> {
+        self.line.clear();
+        event_json::write(&mut self.line, line);
+        self.line.push(b'\n');
+        self.sink.write_all(&self.line).map_err(write_error)
     }
 
     fn json(&mut self, line: &impl Serialize) -> anyhow::Result<()> {
@@ -651,6 +663,7 @@ mod tests {
                 ns.to_string()
             }))
             .unwrap();
+        output.flush().unwrap();
         let text = String::from_utf8(shared.0.lock().unwrap().clone()).unwrap();
         assert!(
             !text.contains('\u{1b}') && !text.contains('\u{7}'),

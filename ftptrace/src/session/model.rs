@@ -24,9 +24,16 @@ pub enum ConnId {
 
 impl ConnId {
     pub fn label(self) -> String {
+        self.to_string()
+    }
+}
+
+/// `control`, `data:N`.
+impl std::fmt::Display for ConnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Control => "control".into(),
-            Self::Data(n) => format!("data:{n}"),
+            Self::Control => f.write_str("control"),
+            Self::Data(n) => write!(f, "data:{n}"),
         }
     }
 }

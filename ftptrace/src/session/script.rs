@@ -27,6 +27,15 @@ pub struct Link {
     cookie: u64,
 }
 
+impl Link {
+    /// The same connection with its client socket at `other`'s address
+    /// (the kernel reuses a freed socket's memory).
+    pub fn with_client_socket_of(mut self, other: &Link) -> Self {
+        self.socks[0] = other.socks[0];
+        self
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Script {
     events: Vec<KernelEvent>,
@@ -65,6 +74,12 @@ impl Script {
     /// server's new socket has no remote end yet when it leaves LISTEN).
     pub fn connect(&mut self, client: &str, server: &str) -> Link {
         let link = self.link(client, server);
+        self.handshake(&link)
+    }
+
+    /// [`Self::connect`] on a link made beforehand.
+    pub fn handshake(&mut self, link: &Link) -> Link {
+        let link = *link;
         self.syn(&link);
         self.emit_at(&link, Side::Server, state("LISTEN", "SYN_RECV"), true);
         self.after_ms(1);

@@ -14,9 +14,13 @@
 //! with what it left out counted.
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeSet, VecDeque},
     net::{IpAddr, SocketAddr},
 };
+
+// Keyed per process like std's, so that tuples a stranger picks cannot
+// be made to collide, at a fraction of SipHash's cost per lookup.
+use foldhash::HashMap;
 
 use super::model::{Conn, ConnId, Entry, Expectation, LinkedBy, Placement, Session, Timeline};
 use crate::{
@@ -100,7 +104,9 @@ pub struct Sessions {
     id_prefix: String,
     next_key: Key,
     capacity: usize,
-    open: HashMap<Key, Session>,
+    /// Boxed: the table then holds pointers, and growing it under a
+    /// connection storm moves and doubles 16 bytes a session, not 850.
+    open: HashMap<Key, Box<Session>>,
     indexed: HashMap<Key, Indexed>,
     /// (client, server) 4-tuple → session and connection.
     by_tuple: HashMap<(SocketAddr, SocketAddr), (Key, ConnId)>,
@@ -112,7 +118,7 @@ pub struct Sessions {
     by_endpoint: HashMap<(IpAddr, u16), Vec<(Key, u64)>>,
     /// Control connections' client addresses → their sessions, for linking
     /// data connections of unreadable (TLS) channels.
-    by_client_ip: HashMap<IpAddr, Vec<Key>>,
+    by_client_ip: HashMap<IpAddr, BTreeSet<Key>>,
     /// Every open session by when it was last active: the quietest first.
     quiet: BTreeSet<(u64, Key)>,
     /// Sessions whose control connection is done, by when last active.
@@ -137,23 +143,29 @@ impl Sessions {
         Self::with_capacity(ports, id_prefix, MAX_OPEN_SESSIONS)
     }
 
+    /// Open sessions followed at once before the quietest is reported
+    /// early (evicted); at least 1.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+    }
+
     pub fn with_capacity(ports: PortSet, id_prefix: impl Into<String>, capacity: usize) -> Self {
         Self {
             ports,
             id_prefix: id_prefix.into(),
             next_key: 0,
             capacity: capacity.max(1),
-            open: HashMap::new(),
-            indexed: HashMap::new(),
-            by_tuple: HashMap::new(),
-            by_socket: HashMap::new(),
-            by_endpoint: HashMap::new(),
-            by_client_ip: HashMap::new(),
+            open: HashMap::default(),
+            indexed: HashMap::default(),
+            by_tuple: HashMap::default(),
+            by_socket: HashMap::default(),
+            by_endpoint: HashMap::default(),
+            by_client_ip: HashMap::default(),
             quiet: BTreeSet::new(),
             closing: BTreeSet::new(),
             orphans: VecDeque::new(),
-            pending: HashMap::new(),
-            marks: HashMap::new(),
+            pending: HashMap::default(),
+            marks: HashMap::default(),
             mark_updates: Vec::new(),
             loss_total: 0,
             dropped: Dropped::default(),
@@ -241,7 +253,16 @@ impl Sessions {
             }
             return None;
         }
+        // A socket that opens a connection starts a new one, whatever its
+        // address held before: the kernel reuses a freed socket's address,
+        // and one closed by a reset (SO_LINGER 0) sends no destroy event
+        // (its ports are cleared first), so its entry would stay.
         let key = event.sock.map(|sk| (event.netns, sk));
+        if let Some(key) = key
+            && opens(event)
+        {
+            self.by_socket.remove(&key);
+        }
         if let Some(key) = key
             && !self.by_socket.contains_key(&key)
             && !full_tuple(event)
@@ -322,7 +343,7 @@ impl Sessions {
         if let Some(ip) = indexed.client_ip
             && let Some(keys) = self.by_client_ip.get_mut(&ip)
         {
-            keys.retain(|k| *k != key);
+            keys.remove(&key);
             if keys.is_empty() {
                 self.by_client_ip.remove(&ip);
             }
@@ -337,7 +358,7 @@ impl Sessions {
             }
         }
         session.events_lost = self.loss_total - session.loss_at_open;
-        Some(session)
+        Some(*session)
     }
 
     fn hold_back(&mut self, key: SocketKey, event: &KernelEvent, out: &mut Vec<Session>) {
@@ -516,11 +537,14 @@ impl Sessions {
             expectations_dropped: 0,
             loss_at_open: self.loss_total,
         };
-        self.open.insert(key, session);
+        self.open.insert(key, Box::new(session));
         self.quiet.insert((ns, key));
         self.by_tuple
             .insert((client, server), (key, ConnId::Control));
-        self.by_client_ip.entry(client.ip()).or_default().push(key);
+        self.by_client_ip
+            .entry(client.ip())
+            .or_default()
+            .insert(key);
         self.indexed.insert(
             key,
             Indexed {
@@ -1069,7 +1093,7 @@ mod tests {
     use crate::session::model::{TIMELINE_HEAD, TIMELINE_TAIL};
     use crate::{
         ftp::Side::{Client, Server},
-        session::script::{Script, sessions_of},
+        session::script::{Link, Script, sessions_of, state},
     };
 
     const BOTH: &[Side] = &[Client, Server];
@@ -1113,6 +1137,37 @@ mod tests {
         let sessions = sessions_of(&s.seen_from(BOTH), s.end_ns());
         assert_eq!(sessions.len(), 3);
         assert!(sessions.iter().all(|s| s.replies == [220, 230]));
+    }
+
+    /// A client that resets its connections (SO_LINGER 0) leaves no
+    /// destroy event (its ports are cleared first), and the kernel gives
+    /// its next socket the same address: each connection is its own
+    /// session all the same.
+    #[test]
+    fn a_socket_address_reused_without_a_destroy_is_a_new_session() {
+        let mut s = Script::new();
+        let mut previous: Option<Link> = None;
+        for port in [40000, 40001, 40002] {
+            let link = s.link(&format!("192.0.2.2:{port}"), "192.0.2.1:21");
+            let link = match &previous {
+                Some(before) => link.with_client_socket_of(before),
+                None => link,
+            };
+            let control = s.handshake(&link);
+            s.emit(&control, Client, state("ESTABLISHED", "CLOSE"));
+            s.after_ms(1);
+            s.received_reset(&control, Server);
+            s.destroy(&control, Server);
+            s.after_ms(1);
+            previous = Some(control);
+        }
+        let sessions = sessions_of(&s.seen_from(BOTH), s.end_ns());
+        assert_eq!(sessions.len(), 3);
+        for (session, port) in sessions.iter().zip([40000, 40001, 40002]) {
+            assert_eq!(session.control.client.port(), port);
+            assert!(session.control.view(Client).is_some(), "{session:?}");
+            assert!(session.control.view(Server).is_some(), "{session:?}");
+        }
     }
 
     #[test]
