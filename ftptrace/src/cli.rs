@@ -87,7 +87,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
     /// Sessions followed at once; past it the quietest is reported early
-    /// (its record says `evicted`). About 1 KiB each while idle.
+    /// (its record says `evicted`).
     #[arg(long, value_name = "N", default_value = "100000", value_parser = parse_max_sessions)]
     pub max_sessions: usize,
     /// Size of the kernel's ring buffer in MiB (a power of two): what a
