@@ -49,19 +49,17 @@ pub fn try_sock_event(
     let remote_port = u16::from_be_bytes([common[0], common[1]]);
     let family = u16::from_ne_bytes([common[4], common[5]]);
     let state = common[6];
+    // A request or time-wait socket is a `sock_common` only.
+    let full_socket = state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
     let mut local_port = u16::from_ne_bytes([common[2], common[3]]);
-    if local_port == 0 && state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV {
+    if local_port == 0 && full_socket {
         local_port = u16::from_be(read_kernel(sk, o.inet_sport)?);
     }
     let roles = port_roles(local_port) | port_roles(remote_port);
     if roles == 0 {
         return Ok(());
     }
-    if check_protocol
-        && state != TCP_TIME_WAIT
-        && state != TCP_NEW_SYN_RECV
-        && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP
-    {
+    if check_protocol && full_socket && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP {
         return Ok(());
     }
     let mut ends = Endpoints {

@@ -83,9 +83,7 @@ impl KernelSymbols {
         }
         found
     }
-}
 
-impl KernelSymbols {
     /// The name of the function containing `addr`: the text symbol with
     /// the highest start at or below it.
     fn containing(&mut self, addr: u64) -> Option<String> {

@@ -12,41 +12,27 @@ use super::lines::{DataEndpoint, Details, EventLine, FtpDetails};
 pub fn write(out: &mut Vec<u8>, line: &EventLine) {
     out.extend_from_slice(b"{\"type\":");
     string(out, line.line_type);
-    out.extend_from_slice(b",\"ts\":");
-    string(out, line.ts);
+    field(out, "ts", |out| string(out, line.ts));
     details(out, &line.details);
-    out.extend_from_slice(b",\"side\":");
-    string(out, line.side.as_str());
-    out.extend_from_slice(b",\"local_addr\":");
-    address(out, line.local_addr);
-    out.extend_from_slice(b",\"local_port\":");
-    number(out, line.local_port);
-    out.extend_from_slice(b",\"remote_addr\":");
-    address(out, line.remote_addr);
-    out.extend_from_slice(b",\"remote_port\":");
-    number(out, line.remote_port);
-    out.extend_from_slice(b",\"netns\":");
-    optional(out, line.netns, number);
-    out.extend_from_slice(b",\"pid\":");
-    optional(out, line.pid, number);
-    out.extend_from_slice(b",\"comm\":");
-    optional(out, line.comm, string);
-    out.extend_from_slice(b",\"socket\":");
-    optional(out, line.socket, number);
-    out.extend_from_slice(b",\"cpu\":");
-    number(out, line.cpu);
-    out.extend_from_slice(b",\"session\":");
-    optional(out, line.session, string);
-    out.extend_from_slice(b",\"conn\":");
-    match line.conn {
-        Some(conn) => {
+    field(out, "side", |out| string(out, line.side.as_str()));
+    field(out, "local_addr", |out| address(out, line.local_addr));
+    field(out, "local_port", |out| number(out, line.local_port));
+    field(out, "remote_addr", |out| address(out, line.remote_addr));
+    field(out, "remote_port", |out| number(out, line.remote_port));
+    field(out, "netns", |out| optional(out, line.netns, number));
+    field(out, "pid", |out| optional(out, line.pid, number));
+    field(out, "comm", |out| optional(out, line.comm, string));
+    field(out, "socket", |out| optional(out, line.socket, number));
+    field(out, "cpu", |out| number(out, line.cpu));
+    field(out, "session", |out| optional(out, line.session, string));
+    field(out, "conn", |out| {
+        optional(out, line.conn, |out, conn| {
+            // `control`, `data:N`: nothing to escape, no String needed.
             out.push(b'"');
-            // `control`, `data:N`: nothing to escape.
             let _ = write!(out, "{conn}");
             out.push(b'"');
-        }
-        None => out.extend_from_slice(b"null"),
-    }
+        })
+    });
     out.push(b'}');
 }
 
