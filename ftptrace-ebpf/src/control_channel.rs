@@ -196,22 +196,25 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         // a loop narrows the verifier's idea of a value at every exit.
         let captured_at = &raw const (*segment).captured_len;
         let fresh = || u32::from(core::ptr::read_volatile(captured_at));
-        let tail_from = if core::ptr::read_volatile(&raw const (*segment).flags)
-            & segment_flags::TAIL_APART
-            != 0
-        {
-            CONTROL_HEAD_BYTES as u32
-        } else {
-            u32::MAX
+        let flags = &raw mut (*segment).flags;
+        let tail_from = || {
+            if core::ptr::read_volatile(flags) & segment_flags::TAIL_APART != 0 {
+                CONTROL_HEAD_BYTES as u32
+            } else {
+                u32::MAX
+            }
         };
         // The password never leaves the kernel: a segment that starts with
         // `PASS`, `ACCT` or `ADAT` has its argument overwritten with `*` up
         // to the line end, which keeps the lines and lengths intact. (One
         // further in still reaches the parser, which drops its argument,
         // and the recorder, which masks it.)
-        if mask_secrets(d, fresh, tail_from) {
-            (*segment).flags |= segment_flags::REDACTED;
-        }
+        mask_secrets(d, fresh, tail_from, || {
+            core::ptr::write_volatile(
+                flags,
+                core::ptr::read_volatile(flags) | segment_flags::REDACTED,
+            )
+        });
         // The server's word marks a data port before the client can connect
         // (user space learns of it from this record, and clears it); a
         // client's PORT/EPRT marks its own endpoint, before the server

@@ -1395,8 +1395,13 @@ mod tests {
             }
             segment.truncate(CONTROL_CAPTURE_BYTES);
             let (mut d, captured) = kernel_bytes(&segment);
-            ftp_bytes::mask_secrets(&mut d, || captured, u32::MAX);
+            let mut masked = false;
+            ftp_bytes::mask_secrets(&mut d, || captured, || u32::MAX, || masked = true);
             let after = &d[..captured as usize];
+            // The flag the record carries: set whenever a byte changed, and
+            // only when a mask was written.
+            assert!(after == segment.as_slice() || masked, "{segment:?}");
+            assert!(!masked || after.contains(&b'*'), "{segment:?}");
             assert_eq!(parse(Client, after), parse(Client, &segment), "{segment:?}");
             let first_line_secret = secrets.first().filter(|secret| {
                 segment.len() > 5 + secret.len() && segment[5..].starts_with(secret)
@@ -1423,7 +1428,9 @@ mod tests {
         segment[at..at + tail.len()].copy_from_slice(tail);
         segment.truncate(at + tail.len());
         let (mut d, captured) = kernel_bytes(&segment);
-        assert!(ftp_bytes::mask_secrets(&mut d, || captured, at as u32));
+        let mut masked = false;
+        ftp_bytes::mask_secrets(&mut d, || captured, || at as u32, || masked = true);
+        assert!(masked);
         assert_eq!(
             &d[at..captured as usize],
             b"*******\r\nPASS hunter2\r\nRETR file\r\n".as_slice()

@@ -479,6 +479,11 @@ pub struct Tracer {
 /// test (`<test>-<n>.rec` and `.jsonl`), to make the root-free tests' data.
 pub const KEEP_RECORDINGS_ENV: &str = "FTPTRACE_TEST_KEEP_RECORDINGS";
 
+/// `--ring-buffer-mib` for every `trace` that does not choose its own: the
+/// guests use a smaller ring than the default, whose 32 MiB take minutes
+/// to map and fault in under software emulation.
+pub const RING_BUFFER_ENV: &str = "FTPTRACE_TEST_RING_BUFFER_MIB";
+
 impl Tracer {
     /// [`Tracer::start_with`] with [`DEFAULT_ARGS`].
     #[track_caller]
@@ -508,6 +513,12 @@ impl Tracer {
             None => Command::new(&binary),
         };
         command.args(args);
+        if args.first() == Some(&"trace")
+            && !args.contains(&"--ring-buffer-mib")
+            && let Some(mib) = std::env::var_os(RING_BUFFER_ENV)
+        {
+            command.arg("--ring-buffer-mib").arg(mib);
+        }
         let recording = (args.first() == Some(&"trace")).then(|| {
             let dir = TempDir::new("rec");
             let path = dir.path().join("run.rec");

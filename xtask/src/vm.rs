@@ -649,6 +649,9 @@ fn script_text(suite: &Suite, out: &Path, time_scale: u32, plan: &Plan) -> Strin
          mkdir -p /run/netns\n\
          cd {dir} || exit 1\n\
          export FTPTRACE_BIN={tracer} CI=true FTPTRACE_TEST_TIME_SCALE={time_scale}\n\
+         # An 8 MiB ring: the default's 32 MiB cost minutes a guest under TCG\n\
+         # (`cargo xtask test` runs the host's whole suite with the default).\n\
+         export FTPTRACE_TEST_RING_BUFFER_MIB=8\n\
          unset FTPTRACE_FORCE_HOOK\n\
          # Each probe's hook on this kernel, for the record.\n\
          \"$FTPTRACE_BIN\" check --format json > \"$out/check-default.json\" 2>&1\n",
@@ -976,6 +979,7 @@ test keepalive_probes ... FAILED
             assert!(!script.contains(line), "{line} present:\n{script}");
         }
         assert!(script.contains("FTPTRACE_TEST_TIME_SCALE=5"));
+        assert!(script.contains("export FTPTRACE_TEST_RING_BUFFER_MIB=8"));
         // The session tests: only the kernel-dependent ones, by name.
         assert!(
             script.contains(
