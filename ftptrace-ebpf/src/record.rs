@@ -11,8 +11,8 @@ use aya_ebpf::{
     },
 };
 use ftptrace_common::{
-    AF_INET, AF_INET6, Endpoints, Event, EventHeader, IPPROTO_TCP, ProbeId, SockRecord,
-    WIRE_VERSION, record_flags,
+    AF_INET, AF_INET6, Endpoints, Event, EventHeader, IPPROTO_TCP, KernelOffsets, ProbeId,
+    SockRecord, WIRE_VERSION, record_flags,
 };
 
 use crate::{
@@ -34,18 +34,64 @@ pub fn try_sock_event(
     arg2: i64,
     flags: u8,
 ) -> Result<(), i64> {
+    try_sock_event_with(probe, sk, check_protocol, flags, |_| Ok((arg1, arg2)))
+}
+
+/// [`try_sock_event`] with arguments read from the socket (`args`), only
+/// once it is known to be FTP: every other socket costs the port test alone.
+#[inline(always)]
+pub fn try_sock_event_with(
+    probe: ProbeId,
+    sk: u64,
+    check_protocol: bool,
+    flags: u8,
+    args: impl FnOnce(&KernelOffsets) -> Result<(i64, i64), i64>,
+) -> Result<(), i64> {
     if sk == 0 {
         return Ok(());
     }
     let o = OFFSETS.get(0).ok_or(0)?;
-    // Every socket on the host passes here: the ports, family and state
-    // in one read (`struct sock_common` keeps `skc_dport`, `skc_num`,
-    // `skc_family`, `skc_state` side by side; user space checks it), and
-    // the port test before anything else. `skc_num` is the local port of
-    // full, request and time-wait sockets alike, except that a closing
-    // socket gives its port back (0) before the tracepoint fires; then the
-    // full socket's `inet_sport` still has it.
-    let common: [u8; 8] = read_kernel(sk, o.sock_dport)?;
+    let Some(socket) = ftp_socket(sk, o, sock_common(sk, o)?, check_protocol)? else {
+        return Ok(());
+    };
+    let (arg1, arg2) = args(o)?;
+    emit_sock(probe, sk, o, &socket, arg1, arg2, flags);
+    Ok(())
+}
+
+/// A socket that passed the FTP filter: its ends, and its state.
+pub struct FtpSocket {
+    pub ends: Endpoints,
+    pub state: u8,
+}
+
+/// The ports, family and state of socket `sk` in one read (`struct
+/// sock_common` keeps `skc_dport`, `skc_num`, `skc_family`, `skc_state`
+/// side by side; user space checks it). Every socket on the host passes
+/// here, so it is all the filter reads before the port test.
+#[inline(always)]
+pub fn sock_common(sk: u64, o: &KernelOffsets) -> Result<[u8; 8], i64> {
+    read_kernel(sk, o.sock_dport)
+}
+
+/// The state byte of [`sock_common`]'s read.
+#[inline(always)]
+pub fn common_state(common: &[u8; 8]) -> u8 {
+    common[6]
+}
+
+/// Socket `sk` with its [`sock_common`] bytes, if it is an FTP socket
+/// the settings trace. `skc_num` is the local port of full, request and
+/// time-wait sockets alike, except that a closing socket gives its port
+/// back (0) before the tracepoint fires; then the full socket's
+/// `inet_sport` still has it.
+#[inline(always)]
+pub fn ftp_socket(
+    sk: u64,
+    o: &KernelOffsets,
+    common: [u8; 8],
+    check_protocol: bool,
+) -> Result<Option<FtpSocket>, i64> {
     let remote_port = u16::from_be_bytes([common[0], common[1]]);
     let family = u16::from_ne_bytes([common[4], common[5]]);
     let state = common[6];
@@ -57,10 +103,10 @@ pub fn try_sock_event(
     }
     let roles = port_roles(local_port) | port_roles(remote_port);
     if roles == 0 {
-        return Ok(());
+        return Ok(None);
     }
     if check_protocol && full_socket && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP {
-        return Ok(());
+        return Ok(None);
     }
     let mut ends = Endpoints {
         family,
@@ -78,19 +124,32 @@ pub fn try_sock_event(
         ends.remote_addr = read_kernel(sk, o.sock_v6_daddr).unwrap_or([0; 16]);
     }
     if !traced(&ends, roles) {
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(FtpSocket { ends, state }))
+}
+
+/// Sends `probe`'s record about an FTP socket.
+#[inline(always)]
+pub fn emit_sock(
+    probe: ProbeId,
+    sk: u64,
+    o: &KernelOffsets,
+    socket: &FtpSocket,
+    arg1: i64,
+    arg2: i64,
+    flags: u8,
+) {
     let record = SockRecord {
         sk,
         arg1,
         arg2,
-        ends,
-        state,
+        ends: socket.ends,
+        state: socket.state,
         flags,
         _pad: [0; 6],
     };
     emit(probe, net_inum(sk, o.sock_net, o), record);
-    Ok(())
 }
 
 /// The TCP/IP headers of `skb` as a record from this host's point of view

@@ -5,12 +5,15 @@
 //! `format` file.
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
-use ftptrace_common::{ProbeId, record_flags};
+use ftptrace_common::{KernelOffsets, ProbeId, record_flags};
 
 use crate::{
     OFFSETS, RESCUED, SET_STATE_RUNNING, SETTINGS,
     kernel_read::{TCP_CLOSE, TCP_LISTEN, net_inum, read_kernel, skb_netns, skb_segs},
-    record::{count_unreadable, emit, packet_record, try_sock_event},
+    record::{
+        FtpSocket, common_state, count_unreadable, emit, emit_sock, ftp_socket, packet_record,
+        sock_common, try_sock_event, try_sock_event_with,
+    },
 };
 
 /// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`
@@ -56,17 +59,26 @@ fn mark_set_state_running(running: u32) {
 
 #[inline(always)]
 fn set_state(sk: u64, old: i32, new: i32) {
-    count_unreadable(try_sock_event(
-        ProbeId::InetSockSetState,
-        sk,
-        true,
-        i64::from(old),
-        i64::from(new),
-        0,
-    ));
-    if new == TCP_CLOSE && SETTINGS.get(0).is_some_and(|s| s.error_at_close != 0) {
-        count_unreadable(try_error_at_close(sk));
+    count_unreadable(try_set_state(sk, old, new));
+}
+
+/// The state change, and on kernels without an error-report hook the error
+/// a socket entering CLOSE had reported just before: one filter for both.
+#[inline(always)]
+fn try_set_state(sk: u64, old: i32, new: i32) -> Result<(), i64> {
+    if sk == 0 {
+        return Ok(());
     }
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let Some(socket) = ftp_socket(sk, o, sock_common(sk, o)?, true)? else {
+        return Ok(());
+    };
+    let (old, new) = (i64::from(old), i64::from(new));
+    emit_sock(ProbeId::InetSockSetState, sk, o, &socket, old, new, 0);
+    if new == i64::from(TCP_CLOSE) && SETTINGS.get(0).is_some_and(|s| s.error_at_close != 0) {
+        error_at_close(sk, o, &socket)?;
+    }
+    Ok(())
 }
 
 /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb)` (before 6.17)
@@ -162,12 +174,13 @@ pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// A socket's pending error, as its error callback reports it.
+/// A socket's pending error, as its error callback reports it (read once
+/// the socket is known to be FTP).
 #[inline(always)]
 pub fn try_error_report(sk: u64) -> Result<(), i64> {
-    let o = OFFSETS.get(0).ok_or(0)?;
-    let err: i32 = read_kernel(sk, o.sock_err)?;
-    try_sock_event(ProbeId::InetSkErrorReport, sk, true, i64::from(err), 0, 0)
+    try_sock_event_with(ProbeId::InetSkErrorReport, sk, true, 0, |o| {
+        Ok((i64::from(read_kernel::<i32>(sk, o.sock_err)?), 0))
+    })
 }
 
 /// The fallback without an error-report hook: a socket entering CLOSE with
@@ -176,14 +189,22 @@ pub fn try_error_report(sk: u64) -> Result<(), i64> {
 /// Inlined: as a BPF subprogram its result would come back through memory,
 /// which the verifier refuses from a function returning a stack address.
 #[inline(always)]
-fn try_error_at_close(sk: u64) -> Result<(), i64> {
-    let o = OFFSETS.get(0).ok_or(0)?;
+fn error_at_close(sk: u64, o: &KernelOffsets, socket: &FtpSocket) -> Result<(), i64> {
     let err: i32 = read_kernel(sk, o.sock_err)?;
     let flags: u64 = read_kernel(sk, o.sock_flags)?;
     if err == 0 || flags & 1 != 0 {
         return Ok(());
     }
-    try_sock_event(ProbeId::InetSkErrorReport, sk, true, i64::from(err), 0, 0)
+    emit_sock(
+        ProbeId::InetSkErrorReport,
+        sk,
+        o,
+        socket,
+        i64::from(err),
+        0,
+        0,
+    );
+    Ok(())
 }
 
 /// A reset with a socket is described by the socket; one without (a packet
@@ -194,8 +215,14 @@ fn try_error_at_close(sk: u64) -> Result<(), i64> {
 #[inline(always)]
 fn try_send_reset(sk: u64, skb: u64, arg1: i64, flags: u8) -> Result<(), i64> {
     let o = OFFSETS.get(0).ok_or(0)?;
-    if sk != 0 && read_kernel::<u8>(sk, o.sock_state)? != TCP_LISTEN {
-        return try_sock_event(ProbeId::TcpSendReset, sk, false, arg1, 0, flags);
+    if sk != 0 {
+        let common = sock_common(sk, o)?;
+        if common_state(&common) != TCP_LISTEN {
+            if let Some(socket) = ftp_socket(sk, o, common, false)? {
+                emit_sock(ProbeId::TcpSendReset, sk, o, &socket, arg1, 0, flags);
+            }
+            return Ok(());
+        }
     }
     // The packet being answered came in: its destination is this host.
     let Some(record) = packet_record(skb, true, arg1, 0, flags)? else {

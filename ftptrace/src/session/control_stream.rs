@@ -36,6 +36,12 @@ pub struct ControlChannels {
     /// back, its parser starts in the middle of its stream.
     forgotten: VecDeque<u64>,
     forgotten_set: HashSet<u64>,
+    /// (`last_used`, cookie) of every use, oldest first: the least recently
+    /// used connection is the first entry still current, found without a
+    /// scan of every connection (a table at capacity makes room for each
+    /// new one). Stale entries are skipped, and the queue rebuilt when they
+    /// outnumber the connections.
+    recency: VecDeque<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +69,7 @@ impl ControlChannels {
             evicted: 0,
             forgotten: VecDeque::new(),
             forgotten_set: HashSet::default(),
+            recency: VecDeque::new(),
         }
     }
 
@@ -106,6 +113,7 @@ impl ControlChannels {
             .get_mut(&segment.cookie)
             .expect("inserted above");
         connection.last_used = self.clock;
+        self.recency.push_back((self.clock, segment.cookie));
         if connection.socket.is_none()
             && let Some(sk) = socket
         {
@@ -122,6 +130,9 @@ impl ControlChannels {
             &mut kept,
         );
         mask_unkept(segment.payload.bytes_mut(), &kept);
+        if self.recency.len() > 4 * self.connections.len() + 64 {
+            self.rebuild_recency();
+        }
         events
             .into_iter()
             .map(|event| EventKind::Ftp { from, event })
@@ -149,12 +160,24 @@ impl ControlChannels {
         self.evicted
     }
 
+    fn rebuild_recency(&mut self) {
+        let mut current: Vec<(u64, u64)> = self
+            .connections
+            .iter()
+            .map(|(&cookie, c)| (c.last_used, cookie))
+            .collect();
+        current.sort_unstable();
+        self.recency = current.into();
+    }
+
     fn make_room(&mut self) {
         while self.connections.len() >= self.capacity {
-            let Some((&oldest, _)) = self.connections.iter().min_by_key(|(_, c)| c.last_used)
-            else {
+            let Some((used, oldest)) = self.recency.pop_front() else {
                 return;
             };
+            if self.connections.get(&oldest).map(|c| c.last_used) != Some(used) {
+                continue;
+            }
             if let Some(connection) = self.connections.remove(&oldest)
                 && let Some(sk) = connection.socket
             {
@@ -469,6 +492,35 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(channels.evicted(), 2);
         assert!(channels.len() <= 3);
+    }
+
+    /// Thousands of uses of the same connections leave the recency queue
+    /// bounded, and the least recently used is still the one evicted.
+    #[test]
+    fn the_recency_queue_stays_bounded_and_exact() {
+        let mut channels = ControlChannels::with_capacity(2);
+        let mut seq = [0u32; 3];
+        for n in 0..5_000u64 {
+            let cookie = 1 + n % 2;
+            let at = &mut seq[cookie as usize];
+            channels.segment(
+                Some(cookie * 16),
+                true,
+                true,
+                &mut segment(cookie, false, *at, b"NOOP\r\n"),
+            );
+            *at += 6;
+        }
+        assert!(
+            channels.recency.len() <= 4 * 2 + 64,
+            "{}",
+            channels.recency.len()
+        );
+        // 2 was used last: a new connection evicts 1.
+        channels.segment(Some(48), true, true, &mut segment(3, false, 0, b"NOOP\r\n"));
+        assert_eq!(channels.evicted(), 1);
+        assert!(channels.connections.contains_key(&2));
+        assert!(!channels.connections.contains_key(&1));
     }
 
     #[test]
