@@ -10,7 +10,6 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_smp_processor_id, bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_skb_load_bytes,
     },
@@ -32,7 +31,7 @@ use crate::{
         TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_SENT, as_number, net_inum, port_roles, read_kernel,
         traced,
     },
-    record::{count_lost, count_throttled},
+    record::{count_lost, count_throttled, submit_record},
 };
 
 /// Smallest TCP header and the IPv4/IPv6 headers without options.
@@ -221,7 +220,7 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         // connects from wherever it connects.
         mark_announcement(segment, d, fresh(), from_server);
     }
-    entry.submit(BPF_RB_NO_WAKEUP.into());
+    submit_record(entry);
     Ok(())
 }
 
@@ -521,7 +520,7 @@ fn note_arrival(
         (*segment).usual_ttl = known;
         fill_control_record(record, ctx, ip, tcp, family, direction::INGRESS, 0);
     }
-    entry.submit(BPF_RB_NO_WAKEUP.into());
+    submit_record(entry);
     true
 }
 

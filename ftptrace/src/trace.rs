@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
@@ -21,13 +22,18 @@ use crate::{
     recording::{Meta, Recorder, Seeds},
 };
 
-/// How often the ring buffer is drained. The programs submit without waking
-/// user space (a wakeup per event would cost more than the event), so this
-/// bounds the delay from kernel to output line.
+/// Drains are at least this far apart. The kernel wakes the tracer when a
+/// record lands in an empty ring (the programs' `submit_record`), and the
+/// drain comes this long after the one before: under load one wakeup and
+/// one drain per interval, whatever the rate; an idle tracer sleeps.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Every this many drains (10 ms each) the loss counters are read: a
-/// syscall per program, not worth making every time.
+/// Without records, a drain this often all the same: sessions that went
+/// quiet end, announcements expire.
+const IDLE_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Every this many drains (10 ms apart under load, 100 ms idle) the loss
+/// counters are read: a syscall per program, not worth making every time.
 const LOSS_CHECK_EVERY: u64 = 10;
 
 /// Records taken from the ring buffer per drain at most: under a flood the
@@ -186,8 +192,12 @@ impl Stream {
         args: &TraceArgs,
         mut signals: Signals,
     ) -> anyhow::Result<()> {
-        let mut drain = tokio::time::interval(DRAIN_INTERVAL);
-        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ring = tracer.ring_readiness()?;
+        let mut idle = tokio::time::interval(IDLE_DRAIN_INTERVAL);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_drain = tokio::time::Instant::now();
+        // When the next drain is due, once records are waiting.
+        let mut due: Option<tokio::time::Instant> = None;
         let stats_every = Duration::from_secs(args.stats_interval.get());
         let mut stats =
             tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
@@ -200,6 +210,12 @@ impl Stream {
         };
         tokio::pin!(deadline);
         loop {
+            let drain_due = async {
+                match due {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = signals.interrupt.recv() => return Ok(()),
                 _ = signals.terminate.recv() => return Ok(()),
@@ -210,8 +226,21 @@ impl Stream {
                     }
                 }
                 () = &mut deadline => return Ok(()),
-                _ = drain.tick() => {
+                ready = ring.readable(), if due.is_none() => {
+                    // Cleared before the drain: a record that lands in the
+                    // ring it empties wakes this again.
+                    ready.context("waiting on the ring buffer (epoll)")?.clear_ready();
+                    due = Some(last_drain + DRAIN_INTERVAL);
+                }
+                () = drain_due => {
+                    let records = self.drain(tracer, output)?;
+                    last_drain = tokio::time::Instant::now();
+                    // A full drain left records behind: no wakeup will come.
+                    due = (records >= MAX_RECORDS_PER_DRAIN).then(|| last_drain + DRAIN_INTERVAL);
+                }
+                _ = idle.tick(), if due.is_none() => {
                     self.drain(tracer, output)?;
+                    last_drain = tokio::time::Instant::now();
                 }
                 _ = stats.tick() => self.stats(tracer, output, false)?,
             }

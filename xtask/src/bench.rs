@@ -19,7 +19,9 @@ use anyhow::{Context as _, bail};
 
 use crate::{cargo, is_root, output, workspace_root};
 
+mod bulk;
 mod floor;
+mod latency;
 
 /// Rounds of every configuration, alternating; seconds of churn each.
 const ROUNDS: usize = 5;
@@ -82,11 +84,14 @@ pub fn run() -> anyhow::Result<()> {
         for tracer in [
             Tracer::None,
             Tracer::Ftptrace,
+            Tracer::FtptracePipe,
             Tracer::Bpftrace,
             Tracer::Floor,
         ] {
             for port in [UNTRACED_PORT, FTP_PORT] {
-                if tracer == Tracer::Floor && port == FTP_PORT {
+                if tracer == Tracer::Floor && port == FTP_PORT
+                    || tracer == Tracer::FtptracePipe && port == UNTRACED_PORT
+                {
                     continue;
                 }
                 let run = bench.churn_once(&network, tracer, port)?;
@@ -96,9 +101,10 @@ pub fn run() -> anyhow::Result<()> {
         }
     }
     drop(servers);
+    let transfers = bench.bulk_rounds(&network)?;
     drop(network);
     let _ = fs::remove_dir_all(&bench.scratch);
-    let report = report(&results, &pipeline)?;
+    let report = report(&results, &transfers, &pipeline)?;
     print!("{report}");
     write_benchmarks(&report)
 }
@@ -107,6 +113,8 @@ pub fn run() -> anyhow::Result<()> {
 enum Tracer {
     None,
     Ftptrace,
+    /// ftptrace writing to a pipe the bench reads: its lines' latency.
+    FtptracePipe,
     Bpftrace,
     /// Empty programs on ftptrace's hooks.
     Floor,
@@ -132,6 +140,8 @@ struct Run {
     /// ftptrace's final `stats` line: events and lost.
     events: u64,
     lost: u64,
+    /// Kernel-to-line latency of every event line (`FtptracePipe`), µs.
+    latencies_us: Vec<u32>,
 }
 
 impl std::fmt::Display for Run {
@@ -148,32 +158,105 @@ impl std::fmt::Display for Run {
     }
 }
 
+/// Bytes per second of each bulk download, by tracer.
+type Transfers = BTreeMap<Tracer, Vec<f64>>;
+
 impl Bench {
+    /// [`ROUNDS`] downloads through vsftpd without and with ftptrace, alternating.
+    fn bulk_rounds(&self, network: &Network) -> anyhow::Result<Transfers> {
+        let conf = bulk::prepare(&self.scratch, SERVER)?;
+        let conf = conf.to_string_lossy().into_owned();
+        let _vsftpd = network.spawn_in(SERVER_NS, Path::new("vsftpd"), &[&conf]);
+        wait_for(Duration::from_secs(10), || {
+            output(&mut network.command_in(SERVER_NS, Path::new("ss"), &["-ltnH", "sport = :21"]))
+                .is_ok_and(|listening| !listening.trim().is_empty())
+        })
+        .context("vsftpd did not listen on port 21 within 10 s")?;
+        let args = bulk::download_args(SERVER);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut transfers = Transfers::new();
+        for round in 1..=ROUNDS {
+            for tracer in [Tracer::None, Tracer::Ftptrace] {
+                let out = self.scratch.join("bulk.jsonl");
+                let _ = fs::remove_file(&out);
+                let child = match tracer {
+                    Tracer::Ftptrace => Some(self.start_ftptrace(&out)?),
+                    _ => None,
+                };
+                let curl = output(&mut network.command_in(CLIENT_NS, Path::new("curl"), &args))
+                    .context("downloading through vsftpd with curl");
+                if let Some(mut child) = child {
+                    // SAFETY: a child of ours; SIGINT ends it cleanly.
+                    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                    child.wait()?;
+                    // The tracer saw the transfer: its data connection by the 229.
+                    let lines = fs::read_to_string(&out)?;
+                    anyhow::ensure!(
+                        lines.contains("\"type\":\"session\"") && lines.contains("\"data\""),
+                        "ftptrace reported no session with a data connection for the download"
+                    );
+                }
+                let speed = bulk::speed(&curl?)?;
+                eprintln!(
+                    "xtask bench: round {round}/{ROUNDS}: {tracer:?} bulk download: {:.0} MB/s",
+                    speed / 1e6
+                );
+                transfers.entry(tracer).or_default().push(speed);
+            }
+        }
+        Ok(transfers)
+    }
+
+    /// ftptrace writing JSON lines to `out`, once its `start` line is there.
+    fn start_ftptrace(&self, out: &Path) -> anyhow::Result<Child> {
+        let child = Command::new(&self.ftptrace)
+            .args(["trace", "--format", "json", "--output"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(self.scratch.join("ftptrace.err"))?)
+            .spawn()
+            .context("starting ftptrace")?;
+        wait_for(Duration::from_secs(60), || {
+            fs::read_to_string(out).is_ok_and(|t| t.contains("\"type\":\"start\""))
+        })
+        .context("ftptrace did not start within 60 s")?;
+        Ok(child)
+    }
+
     fn churn_once(&self, network: &Network, tracer: Tracer, port: &str) -> anyhow::Result<Run> {
         let out = self.scratch.join("ftptrace.jsonl");
         let _ = fs::remove_file(&out);
         // Programs loaded before (the host's own): not the tracer's.
         let host_programs = programs()?;
         let mut floor = None;
+        let mut lines = None;
         let mut child = match tracer {
             Tracer::None => None,
             Tracer::Floor => {
                 floor = Some(floor::EmptyPrograms::attach()?);
                 None
             }
-            Tracer::Ftptrace => {
-                let child = Command::new(&self.ftptrace)
-                    .args(["trace", "--format", "json", "--output"])
-                    .arg(&out)
+            Tracer::Ftptrace => Some(self.start_ftptrace(&out)?),
+            Tracer::FtptracePipe => {
+                let mut child = Command::new(&self.ftptrace)
+                    .args(["trace", "--format", "json"])
                     .stdin(Stdio::null())
-                    .stdout(Stdio::null())
+                    .stdout(Stdio::piped())
                     .stderr(fs::File::create(self.scratch.join("ftptrace.err"))?)
                     .spawn()
                     .context("starting ftptrace")?;
-                wait_for(Duration::from_secs(60), || {
-                    fs::read_to_string(&out).is_ok_and(|t| t.contains("\"type\":\"start\""))
-                })
-                .context("ftptrace did not start within 60 s")?;
+                let mut reader = std::io::BufReader::with_capacity(
+                    1 << 20,
+                    child.stdout.take().context("piped stdout")?,
+                );
+                // The `start` line comes first, once every program is attached.
+                let mut first = String::new();
+                std::io::BufRead::read_line(&mut reader, &mut first)?;
+                if !first.contains("\"type\":\"start\"") {
+                    bail!("ftptrace did not start: {first:?}");
+                }
+                lines = Some(latency::collect(reader));
                 Some(child)
             }
             Tracer::Bpftrace => {
@@ -241,6 +324,20 @@ impl Bench {
             child.wait()?;
         }
         drop(floor);
+        if let Some(lines) = lines {
+            let lines = lines
+                .join()
+                .map_err(|_| anyhow::anyhow!("the line reader panicked"))?;
+            let stats: serde_json::Value = serde_json::from_str(
+                lines
+                    .last_stats
+                    .as_deref()
+                    .context("ftptrace wrote no final stats")?,
+            )?;
+            run.events = stats["events"].as_u64().unwrap_or(0);
+            run.lost = stats["lost"].as_u64().unwrap_or(0);
+            run.latencies_us = lines.latencies_us;
+        }
         if tracer == Tracer::Ftptrace {
             let text = fs::read_to_string(&out)?;
             let stats: serde_json::Value = text
@@ -426,7 +523,11 @@ fn median(values: &mut [f64]) -> (f64, f64, f64) {
     (mid, values[0], values[n - 1])
 }
 
-fn report(results: &BTreeMap<(Tracer, &str), Vec<Run>>, pipeline: &str) -> anyhow::Result<String> {
+fn report(
+    results: &BTreeMap<(Tracer, &str), Vec<Run>>,
+    transfers: &Transfers,
+    pipeline: &str,
+) -> anyhow::Result<String> {
     let kernel = output(Command::new("uname").arg("-r"))?;
     let date = output(Command::new("date").args(["-u", "+%Y-%m-%d"]))?;
     let cores = thread::available_parallelism().map_or(0, |n| n.get());
@@ -496,6 +597,45 @@ fn report(results: &BTreeMap<(Tracer, &str), Vec<Run>>, pipeline: &str) -> anyho
         stat(ft, &|r| r.tracer_cpu).0,
         ft.iter().map(|r| r.tracer_peak_kib).max().unwrap_or(0)
     )?;
+    let piped = of(Tracer::FtptracePipe, FTP_PORT);
+    let quantile = |q: f64| {
+        stat(piped, &|r| {
+            f64::from(latency::quantile(&mut r.latencies_us.clone(), q)) / 1000.0
+        })
+    };
+    let (p50, ..) = quantile(0.5);
+    let (p99, p99_lo, p99_hi) = quantile(0.99);
+    let (max, ..) = quantile(1.0);
+    let (rate, ..) = stat(piped, &|r| r.events as f64 / CHURN_SECONDS as f64);
+    writeln!(
+        out,
+        "Kernel-to-line latency, ftptrace writing JSON lines to a pipe the bench reads, port 21 \
+         churn: {rate:.0} events/s (median), lost {}; each event line's `ts` against the wall \
+         clock when the line arrived: p50 {p50:.1} ms, p99 {p99:.1} ms ({p99_lo:.1}–{p99_hi:.1}), \
+         max {max:.1} ms (medians over the rounds).\n",
+        piped
+            .iter()
+            .map(|r| format!("{}/{}", r.lost, r.events + r.lost))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )?;
+    let speeds = |tracer| median(&mut transfers.get(&tracer).cloned().unwrap_or_default());
+    let (plain, plain_lo, plain_hi) = speeds(Tracer::None);
+    let (traced, traced_lo, traced_hi) = speeds(Tracer::Ftptrace);
+    writeln!(
+        out,
+        "Bulk download through vsftpd (curl, {} GiB, passive, the data connection traced by \
+         its `229`): {:.0} MB/s ({:.0}–{:.0}) without a tracer, {:.0} MB/s ({:.0}–{:.0}) with \
+         ftptrace: {:.2}× (medians of {ROUNDS}, alternating).\n",
+        bulk::FILE_BYTES >> 30,
+        plain / 1e6,
+        plain_lo / 1e6,
+        plain_hi / 1e6,
+        traced / 1e6,
+        traced_lo / 1e6,
+        traced_hi / 1e6,
+        traced / plain.max(1.0),
+    )?;
     let idle = of(Tracer::Ftptrace, UNTRACED_PORT);
     writeln!(
         out,
@@ -543,6 +683,7 @@ fn name(tracer: Tracer) -> &'static str {
     match tracer {
         Tracer::None => "no tracer",
         Tracer::Ftptrace => "ftptrace",
+        Tracer::FtptracePipe => "ftptrace to a pipe",
         Tracer::Bpftrace => "bpftrace",
         Tracer::Floor => "empty programs",
     }
