@@ -3,8 +3,12 @@
 //! TCP/IP headers, for events with no socket), and putting them on the
 //! ring buffer, counting those that find no room.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_boot_ns,
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_boot_ns,
+    },
 };
 use ftptrace_common::{
     AF_INET, AF_INET6, Endpoints, Event, EventHeader, IPPROTO_TCP, KernelOffsets, ProbeId,
@@ -239,13 +243,13 @@ pub fn emit(probe: ProbeId, netns: u32, record: SockRecord) {
     submit_record(entry);
 }
 
-/// Submits a record with the kernel's own wakeup rule: user space is woken
-/// only when it had read everything (the record is the ring's first), so
-/// an idle tracer sleeps until there is something to read and a busy one,
-/// which drains at most every 10 ms, is woken once per drain at most.
+/// Submits a record without waking user space, which drains on its own
+/// clock: a wakeup costs more than the record, and the kernel's "first
+/// record of an empty ring" rule would have every commit read the
+/// consumer's position, a cache line user space writes per record.
 #[inline(always)]
 pub fn submit_record<T>(entry: aya_ebpf::maps::ring_buf::RingBufEntry<T>) {
-    entry.submit(0);
+    entry.submit(BPF_RB_NO_WAKEUP.into());
 }
 
 /// Counts a program run that could not read what it needed, if `result`

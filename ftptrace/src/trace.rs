@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::{
@@ -14,7 +13,7 @@ use crate::{
         decode::{self, Decoder},
         facts::KernelFacts,
         loader::{CONTROL_CHANNEL_PROBE, Tracer},
-        privileges, sock_diag, tracefs,
+        priority, privileges, sock_diag, tracefs,
     },
     output::{Output, PortsLine, Start},
     pipeline::{KernelLoss, Pipeline},
@@ -22,14 +21,15 @@ use crate::{
     recording::{Meta, Recorder, Seeds},
 };
 
-/// Drains are at least this far apart. The kernel wakes the tracer when a
-/// record lands in an empty ring (the programs' `submit_record`), and the
-/// drain comes this long after the one before: under load one wakeup and
-/// one drain per interval, whatever the rate; an idle tracer sleeps.
+/// How often the ring buffer is drained while records come. The programs
+/// submit without waking user space (a wakeup per event would cost more
+/// than the event), so this bounds the delay from kernel to output line.
 const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Without records, a drain this often all the same: sessions that went
-/// quiet end, announcements expire.
+/// After a drain that found nothing the next waits twice as long, up to
+/// this: an idle tracer wakes ten times a second (sessions that went quiet
+/// still end, announcements still expire), and the first record after a
+/// quiet spell waits at most this long.
 const IDLE_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Every this many drains (10 ms apart under load, 100 ms idle) the loss
@@ -131,6 +131,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         drains: 0,
     };
     stream.seed(&mut output)?;
+    // Without CAP_SYS_NICE the warning above said so.
+    if let Err(e) = priority::raise()
+        && privileges::has(privileges::CAP_SYS_NICE)
+    {
+        eprintln!("ftptrace: warning: could not raise its scheduling priority: {e}");
+    }
     // Attached and seeded: from here the run only reads its maps and the
     // ring buffer, and parses what strangers sent.
     if let Err(e) = privileges::keep_only(&privileges::KEPT_WHILE_RUNNING) {
@@ -192,12 +198,8 @@ impl Stream {
         args: &TraceArgs,
         mut signals: Signals,
     ) -> anyhow::Result<()> {
-        let ring = tracer.ring_readiness()?;
-        let mut idle = tokio::time::interval(IDLE_DRAIN_INTERVAL);
-        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_drain = tokio::time::Instant::now();
-        // When the next drain is due, once records are waiting.
-        let mut due: Option<tokio::time::Instant> = None;
+        let mut wait = DRAIN_INTERVAL;
+        let mut due = tokio::time::Instant::now() + wait;
         let stats_every = Duration::from_secs(args.stats_interval.get());
         let mut stats =
             tokio::time::interval_at(tokio::time::Instant::now() + stats_every, stats_every);
@@ -210,12 +212,6 @@ impl Stream {
         };
         tokio::pin!(deadline);
         loop {
-            let drain_due = async {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = signals.interrupt.recv() => return Ok(()),
                 _ = signals.terminate.recv() => return Ok(()),
@@ -226,21 +222,16 @@ impl Stream {
                     }
                 }
                 () = &mut deadline => return Ok(()),
-                ready = ring.readable(), if due.is_none() => {
-                    // Cleared before the drain: a record that lands in the
-                    // ring it empties wakes this again.
-                    ready.context("waiting on the ring buffer (epoll)")?.clear_ready();
-                    due = Some(last_drain + DRAIN_INTERVAL);
-                }
-                () = drain_due => {
+                () = tokio::time::sleep_until(due) => {
                     let records = self.drain(tracer, output)?;
-                    last_drain = tokio::time::Instant::now();
-                    // A full drain left records behind: no wakeup will come.
-                    due = (records >= MAX_RECORDS_PER_DRAIN).then(|| last_drain + DRAIN_INTERVAL);
-                }
-                _ = idle.tick(), if due.is_none() => {
-                    self.drain(tracer, output)?;
-                    last_drain = tokio::time::Instant::now();
+                    wait = if records > 0 {
+                        DRAIN_INTERVAL
+                    } else {
+                        (wait * 2).min(IDLE_DRAIN_INTERVAL)
+                    };
+                    due += wait;
+                    // Behind (a long drain): from now, not in a burst.
+                    due = due.max(tokio::time::Instant::now());
                 }
                 _ = stats.tick() => self.stats(tracer, output, false)?,
             }

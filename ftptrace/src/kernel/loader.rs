@@ -15,13 +15,7 @@ use ftptrace_common::{
     AF_INET, AF_INET6, ActiveEndpoint, KernelOffsets, ProbeSettings, TimerHooks, maps, port_role,
 };
 
-use std::{
-    cell::OnceCell,
-    fs::File,
-    os::fd::{AsFd as _, OwnedFd},
-    path::PathBuf,
-};
-use tokio::io::{Interest, unix::AsyncFd};
+use std::{cell::OnceCell, fs::File, os::fd::AsFd as _, path::PathBuf};
 
 use super::{
     clock,
@@ -65,22 +59,6 @@ pub struct Tracer {
 pub const CHECK_RING_BYTES: u32 = 1 << 20;
 
 impl Tracer {
-    /// The ring buffer's readiness for the runtime's epoll: readable when
-    /// the kernel woke it (a record landed in an empty ring). Must run
-    /// inside the runtime.
-    pub fn ring_readiness(&self) -> anyhow::Result<AsyncFd<OwnedFd>> {
-        let fd = self
-            .ring
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating the ring buffer's descriptor")?;
-        // SAFETY: `fd` is a descriptor of our own (a duplicate), open until
-        // the AsyncFd that owns it is dropped, and always the same one.
-        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-            .map_err(std::io::Error::from)
-            .context("waiting on the ring buffer (epoll)")
-    }
-
     /// Loads and attaches every program the facts allow; `ring_bytes` is
     /// the ring buffer's size (a power of two of at least a page).
     pub fn load(facts: &KernelFacts, ports: &PortSet, ring_bytes: u32) -> anyhow::Result<Self> {

@@ -13,6 +13,7 @@ pub mod hook_ladder;
 pub mod kallsyms;
 pub mod loader;
 pub mod names;
+pub mod priority;
 pub mod privileges;
 pub mod probes;
 pub mod prog_stats;

@@ -5,6 +5,7 @@
 
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
 pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_SYS_NICE: u32 = 23;
 pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_SYSLOG: u32 = 34;
 pub const CAP_PERFMON: u32 = 38;
@@ -14,7 +15,7 @@ const CAP_LAST: u32 = 40;
 
 /// Capabilities that turn on a part of ftptrace, and what that part is:
 /// without one, that part is off and the rest works.
-pub const OPTIONAL: [(u32, &str, &str); 3] = [
+pub const OPTIONAL: [(u32, &str, &str); 4] = [
     (
         CAP_NET_ADMIN,
         "CAP_NET_ADMIN",
@@ -30,6 +31,12 @@ pub const OPTIONAL: [(u32, &str, &str); 3] = [
         CAP_SYS_ADMIN,
         "CAP_SYS_ADMIN",
         "seeding the sessions already open in other network namespaces (setns)",
+    ),
+    (
+        CAP_SYS_NICE,
+        "CAP_SYS_NICE",
+        "running ahead of the traffic it traces (nice -10), so that a load which keeps every \
+         core busy does not make it fall behind and lose events",
     ),
 ];
 
@@ -189,7 +196,7 @@ mod tests {
             .into_iter()
             .map(|(name, _)| name)
             .collect();
-        assert_eq!(names, ["CAP_NET_ADMIN", "CAP_SYSLOG"]);
+        assert_eq!(names, ["CAP_NET_ADMIN", "CAP_SYSLOG", "CAP_SYS_NICE"]);
         assert!(optional_missing(0)[0].1.contains("control channel"));
     }
 
