@@ -616,8 +616,8 @@ fn report(
     let (rate, ..) = stat(piped, &|r| r.events as f64 / CHURN_SECONDS as f64);
     writeln!(
         out,
-        "Kernel-to-line latency, ftptrace writing JSON lines to a pipe the bench reads, port 21 \
-         churn: {rate:.0} events/s (median), lost {}; each event line's `ts` against the wall \
+        "Kernel-to-line latency, ftptrace writing JSON lines to a pipe the bench reads (at the \
+         tracer's priority), port 21 churn: {rate:.0} events/s (median), lost {}; each event line's `ts` against the wall \
          clock when the line arrived: p50 {p50:.1} ms, p99 {p99:.1} ms ({p99_lo:.1}–{p99_hi:.1}), \
          max {max:.1} ms (medians over the rounds).\n",
         piped

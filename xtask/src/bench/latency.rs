@@ -17,9 +17,14 @@ pub struct Lines {
     pub last_stats: Option<String>,
 }
 
-/// Reads the tracer's lines from `reader` until it closes, in a thread.
+/// Reads the tracer's lines from `reader` until it closes, in a thread at
+/// the tracer's own priority (nice -10): at the load's, the reader would
+/// be the one falling behind, and its delay is not the tracer's.
 pub fn collect(mut reader: impl BufRead + Send + 'static) -> JoinHandle<Lines> {
     thread::spawn(move || {
+        // SAFETY: integer arguments; `0` is this thread (Linux keeps the
+        // nice value per thread). Without the privilege it stays as it is.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) };
         let mut latencies = Vec::new();
         let mut last_stats = None;
         let mut line = Vec::new();
