@@ -48,24 +48,20 @@ fn decoder(recording: &Recording) -> Decoder {
     )
 }
 
-/// Peak resident set size of this process, in KiB (`VmHWM`).
-fn peak_rss_kib() -> u64 {
+/// A size of this process from /proc/self/status, in KiB: `VmHWM` (peak
+/// resident set) or `VmRSS` (resident now).
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
 
-/// Resident set size of this process now, in KiB (`VmRSS`).
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+/// A record's kernel timestamp (boot time, ns).
+fn boot_ns(record: &[u8]) -> u64 {
+    u64::from_ne_bytes(record[BOOT_NS_AT..BOOT_NS_AT + 8].try_into().expect("8"))
 }
 
 fn pipeline(recording: &Recording, max_sessions: usize) -> Pipeline {
@@ -117,11 +113,7 @@ fn idle_sessions(records: &[Vec<u8>], count: usize) -> Vec<Vec<u8>> {
             break;
         }
     }
-    let first_ns = u64::from_ne_bytes(
-        records[0][BOOT_NS_AT..BOOT_NS_AT + 8]
-            .try_into()
-            .expect("8"),
-    );
+    let first_ns = boot_ns(&records[0]);
     let mut out = Vec::with_capacity(count * opening.len());
     for i in 0..count {
         // 203.0.113.x, ports from 1024: 256 clients a port.
@@ -180,8 +172,8 @@ fn run_beside(format: Format, recording: &Recording, records: &[Vec<u8>], idle: 
         let pass = (n / records.len()) as u64;
         buffer.clear();
         buffer.extend_from_slice(record);
-        let at = u64::from_ne_bytes(buffer[BOOT_NS_AT..BOOT_NS_AT + 8].try_into().expect("8"));
-        buffer[BOOT_NS_AT..BOOT_NS_AT + 8].copy_from_slice(&(at + pass * PASS_NS).to_ne_bytes());
+        let at = boot_ns(&buffer);
+        put(&mut buffer, BOOT_NS_AT, (at + pass * PASS_NS).to_ne_bytes());
         pipeline.record(&mut buffer, &mut output).expect("record");
         if n % records.len() == records.len() - 1 {
             pipeline
@@ -202,11 +194,11 @@ fn bytes_per_idle_session(recording: &Recording, records: &[Vec<u8>], count: usi
     let opening = idle_sessions(records, count);
     let mut pipeline = pipeline(recording, count + 1_000);
     let mut output = Output::new(Format::Json, Box::new(io::sink()));
-    let before = rss_kib();
+    let before = status_kib("VmRSS");
     for mut record in opening.iter().cloned() {
         pipeline.record(&mut record, &mut output).expect("record");
     }
-    let after = rss_kib();
+    let after = status_kib("VmRSS");
     drop(opening);
     black_box(&pipeline);
     (after.saturating_sub(before) * 1024) as f64 / count as f64
@@ -273,5 +265,5 @@ fn main() {
     if let Some(bytes) = per_session {
         println!("  idle control session     {bytes:>7.0} bytes (resident, 100k open)");
     }
-    println!("  peak RSS                 {} KiB", peak_rss_kib());
+    println!("  peak RSS                 {} KiB", status_kib("VmHWM"));
 }

@@ -513,13 +513,14 @@ impl Tracer {
             None => Command::new(&binary),
         };
         command.args(args);
-        if args.first() == Some(&"trace")
+        let tracing = args.first() == Some(&"trace");
+        if tracing
             && !args.contains(&"--ring-buffer-mib")
             && let Some(mib) = std::env::var_os(RING_BUFFER_ENV)
         {
             command.arg("--ring-buffer-mib").arg(mib);
         }
-        let recording = (args.first() == Some(&"trace")).then(|| {
+        let recording = tracing.then(|| {
             let dir = TempDir::new("rec");
             let path = dir.path().join("run.rec");
             command.arg("--record").arg(&path);

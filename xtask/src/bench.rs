@@ -140,7 +140,8 @@ struct Run {
     /// ftptrace's final `stats` line: events and lost.
     events: u64,
     lost: u64,
-    /// Kernel-to-line latency of every event line (`FtptracePipe`), µs.
+    /// Kernel-to-line latency of every event line (`FtptracePipe`), µs,
+    /// sorted.
     latencies_us: Vec<u32>,
 }
 
@@ -192,10 +193,8 @@ impl Bench {
                 };
                 let curl = output(&mut network.command_in(CLIENT_NS, Path::new("curl"), &args))
                     .context("downloading through vsftpd with curl");
-                if let Some(mut child) = child {
-                    // SAFETY: a child of ours; SIGINT ends it cleanly.
-                    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-                    child.wait()?;
+                if let Some(child) = child {
+                    interrupt(child)?;
                     // The tracer saw the transfer: its data connection by the 229.
                     let lines = fs::read_to_string(&out)?;
                     anyhow::ensure!(
@@ -325,42 +324,43 @@ impl Bench {
             );
         }
         run.kernel_ns_per_connection = total_ns / connections;
-        if let Some(mut child) = child.take() {
-            // SAFETY: a child of ours; SIGINT ends either tracer cleanly.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-            child.wait()?;
+        if let Some(child) = child.take() {
+            interrupt(child)?;
         }
         drop(floor);
-        if let Some(lines) = lines {
-            let lines = lines
-                .join()
-                .map_err(|_| anyhow::anyhow!("the line reader panicked"))?;
-            let stats: serde_json::Value = serde_json::from_str(
+        // ftptrace's final stats line: from the pipe's reader, or its file.
+        let stats: Option<serde_json::Value> = match tracer {
+            Tracer::FtptracePipe => {
+                let lines = lines
+                    .context("no line reader")?
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the line reader panicked"))?;
+                run.latencies_us = lines.latencies_us;
                 lines
                     .last_stats
-                    .as_deref()
-                    .context("ftptrace wrote no final stats")?,
-            )?;
-            run.events = stats["events"].as_u64().unwrap_or(0);
-            run.lost = stats["lost"].as_u64().unwrap_or(0);
-            run.latencies_us = lines.latencies_us;
-        }
-        if tracer == Tracer::Ftptrace {
-            let text = fs::read_to_string(&out)?;
-            let stats: serde_json::Value = text
-                .lines()
-                .rev()
-                .find_map(|l| {
-                    serde_json::from_str(l)
-                        .ok()
-                        .filter(|v: &serde_json::Value| v["type"] == "stats")
-                })
-                .context("ftptrace wrote no final stats")?;
-            run.events = stats["events"].as_u64().unwrap_or(0);
-            run.lost = stats["lost"].as_u64().unwrap_or(0);
-        }
+                    .and_then(|line| serde_json::from_str(&line).ok())
+            }
+            Tracer::Ftptrace => fs::read_to_string(&out)?.lines().rev().find_map(|l| {
+                serde_json::from_str(l)
+                    .ok()
+                    .filter(|v: &serde_json::Value| v["type"] == "stats")
+            }),
+            _ => return Ok(run),
+        };
+        let stats = stats.context("ftptrace wrote no final stats")?;
+        run.events = stats["events"].as_u64().unwrap_or(0);
+        run.lost = stats["lost"].as_u64().unwrap_or(0);
         Ok(run)
     }
+}
+
+/// Ends a tracer with SIGINT (ftptrace and bpftrace both end cleanly on
+/// it) and waits for it.
+fn interrupt(mut child: Child) -> anyhow::Result<()> {
+    // SAFETY: a child of ours, not yet waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait()?;
+    Ok(())
 }
 
 /// Every loaded BPF program by name: total run time (ns) and run count
@@ -607,7 +607,7 @@ fn report(
     let piped = of(Tracer::FtptracePipe, FTP_PORT);
     let quantile = |q: f64| {
         stat(piped, &|r| {
-            f64::from(latency::quantile(&mut r.latencies_us.clone(), q)) / 1000.0
+            f64::from(latency::quantile(&r.latencies_us, q)) / 1000.0
         })
     };
     let (p50, ..) = quantile(0.5);
@@ -617,8 +617,8 @@ fn report(
     writeln!(
         out,
         "Kernel-to-line latency, ftptrace writing JSON lines to a pipe the bench reads (at the \
-         tracer's priority), port 21 churn: {rate:.0} events/s (median), lost {}; each event line's `ts` against the wall \
-         clock when the line arrived: p50 {p50:.1} ms, p99 {p99:.1} ms ({p99_lo:.1}–{p99_hi:.1}), \
+         tracer's priority), port 21 churn: {rate:.0} events/s (median), lost {}; each event \
+         line's `ts` against the wall clock when the line arrived: p50 {p50:.1} ms, p99 {p99:.1} ms ({p99_lo:.1}–{p99_hi:.1}), \
          max {max:.1} ms (medians over the rounds).\n",
         piped
             .iter()
