@@ -28,6 +28,10 @@ use ftptrace_common::{
     ControlRecord, ControlSegment, Endpoints, Event, EventHeader, ProbeId, SockRecord,
 };
 
+/// The allocator the binary uses (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: usize = 2_000_000;
 /// Each pass through the records is this much later.
 const PASS_NS: u64 = 10_000_000_000;

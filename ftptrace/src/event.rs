@@ -1,6 +1,6 @@
 //! What the kernel reported, decoded: one [`KernelEvent`] per ring buffer record.
 
-use std::{fmt, net::SocketAddr};
+use std::{fmt, net::SocketAddr, ops::Deref, sync::Arc};
 
 use crate::{
     ftp::{ControlEvent, Side},
@@ -56,17 +56,73 @@ pub struct OpenConnection {
 pub struct Task {
     /// Thread group id: the pid a user sees.
     pub pid: u32,
-    pub comm: String,
+    pub comm: Name,
+}
+
+/// A name the kernel gives over and over (a TCP state, a reset or drop
+/// reason, a function, a process name): shared, not copied. Every event
+/// carries some and every timeline entry keeps them; as `String`s they
+/// were allocations on each, and a third of an idle session's bytes.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(Arc<str>);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Name {
+    fn from(name: &str) -> Self {
+        Self(Arc::from(name))
+    }
+}
+
+impl From<String> for Name {
+    fn from(name: String) -> Self {
+        Self(Arc::from(name))
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventKind {
     /// A TCP state change; kernel state names without `TCP_`.
-    State { old: String, new: String },
+    State { old: Name, new: Name },
     /// A retransmitted skb. `syn` for SYN and SYN-ACK retransmits;
     /// `error` is the errno when the kernel failed to send it (6.17+ report it).
     Retransmit {
-        state: String,
+        state: Name,
         syn: bool,
         error: Option<i32>,
         /// Segments retransmitted: SACK may have merged several into one
@@ -76,11 +132,11 @@ pub enum EventKind {
     /// A RST this host sent; `reason` is the kernel's `sk_rst_reason` name where
     /// it gives one; `state` is absent when no socket wanted the packet.
     ResetSent {
-        reason: Option<String>,
-        state: Option<String>,
+        reason: Option<Name>,
+        state: Option<Name>,
     },
     /// A RST arrived and was accepted; `state` is the socket's state then.
-    ResetReceived { state: String },
+    ResetReceived { state: Name },
     /// The socket's pending error (`sk_err`), a positive errno.
     SocketError { errno: i32 },
     /// The kernel freed the socket.
@@ -92,12 +148,12 @@ pub enum EventKind {
     /// The kernel dropped a packet of the connection; `reason` is the
     /// kernel's drop reason name (5.17+); `outgoing` for one this host sent.
     Drop {
-        reason: Option<String>,
+        reason: Option<Name>,
         outgoing: bool,
         /// The packet's TCP flags byte (`SYN` 0x02, `RST` 0x04, ...).
         tcp_flags: u8,
         /// The kernel function that freed the packet, when known.
-        location: Option<String>,
+        location: Option<Name>,
     },
     /// The head of one FTP control-connection segment. Never printed: the
     /// control-channel parser turns it into [`EventKind::Ftp`] events.

@@ -133,11 +133,11 @@ impl From<&RecordedNames> for KernelNames {
             }
             table
         };
-        Self {
-            tcp_states: table(&recorded.tcp_states),
-            reset_reasons: recorded.reset_reasons.as_ref().map(table),
-            drop_reasons: recorded.drop_reasons.as_ref().map(table),
-        }
+        Self::new(
+            table(&recorded.tcp_states),
+            recorded.reset_reasons.as_ref().map(table),
+            recorded.drop_reasons.as_ref().map(table),
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::{
     borrow::Cow,
+    collections::HashMap,
     mem::offset_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     ops::Range,
@@ -16,7 +17,7 @@ use ftptrace_common::{
 };
 
 use crate::{
-    event::{EventKind, KernelEvent, KernelMark, Payload, Segment, Task},
+    event::{EventKind, KernelEvent, KernelMark, Name, Payload, Segment, Task},
     kernel::{kallsyms::KernelSymbols, names::KernelNames},
 };
 
@@ -44,7 +45,13 @@ pub enum DecodeError {
 pub struct Decoder {
     names: KernelNames,
     symbols: KernelSymbols,
+    /// Process names by their bytes: a host runs few, and each event names
+    /// one. Cleared when full (strangers choose their names).
+    comms: HashMap<Vec<u8>, Name>,
 }
+
+/// Process names [`Decoder`] remembers at most.
+const COMMS_KEPT: usize = 1024;
 
 impl Decoder {
     /// A decoder naming drop locations from /proc/kallsyms.
@@ -53,7 +60,24 @@ impl Decoder {
     }
 
     pub fn with_symbols(names: KernelNames, symbols: KernelSymbols) -> Self {
-        Self { names, symbols }
+        Self {
+            names,
+            symbols,
+            comms: HashMap::new(),
+        }
+    }
+
+    /// The process name `bytes` (up to its NUL) as text.
+    fn comm(&mut self, bytes: &[u8]) -> Name {
+        if let Some(name) = self.comms.get(bytes) {
+            return name.clone();
+        }
+        if self.comms.len() >= COMMS_KEPT {
+            self.comms.clear();
+        }
+        let name = Name::from(String::from_utf8_lossy(bytes).into_owned());
+        self.comms.insert(bytes.to_vec(), name.clone());
+        name
     }
 
     pub fn names(&self) -> &KernelNames {
@@ -121,7 +145,7 @@ impl Decoder {
             cpu: header.cpu,
             current: Task {
                 pid: (header.pid_tgid >> 32) as u32,
-                comm: String::from_utf8_lossy(&header.comm[..comm_len]).into_owned(),
+                comm: self.comm(&header.comm[..comm_len]),
             },
             netns: (header.netns != 0).then_some(header.netns),
             sock: (sk != 0).then_some(sk),

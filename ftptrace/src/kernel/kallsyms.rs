@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::event::Name;
+
 pub const PATH: &str = "/proc/kallsyms";
 
 /// Addresses remembered at most; past it, lookups still work, uncached.
@@ -16,7 +18,7 @@ pub struct KernelSymbols {
     /// Where the symbol table is read from (`/proc/kallsyms`), or a fixed
     /// text for tests.
     source: Source,
-    cache: HashMap<u64, Option<String>>,
+    cache: HashMap<u64, Option<Name>>,
     /// Every text symbol, read at the first lookup.
     table: Option<SymbolTable>,
     /// Addresses named since the last [`Self::take_named`], for a recording.
@@ -44,7 +46,7 @@ impl KernelSymbols {
         let mut symbols = Self::with_source(Source::Resolved);
         symbols.cache = names
             .into_iter()
-            .map(|(addr, name)| (addr, Some(name)))
+            .map(|(addr, name)| (addr, Some(Name::from(name))))
             .collect();
         symbols
     }
@@ -65,7 +67,7 @@ impl KernelSymbols {
 
     /// The function containing `addr`, or `None` when unknown (addresses
     /// hidden by kernel.kptr_restrict read as 0 and match nothing).
-    pub fn function(&mut self, addr: u64) -> Option<String> {
+    pub fn function(&mut self, addr: u64) -> Option<Name> {
         if addr == 0 {
             return None;
         }
@@ -78,6 +80,7 @@ impl KernelSymbols {
         {
             self.named.push((addr, name.clone()));
         }
+        let found = found.map(Name::from);
         if self.cache.len() < CACHE_LIMIT {
             self.cache.insert(addr, found.clone());
         }

@@ -2,7 +2,10 @@
 //! kernel's tracepoint print formats, with BTF resolving the constants some
 //! kernels leave unresolved there.
 
-use crate::kernel::tracepoint_format::{SymbolTable, TracepointFormat};
+use crate::{
+    event::Name,
+    kernel::tracepoint_format::{SymbolTable, TracepointFormat},
+};
 
 /// Kernel enum names, read from the running kernel.
 #[derive(Clone, Debug, Default)]
@@ -13,16 +16,27 @@ pub struct KernelNames {
     pub reset_reasons: Option<SymbolTable>,
     /// `enum skb_drop_reason`, where the kernel reports drop reasons (5.17+).
     pub drop_reasons: Option<SymbolTable>,
+    /// `tcp_states` without their `TCP_`, as events name them.
+    short_states: SymbolTable,
 }
 
 impl KernelNames {
     /// Linux's TCP state numbers (the same on every kernel since 2.x) and
     /// no reason tables: for tools that decode without a kernel at hand.
     pub fn linux_defaults() -> Self {
+        Self::new(linux_tcp_states(), None, None)
+    }
+
+    pub fn new(
+        tcp_states: SymbolTable,
+        reset_reasons: Option<SymbolTable>,
+        drop_reasons: Option<SymbolTable>,
+    ) -> Self {
         Self {
-            tcp_states: linux_tcp_states(),
-            reset_reasons: None,
-            drop_reasons: None,
+            short_states: without_prefix(&tcp_states, "TCP_"),
+            tcp_states,
+            reset_reasons,
+            drop_reasons,
         }
     }
 
@@ -49,35 +63,40 @@ impl KernelNames {
             .unwrap_or_else(linux_tcp_states);
         let reset_reasons = send_reset.and_then(|f| f.symbols("reason", resolve));
         let drop_reasons = kfree_skb.and_then(|f| f.symbols("reason", resolve));
-        Self {
-            tcp_states,
-            reset_reasons,
-            drop_reasons,
-        }
+        Self::new(tcp_states, reset_reasons, drop_reasons)
     }
 
     /// `TCP_SYN_SENT` → `SYN_SENT`; unknown numbers print as the number.
-    pub fn state_name(&self, value: i64) -> String {
-        match self.tcp_states.name(value) {
-            Some(name) => name.strip_prefix("TCP_").unwrap_or(name).to_owned(),
-            None => value.to_string(),
+    pub fn state_name(&self, value: i64) -> Name {
+        match self.short_states.name(value) {
+            Some(name) => name.clone(),
+            None => Name::from(value.to_string()),
         }
     }
 
-    pub fn reset_reason(&self, value: i64) -> Option<String> {
+    pub fn reset_reason(&self, value: i64) -> Option<Name> {
         name_or_number(self.reset_reasons.as_ref()?, value)
     }
 
     /// `NETFILTER_DROP` for 12 on 6.18 (the numbers change between kernels).
-    pub fn drop_reason(&self, value: i64) -> Option<String> {
+    pub fn drop_reason(&self, value: i64) -> Option<Name> {
         name_or_number(self.drop_reasons.as_ref()?, value)
     }
 }
 
-fn name_or_number(table: &SymbolTable, value: i64) -> Option<String> {
+/// The table's names without `prefix`.
+fn without_prefix(table: &SymbolTable, prefix: &str) -> SymbolTable {
+    let mut short = SymbolTable::default();
+    for (value, name) in table.iter() {
+        short.insert(value, name.strip_prefix(prefix).unwrap_or(name));
+    }
+    short
+}
+
+fn name_or_number(table: &SymbolTable, value: i64) -> Option<Name> {
     Some(match table.name(value) {
-        Some(name) => name.to_string(),
-        None => value.to_string(),
+        Some(name) => name.clone(),
+        None => Name::from(value.to_string()),
     })
 }
 

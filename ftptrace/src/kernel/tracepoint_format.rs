@@ -5,8 +5,8 @@
 //! values (TCP states, reset reasons). These files are the truth for the
 //! running kernel; nothing about a layout is compiled into ftptrace.
 
+use crate::event::Name;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// One `field:` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,10 +37,10 @@ pub enum FormatError {
 
 /// Values of an enum as the kernel prints them: number → name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SymbolTable(BTreeMap<i64, Arc<str>>);
+pub struct SymbolTable(BTreeMap<i64, Name>);
 
 impl SymbolTable {
-    pub fn name(&self, value: i64) -> Option<&Arc<str>> {
+    pub fn name(&self, value: i64) -> Option<&Name> {
         self.0.get(&value)
     }
 
@@ -66,7 +66,7 @@ impl SymbolTable {
     }
 
     pub fn insert(&mut self, value: i64, name: &str) {
-        self.0.insert(value, Arc::from(name));
+        self.0.insert(value, Name::from(name));
     }
 }
 

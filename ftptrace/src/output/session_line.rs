@@ -22,7 +22,7 @@ impl SessionRecord {
         } = diagnose(session);
         let open = !session.is_done();
         Self {
-            id: session.id.clone(),
+            id: session.id.to_string(),
             start: ts(session.start_ns),
             end: ts(session.last_ns),
             state: if open { "open" } else { "closed" },

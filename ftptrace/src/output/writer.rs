@@ -460,7 +460,7 @@ mod tests {
             cpu: 0,
             current: Task {
                 pid: 0,
-                comm: String::new(),
+                comm: "".into(),
             },
             netns: Some(4_026_531_833),
             sock: Some(1),

@@ -2,7 +2,10 @@
 //! end on this host saw.
 
 use super::model::{Conn, View};
-use crate::{event::is_bare_syn, ftp::Side};
+use crate::{
+    event::{Name, is_bare_syn},
+    ftp::Side,
+};
 
 /// `ETIMEDOUT`, `ECONNREFUSED`.
 const ETIMEDOUT: i32 = 110;
@@ -206,7 +209,7 @@ fn refusal(conn: &Conn) -> Option<Ending> {
 /// reset. Kernels before 6.10 report no socket-less reset, so on them this
 /// drop (reason `NO_SOCKET`, or no reason at all in `tcp_v4_rcv`/`tcp_v6_rcv`
 /// before drop reasons existed) is the only trace of that reset.
-fn tcp_found_no_socket(drop: &(u64, Option<String>, u8, Option<String>)) -> bool {
+fn tcp_found_no_socket(drop: &(u64, Option<Name>, u8, Option<Name>)) -> bool {
     let (_, reason, flags, location) = drop;
     let syn = is_bare_syn(*flags);
     let in_tcp = location

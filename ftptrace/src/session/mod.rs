@@ -2,7 +2,8 @@
 //! that files events into it ([`tracker`]), the control stream of each
 //! connection in TCP order ([`control_stream`]), who owns a socket
 //! ([`attribution`]), how each connection closed ([`close`]) and why a
-//! session ended ([`cause`]). Plain Rust, tested from hand-built event
+//! session ended ([`cause`]); open connections by 4-tuple
+//! ([`tuple_index`]). Plain Rust, tested from hand-built event
 //! streams ([`script`]); it never imports `kernel` or `output`.
 
 pub mod attribution;
@@ -13,6 +14,7 @@ pub mod model;
 #[cfg(test)]
 pub mod script;
 pub mod tracker;
+pub mod tuple_index;
 
 pub use model::{ConnId, Placement, Session};
 pub use tracker::Sessions;

@@ -8,7 +8,11 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use crate::{event::EventKind, ftp::Side, ports::Mark};
+use crate::{
+    event::{EventKind, Name},
+    ftp::Side,
+    ports::Mark,
+};
 
 /// Timeline entries kept from a session's start, and again from its end:
 /// a long session keeps how it began and how it ended.
@@ -19,7 +23,8 @@ pub const TIMELINE_TAIL: usize = 100;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ConnId {
     Control,
-    Data(usize),
+    /// A `u32`: a connection id is in every timeline entry and index entry.
+    Data(u32),
 }
 
 impl ConnId {
@@ -62,10 +67,10 @@ pub struct View {
     pub fin_sent_ns: Option<u64>,
     /// The peer's FIN arrived first (ESTABLISHED → CLOSE_WAIT).
     pub fin_received_ns: Option<u64>,
-    pub resets_sent: Vec<(u64, Option<String>)>,
+    pub resets_sent: Vec<(u64, Option<Name>)>,
     /// Resets this end's socket sent for a segment after it was gone.
     pub resets_sent_without_socket: u32,
-    pub resets_received: Vec<(u64, String)>,
+    pub resets_received: Vec<(u64, Name)>,
     /// The TTL of the first reset that arrived, and of the connection's last
     /// other arriving packet (when known): the hint to who sent it when the
     /// peer's end is not on this host.
@@ -78,7 +83,7 @@ pub struct View {
     pub keepalive_probes: u32,
     pub zero_window_probes: u32,
     /// Dropped packets: (when, reason, flags, where).
-    pub drops: Vec<(u64, Option<String>, u8, Option<String>)>,
+    pub drops: Vec<(u64, Option<Name>, u8, Option<Name>)>,
     pub closed_ns: Option<u64>,
     pub destroyed: bool,
 }
@@ -100,8 +105,9 @@ pub struct Conn {
     pub linked_by: LinkedBy,
     pub first_ns: u64,
     pub last_ns: u64,
-    /// `[client's end, server's end]`.
-    pub views: [Option<View>; 2],
+    /// `[client's end, server's end]`. Boxed: most connections are seen
+    /// from one end, and an idle session's size is what 100k of them cost.
+    pub views: [Option<Box<View>>; 2],
     /// The kernel mark tracing this connection, held while it lives.
     pub holds_mark: Option<Mark>,
 }
@@ -127,20 +133,22 @@ impl Conn {
     }
 
     pub fn view(&self, end: Side) -> Option<&View> {
-        self.views[end.index()].as_ref()
+        self.views[end.index()].as_deref()
     }
 
     pub(super) fn view_mut(&mut self, end: Side, ns: u64) -> &mut View {
-        self.views[end.index()].get_or_insert_with(|| View {
-            first_ns: ns,
-            last_ns: ns,
-            ..View::default()
+        self.views[end.index()].get_or_insert_with(|| {
+            Box::new(View {
+                first_ns: ns,
+                last_ns: ns,
+                ..View::default()
+            })
         })
     }
 
     /// Every end seen is done (and at least one was seen).
     pub fn is_done(&self) -> bool {
-        self.views.iter().flatten().all(View::is_done) && self.views.iter().any(Option::is_some)
+        self.views.iter().flatten().all(|v| v.is_done()) && self.views.iter().any(Option::is_some)
     }
 
     pub fn seen(&self) -> impl Iterator<Item = (Side, &View)> {
@@ -193,6 +201,11 @@ impl Timeline {
     /// other's (held back until its socket's 4-tuple was known).
     pub(super) fn push(&mut self, entry: Entry) {
         if self.head.len() < TIMELINE_HEAD {
+            // One entry's room at a time while few: an idle session has
+            // three, and 100k of them should not each keep room for four.
+            if self.head.len() == self.head.capacity() && self.head.len() < 8 {
+                self.head.reserve_exact(1);
+            }
             let at = self.head.partition_point(|e| e.ns <= entry.ns);
             self.head.insert(at, entry);
             return;
@@ -212,7 +225,8 @@ impl Timeline {
 
 #[derive(Clone, Debug)]
 pub struct Session {
-    pub id: String,
+    /// Shared: every event placed in the session names it.
+    pub id: Name,
     pub start_ns: u64,
     pub last_ns: u64,
     pub seeded: bool,
@@ -250,14 +264,22 @@ impl Session {
     pub fn conn(&self, id: ConnId) -> &Conn {
         match id {
             ConnId::Control => &self.control,
-            ConnId::Data(n) => &self.data[n - 1],
+            ConnId::Data(n) => &self.data[n as usize - 1],
+        }
+    }
+
+    /// [`Self::conn`], or `None` for an id the session has not given.
+    pub fn get_conn(&self, id: ConnId) -> Option<&Conn> {
+        match id {
+            ConnId::Control => Some(&self.control),
+            ConnId::Data(n) => self.data.get((n as usize).checked_sub(1)?),
         }
     }
 
     pub(super) fn conn_mut(&mut self, id: ConnId) -> &mut Conn {
         match id {
             ConnId::Control => &mut self.control,
-            ConnId::Data(n) => &mut self.data[n - 1],
+            ConnId::Data(n) => &mut self.data[n as usize - 1],
         }
     }
 
@@ -288,7 +310,7 @@ impl Session {
 /// this host's socket is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
-    pub session: String,
+    pub session: Name,
     pub conn: ConnId,
     pub end: Side,
 }

@@ -22,15 +22,18 @@ use std::{
 // be made to collide, at a fraction of SipHash's cost per lookup.
 use foldhash::HashMap;
 
-use super::model::{Conn, ConnId, Entry, Expectation, LinkedBy, Placement, Session, Timeline};
+use super::{
+    model::{Conn, ConnId, Entry, Expectation, LinkedBy, Placement, Session, Timeline},
+    tuple_index::{Place, Tuple, TupleIndex},
+};
 use crate::{
-    event::{EventKind, KernelEvent, OpenConnection, Task, is_bare_syn},
+    event::{EventKind, KernelEvent, Name, OpenConnection, Task, is_bare_syn},
     ftp::{ControlEvent, Side, Verb},
     ports::{Mark, MarkUpdate, PortSet},
 };
 
 /// Sessions followed at once by default; past it the one quiet longest is
-/// evicted (counted, never silently). About 2 KiB each when idle.
+/// evicted (counted, never silently). About 1.5 KiB each when idle.
 pub const MAX_OPEN_SESSIONS: usize = 100_000;
 /// Commands and replies listed per session.
 pub const MAX_LISTED: usize = 200;
@@ -64,14 +67,37 @@ type Key = u64;
 /// (netns, socket address).
 type SocketKey = (Option<u32>, u64);
 
-/// What the tracker indexes of one session, to unindex it when it ends.
+/// The tuple of the connection at `place`, while its session is open.
+fn tuple_in(open: &HashMap<Key, Box<Open>>, (key, conn): Place) -> Option<Tuple> {
+    let conn = open.get(&key)?.session.get_conn(conn)?;
+    Some((conn.client, conn.server))
+}
+
+/// Pushes onto a list that usually stays one long: room for one at first,
+/// not four (an idle session's indexes are most of what it costs).
+fn push_small<T>(list: &mut Vec<T>, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}
+
+/// An open session with what the tracker indexed of it: one allocation
+/// and one table entry a session.
+#[derive(Debug)]
+struct Open {
+    session: Session,
+    indexed: Indexed,
+}
+
+/// What the tracker indexes of one session, to unindex it when it ends,
+/// beyond what the session says itself (its connections' tuples and its
+/// client's address, indexed as each was made).
 #[derive(Debug, Default)]
 struct Indexed {
-    tuples: Vec<(SocketAddr, SocketAddr)>,
     sockets: Vec<SocketKey>,
     /// Expectation index keys, with the expectation's id.
     endpoints: Vec<((IpAddr, u16), u64)>,
-    client_ip: Option<IpAddr>,
     /// In the closing set under this last_ns.
     closing_at: Option<u64>,
 }
@@ -105,11 +131,10 @@ pub struct Sessions {
     next_key: Key,
     capacity: usize,
     /// Boxed: the table then holds pointers, and growing it under a
-    /// connection storm moves and doubles 16 bytes a session, not 850.
-    open: HashMap<Key, Box<Session>>,
-    indexed: HashMap<Key, Indexed>,
+    /// connection storm moves and doubles 16 bytes a session, not 500.
+    open: HashMap<Key, Box<Open>>,
     /// (client, server) 4-tuple → session and connection.
-    by_tuple: HashMap<(SocketAddr, SocketAddr), (Key, ConnId)>,
+    by_tuple: TupleIndex,
     /// (netns, socket) → its session and connection, while the socket lives
     /// (the kernel reuses a freed socket's address).
     by_socket: HashMap<SocketKey, (Key, ConnId)>,
@@ -156,8 +181,7 @@ impl Sessions {
             next_key: 0,
             capacity: capacity.max(1),
             open: HashMap::default(),
-            indexed: HashMap::default(),
-            by_tuple: HashMap::default(),
+            by_tuple: TupleIndex::default(),
             by_socket: HashMap::default(),
             by_endpoint: HashMap::default(),
             by_client_ip: HashMap::default(),
@@ -195,15 +219,18 @@ impl Sessions {
         } else {
             return false;
         };
-        let key = match self.by_tuple.get(&(client, server)) {
-            Some((key, _)) => *key,
+        let key = match self
+            .by_tuple
+            .get(&(client, server), |p| tuple_in(&self.open, p))
+        {
+            Some((key, _)) => key,
             None => {
                 let event = KernelEvent {
                     boot_ns: now_ns,
                     cpu: 0,
                     current: Task {
                         pid: 0,
-                        comm: String::new(),
+                        comm: Name::from(""),
                     },
                     netns: Some(open.netns),
                     sock: None,
@@ -214,7 +241,11 @@ impl Sessions {
                 self.start_session(&event, client, server, end, out).0
             }
         };
-        let session = self.open.get_mut(&key).expect("just found or made");
+        let session = self
+            .open
+            .get_mut(&key)
+            .map(|o| &mut o.session)
+            .expect("just found or made");
         session.seeded = true;
         let view = session.control.view_mut(end, now_ns);
         view.had_socket = true;
@@ -293,7 +324,7 @@ impl Sessions {
             if quiet < LINGER_NS {
                 break;
             }
-            let Some(session) = self.open.get(&key) else {
+            let Some(session) = self.open.get(&key).map(|o| &o.session) else {
                 continue;
             };
             if session.is_done() || quiet >= DATA_GRACE_NS {
@@ -325,12 +356,14 @@ impl Sessions {
     }
 
     fn close(&mut self, key: Key) -> Option<Session> {
-        let mut session = self.open.remove(&key)?;
-        let indexed = self.indexed.remove(&key).unwrap_or_default();
-        for tuple in &indexed.tuples {
-            if self.by_tuple.get(tuple).is_some_and(|(k, _)| *k == key) {
-                self.by_tuple.remove(tuple);
-            }
+        let Open {
+            mut session,
+            indexed,
+        } = *self.open.remove(&key)?;
+        // Each connection's tuple was indexed as it was made.
+        for conn in session.conns() {
+            let tuple = (conn.client, conn.server);
+            self.by_tuple.remove(&tuple, (key, conn.id));
         }
         for socket in &indexed.sockets {
             if self.by_socket.get(socket).is_some_and(|(k, _)| *k == key) {
@@ -340,9 +373,8 @@ impl Sessions {
         for (endpoint, id) in &indexed.endpoints {
             self.unindex_endpoint(*endpoint, key, *id);
         }
-        if let Some(ip) = indexed.client_ip
-            && let Some(keys) = self.by_client_ip.get_mut(&ip)
-        {
+        let ip = session.control.client.ip();
+        if let Some(keys) = self.by_client_ip.get_mut(&ip) {
             keys.remove(&key);
             if keys.is_empty() {
                 self.by_client_ip.remove(&ip);
@@ -358,7 +390,7 @@ impl Sessions {
             }
         }
         session.events_lost = self.loss_total - session.loss_at_open;
-        Some(*session)
+        Some(session)
     }
 
     fn hold_back(&mut self, key: SocketKey, event: &KernelEvent, out: &mut Vec<Session>) {
@@ -403,12 +435,12 @@ impl Sessions {
                 self.by_socket.remove(&socket);
             } else if full_tuple(event) && !self.by_socket.contains_key(&socket) {
                 self.by_socket.insert(socket, (key, conn_id));
-                self.indexed.entry(key).or_default().sockets.push(socket);
+                push_small(&mut self.indexed(key).sockets, socket);
             }
         }
         self.record(key, conn_id, end, event);
         Some(Placement {
-            session: self.open[&key].id.clone(),
+            session: self.open[&key].session.id.clone(),
             conn: conn_id,
             end,
         })
@@ -419,11 +451,14 @@ impl Sessions {
         if let Some(sk) = event.sock
             && let Some((key, conn)) = self.by_socket.get(&(event.netns, sk))
         {
-            let c = self.open.get(key)?.conn(*conn);
+            let c = self.open.get(key).map(|o| &o.session)?.conn(*conn);
             return Some((*key, *conn, end_of(event, c.client, c.server)));
         }
         for (client, server) in [(event.local, event.remote), (event.remote, event.local)] {
-            let Some((key, conn)) = self.by_tuple.get(&(client, server)) else {
+            let Some((key, conn)) = self
+                .by_tuple
+                .get(&(client, server), |p| tuple_in(&self.open, p))
+            else {
                 continue;
             };
             // A connection opening on the 4-tuple of one whose end here is
@@ -431,11 +466,16 @@ impl Sessions {
             // the old session lingers). (A TIME_WAIT socket answering a late
             // segment is the old connection's.)
             let end = end_of(event, client, server);
-            let old = self.open.get(key)?.conn(*conn).view(end);
+            let old = self
+                .open
+                .get(&key)
+                .map(|o| &o.session)?
+                .conn(conn)
+                .view(end);
             if opens(event) && old.is_some_and(|v| v.had_socket && v.is_done()) {
                 return None;
             }
-            return Some((*key, *conn, end));
+            return Some((key, conn, end));
         }
         None
     }
@@ -459,7 +499,7 @@ impl Sessions {
             .into_iter()
             .partition(|o| recent(o) && tuple.contains(&(o.local, o.remote)));
         self.orphans = rest.into_iter().filter(|o| recent(o)).collect();
-        let conn = self.open[&key].conn(conn_id);
+        let conn = self.open[&key].session.conn(conn_id);
         let (client, server) = (conn.client, conn.server);
         for orphan in mine {
             self.record(key, conn_id, end_of(&orphan, client, server), &orphan);
@@ -514,7 +554,7 @@ impl Sessions {
         let key = self.next_key;
         let ns = event.boot_ns;
         let session = Session {
-            id: format!("{}-{key}", self.id_prefix),
+            id: Name::from(format!("{}-{key}", self.id_prefix)),
             start_ns: ns,
             last_ns: ns,
             seeded: false,
@@ -537,23 +577,22 @@ impl Sessions {
             expectations_dropped: 0,
             loss_at_open: self.loss_total,
         };
-        self.open.insert(key, Box::new(session));
+        let indexed = Indexed::default();
+        self.open.insert(key, Box::new(Open { session, indexed }));
         self.quiet.insert((ns, key));
         self.by_tuple
-            .insert((client, server), (key, ConnId::Control));
+            .insert(&(client, server), (key, ConnId::Control), |p| {
+                tuple_in(&self.open, p)
+            });
         self.by_client_ip
             .entry(client.ip())
             .or_default()
             .insert(key);
-        self.indexed.insert(
-            key,
-            Indexed {
-                tuples: vec![(client, server)],
-                client_ip: Some(client.ip()),
-                ..Indexed::default()
-            },
-        );
         (key, ConnId::Control, end)
+    }
+
+    fn indexed(&mut self, key: Key) -> &mut Indexed {
+        &mut self.open.get_mut(&key).expect("an open session").indexed
     }
 
     fn evict_oldest(&mut self, out: &mut Vec<Session>) {
@@ -581,7 +620,7 @@ impl Sessions {
                 (Side::Client, (a.ip(), a.port())),
             ] {
                 for &(key, id) in self.by_endpoint.get(&lookup).into_iter().flatten() {
-                    let Some(session) = self.open.get(&key) else {
+                    let Some(session) = self.open.get(&key).map(|o| &o.session) else {
                         continue;
                     };
                     let Some(exp) = session.expectations.iter().find(|x| x.id == id) else {
@@ -614,7 +653,11 @@ impl Sessions {
         if let Some((_, key, id, client, server)) = best {
             let conn_id =
                 self.add_data_conn(key, client, server, ns, LinkedBy::Announcement, event);
-            let session = self.open.get_mut(&key).expect("found above");
+            let session = self
+                .open
+                .get_mut(&key)
+                .map(|o| &mut o.session)
+                .expect("found above");
             let exp = session
                 .expectations
                 .iter_mut()
@@ -632,6 +675,7 @@ impl Sessions {
                 self.open
                     .get_mut(&key)
                     .expect("found above")
+                    .session
                     .conn_mut(conn_id)
                     .holds_mark = Some(mark);
             }
@@ -652,7 +696,7 @@ impl Sessions {
                 continue;
             }
             for key in self.by_client_ip.get(&client.ip()).into_iter().flatten() {
-                let Some(session) = self.open.get(key) else {
+                let Some(session) = self.open.get(key).map(|o| &o.session) else {
                     continue;
                 };
                 if (session.control_readable && !session.encrypted())
@@ -686,7 +730,11 @@ impl Sessions {
         by: LinkedBy,
         event: &KernelEvent,
     ) -> Option<ConnId> {
-        let session = self.open.get_mut(&key).expect("caller found it");
+        let session = self
+            .open
+            .get_mut(&key)
+            .map(|o| &mut o.session)
+            .expect("caller found it");
         if session.data.len() >= MAX_DATA_CONNS {
             // Counted once per connection, on the event that opens it.
             if opens(event) {
@@ -694,14 +742,11 @@ impl Sessions {
             }
             return None;
         }
-        let id = ConnId::Data(session.data.len() + 1);
+        // At most MAX_DATA_CONNS: fits.
+        let id = ConnId::Data(session.data.len() as u32 + 1);
         session.data.push(Conn::new(id, client, server, ns, by));
-        self.by_tuple.insert((client, server), (key, id));
-        self.indexed
-            .entry(key)
-            .or_default()
-            .tuples
-            .push((client, server));
+        self.by_tuple
+            .insert(&(client, server), (key, id), |p| tuple_in(&self.open, p));
         Some(id)
     }
 
@@ -709,7 +754,11 @@ impl Sessions {
         let Some((key, ConnId::Control, end)) = self.find(event) else {
             return;
         };
-        let session = self.open.get_mut(&key).expect("found");
+        let session = self
+            .open
+            .get_mut(&key)
+            .map(|o| &mut o.session)
+            .expect("found");
         if !session.encrypted() {
             return;
         }
@@ -723,7 +772,11 @@ impl Sessions {
     fn record(&mut self, key: Key, conn_id: ConnId, end: Side, event: &KernelEvent) {
         let ns = event.boot_ns;
         let mut announced = None;
-        let session = self.open.get_mut(&key).expect("placed");
+        let session = self
+            .open
+            .get_mut(&key)
+            .map(|o| &mut o.session)
+            .expect("placed");
         let was_last = session.last_ns;
         let control_was_done = session.control.is_done();
         session.last_ns = session.last_ns.max(ns);
@@ -847,13 +900,14 @@ impl Sessions {
             self.expect(key, announced, ns);
         }
         if matches!(event.kind, EventKind::Destroy) {
-            let conn = self.open[&key].conn(conn_id);
+            let conn = self.open[&key].session.conn(conn_id);
             if conn.is_done()
                 && let Some(mark) = conn.holds_mark
             {
                 self.open
                     .get_mut(&key)
                     .expect("placed")
+                    .session
                     .conn_mut(conn_id)
                     .holds_mark = None;
                 self.release_mark(mark, ns);
@@ -865,14 +919,14 @@ impl Sessions {
     /// Keeps the quiet and closing indexes in step with the session's
     /// last activity and its control connection's end.
     fn touch(&mut self, key: Key, was_last: u64, control_was_done: bool) {
-        let session = &self.open[&key];
+        let session = &self.open[&key].session;
         let (last, control_done) = (session.last_ns, session.control.is_done());
         if last != was_last {
             self.quiet.remove(&(was_last, key));
             self.quiet.insert((last, key));
         }
         if control_done && (!control_was_done || last != was_last) {
-            let indexed = self.indexed.entry(key).or_default();
+            let indexed = self.indexed(key);
             if let Some(at) = indexed.closing_at.replace(last) {
                 self.closing.remove(&(at, key));
             }
@@ -884,7 +938,11 @@ impl Sessions {
     /// same endpoint; the oldest unused one goes past the cap), indexed,
     /// and traced by the kernel.
     fn expect(&mut self, key: Key, announced: Expectation, ns: u64) {
-        let session = self.open.get_mut(&key).expect("recording");
+        let session = self
+            .open
+            .get_mut(&key)
+            .map(|o| &mut o.session)
+            .expect("recording");
         let client_ip = session.control.client.ip();
         let same = |x: &Expectation| {
             x.used_by.is_none()
@@ -922,7 +980,7 @@ impl Sessions {
         session.expectations.push(announced);
         for old in gone {
             self.unindex_endpoint((client_ip, old.port), key, old.id);
-            let indexed = self.indexed.entry(key).or_default();
+            let indexed = self.indexed(key);
             indexed.endpoints.retain(|(_, id)| *id != old.id);
         }
         if !indexable {
@@ -932,7 +990,7 @@ impl Sessions {
             .entry((client_ip, port))
             .or_default()
             .push((key, id));
-        let indexed = self.indexed.entry(key).or_default();
+        let indexed = self.indexed(key);
         indexed.endpoints.push(((client_ip, port), id));
         let mark = match role {
             Side::Server => Mark::Passive(port),
@@ -1351,7 +1409,14 @@ mod tests {
         }
         assert_eq!(sessions.dropped.expectations, extra as u64);
         assert_eq!(
-            sessions.open.values().next().unwrap().expectations.len(),
+            sessions
+                .open
+                .values()
+                .next()
+                .unwrap()
+                .session
+                .expectations
+                .len(),
             MAX_EXPECTATIONS
         );
         // Each announcement's mark lives its lifetime (within the global
