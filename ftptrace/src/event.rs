@@ -265,101 +265,103 @@ impl Drop for Payload {
 }
 
 /// What an event says, in words: the text format's line and a timeline
-/// entry. What a peer chose (FTP words) is made [`printable`].
+/// entry. What a peer chose (FTP words) is made [`printable`]. Written
+/// straight into the formatter: a session line writes up to 200 of these,
+/// and a `String` each (with more inside) was a tenth of its cost.
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = match self {
-            Self::State { old, new } => format!("state {old} -> {new}"),
+        match self {
+            Self::State { old, new } => write!(f, "state {old} -> {new}"),
             Self::Retransmit {
                 state,
                 syn,
                 error,
                 segs,
-            } => format!(
-                "retransmit{}{} in {state}{}",
-                if *syn { " SYN" } else { "" },
-                segs.filter(|&n| n > 1)
-                    .map(|n| format!(" ({n} segments)"))
-                    .unwrap_or_default(),
-                error
-                    .map(|e| format!(" failed: {}", errno_name(e)))
-                    .unwrap_or_default()
-            ),
-            Self::ResetSent { reason, state } => format!(
-                "reset sent ({}){}",
-                reason.as_deref().unwrap_or("no reason given"),
-                state
-                    .as_ref()
-                    .map(|s| format!(" in {s}"))
-                    .unwrap_or_else(|| " (no socket)".into())
-            ),
-            Self::ResetReceived { state } => format!("reset received in {state}"),
-            Self::SocketError { errno } => {
-                format!("socket error {}", errno_name(*errno))
+            } => {
+                f.write_str(if *syn { "retransmit SYN" } else { "retransmit" })?;
+                if let Some(n) = segs.filter(|&n| n > 1) {
+                    write!(f, " ({n} segments)")?;
+                }
+                write!(f, " in {state}")?;
+                match error {
+                    Some(e) => write!(f, " failed: {}", errno_name(*e)),
+                    None => Ok(()),
+                }
             }
-            Self::Destroy => "socket destroyed".into(),
+            Self::ResetSent { reason, state } => {
+                let reason = reason.as_deref().unwrap_or("no reason given");
+                match state {
+                    Some(state) => write!(f, "reset sent ({reason}) in {state}"),
+                    None => write!(f, "reset sent ({reason}) (no socket)"),
+                }
+            }
+            Self::ResetReceived { state } => write!(f, "reset received in {state}"),
+            Self::SocketError { errno } => write!(f, "socket error {}", errno_name(*errno)),
+            Self::Destroy => f.write_str("socket destroyed"),
             Self::KeepaliveProbe { probes_out } => {
-                format!("keepalive probe, {probes_out} unanswered")
+                write!(f, "keepalive probe, {probes_out} unanswered")
             }
             Self::ZeroWindowProbe { probes_out } => {
-                format!("zero-window probe, {probes_out} unanswered")
+                write!(f, "zero-window probe, {probes_out} unanswered")
             }
             Self::Drop {
                 reason,
                 outgoing,
                 tcp_flags,
                 location,
-            } => format!(
-                "{} {} dropped ({}{})",
-                if *outgoing { "outgoing" } else { "incoming" },
-                tcp_flag_names(*tcp_flags),
-                reason.as_deref().unwrap_or("no reason given"),
-                location
-                    .as_deref()
-                    .map(|l| format!(" in {l}"))
-                    .unwrap_or_default()
-            ),
-            Self::Ftp { from, event } => ftp_text(*from, event),
+            } => {
+                write!(
+                    f,
+                    "{} {} dropped ({}",
+                    if *outgoing { "outgoing" } else { "incoming" },
+                    tcp_flag_names(*tcp_flags),
+                    reason.as_deref().unwrap_or("no reason given"),
+                )?;
+                if let Some(l) = location {
+                    write!(f, " in {l}")?;
+                }
+                f.write_str(")")
+            }
+            Self::Ftp { from, event } => ftp_text(f, *from, event),
             Self::ControlSegment(segment) => {
-                format!("control segment, {} bytes", segment.payload_len)
+                write!(f, "control segment, {} bytes", segment.payload_len)
             }
             Self::ResetTtl { ttl, usual_ttl } => match usual_ttl {
-                Some(usual) => {
-                    format!(
-                        "reset arrived with TTL {ttl} (the connection's other packets: {usual})"
-                    )
-                }
-                None => format!("reset arrived with TTL {ttl}"),
+                Some(usual) => write!(
+                    f,
+                    "reset arrived with TTL {ttl} (the connection's other packets: {usual})"
+                ),
+                None => write!(f, "reset arrived with TTL {ttl}"),
             },
-        };
-        f.write_str(&text)
+        }
     }
 }
 
 /// `ftp client: RETR file`, `ftp server: 226 Transfer complete`. The peer
 /// chose these bytes: control characters are escaped so they cannot drive
 /// the terminal.
-fn ftp_text(from: Side, event: &ControlEvent) -> String {
-    let said = match event {
+fn ftp_text(f: &mut fmt::Formatter<'_>, from: Side, event: &ControlEvent) -> fmt::Result {
+    write!(f, "ftp {}: ", from.as_str())?;
+    match event {
         ControlEvent::Command { verb, arg } => match arg {
-            Some(arg) => format!("{} {}", verb.as_str(), printable(arg)),
-            None => verb.as_str().to_owned(),
+            Some(arg) => write!(f, "{} {}", verb.as_str(), printable(arg)),
+            None => f.write_str(verb.as_str()),
         },
-        ControlEvent::Reply { code, text } => format!("{code} {}", printable(text)),
+        ControlEvent::Reply { code, text } => write!(f, "{code} {}", printable(text)),
         ControlEvent::DataEndpoint {
             addr: Some(addr),
             port,
             ..
-        } => format!(
+        } => write!(
+            f,
             "data endpoint {}",
             std::net::SocketAddr::new(addr.to_canonical(), *port)
         ),
         ControlEvent::DataEndpoint {
             addr: None, port, ..
-        } => format!("data endpoint port {port}"),
-        ControlEvent::Encrypted => "now encrypted (TLS)".to_owned(),
-    };
-    format!("ftp {}: {said}", from.as_str())
+        } => write!(f, "data endpoint port {port}"),
+        ControlEvent::Encrypted => f.write_str("now encrypted (TLS)"),
+    }
 }
 
 /// TCP flag names of a flags byte, e.g. `SYN|ACK`; empty for none.
@@ -425,5 +427,131 @@ mod tests {
         assert_eq!(errno_name(-111), "ECONNREFUSED");
         assert_eq!(errno_name(104), "ECONNRESET");
         assert_eq!(errno_name(4242), "4242");
+    }
+
+    /// The words of every kind, as the text format and the timelines
+    /// have printed them since the start (docs/json-lines.md's `what`).
+    #[test]
+    fn every_kind_reads_in_the_same_words() {
+        let words = [
+            (
+                EventKind::State {
+                    old: "CLOSE".into(),
+                    new: "SYN_SENT".into(),
+                },
+                "state CLOSE -> SYN_SENT",
+            ),
+            (
+                EventKind::Retransmit {
+                    state: "SYN_SENT".into(),
+                    syn: true,
+                    error: Some(110),
+                    segs: Some(3),
+                },
+                "retransmit SYN (3 segments) in SYN_SENT failed: ETIMEDOUT",
+            ),
+            (
+                EventKind::Retransmit {
+                    state: "ESTABLISHED".into(),
+                    syn: false,
+                    error: None,
+                    segs: Some(1),
+                },
+                "retransmit in ESTABLISHED",
+            ),
+            (
+                EventKind::ResetSent {
+                    reason: None,
+                    state: None,
+                },
+                "reset sent (no reason given) (no socket)",
+            ),
+            (
+                EventKind::ResetSent {
+                    reason: Some("NOT_SPECIFIED".into()),
+                    state: Some("ESTABLISHED".into()),
+                },
+                "reset sent (NOT_SPECIFIED) in ESTABLISHED",
+            ),
+            (
+                EventKind::ResetReceived {
+                    state: "SYN_SENT".into(),
+                },
+                "reset received in SYN_SENT",
+            ),
+            (
+                EventKind::SocketError { errno: 111 },
+                "socket error ECONNREFUSED",
+            ),
+            (EventKind::Destroy, "socket destroyed"),
+            (
+                EventKind::KeepaliveProbe { probes_out: 2 },
+                "keepalive probe, 2 unanswered",
+            ),
+            (
+                EventKind::ZeroWindowProbe { probes_out: 0 },
+                "zero-window probe, 0 unanswered",
+            ),
+            (
+                EventKind::Drop {
+                    reason: Some("NETFILTER_DROP".into()),
+                    outgoing: false,
+                    tcp_flags: 0x02,
+                    location: Some("nf_hook_slow".into()),
+                },
+                "incoming SYN dropped (NETFILTER_DROP in nf_hook_slow)",
+            ),
+            (
+                EventKind::Drop {
+                    reason: None,
+                    outgoing: true,
+                    tcp_flags: 0x14,
+                    location: None,
+                },
+                "outgoing RST|ACK dropped (no reason given)",
+            ),
+            (
+                EventKind::ResetTtl {
+                    ttl: 60,
+                    usual_ttl: Some(64),
+                },
+                "reset arrived with TTL 60 (the connection's other packets: 64)",
+            ),
+            (
+                EventKind::Ftp {
+                    from: Side::Client,
+                    event: ControlEvent::Command {
+                        verb: crate::ftp::Verb::Other("RETR".into()),
+                        arg: Some("a\u{1b}b".into()),
+                    },
+                },
+                "ftp client: RETR a\\u{1b}b",
+            ),
+            (
+                EventKind::Ftp {
+                    from: Side::Server,
+                    event: ControlEvent::DataEndpoint {
+                        announced_by: Side::Server,
+                        addr: Some("::ffff:192.0.2.1".parse().unwrap()),
+                        port: 40001,
+                    },
+                },
+                "ftp server: data endpoint 192.0.2.1:40001",
+            ),
+            (
+                EventKind::Ftp {
+                    from: Side::Server,
+                    event: ControlEvent::DataEndpoint {
+                        announced_by: Side::Server,
+                        addr: None,
+                        port: 40002,
+                    },
+                },
+                "ftp server: data endpoint port 40002",
+            ),
+        ];
+        for (kind, expected) in words {
+            assert_eq!(kind.to_string(), expected);
+        }
     }
 }

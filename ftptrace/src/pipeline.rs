@@ -145,7 +145,7 @@ impl Pipeline {
                 let said = event.with_kind(kind);
                 let place = self.sessions.observe(&said, &mut self.evicted);
                 let side = self.side(&said, place.as_ref());
-                output.event(&ts, &said, side, &who, place.as_ref())?;
+                output.event(ts.as_str(), &said, side, &who, place.as_ref())?;
                 self.events += 1;
                 self.wrote = true;
             }
@@ -166,7 +166,7 @@ impl Pipeline {
         }
         let place = self.sessions.observe(&event, &mut self.evicted);
         let side = self.side(&event, place.as_ref());
-        output.event(&ts, &event, side, &who, place.as_ref())?;
+        output.event(ts.as_str(), &event, side, &who, place.as_ref())?;
         self.events += 1;
         self.wrote = true;
         Ok(())
@@ -256,9 +256,9 @@ impl Pipeline {
         output: &mut Output,
     ) -> anyhow::Result<()> {
         self.wrote = true;
-        let clock = self.clock;
+        let clock = &self.clock;
         output.session(&SessionRecord::new(session, evicted, &|ns| {
-            clock.rfc3339(ns)
+            clock.rfc3339(ns).to_string()
         }))
     }
 }

@@ -1,14 +1,22 @@
 //! Kernel timestamps (`CLOCK_BOOTTIME`, which keeps counting through suspend)
 //! to wall-clock RFC 3339 UTC with nanoseconds.
 
+use std::cell::Cell;
+
 use nix::time::{ClockId, clock_gettime};
 
 /// Maps boot time to wall time with one offset measured at start.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct WallClock {
     /// Realtime minus boottime, in nanoseconds.
     offset_ns: i128,
+    /// The last second written and its date and time: events come in
+    /// bursts within a second, and only their fraction differs.
+    last_second: Cell<(i64, [u8; SECOND_LEN])>,
 }
+
+/// `2026-11-25T10:00:00.`
+const SECOND_LEN: usize = 20;
 
 impl WallClock {
     pub fn now() -> nix::Result<Self> {
@@ -20,14 +28,15 @@ impl WallClock {
         let before = nanos(clock_gettime(ClockId::CLOCK_BOOTTIME)?);
         let real = nanos(clock_gettime(ClockId::CLOCK_REALTIME)?);
         let after = nanos(clock_gettime(ClockId::CLOCK_BOOTTIME)?);
-        Ok(Self {
-            offset_ns: real - (before + after) / 2,
-        })
+        Ok(Self::with_offset(real - (before + after) / 2))
     }
 
     /// The clock of another run (a recording's).
     pub fn with_offset(offset_ns: i128) -> Self {
-        Self { offset_ns }
+        Self {
+            offset_ns,
+            last_second: Cell::new((i64::MIN, [0; SECOND_LEN])),
+        }
     }
 
     /// Realtime minus boottime, in nanoseconds.
@@ -36,8 +45,24 @@ impl WallClock {
     }
 
     /// `2026-11-25T10:00:00.123456789Z`
-    pub fn rfc3339(&self, boot_ns: u64) -> String {
-        rfc3339_from_unix_ns(self.offset_ns.saturating_add(i128::from(boot_ns)))
+    pub fn rfc3339(&self, boot_ns: u64) -> Stamp {
+        let unix_ns = self
+            .offset_ns
+            .saturating_add(i128::from(boot_ns))
+            .clamp(EARLIEST_NS, LATEST_NS);
+        let (secs, nanos) = split(unix_ns);
+        let (last, second) = self.last_second.get();
+        if secs != last {
+            let stamp = rfc3339_from_unix_ns(unix_ns);
+            let mut second = [0; SECOND_LEN];
+            second.copy_from_slice(&stamp.0[..SECOND_LEN]);
+            self.last_second.set((secs, second));
+            return stamp;
+        }
+        let mut out = *b"0000-00-00T00:00:00.000000000Z";
+        out[..SECOND_LEN].copy_from_slice(&second);
+        digits(&mut out[SECOND_LEN..29], nanos);
+        Stamp(out)
     }
 }
 
@@ -52,13 +77,40 @@ pub fn boot_ns() -> anyhow::Result<u64> {
 const EARLIEST_NS: i128 = -62_167_219_200 * 1_000_000_000;
 const LATEST_NS: i128 = 253_402_300_800 * 1_000_000_000 - 1;
 
+/// An RFC 3339 UTC time with nanoseconds, on the stack: every event line
+/// has one, and a `String` each was an allocation each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Stamp([u8; 30]);
+
+impl Stamp {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for Stamp {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Written digit by digit into a fixed buffer: every event line has one,
 /// and `format!` with its 128-bit arithmetic was a tenth of a line's cost.
-pub fn rfc3339_from_unix_ns(unix_ns: i128) -> String {
-    let unix_ns = unix_ns.clamp(EARLIEST_NS, LATEST_NS);
-    // Within the clamp, seconds fit an i64 and nanoseconds a u32.
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
-    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+pub fn rfc3339_from_unix_ns(unix_ns: i128) -> Stamp {
+    let (secs, nanos) = split(unix_ns.clamp(EARLIEST_NS, LATEST_NS));
     let days = secs.div_euclid(86_400);
     let in_day = secs.rem_euclid(86_400) as u32;
     let (year, month, day) = civil_from_days(days);
@@ -70,8 +122,16 @@ pub fn rfc3339_from_unix_ns(unix_ns: i128) -> String {
     digits(&mut out[14..16], in_day % 3600 / 60);
     digits(&mut out[17..19], in_day % 60);
     digits(&mut out[20..29], nanos);
-    // Only ASCII digits and separators were written.
-    String::from(std::str::from_utf8(&out).unwrap_or_default())
+    Stamp(out)
+}
+
+/// Seconds and nanoseconds of a time within the clamp, where seconds fit
+/// an i64 and nanoseconds a u32.
+fn split(unix_ns: i128) -> (i64, u32) {
+    (
+        unix_ns.div_euclid(1_000_000_000) as i64,
+        unix_ns.rem_euclid(1_000_000_000) as u32,
+    )
 }
 
 /// `value`'s last `into.len()` decimal digits, zero-padded.
@@ -141,5 +201,21 @@ mod tests {
     fn boot_time_is_shifted_by_the_offset() {
         let clock = WallClock::with_offset(1_000_000_000);
         assert_eq!(clock.rfc3339(500), "1970-01-01T00:00:01.000000500Z");
+    }
+
+    /// The remembered second serves only its own second.
+    #[test]
+    fn times_in_the_same_and_the_next_second_are_each_their_own() {
+        let clock = WallClock::with_offset(1_764_064_799_000_000_000);
+        for (boot_ns, expected) in [
+            (999_999_999, "2025-11-25T09:59:59.999999999Z"),
+            (5, "2025-11-25T09:59:59.000000005Z"),
+            (1_000_000_000, "2025-11-25T10:00:00.000000000Z"),
+            (1_500_000_000, "2025-11-25T10:00:00.500000000Z"),
+            (999_999_998, "2025-11-25T09:59:59.999999998Z"),
+            (u64::MAX, "2610-06-16T09:34:32.709551615Z"),
+        ] {
+            assert_eq!(clock.rfc3339(boot_ns), expected, "{boot_ns}");
+        }
     }
 }

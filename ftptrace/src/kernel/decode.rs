@@ -5,7 +5,6 @@
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
     mem::offset_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     ops::Range,
@@ -47,7 +46,9 @@ pub struct Decoder {
     symbols: KernelSymbols,
     /// Process names by their bytes: a host runs few, and each event names
     /// one. Cleared when full (strangers choose their names).
-    comms: HashMap<Vec<u8>, Name>,
+    comms: foldhash::HashMap<[u8; 16], Name>,
+    /// The last one named: a burst of events is mostly one process's.
+    last_comm: Option<([u8; 16], Name)>,
 }
 
 /// Process names [`Decoder`] remembers at most.
@@ -63,20 +64,31 @@ impl Decoder {
         Self {
             names,
             symbols,
-            comms: HashMap::new(),
+            comms: foldhash::HashMap::default(),
+            last_comm: None,
         }
     }
 
-    /// The process name `bytes` (up to its NUL) as text.
-    fn comm(&mut self, bytes: &[u8]) -> Name {
-        if let Some(name) = self.comms.get(bytes) {
+    /// The process name in `comm` (up to its NUL) as text.
+    fn comm(&mut self, comm: [u8; 16]) -> Name {
+        if let Some((bytes, name)) = &self.last_comm
+            && *bytes == comm
+        {
             return name.clone();
         }
-        if self.comms.len() >= COMMS_KEPT {
-            self.comms.clear();
-        }
-        let name = Name::from(String::from_utf8_lossy(bytes).into_owned());
-        self.comms.insert(bytes.to_vec(), name.clone());
+        let name = match self.comms.get(&comm) {
+            Some(name) => name.clone(),
+            None => {
+                if self.comms.len() >= COMMS_KEPT {
+                    self.comms.clear();
+                }
+                let len = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+                let name = Name::from(String::from_utf8_lossy(&comm[..len]).into_owned());
+                self.comms.insert(comm, name.clone());
+                name
+            }
+        };
+        self.last_comm = Some((comm, name.clone()));
         name
     }
 
@@ -135,17 +147,12 @@ impl Decoder {
             probe,
             family: ends.family,
         })?;
-        let comm_len = header
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(header.comm.len());
         Ok(KernelEvent {
             boot_ns: header.boot_ns,
             cpu: header.cpu,
             current: Task {
                 pid: (header.pid_tgid >> 32) as u32,
-                comm: self.comm(&header.comm[..comm_len]),
+                comm: self.comm(header.comm),
             },
             netns: (header.netns != 0).then_some(header.netns),
             sock: (sk != 0).then_some(sk),
@@ -157,7 +164,7 @@ impl Decoder {
 
     /// What a socket record of `probe` says.
     fn socket_event(&mut self, probe: ProbeId, r: &ftptrace_common::SockRecord) -> EventKind {
-        let state = self.names.state_name(i64::from(r.state));
+        let state = || self.names.state_name(i64::from(r.state));
         let has_arg = r.flags & record_flags::HAS_ARG != 0;
         match probe {
             ProbeId::InetSockSetState => EventKind::State {
@@ -165,8 +172,8 @@ impl Decoder {
                 new: self.names.state_name(r.arg2),
             },
             ProbeId::TcpRetransmitSkb => EventKind::Retransmit {
-                syn: matches!(state.as_str(), "SYN_SENT" | "SYN_RECV"),
-                state,
+                syn: matches!(state().as_str(), "SYN_SENT" | "SYN_RECV"),
+                state: state(),
                 error: (has_arg && r.arg1 != 0).then_some(r.arg1 as i32),
                 segs: u32::try_from(r.arg2).ok().filter(|&segs| segs != 0),
             },
@@ -184,9 +191,9 @@ impl Decoder {
                 } else {
                     None
                 },
-                state: (r.flags & record_flags::NO_SOCKET == 0).then_some(state),
+                state: (r.flags & record_flags::NO_SOCKET == 0).then(state),
             },
-            ProbeId::TcpReceiveReset => EventKind::ResetReceived { state },
+            ProbeId::TcpReceiveReset => EventKind::ResetReceived { state: state() },
             ProbeId::TcpDestroySock => EventKind::Destroy,
             ProbeId::InetSkErrorReport => EventKind::SocketError {
                 errno: r.arg1 as i32,

@@ -269,7 +269,7 @@ pub struct Tagged<'a, T> {
 }
 
 #[derive(Debug, Serialize)]
-pub struct SessionRecord {
+pub struct SessionRecord<'a> {
     pub id: String,
     pub start: String,
     pub end: String,
@@ -292,7 +292,7 @@ pub struct SessionRecord {
     pub data: Vec<ConnRecord>,
     /// Data connections beyond the 256 kept per session (not linked).
     pub data_unlinked: u64,
-    pub timeline: Vec<TimelineEntry>,
+    pub timeline: Vec<TimelineEntry<'a>>,
     /// Timeline entries left out between the first and the last ones kept.
     pub timeline_omitted: u64,
     pub cause: Option<&'static str>,
@@ -325,12 +325,16 @@ pub struct ConnRecord {
     pub seen_from: Vec<&'static str>,
 }
 
+/// Its connection and what happened are written from the session's own
+/// (a session line has up to 200 entries: no `String` each).
 #[derive(Debug, Serialize)]
-pub struct TimelineEntry {
+pub struct TimelineEntry<'a> {
     pub ts: String,
     pub offset_ms: u64,
-    pub conn: String,
+    #[serde(serialize_with = "shown")]
+    pub conn: ConnId,
     /// The end whose kernel reported it.
     pub side: &'static str,
-    pub what: String,
+    #[serde(serialize_with = "shown")]
+    pub what: &'a EventKind,
 }

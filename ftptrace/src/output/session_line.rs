@@ -12,9 +12,9 @@ use crate::{
     },
 };
 
-impl SessionRecord {
+impl<'a> SessionRecord<'a> {
     /// `ts` turns boot-time nanoseconds into RFC 3339.
-    pub fn new(session: &Session, evicted: bool, ts: &dyn Fn(u64) -> String) -> Self {
+    pub fn new(session: &'a Session, evicted: bool, ts: &dyn Fn(u64) -> String) -> Self {
         let Diagnosis {
             cause,
             cause_conn,
@@ -45,9 +45,9 @@ impl SessionRecord {
                 .map(|e| TimelineEntry {
                     ts: ts(e.ns),
                     offset_ms: session.offset_ms(e.ns),
-                    conn: e.conn.label(),
+                    conn: e.conn,
                     side: Side::as_str(e.seen_at),
-                    what: e.kind.to_string(),
+                    what: &e.kind,
                 })
                 .collect(),
             timeline_omitted: session.timeline.omitted,
@@ -122,7 +122,8 @@ mod tests {
         session::script::{Script, sessions_of},
     };
 
-    fn record() -> SessionRecord {
+    /// What `read` makes of the session's record.
+    fn record<R>(read: impl FnOnce(&SessionRecord) -> R) -> R {
         let mut s = Script::new();
         let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
         s.reply(&control, 220, "(vsFTPd 3.0.3)");
@@ -135,13 +136,15 @@ mod tests {
         s.reply(&control, 221, "Goodbye.");
         s.fin(&control, Server);
         let sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
-        SessionRecord::new(&sessions[0], false, &|ns| format!("t{ns}"))
+        read(&SessionRecord::new(&sessions[0], false, &|ns| {
+            format!("t{ns}")
+        }))
     }
 
     /// docs/json-lines.md: the `session` line's fields.
     #[test]
     fn the_session_line_keeps_the_contract() {
-        let value = serde_json::to_value(record()).unwrap();
+        let value = record(|r| serde_json::to_value(r).unwrap());
         let keys: Vec<&str> = value
             .as_object()
             .unwrap()
@@ -251,7 +254,7 @@ mod tests {
 
     #[test]
     fn the_text_record_escapes_what_the_peer_sent() {
-        let text = crate::output::text::session(&record());
+        let text = record(crate::output::text::session);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with(

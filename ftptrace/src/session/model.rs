@@ -37,8 +37,9 @@ impl ConnId {
 impl std::fmt::Display for ConnId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Control => f.write_str("control"),
-            Self::Data(n) => write!(f, "data:{n}"),
+            // `pad`: the text timeline aligns them.
+            Self::Control => f.pad("control"),
+            Self::Data(n) => f.pad(&format!("data:{n}")),
         }
     }
 }
