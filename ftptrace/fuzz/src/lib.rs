@@ -55,19 +55,19 @@ pub fn kernel_names() -> KernelNames {
         }
         table
     };
-    KernelNames {
-        reset_reasons: Some(table(&[
+    KernelNames::new(
+        KernelNames::linux_defaults().tcp_states,
+        Some(table(&[
             (0, "NOT_SPECIFIED"),
             (1, "NO_SOCKET"),
             (15, "TCP_KEEPALIVE_TIMEOUT"),
         ])),
-        drop_reasons: Some(table(&[
+        Some(table(&[
             (2, "NOT_SPECIFIED"),
             (3, "NO_SOCKET"),
             (12, "NETFILTER_DROP"),
         ])),
-        ..KernelNames::linux_defaults()
-    }
+    )
 }
 
 /// A decoder that names one kernel function (drop locations) and never
