@@ -148,6 +148,19 @@ pub mod maps {
     pub const ACTIVE_EXPECT: &str = "ACTIVE_EXPECT";
 }
 
+/// Names of the read-only globals the loader sets before loading: offsets
+/// the BTF tracepoint reads a socket at (bytes, `u32` each).
+pub mod globals {
+    /// `struct sock` → `__sk_common.skc_portpair` (`skc_dport`, `skc_num`).
+    pub const SOCK_PORTPAIR: &str = "SOCK_PORTPAIR_OFFSET";
+    /// `struct sock` → `__sk_common.skc_family`.
+    pub const SOCK_FAMILY: &str = "SOCK_FAMILY_OFFSET";
+    /// `struct sock` → `__sk_common.skc_state`.
+    pub const SOCK_STATE: &str = "SOCK_STATE_OFFSET";
+    /// `struct tcp_sock` → `inet_conn.icsk_inet.inet_sport`.
+    pub const TCP_SPORT: &str = "TCP_SPORT_OFFSET";
+}
+
 const _: () = assert!(size_of::<ActiveEndpoint>() == 24);
 
 #[cfg(feature = "user")]

@@ -1,7 +1,10 @@
 //! Reading kernel memory through the offsets user space found in BTF, and
 //! the port test every program makes first.
 
-use aya_ebpf::helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel};
+use aya_ebpf::{
+    Global,
+    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_skc_to_tcp_sock},
+};
 use ftptrace_common::{ActiveEndpoint, Endpoints, KernelOffsets, NO_FIELD, port_role};
 
 use crate::{ACTIVE_EXPECT, OFFSETS, PORTS, SCRATCH, SETTINGS};
@@ -29,6 +32,57 @@ pub fn read_kernel<T>(base: u64, offset: u16) -> Result<T, i64> {
     }
     // SAFETY: bpf_probe_read_kernel faults safely on a bad address.
     unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(i64::from)
+}
+
+// Where the BTF tracepoint reads a socket, in bytes (`ftptrace_common::
+// globals`). The loader sets them in `.rodata`, which it freezes before
+// loading the programs: the verifier then knows each as a constant, and a
+// load at a constant offset from a BTF-typed pointer, inside one member of
+// its type, is a plain load (one that reads 0 rather than faults), with no
+// helper call.
+#[unsafe(no_mangle)]
+static SOCK_PORTPAIR_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static SOCK_FAMILY_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static SOCK_STATE_OFFSET: Global<u32> = Global::new(0);
+#[unsafe(no_mangle)]
+static TCP_SPORT_OFFSET: Global<u32> = Global::new(0);
+
+/// A `T` at `offset` into the kernel object a BTF-typed pointer points to.
+/// The verifier checks that the read lands inside one member of the type
+/// (one read per member: one spanning two is refused).
+#[inline(always)]
+fn btf_read<T: Copy>(object: u64, offset: &Global<u32>) -> T {
+    let at = object + u64::from(offset.load());
+    // SAFETY: the kernel makes a load through a BTF-typed pointer one that
+    // cannot fault (BPF_PROBE_MEM): a bad address reads as 0.
+    unsafe { core::ptr::read_volatile(at as *const T) }
+}
+
+/// [`crate::record::sock_common`]'s bytes, from a BTF-typed `struct sock *`
+/// (a BTF tracepoint's argument): three loads, no helper call.
+#[inline(always)]
+pub fn btf_sock_common(sk: u64) -> [u8; 8] {
+    let ports = btf_read::<u32>(sk, &SOCK_PORTPAIR_OFFSET).to_ne_bytes();
+    let family = btf_read::<u16>(sk, &SOCK_FAMILY_OFFSET).to_ne_bytes();
+    let state = btf_read::<u8>(sk, &SOCK_STATE_OFFSET);
+    [
+        ports[0], ports[1], ports[2], ports[3], family[0], family[1], state, 0,
+    ]
+}
+
+/// A BTF-typed full socket's `inet_sport` (host order): past `struct
+/// sock`, so through the kernel's own cast to `struct tcp_sock`, which is
+/// NULL (port 0 here) for anything but a full TCP socket.
+#[inline(always)]
+pub fn btf_inet_sport(sk: u64) -> u16 {
+    // SAFETY: the helper checks the socket before it casts.
+    let tcp = unsafe { bpf_skc_to_tcp_sock(sk as *mut core::ffi::c_void) };
+    if tcp.is_null() {
+        return 0;
+    }
+    u16::from_be(btf_read(tcp as u64, &TCP_SPORT_OFFSET))
 }
 
 /// A pointer the verifier types (a context's socket) as a plain number:

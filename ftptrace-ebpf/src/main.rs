@@ -1,6 +1,8 @@
 //! ftptrace's kernel side: capture, filter, emit.
 //!
-//! Raw tracepoint programs on the TCP tracepoints ([`tcp_tracepoints`]),
+//! Raw tracepoint programs on the TCP tracepoints ([`tcp_tracepoints`];
+//! `inet_sock_set_state`, which every socket fires, also as a BTF
+//! tracepoint, whose filter reads the socket without a helper call),
 //! kernel-function rungs of the hook ladder through fentry or kprobes
 //! ([`kernel_functions`]), the socket-timer fallback for probes
 //! ([`timer_fallback`]), dropped packets ([`drops`]) and the FTP control

@@ -81,10 +81,7 @@ pub fn common_state(common: &[u8; 8]) -> u8 {
 }
 
 /// Socket `sk` with its [`sock_common`] bytes, if it is an FTP socket
-/// the settings trace. `skc_num` is the local port of full, request and
-/// time-wait sockets alike, except that a closing socket gives its port
-/// back (0) before the tracepoint fires; then the full socket's
-/// `inet_sport` still has it.
+/// the settings trace.
 #[inline(always)]
 pub fn ftp_socket(
     sk: u64,
@@ -92,20 +89,77 @@ pub fn ftp_socket(
     common: [u8; 8],
     check_protocol: bool,
 ) -> Result<Option<FtpSocket>, i64> {
+    let inet_sport = || read_kernel::<u16>(sk, o.inet_sport).map(u16::from_be);
+    match port_test(common, inet_sport)? {
+        Some(hit) => ftp_socket_of(sk, o, hit, check_protocol),
+        None => Ok(None),
+    }
+}
+
+/// A socket whose ports have FTP roles: what the port test read.
+pub struct PortHit {
+    roles: u8,
+    local_port: u16,
+    remote_port: u16,
+    family: u16,
+    state: u8,
+}
+
+/// The port test on a socket's [`sock_common`] bytes: its ports, if one
+/// has a role. `skc_num` is the local port of full, request and time-wait
+/// sockets alike, except that a closing socket gives its port back (0)
+/// before the tracepoint fires; then the full socket's `inet_sport` (host
+/// order, read by `inet_sport` only then) still has it.
+#[inline(always)]
+pub fn port_test(
+    common: [u8; 8],
+    inet_sport: impl FnOnce() -> Result<u16, i64>,
+) -> Result<Option<PortHit>, i64> {
     let remote_port = u16::from_be_bytes([common[0], common[1]]);
-    let family = u16::from_ne_bytes([common[4], common[5]]);
     let state = common[6];
-    // A request or time-wait socket is a `sock_common` only.
-    let full_socket = state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV;
     let mut local_port = u16::from_ne_bytes([common[2], common[3]]);
-    if local_port == 0 && full_socket {
-        local_port = u16::from_be(read_kernel(sk, o.inet_sport)?);
+    if local_port == 0 && full_socket(state) {
+        local_port = inet_sport()?;
     }
     let roles = port_roles(local_port) | port_roles(remote_port);
     if roles == 0 {
         return Ok(None);
     }
-    if check_protocol && full_socket && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP {
+    Ok(Some(PortHit {
+        roles,
+        local_port,
+        remote_port,
+        family: u16::from_ne_bytes([common[4], common[5]]),
+        state,
+    }))
+}
+
+/// A request or time-wait socket is a `sock_common` only.
+#[inline(always)]
+fn full_socket(state: u8) -> bool {
+    state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV
+}
+
+/// Socket `sk`, which passed the port test, if it is an FTP socket the
+/// settings trace.
+#[inline(always)]
+pub fn ftp_socket_of(
+    sk: u64,
+    o: &KernelOffsets,
+    hit: PortHit,
+    check_protocol: bool,
+) -> Result<Option<FtpSocket>, i64> {
+    let PortHit {
+        roles,
+        local_port,
+        remote_port,
+        family,
+        state,
+    } = hit;
+    if check_protocol
+        && full_socket(state)
+        && read_kernel::<u16>(sk, o.sock_protocol)? != IPPROTO_TCP
+    {
         return Ok(None);
     }
     let mut ends = Endpoints {

@@ -2,26 +2,33 @@
 //! tracepoints' `TP_PROTO`. Where a kernel version added an argument there
 //! are two programs: a raw tracepoint program may not read more arguments
 //! than the tracepoint has, and the loader picks by the tracepoint's
-//! `format` file.
+//! `format` file. `inet_sock_set_state`, which every socket on the host
+//! fires, is also a BTF tracepoint, tried first.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    macros::{btf_tracepoint, raw_tracepoint},
+    programs::{BtfTracePointContext, RawTracePointContext},
+};
 use ftptrace_common::{KernelOffsets, ProbeId, record_flags};
 
 use crate::{
     OFFSETS, RESCUED, SET_STATE_RUNNING, SETTINGS,
-    kernel_read::{TCP_CLOSE, TCP_LISTEN, net_inum, read_kernel, skb_netns, skb_segs},
+    kernel_read::{
+        TCP_CLOSE, TCP_LISTEN, TCP_SYN_SENT, btf_inet_sport, btf_sock_common, net_inum,
+        read_kernel, skb_netns, skb_segs,
+    },
     record::{
-        FtpSocket, common_state, count_unreadable, emit, emit_sock, ftp_socket, packet_record,
-        sock_common, try_sock_event, try_sock_event_with,
+        FtpSocket, common_state, count_unreadable, emit, emit_sock, ftp_socket, ftp_socket_of,
+        packet_record, port_test, sock_common, try_sock_event, try_sock_event_with,
     },
 };
 
 /// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    mark_set_state_running(1);
+    let running = mark_set_state_running();
     set_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    mark_set_state_running(0);
+    unmark_set_state_running(running);
     0
 }
 
@@ -35,25 +42,70 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
 /// attaches it to `inet_sock_set_state`.)
 #[raw_tracepoint(tracepoint = "inet_sock_set_state_nested")]
 pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
-    if SET_STATE_RUNNING
-        .get(0)
-        .is_some_and(|running| *running != 0)
-    {
-        if let Some(rescued) = RESCUED.get_ptr_mut(0) {
-            // SAFETY: per-CPU slot, as in `count_lost`.
-            unsafe { *rescued += 1 };
-        }
+    if set_state_running() {
+        count_rescued();
         set_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     }
     0
 }
 
-/// Whether `inet_sock_set_state` is running on this CPU.
+/// Whether the first `inet_sock_set_state` program is in the middle of an
+/// event on this CPU. It marks every event, FTP or not: the event it skips
+/// is another socket's, which may be FTP when its own is not.
 #[inline(always)]
-fn mark_set_state_running(running: u32) {
-    if let Some(slot) = SET_STATE_RUNNING.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot; only this CPU writes it.
-        unsafe { *slot = running };
+fn set_state_running() -> bool {
+    SET_STATE_RUNNING
+        .get(0)
+        .is_some_and(|running| *running != 0)
+}
+
+#[inline(always)]
+fn count_rescued() {
+    if let Some(rescued) = RESCUED.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, as in `count_lost`.
+        unsafe { *rescued += 1 };
+    }
+}
+
+/// `inet_sock_set_state` as a BTF tracepoint (5.5+): the same event, with
+/// `sk` typed by BTF. Every socket's state changes pass here, and most are
+/// not FTP: the filter reads the ports, family and state with plain loads at
+/// offsets fixed at load time (`kernel_read::btf_sock_common`) instead of a
+/// `bpf_probe_read_kernel` call, which was most of a hit's cost.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    let running = mark_set_state_running();
+    set_state_btf(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    unmark_set_state_running(running);
+    0
+}
+
+/// [`inet_sock_set_state_nested`] for [`inet_sock_set_state_btf`].
+#[btf_tracepoint(function = "inet_sock_set_state_nested")]
+pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> i32 {
+    if set_state_running() {
+        count_rescued();
+        set_state_btf(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    }
+    0
+}
+
+/// Marks `inet_sock_set_state` as running on this CPU; the slot, for
+/// [`unmark_set_state_running`] (one map lookup for both).
+#[inline(always)]
+fn mark_set_state_running() -> Option<*mut u32> {
+    let slot = SET_STATE_RUNNING.get_ptr_mut(0)?;
+    // SAFETY: per-CPU slot; only this CPU writes it.
+    unsafe { core::ptr::write_volatile(slot, 1) };
+    Some(slot)
+}
+
+#[inline(always)]
+fn unmark_set_state_running(slot: Option<*mut u32>) {
+    if let Some(slot) = slot {
+        // SAFETY: as in `mark_set_state_running`; a program that interrupted
+        // this one did not touch it (only this one writes it).
+        unsafe { core::ptr::write_volatile(slot, 0) };
     }
 }
 
@@ -70,15 +122,69 @@ fn try_set_state(sk: u64, old: i32, new: i32) -> Result<(), i64> {
         return Ok(());
     }
     let o = OFFSETS.get(0).ok_or(0)?;
-    let Some(socket) = ftp_socket(sk, o, sock_common(sk, o)?, true)? else {
+    let inet_sport = || match unbound(new) {
+        true => Ok(0),
+        false => read_kernel::<u16>(sk, o.inet_sport).map(u16::from_be),
+    };
+    let Some(hit) = port_test(sock_common(sk, o)?, inet_sport)? else {
         return Ok(());
     };
+    let Some(socket) = ftp_socket_of(sk, o, hit, true)? else {
+        return Ok(());
+    };
+    set_state_event(sk, o, &socket, old, new)
+}
+
+/// Whether a socket whose `skc_num` is 0 has no local port at all: one
+/// entering SYN_SENT, which `connect` gives a port only after this event.
+/// Its `inet_sport` is 0 then, or a port an earlier connection left there:
+/// not read (on every connection on the host, FTP or not).
+#[inline(always)]
+fn unbound(new: i32) -> bool {
+    new == i32::from(TCP_SYN_SENT)
+}
+
+/// What a traced socket's state change sends.
+#[inline(always)]
+fn set_state_event(
+    sk: u64,
+    o: &KernelOffsets,
+    socket: &FtpSocket,
+    old: i32,
+    new: i32,
+) -> Result<(), i64> {
     let (old, new) = (i64::from(old), i64::from(new));
-    emit_sock(ProbeId::InetSockSetState, sk, o, &socket, old, new, 0);
+    emit_sock(ProbeId::InetSockSetState, sk, o, socket, old, new, 0);
     if new == i64::from(TCP_CLOSE) && SETTINGS.get(0).is_some_and(|s| s.error_at_close != 0) {
-        error_at_close(sk, o, &socket)?;
+        error_at_close(sk, o, socket)?;
     }
     Ok(())
+}
+
+/// [`set_state`] with `sk` typed by BTF.
+#[inline(always)]
+fn set_state_btf(sk: u64, old: i32, new: i32) {
+    count_unreadable(try_set_state_btf(sk, old, new));
+}
+
+/// [`try_set_state`], its filter reading `sk` with plain loads.
+#[inline(always)]
+fn try_set_state_btf(sk: u64, old: i32, new: i32) -> Result<(), i64> {
+    if sk == 0 {
+        return Ok(());
+    }
+    let inet_sport = || match unbound(new) {
+        true => Ok(0),
+        false => Ok(btf_inet_sport(sk)),
+    };
+    let Some(hit) = port_test(btf_sock_common(sk), inet_sport)? else {
+        return Ok(());
+    };
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let Some(socket) = ftp_socket_of(sk, o, hit, true)? else {
+        return Ok(());
+    };
+    set_state_event(sk, o, &socket, old, new)
 }
 
 /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb)` (before 6.17)

@@ -128,6 +128,16 @@ fn check_reports_every_probe_as_it_attaches() {
                     );
                 }
             }
+            ("sock:inet_sock_set_state", forced) => {
+                // The BTF tracepoint (5.5+, with BTF, which ftptrace needs
+                // anyway), unless the raw one is forced.
+                let expected = match forced {
+                    Some("raw_tracepoint") => "raw_tracepoint",
+                    _ => "tp_btf",
+                };
+                assert_eq!((hook, target), (expected, "inet_sock_set_state"), "{probe}");
+                assert!(fell_back.is_empty(), "{probe}");
+            }
             ("control_channel", _) => {
                 assert_eq!(
                     (hook, Some(target)),

@@ -2,6 +2,8 @@
 //! (socket errors before 5.13, keepalive and zero-window probes always) try
 //! hooks in order, cheapest precise one first, and fall back:
 //! raw tracepoint → fentry → kprobe → a fallback built on tracepoints.
+//! `sock:inet_sock_set_state`, which every socket on the host fires, has a
+//! short one of its own: BTF tracepoint → raw tracepoint.
 //! What each rung needs and which program serves it lives here; attaching
 //! is the loader's job.
 
@@ -10,6 +12,9 @@ use std::fmt;
 /// One kind of hook, as the start line and `ftptrace check` name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tier {
+    /// A BTF tracepoint (`tp_btf`, 5.5+): a raw tracepoint whose arguments
+    /// the verifier types, so that a program may load from them directly.
+    BtfTracepoint,
     RawTracepoint,
     Fentry,
     Kprobe,
@@ -19,7 +24,8 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub const ALL: [Tier; 4] = [
+    pub const ALL: [Tier; 5] = [
+        Tier::BtfTracepoint,
         Tier::RawTracepoint,
         Tier::Fentry,
         Tier::Kprobe,
@@ -28,6 +34,7 @@ impl Tier {
 
     pub fn name(self) -> &'static str {
         match self {
+            Tier::BtfTracepoint => "tp_btf",
             Tier::RawTracepoint => "raw_tracepoint",
             Tier::Fentry => "fentry",
             Tier::Kprobe => "kprobe",
@@ -58,8 +65,8 @@ pub fn forced_tier() -> anyhow::Result<Option<Tier>> {
             .map(Some)
             .ok_or_else(|| {
                 anyhow::anyhow!(
-                    "{FORCE_HOOK_ENV}={value}: not a hook tier (raw_tracepoint, fentry, kprobe, \
-                     fallback)"
+                    "{FORCE_HOOK_ENV}={value}: not a hook tier (tp_btf, raw_tracepoint, fentry, \
+                     kprobe, fallback)"
                 )
             }),
         Err(e) => anyhow::bail!("{FORCE_HOOK_ENV}: {e}"),
@@ -101,17 +108,41 @@ pub struct Ladder {
 impl Ladder {
     /// The rungs to try, in order: only the forced tier when this ladder has it.
     pub fn rungs_to_try(&self, forced: Option<Tier>) -> Vec<Rung> {
-        match forced {
-            Some(tier) if self.rungs.iter().any(|r| r.tier == tier) => self
-                .rungs
-                .iter()
-                .copied()
-                .filter(|r| r.tier == tier)
-                .collect(),
-            _ => self.rungs.to_vec(),
-        }
+        rungs_to_try(self.rungs, forced)
     }
 }
+
+/// `rungs` in order, or only the forced tier's when there is one of it.
+pub fn rungs_to_try(rungs: &[Rung], forced: Option<Tier>) -> Vec<Rung> {
+    match forced {
+        Some(tier) if rungs.iter().any(|r| r.tier == tier) => {
+            rungs.iter().copied().filter(|r| r.tier == tier).collect()
+        }
+        _ => rungs.to_vec(),
+    }
+}
+
+/// `sock:inet_sock_set_state`'s programs: each rung a first program and
+/// its copy for the events the kernel skips the first for (see
+/// `inet_sock_set_state_nested` in ftptrace-ebpf), attached in that order.
+/// The BTF tracepoint's filter reads the socket with plain loads, not a
+/// helper call: every socket's state changes pay for that filter, FTP or
+/// not. Its own list, not a [`Ladder`]: the probe is a tracepoint probe
+/// (`probes::PROBES`), only its program type has a choice.
+pub const SET_STATE_RUNGS: [Rung; 2] = [
+    Rung {
+        tier: Tier::BtfTracepoint,
+        hook: "tp_btf",
+        programs: &["inet_sock_set_state_btf", "inet_sock_set_state_btf_nested"],
+        target: "inet_sock_set_state",
+    },
+    Rung {
+        tier: Tier::RawTracepoint,
+        hook: "raw_tracepoint",
+        programs: &["inet_sock_set_state", "inet_sock_set_state_nested"],
+        target: "inet_sock_set_state",
+    },
+];
 
 /// `sock_def_error_report` is the callback every TCP socket's error report
 /// runs through; `inet_sk_error_report` is the tracepoint 5.13 added after it.
@@ -188,7 +219,15 @@ mod tests {
                 .map(|r| r.tier)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(tiers(&SOCKET_ERROR, None), Tier::ALL.to_vec());
+        assert_eq!(
+            tiers(&SOCKET_ERROR, None),
+            [
+                Tier::RawTracepoint,
+                Tier::Fentry,
+                Tier::Kprobe,
+                Tier::Fallback
+            ]
+        );
         assert_eq!(tiers(&SOCKET_ERROR, Some(Tier::Kprobe)), [Tier::Kprobe]);
         assert_eq!(tiers(&PROBES_SENT, Some(Tier::Fallback)), [Tier::Fallback]);
         // No raw tracepoint sees probes: forcing one leaves the ladder whole.
@@ -196,6 +235,26 @@ mod tests {
             tiers(&PROBES_SENT, Some(Tier::RawTracepoint)),
             [Tier::Fentry, Tier::Kprobe, Tier::Fallback]
         );
+    }
+
+    #[test]
+    fn the_state_change_falls_back_to_its_raw_tracepoint() {
+        let tiers = |forced| {
+            rungs_to_try(&SET_STATE_RUNGS, forced)
+                .iter()
+                .map(|r| r.tier)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(tiers(None), [Tier::BtfTracepoint, Tier::RawTracepoint]);
+        assert_eq!(tiers(Some(Tier::RawTracepoint)), [Tier::RawTracepoint]);
+        // A tier the state change has no rung of leaves it whole.
+        assert_eq!(
+            tiers(Some(Tier::Fallback)),
+            [Tier::BtfTracepoint, Tier::RawTracepoint]
+        );
+        for rung in SET_STATE_RUNGS {
+            assert_eq!(rung.programs.len(), 2, "a program and its nested copy");
+        }
     }
 
     #[test]

@@ -7,12 +7,13 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, Program, ProgramError,
-        RawTracePoint,
+        BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, Program,
+        ProgramError, RawTracePoint,
     },
 };
 use ftptrace_common::{
-    AF_INET, AF_INET6, ActiveEndpoint, KernelOffsets, ProbeSettings, TimerHooks, maps, port_role,
+    AF_INET, AF_INET6, ActiveEndpoint, KernelOffsets, ProbeId, ProbeSettings, TimerHooks, globals,
+    maps, port_role,
 };
 
 use std::{cell::OnceCell, fs::File, os::fd::AsFd as _, path::PathBuf};
@@ -68,8 +69,16 @@ impl Tracer {
              `cargo build --release -p ftptrace`"
         );
         raise_memlock_limit();
+        // Where the BTF tracepoint reads a socket: constants to the verifier.
+        let o = &facts.offsets;
+        let [portpair, family, state, sport] =
+            [o.sock_dport, o.sock_family, o.sock_state, o.inet_sport].map(u32::from);
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::EVENTS, ring_bytes)
+            .override_global(globals::SOCK_PORTPAIR, &portpair, true)
+            .override_global(globals::SOCK_FAMILY, &family, true)
+            .override_global(globals::SOCK_STATE, &state, true)
+            .override_global(globals::TCP_SPORT, &sport, true)
             .load(OBJECT)
             .context("cannot load the eBPF object into the kernel")?;
 
@@ -84,52 +93,62 @@ impl Tracer {
             .set(0, facts.offsets, 0)
             .context("filling the offsets map")?;
 
+        let forced = hook_ladder::forced_tier()?;
+        // aya's view of the kernel BTF, parsed once, only if a BTF
+        // tracepoint or fentry rung is tried.
+        let kernel_btf = OnceCell::new();
         let mut attached_programs = Vec::new();
         let mut statuses: Vec<ProbeStatus> = facts
             .probes
             .iter()
             .map(|plan| {
-                let attached = plan.program.clone().and_then(|program| {
-                    attach_raw_tracepoint(&mut ebpf, program, plan.probe.name)?;
-                    attached_programs.push(program);
-                    if program == SET_STATE_PROGRAM {
-                        // After the first: it runs second, and acts for the
-                        // events the kernel skipped the first for.
-                        attach_raw_tracepoint(&mut ebpf, SET_STATE_NESTED, plan.probe.name)?;
-                        attached_programs.push(SET_STATE_NESTED);
-                    }
-                    Ok(())
-                });
-                ProbeStatus {
+                let mut status = ProbeStatus {
                     name: plan.probe.full_name(),
-                    hook: if attached.is_ok() {
-                        "raw_tracepoint"
-                    } else {
-                        "off"
-                    }
-                    .into(),
+                    hook: "off".into(),
                     target: Some(plan.probe.name.into()),
-                    attached: attached.is_ok(),
-                    reason: attached.err(),
+                    attached: false,
+                    reason: None,
                     fell_back: Vec::new(),
+                };
+                let attached = match plan.program {
+                    Err(ref why) => Err(why.clone()),
+                    Ok(_) if plan.probe.id == ProbeId::InetSockSetState => {
+                        attach_set_state(&mut ebpf, facts, forced, &kernel_btf).map(
+                            |(rung, fell_back)| {
+                                attached_programs.extend(rung.programs);
+                                status.fell_back = fell_back;
+                                rung.hook
+                            },
+                        )
+                    }
+                    Ok(program) => {
+                        attach_raw_tracepoint(&mut ebpf, program, plan.probe.name).map(|()| {
+                            attached_programs.push(program);
+                            "raw_tracepoint"
+                        })
+                    }
+                };
+                match attached {
+                    Ok(hook) => {
+                        status.hook = hook.into();
+                        status.attached = true;
+                    }
+                    Err(why) => status.reason = Some(why),
                 }
+                status
             })
             .collect();
         let state_attached = statuses
             .iter()
             .any(|s| s.attached && s.name == "sock:inet_sock_set_state");
 
-        let forced = hook_ladder::forced_tier()?;
         let mut error_at_close = false;
-        // aya's view of the kernel BTF, parsed once, only if a fentry rung
-        // is tried.
-        let fentry_btf = OnceCell::new();
         for ladder in hook_ladder::LADDERS {
             let mut fell_back = Vec::new();
             let mut chosen = None;
             for rung in ladder.rungs_to_try(forced) {
                 let attempt = usable(facts, ladder.observes, &rung, state_attached)
-                    .and_then(|()| attach_rung(&mut ebpf, facts, &rung, &fentry_btf));
+                    .and_then(|()| attach_rung(&mut ebpf, facts, &rung, &kernel_btf));
                 match attempt {
                     Ok(()) => {
                         attached_programs.extend(rung.programs);
@@ -326,14 +345,7 @@ impl Tracer {
             let Some(program) = self.ebpf.program_mut(name) else {
                 continue;
             };
-            let result = match program {
-                Program::RawTracePoint(p) => p.unload(),
-                Program::FEntry(p) => p.unload(),
-                Program::KProbe(p) => p.unload(),
-                Program::CgroupSkb(p) => p.unload(),
-                _ => Ok(()),
-            };
-            if let Err(e) = result {
+            if let Err(e) = unload(program) {
                 eprintln!("ftptrace: warning: detaching {name}: {e}");
             }
         }
@@ -356,6 +368,52 @@ fn active_endpoint(addr: std::net::IpAddr, port: u16) -> ActiveEndpoint {
         family,
         _pad: 0,
     }
+}
+
+/// Unloads (and so detaches) a program of a kind ftptrace attaches.
+fn unload(program: &mut Program) -> Result<(), ProgramError> {
+    match program {
+        Program::BtfTracePoint(p) => p.unload(),
+        Program::RawTracePoint(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        Program::CgroupSkb(p) => p.unload(),
+        _ => Ok(()),
+    }
+}
+
+/// Attaches `sock:inet_sock_set_state`'s programs on the first of its
+/// rungs that works here (`hook_ladder::SET_STATE_RUNGS`): the rung, and
+/// each rung tried before it with why it did not work. A rung that fails
+/// halfway is unloaded whole: a first program without its nested copy
+/// would miss events silently, a copy without its first would never act.
+fn attach_set_state(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    forced: Option<Tier>,
+    kernel_btf: &OnceCell<Result<Btf, String>>,
+) -> Result<(Rung, Vec<String>), String> {
+    let mut fell_back = Vec::new();
+    for rung in hook_ladder::rungs_to_try(&hook_ladder::SET_STATE_RUNGS, forced) {
+        match attach_rung(ebpf, facts, &rung, kernel_btf) {
+            Ok(()) => return Ok((rung, fell_back)),
+            Err(why) => {
+                for &name in rung.programs {
+                    if let Some(program) = ebpf.program_mut(name) {
+                        let _ = unload(program);
+                    }
+                }
+                fell_back.push(format!("{}: {why}", rung.tier));
+            }
+        }
+    }
+    Err(match forced {
+        Some(tier) => format!(
+            "forced to {tier} ({FORCE_HOOK_ENV}): {}",
+            fell_back.join("; ")
+        ),
+        None => fell_back.join("; "),
+    })
 }
 
 /// The probe reading the FTP control channel, as the start line names it.
@@ -443,6 +501,8 @@ fn usable(
         facts.kprobes.clone()?;
     }
     match (observes, rung.tier) {
+        // No ladder has one (the state change's rungs are not a ladder's).
+        (_, Tier::BtfTracepoint) => Err("no BTF tracepoint serves this".into()),
         (Observes::SocketErrors, Tier::RawTracepoint) => facts
             .error_report_tracepoint
             .clone()
@@ -473,9 +533,24 @@ fn attach_rung(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
     rung: &Rung,
-    fentry_btf: &OnceCell<Result<Btf, String>>,
+    kernel_btf: &OnceCell<Result<Btf, String>>,
 ) -> Result<(), String> {
+    let btf = || {
+        kernel_btf
+            .get_or_init(|| Btf::from_sys_fs().map_err(|e| chain(&e)))
+            .as_ref()
+            .map_err(Clone::clone)
+    };
     match rung.tier {
+        Tier::BtfTracepoint => {
+            let btf = btf()?;
+            for &program in rung.programs {
+                attach(ebpf, program, |p: &mut BtfTracePoint| {
+                    p.load(rung.target, btf)?;
+                    p.attach().map(drop)
+                })?;
+            }
+        }
         Tier::RawTracepoint => {
             for &program in rung.programs {
                 let tracepoint = rung.target.rsplit(':').next().unwrap_or(rung.target);
@@ -483,10 +558,7 @@ fn attach_rung(
             }
         }
         Tier::Fentry => {
-            let btf = fentry_btf
-                .get_or_init(|| Btf::from_sys_fs().map_err(|e| chain(&e)))
-                .as_ref()
-                .map_err(Clone::clone)?;
+            let btf = btf()?;
             for &program in rung.programs {
                 attach(ebpf, program, |p: &mut FEntry| {
                     p.load(rung.target, btf)?;
@@ -525,11 +597,6 @@ fn summed(counter: &PerCpuArray<MapData, u64>, what: &str) -> anyhow::Result<u64
         .with_context(|| format!("reading the {what} counter"))?;
     Ok(per_cpu.iter().sum())
 }
-
-/// The state-change program, and its copy for the events the kernel skips
-/// it for (see `inet_sock_set_state_nested` in ftptrace-ebpf).
-const SET_STATE_PROGRAM: &str = "inet_sock_set_state";
-const SET_STATE_NESTED: &str = "inet_sock_set_state_nested";
 
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, program: &str, tracepoint: &str) -> Result<(), String> {
     attach(ebpf, program, |p: &mut RawTracePoint| {

@@ -71,7 +71,8 @@ pub struct ProbeStatus {
     /// `category:event` for a tracepoint probe, the event kind for a probe
     /// with a hook ladder.
     pub name: String,
-    /// `raw_tracepoint`, `fentry`, `kprobe`, `timer`, `cgroup_skb`, or `off`.
+    /// `tp_btf`, `raw_tracepoint`, `fentry`, `kprobe`, `timer`, `cgroup_skb`,
+    /// or `off`.
     pub hook: String,
     /// What the hook is attached to: a tracepoint, a kernel function, a cgroup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
