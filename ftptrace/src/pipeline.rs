@@ -258,7 +258,7 @@ impl Pipeline {
         self.wrote = true;
         let clock = &self.clock;
         output.session(&SessionRecord::new(session, evicted, &|ns| {
-            clock.rfc3339(ns).to_string()
+            clock.rfc3339(ns)
         }))
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use crate::{
     event::{EventKind, errno_name, tcp_flag_names},
     ftp::{ControlEvent, Side},
-    kernel::probes::ProbeStatus,
+    kernel::{clock::Stamp, probes::ProbeStatus},
     session::ConnId,
 };
 
@@ -329,7 +329,8 @@ pub struct ConnRecord {
 /// (a session line has up to 200 entries: no `String` each).
 #[derive(Debug, Serialize)]
 pub struct TimelineEntry<'a> {
-    pub ts: String,
+    #[serde(serialize_with = "shown")]
+    pub ts: Stamp,
     pub offset_ms: u64,
     #[serde(serialize_with = "shown")]
     pub conn: ConnId,

@@ -5,6 +5,7 @@
 use super::lines::{ConnRecord, Endpoint, SessionRecord, TimelineEntry};
 use crate::{
     ftp::Side,
+    kernel::clock::Stamp,
     session::{
         cause::{Diagnosis, diagnose},
         close::ending,
@@ -14,7 +15,7 @@ use crate::{
 
 impl<'a> SessionRecord<'a> {
     /// `ts` turns boot-time nanoseconds into RFC 3339.
-    pub fn new(session: &'a Session, evicted: bool, ts: &dyn Fn(u64) -> String) -> Self {
+    pub fn new(session: &'a Session, evicted: bool, ts: &dyn Fn(u64) -> Stamp) -> Self {
         let Diagnosis {
             cause,
             cause_conn,
@@ -23,8 +24,8 @@ impl<'a> SessionRecord<'a> {
         let open = !session.is_done();
         Self {
             id: session.id.to_string(),
-            start: ts(session.start_ns),
-            end: ts(session.last_ns),
+            start: ts(session.start_ns).to_string(),
+            end: ts(session.last_ns).to_string(),
             state: if open { "open" } else { "closed" },
             seeded: session.seeded,
             unknown: unknown(session),
@@ -58,14 +59,14 @@ impl<'a> SessionRecord<'a> {
     }
 }
 
-fn conn_record(conn: &Conn, ts: &dyn Fn(u64) -> String) -> ConnRecord {
+fn conn_record(conn: &Conn, ts: &dyn Fn(u64) -> Stamp) -> ConnRecord {
     let ending = ending(conn);
     ConnRecord {
         conn: conn.id.label(),
         client: endpoint(conn.client),
         server: endpoint(conn.server),
-        start: ts(conn.first_ns),
-        end: ts(conn.last_ns),
+        start: ts(conn.first_ns).to_string(),
+        end: ts(conn.last_ns).to_string(),
         close: ending.close.as_str(),
         closed_by: ending.closed_by.as_str(),
         linked_by: match (conn.id, conn.linked_by) {
@@ -119,6 +120,7 @@ mod tests {
     use super::*;
     use crate::{
         ftp::{Side::*, Verb},
+        kernel::clock::WallClock,
         session::script::{Script, sessions_of},
     };
 
@@ -136,8 +138,9 @@ mod tests {
         s.reply(&control, 221, "Goodbye.");
         s.fin(&control, Server);
         let sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
+        let clock = WallClock::with_offset(0);
         read(&SessionRecord::new(&sessions[0], false, &|ns| {
-            format!("t{ns}")
+            clock.rfc3339(ns)
         }))
     }
 
@@ -243,7 +246,8 @@ mod tests {
         s.login(&control);
         let mut sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
         sessions[0].events_lost = 5;
-        let record = SessionRecord::new(&sessions[0], false, &|ns| ns.to_string());
+        let clock = WallClock::with_offset(0);
+        let record = SessionRecord::new(&sessions[0], false, &|ns| clock.rfc3339(ns));
         assert_eq!(
             record.unknown,
             [

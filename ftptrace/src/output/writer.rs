@@ -660,7 +660,7 @@ mod tests {
         );
         output
             .session(&SessionRecord::new(&sessions[0], false, &|ns| {
-                ns.to_string()
+                crate::kernel::clock::WallClock::with_offset(0).rfc3339(ns)
             }))
             .unwrap();
         output.flush().unwrap();
