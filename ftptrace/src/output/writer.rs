@@ -4,7 +4,7 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{self, BufWriter, Write},
+    io::{self, Write},
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
 };
@@ -36,12 +36,17 @@ pub enum Format {
 
 pub struct Output {
     format: Format,
-    sink: BufWriter<Box<dyn Write>>,
+    sink: Box<dyn Write>,
+    /// Lines not written to the sink yet: event lines are written straight
+    /// in here (a `BufWriter` would copy each once more), and go out when
+    /// it holds [`PENDING_BYTES`] or at a flush.
+    pending: Vec<u8>,
     /// The file written to, reopened on SIGHUP; `None` for standard output.
     path: Option<PathBuf>,
-    /// An event line being written, kept for its capacity.
-    line: Vec<u8>,
 }
+
+/// What [`Output`] holds before it writes to its sink.
+const PENDING_BYTES: usize = 64 * 1024;
 
 impl Output {
     /// Standard output, or `path` opened for appending (see [`open_file`]).
@@ -58,9 +63,9 @@ impl Output {
     pub fn new(format: Format, sink: Box<dyn Write>) -> Self {
         Self {
             format,
-            sink: BufWriter::with_capacity(64 * 1024, sink),
+            sink,
+            pending: Vec::with_capacity(PENDING_BYTES + 4096),
             path: None,
-            line: Vec::with_capacity(512),
         }
     }
 
@@ -70,7 +75,7 @@ impl Output {
         self.flush()?;
         if let Some(path) = &self.path {
             let file = open_file(path)?;
-            self.sink = BufWriter::with_capacity(64 * 1024, Box::new(file));
+            self.sink = Box::new(file);
         }
         Ok(())
     }
@@ -154,22 +159,42 @@ impl Output {
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.write_pending()?;
         self.sink.flush().map_err(write_error)
     }
 
+    fn write_pending(&mut self) -> anyhow::Result<()> {
+        if !self.pending.is_empty() {
+            let written = self.sink.write_all(&self.pending);
+            self.pending.clear();
+            written.map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// A line was added to [`Self::pending`]: out with them when full.
+    fn added(&mut self) -> anyhow::Result<()> {
+        if self.pending.len() >= PENDING_BYTES {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
     fn event_json(&mut self, line: &EventLine) -> anyhow::Result<()> {
-        self.line.clear();
-        event_json::write(&mut self.line, line);
-        self.line.push(b'\n');
-        self.sink.write_all(&self.line).map_err(write_error)
+        event_json::write(&mut self.pending, line);
+        self.pending.push(b'\n');
+        self.added()
     }
 
     fn json(&mut self, line: &impl Serialize) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.sink, line).map_err(|e| match e.io_error_kind() {
-            Some(kind) => write_error(io::Error::from(kind)),
-            None => anyhow::anyhow!("cannot encode a JSON line: {e}"),
-        })?;
-        self.sink.write_all(b"\n").map_err(write_error)
+        let start = self.pending.len();
+        if let Err(e) = serde_json::to_writer(&mut self.pending, line) {
+            // Half a line is no line.
+            self.pending.truncate(start);
+            anyhow::bail!("cannot encode a JSON line: {e}");
+        }
+        self.pending.push(b'\n');
+        self.added()
     }
 
     /// Text lines for a person, each made [`printable`] whole: whatever a
@@ -177,9 +202,19 @@ impl Output {
     /// the terminal.
     fn text(&mut self, lines: &str) -> anyhow::Result<()> {
         for line in lines.split('\n') {
-            writeln!(self.sink, "{}", printable(line)).map_err(write_error)?;
+            self.pending.extend_from_slice(printable(line).as_bytes());
+            self.pending.push(b'\n');
         }
-        Ok(())
+        self.added()
+    }
+}
+
+/// What is pending goes out when the output goes (a run that ends on an
+/// error keeps the lines before it), as a `BufWriter`'s would; an error
+/// then has no one to tell.
+impl Drop for Output {
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
