@@ -157,7 +157,9 @@ pub enum EventKind {
     },
     /// The head of one FTP control-connection segment. Never printed: the
     /// control-channel parser turns it into [`EventKind::Ftp`] events.
-    ControlSegment(Segment),
+    /// Boxed: the largest kind, and never kept in a timeline, where every
+    /// entry would be as large.
+    ControlSegment(Box<Segment>),
     /// A reset arrived for this socket: its IP TTL (hop limit) and that of
     /// the connection's last other arriving packet. Never printed: the
     /// session compares them (a reset from a device on the path usually

@@ -126,7 +126,7 @@ impl Decoder {
                     usual_ttl: (segment.usual_ttl != 0).then_some(segment.usual_ttl),
                 }
             } else {
-                EventKind::ControlSegment(control_segment(&segment)?)
+                EventKind::ControlSegment(Box::new(control_segment(&segment)?))
             };
             (segment.sk, segment.ends, kind)
         } else {

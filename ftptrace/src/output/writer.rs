@@ -632,7 +632,7 @@ mod tests {
     #[test]
     fn a_raw_control_segment_is_never_printed() {
         let mut event = ftp_event(ftp::Side::Client, ControlEvent::Encrypted);
-        event.kind = EventKind::ControlSegment(crate::event::Segment {
+        event.kind = EventKind::ControlSegment(Box::new(crate::event::Segment {
             cookie: 1,
             outgoing: false,
             seq: 0,
@@ -641,7 +641,7 @@ mod tests {
             payload: crate::event::Payload::new(b"NOOP"),
             tail_at: None,
             mark: None,
-        });
+        }));
         for format in [Format::Json, Format::Text] {
             let shared = Shared::default();
             let mut output = Output::new(format, Box::new(shared.clone()));

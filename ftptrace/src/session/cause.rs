@@ -351,7 +351,7 @@ fn timeout(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnosis>
     let view = conn.view(end)?;
     // A connection that never established and timed out is the data
     // rule's; here only kernel timeouts (ETIMEDOUT) count.
-    view.errors.iter().find(|(_, e)| *e == 110)?;
+    view.troubles().errors.iter().find(|(_, e)| *e == 110)?;
     let gave_up = format!(
         "the {} end's kernel gave up on {}{}",
         ending.closed_by.as_str(),
@@ -397,7 +397,12 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
     let receiver = conn
         .seen()
         .filter(|(end, _)| reset_sender(conn, *end) == ClosedBy::Middlebox)
-        .filter_map(|(end, v)| v.resets_received.first().map(|(ns, _)| (*ns, end)))
+        .filter_map(|(end, v)| {
+            v.troubles()
+                .resets_received
+                .first()
+                .map(|(ns, _)| (*ns, end))
+        })
         .min_by_key(|(ns, _)| *ns)
         .map(|(_, end)| end)?;
     let sender = receiver.other();
@@ -560,7 +565,7 @@ fn peer_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnos
     if !sender_seen {
         let receiver = conn
             .seen()
-            .find(|(_, v)| !v.resets_received.is_empty())
+            .find(|(_, v)| !v.troubles().resets_received.is_empty())
             .map(|(end, v)| (end, v.reset_ttl));
         if let Some((_, Some((ttl, Some(usual))))) = receiver {
             // Equal here (unequal makes it a middlebox's).

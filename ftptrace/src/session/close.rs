@@ -111,10 +111,10 @@ pub fn ending(conn: &Conn) -> Ending {
         if let Some(ns) = view.fin_received_ns {
             consider(ns, Close::Fin, ClosedBy::of(end.other()));
         }
-        if let Some((ns, _)) = view.resets_sent.first() {
+        if let Some((ns, _)) = view.troubles().resets_sent.first() {
             consider(*ns, Close::Reset, ClosedBy::of(*end));
         }
-        if let Some((ns, _)) = view.resets_received.first() {
+        if let Some((ns, _)) = view.troubles().resets_received.first() {
             consider(*ns, Close::Reset, reset_sender(conn, *end));
         }
     }
@@ -133,7 +133,7 @@ pub fn reset_sender(conn: &Conn, receiver: Side) -> ClosedBy {
     let sender = receiver.other();
     match conn.view(sender) {
         Some(view) if view.had_socket => {
-            if view.resets_sent.is_empty() && view.resets_sent_without_socket == 0 {
+            if view.troubles().resets_sent.is_empty() && view.resets_sent_without_socket == 0 {
                 ClosedBy::Middlebox
             } else {
                 ClosedBy::of(sender)
@@ -156,7 +156,8 @@ pub fn reset_ttl_differs(conn: &Conn, receiver: Side) -> Option<(u8, u8)> {
 fn first_error(seen: &[(Side, &View)], errno: i32) -> Option<(Side, u64)> {
     seen.iter()
         .flat_map(|(end, v)| {
-            v.errors
+            v.troubles()
+                .errors
                 .iter()
                 .filter(move |(_, e)| *e == errno)
                 .map(move |(ns, _)| (*end, *ns))
@@ -173,12 +174,14 @@ fn refusal(conn: &Conn) -> Option<Ending> {
     }
     let client = conn.view(Side::Client);
     let at_client = client.and_then(|v| {
-        v.errors
+        v.troubles()
+            .errors
             .iter()
             .find(|(_, e)| *e == ECONNREFUSED)
             .map(|(ns, _)| *ns)
             .or_else(|| {
-                v.resets_received
+                v.troubles()
+                    .resets_received
                     .iter()
                     .find(|(_, state)| state == "SYN_SENT")
                     .map(|(ns, _)| *ns)
@@ -188,8 +191,8 @@ fn refusal(conn: &Conn) -> Option<Ending> {
     let by_server_host = server
         .filter(|v| {
             v.resets_sent_without_socket > 0
-                || !v.resets_sent.is_empty()
-                || v.drops.iter().any(tcp_found_no_socket)
+                || !v.troubles().resets_sent.is_empty()
+                || v.troubles().drops.iter().any(tcp_found_no_socket)
         })
         .map(|v| v.first_ns);
     let at_ns = at_client.or(by_server_host)?;

@@ -68,28 +68,52 @@ pub struct View {
     pub fin_sent_ns: Option<u64>,
     /// The peer's FIN arrived first (ESTABLISHED → CLOSE_WAIT).
     pub fin_received_ns: Option<u64>,
-    pub resets_sent: Vec<(u64, Option<Name>)>,
     /// Resets this end's socket sent for a segment after it was gone.
     pub resets_sent_without_socket: u32,
-    pub resets_received: Vec<(u64, Name)>,
     /// The TTL of the first reset that arrived, and of the connection's last
     /// other arriving packet (when known): the hint to who sent it when the
     /// peer's end is not on this host.
     pub reset_ttl: Option<(u8, Option<u8>)>,
-    pub errors: Vec<(u64, i32)>,
     pub retransmits: u32,
     pub syn_retransmits: u32,
     /// Retransmits after this end closed (its FIN): not data lost.
     pub closing_retransmits: u32,
     pub keepalive_probes: u32,
     pub zero_window_probes: u32,
-    /// Dropped packets: (when, reason, flags, where).
-    pub drops: Vec<(u64, Option<Name>, u8, Option<Name>)>,
+    /// Resets, errors and drops: apart, since most ends have none.
+    troubles: Option<Box<Troubles>>,
     pub closed_ns: Option<u64>,
     pub destroyed: bool,
 }
 
+/// What went wrong at one end.
+#[derive(Clone, Debug, Default)]
+pub struct Troubles {
+    pub resets_sent: Vec<(u64, Option<Name>)>,
+    pub resets_received: Vec<(u64, Name)>,
+    pub errors: Vec<(u64, i32)>,
+    /// Dropped packets: (when, reason, flags, where).
+    pub drops: Vec<(u64, Option<Name>, u8, Option<Name>)>,
+}
+
+/// The empty [`Troubles`] of an end that had none.
+static NO_TROUBLES: Troubles = Troubles {
+    resets_sent: Vec::new(),
+    resets_received: Vec::new(),
+    errors: Vec::new(),
+    drops: Vec::new(),
+};
+
 impl View {
+    /// Resets, errors and drops at this end (empty when none).
+    pub fn troubles(&self) -> &Troubles {
+        self.troubles.as_deref().unwrap_or(&NO_TROUBLES)
+    }
+
+    pub(super) fn troubles_mut(&mut self) -> &mut Troubles {
+        self.troubles.get_or_insert_default()
+    }
+
     /// Nothing more will happen on this end.
     pub fn is_done(&self) -> bool {
         !self.had_socket || self.closed_ns.is_some() || self.destroyed

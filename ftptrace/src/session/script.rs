@@ -160,7 +160,7 @@ impl Script {
     pub fn segment(&mut self, link: &Link, from: Side, at: Side, len: u32) {
         let seq = &mut self.seq[from.index()];
         *seq = seq.wrapping_add(len);
-        let kind = EventKind::ControlSegment(Segment {
+        let kind = EventKind::ControlSegment(Box::new(Segment {
             cookie: link.cookie * 2 + at.index() as u64,
             outgoing: from == at,
             seq: *seq,
@@ -169,7 +169,7 @@ impl Script {
             payload: Payload::new(&[]),
             tail_at: None,
             mark: None,
-        });
+        }));
         self.emit(link, at, kind);
     }
 

@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// Sessions followed at once by default; past it the one quiet longest is
-/// evicted (counted, never silently). About 1.5 KiB each when idle.
+/// evicted (counted, never silently). About 1.4 KiB each when idle.
 pub const MAX_OPEN_SESSIONS: usize = 100_000;
 /// Commands and replies listed per session.
 pub const MAX_LISTED: usize = 200;
@@ -71,6 +71,13 @@ type SocketKey = (Option<u32>, u64);
 fn tuple_in(open: &HashMap<Key, Box<Open>>, (key, conn): Place) -> Option<Tuple> {
     let conn = open.get(&key)?.session.get_conn(conn)?;
     Some((conn.client, conn.server))
+}
+
+/// Keeps `item` if `list` has fewer than [`MAX_KEPT`].
+fn keep<T>(list: &mut Vec<T>, item: T) {
+    if list.len() < MAX_KEPT {
+        list.push(item);
+    }
 }
 
 /// Pushes onto a list that usually stays one long: room for one at first,
@@ -838,19 +845,18 @@ impl Sessions {
             EventKind::ResetSent { reason, state } => {
                 if state.is_none() {
                     view.resets_sent_without_socket += 1;
-                } else if view.resets_sent.len() < MAX_KEPT {
-                    view.resets_sent.push((ns, reason.clone()));
+                } else {
+                    keep(&mut view.troubles_mut().resets_sent, (ns, reason.clone()));
                 }
             }
             EventKind::ResetReceived { state } => {
-                if view.resets_received.len() < MAX_KEPT {
-                    view.resets_received.push((ns, state.clone()));
-                }
+                keep(
+                    &mut view.troubles_mut().resets_received,
+                    (ns, state.clone()),
+                );
             }
             EventKind::SocketError { errno } => {
-                if view.errors.len() < MAX_KEPT {
-                    view.errors.push((ns, *errno));
-                }
+                keep(&mut view.troubles_mut().errors, (ns, *errno));
             }
             EventKind::Destroy => view.destroyed = true,
             EventKind::KeepaliveProbe { .. } => view.keepalive_probes += 1,
@@ -861,10 +867,10 @@ impl Sessions {
                 location,
                 ..
             } => {
-                if view.drops.len() < MAX_KEPT {
-                    view.drops
-                        .push((ns, reason.clone(), *tcp_flags, location.clone()));
-                }
+                keep(
+                    &mut view.troubles_mut().drops,
+                    (ns, reason.clone(), *tcp_flags, location.clone()),
+                );
             }
             EventKind::Ftp { event: said, .. } => {
                 // Words on the channel: it is established.
