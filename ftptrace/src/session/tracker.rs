@@ -69,7 +69,7 @@ type SocketKey = (Option<u32>, u64);
 
 /// The tuple of the connection at `place`, while its session is open.
 fn tuple_in(open: &HashMap<Key, Box<Open>>, (key, conn): Place) -> Option<Tuple> {
-    let conn = open.get(&key)?.session.get_conn(conn)?;
+    let conn = open.get(&key)?.get_conn(conn)?;
     Some((conn.client, conn.server))
 }
 
@@ -90,11 +90,24 @@ fn push_small<T>(list: &mut Vec<T>, item: T) {
 }
 
 /// An open session with what the tracker indexed of it: one allocation
-/// and one table entry a session.
+/// and one table entry a session. Reads as its session.
 #[derive(Debug)]
 struct Open {
     session: Session,
     indexed: Indexed,
+}
+
+impl std::ops::Deref for Open {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl std::ops::DerefMut for Open {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
 }
 
 /// What the tracker indexes of one session, to unindex it when it ends,
@@ -248,11 +261,7 @@ impl Sessions {
                 self.start_session(&event, client, server, end, out).0
             }
         };
-        let session = self
-            .open
-            .get_mut(&key)
-            .map(|o| &mut o.session)
-            .expect("just found or made");
+        let session = self.open.get_mut(&key).expect("just found or made");
         session.seeded = true;
         let view = session.control.view_mut(end, now_ns);
         view.had_socket = true;
@@ -331,7 +340,7 @@ impl Sessions {
             if quiet < LINGER_NS {
                 break;
             }
-            let Some(session) = self.open.get(&key).map(|o| &o.session) else {
+            let Some(session) = self.open.get(&key) else {
                 continue;
             };
             if session.is_done() || quiet >= DATA_GRACE_NS {
@@ -447,7 +456,7 @@ impl Sessions {
         }
         self.record(key, conn_id, end, event);
         Some(Placement {
-            session: self.open[&key].session.id.clone(),
+            session: self.open[&key].id.clone(),
             conn: conn_id,
             end,
         })
@@ -458,7 +467,7 @@ impl Sessions {
         if let Some(sk) = event.sock
             && let Some((key, conn)) = self.by_socket.get(&(event.netns, sk))
         {
-            let c = self.open.get(key).map(|o| &o.session)?.conn(*conn);
+            let c = self.open.get(key)?.conn(*conn);
             return Some((*key, *conn, end_of(event, c.client, c.server)));
         }
         for (client, server) in [(event.local, event.remote), (event.remote, event.local)] {
@@ -473,12 +482,7 @@ impl Sessions {
             // the old session lingers). (A TIME_WAIT socket answering a late
             // segment is the old connection's.)
             let end = end_of(event, client, server);
-            let old = self
-                .open
-                .get(&key)
-                .map(|o| &o.session)?
-                .conn(conn)
-                .view(end);
+            let old = self.open.get(&key)?.conn(conn).view(end);
             if opens(event) && old.is_some_and(|v| v.had_socket && v.is_done()) {
                 return None;
             }
@@ -506,7 +510,7 @@ impl Sessions {
             .into_iter()
             .partition(|o| recent(o) && tuple.contains(&(o.local, o.remote)));
         self.orphans = rest.into_iter().filter(|o| recent(o)).collect();
-        let conn = self.open[&key].session.conn(conn_id);
+        let conn = self.open[&key].conn(conn_id);
         let (client, server) = (conn.client, conn.server);
         for orphan in mine {
             self.record(key, conn_id, end_of(&orphan, client, server), &orphan);
@@ -627,7 +631,7 @@ impl Sessions {
                 (Side::Client, (a.ip(), a.port())),
             ] {
                 for &(key, id) in self.by_endpoint.get(&lookup).into_iter().flatten() {
-                    let Some(session) = self.open.get(&key).map(|o| &o.session) else {
+                    let Some(session) = self.open.get(&key) else {
                         continue;
                     };
                     let Some(exp) = session.expectations.iter().find(|x| x.id == id) else {
@@ -660,11 +664,7 @@ impl Sessions {
         if let Some((_, key, id, client, server)) = best {
             let conn_id =
                 self.add_data_conn(key, client, server, ns, LinkedBy::Announcement, event);
-            let session = self
-                .open
-                .get_mut(&key)
-                .map(|o| &mut o.session)
-                .expect("found above");
+            let session = self.open.get_mut(&key).expect("found above");
             let exp = session
                 .expectations
                 .iter_mut()
@@ -682,7 +682,6 @@ impl Sessions {
                 self.open
                     .get_mut(&key)
                     .expect("found above")
-                    .session
                     .conn_mut(conn_id)
                     .holds_mark = Some(mark);
             }
@@ -703,7 +702,7 @@ impl Sessions {
                 continue;
             }
             for key in self.by_client_ip.get(&client.ip()).into_iter().flatten() {
-                let Some(session) = self.open.get(key).map(|o| &o.session) else {
+                let Some(session) = self.open.get(key) else {
                     continue;
                 };
                 if (session.control_readable && !session.encrypted())
@@ -737,11 +736,7 @@ impl Sessions {
         by: LinkedBy,
         event: &KernelEvent,
     ) -> Option<ConnId> {
-        let session = self
-            .open
-            .get_mut(&key)
-            .map(|o| &mut o.session)
-            .expect("caller found it");
+        let session = self.open.get_mut(&key).expect("caller found it");
         if session.data.len() >= MAX_DATA_CONNS {
             // Counted once per connection, on the event that opens it.
             if opens(event) {
@@ -761,11 +756,7 @@ impl Sessions {
         let Some((key, ConnId::Control, end)) = self.find(event) else {
             return;
         };
-        let session = self
-            .open
-            .get_mut(&key)
-            .map(|o| &mut o.session)
-            .expect("found");
+        let session = self.open.get_mut(&key).expect("found");
         if !session.encrypted() {
             return;
         }
@@ -779,11 +770,7 @@ impl Sessions {
     fn record(&mut self, key: Key, conn_id: ConnId, end: Side, event: &KernelEvent) {
         let ns = event.boot_ns;
         let mut announced = None;
-        let session = self
-            .open
-            .get_mut(&key)
-            .map(|o| &mut o.session)
-            .expect("placed");
+        let session = self.open.get_mut(&key).expect("placed");
         let was_last = session.last_ns;
         let control_was_done = session.control.is_done();
         session.last_ns = session.last_ns.max(ns);
@@ -906,14 +893,13 @@ impl Sessions {
             self.expect(key, announced, ns);
         }
         if matches!(event.kind, EventKind::Destroy) {
-            let conn = self.open[&key].session.conn(conn_id);
+            let conn = self.open[&key].conn(conn_id);
             if conn.is_done()
                 && let Some(mark) = conn.holds_mark
             {
                 self.open
                     .get_mut(&key)
                     .expect("placed")
-                    .session
                     .conn_mut(conn_id)
                     .holds_mark = None;
                 self.release_mark(mark, ns);
@@ -925,7 +911,7 @@ impl Sessions {
     /// Keeps the quiet and closing indexes in step with the session's
     /// last activity and its control connection's end.
     fn touch(&mut self, key: Key, was_last: u64, control_was_done: bool) {
-        let session = &self.open[&key].session;
+        let session = &self.open[&key];
         let (last, control_done) = (session.last_ns, session.control.is_done());
         if last != was_last {
             self.quiet.remove(&(was_last, key));
@@ -944,11 +930,7 @@ impl Sessions {
     /// same endpoint; the oldest unused one goes past the cap), indexed,
     /// and traced by the kernel.
     fn expect(&mut self, key: Key, announced: Expectation, ns: u64) {
-        let session = self
-            .open
-            .get_mut(&key)
-            .map(|o| &mut o.session)
-            .expect("recording");
+        let session = self.open.get_mut(&key).expect("recording");
         let client_ip = session.control.client.ip();
         let same = |x: &Expectation| {
             x.used_by.is_none()
@@ -1415,14 +1397,7 @@ mod tests {
         }
         assert_eq!(sessions.dropped.expectations, extra as u64);
         assert_eq!(
-            sessions
-                .open
-                .values()
-                .next()
-                .unwrap()
-                .session
-                .expectations
-                .len(),
+            sessions.open.values().next().unwrap().expectations.len(),
             MAX_EXPECTATIONS
         );
         // Each announcement's mark lives its lifetime (within the global
