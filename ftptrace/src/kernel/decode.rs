@@ -171,12 +171,15 @@ impl Decoder {
                 old: self.names.state_name(r.arg1),
                 new: self.names.state_name(r.arg2),
             },
-            ProbeId::TcpRetransmitSkb => EventKind::Retransmit {
-                syn: matches!(state().as_str(), "SYN_SENT" | "SYN_RECV"),
-                state: state(),
-                error: (has_arg && r.arg1 != 0).then_some(r.arg1 as i32),
-                segs: u32::try_from(r.arg2).ok().filter(|&segs| segs != 0),
-            },
+            ProbeId::TcpRetransmitSkb => {
+                let state = state();
+                EventKind::Retransmit {
+                    syn: matches!(state.as_str(), "SYN_SENT" | "SYN_RECV"),
+                    state,
+                    error: (has_arg && r.arg1 != 0).then_some(r.arg1 as i32),
+                    segs: u32::try_from(r.arg2).ok().filter(|&segs| segs != 0),
+                }
+            }
             // Sent for a request socket, which is NEW_SYN_RECV to the
             // kernel and SYN_RECV to everyone else.
             ProbeId::TcpRetransmitSynack => EventKind::Retransmit {

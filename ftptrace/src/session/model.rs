@@ -287,10 +287,7 @@ pub struct Session {
 
 impl Session {
     pub fn conn(&self, id: ConnId) -> &Conn {
-        match id {
-            ConnId::Control => &self.control,
-            ConnId::Data(n) => &self.data[n as usize - 1],
-        }
+        self.get_conn(id).expect("a connection of this session")
     }
 
     /// [`Self::conn`], or `None` for an id the session has not given.
