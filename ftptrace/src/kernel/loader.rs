@@ -144,21 +144,14 @@ impl Tracer {
 
         let mut error_at_close = false;
         for ladder in hook_ladder::LADDERS {
-            let mut fell_back = Vec::new();
-            let mut chosen = None;
-            for rung in ladder.rungs_to_try(forced) {
-                let attempt = usable(facts, ladder.observes, &rung, state_attached)
-                    .and_then(|()| attach_rung(&mut ebpf, facts, &rung, &kernel_btf));
-                match attempt {
-                    Ok(()) => {
-                        attached_programs.extend(rung.programs);
-                        error_at_close |= ladder.observes == Observes::SocketErrors
-                            && rung.tier == Tier::Fallback;
-                        chosen = Some(rung);
-                        break;
-                    }
-                    Err(why) => fell_back.push(format!("{}: {why}", rung.tier)),
-                }
+            let (chosen, fell_back) = climb(ladder.rungs_to_try(forced), |rung| {
+                usable(facts, ladder.observes, rung, state_attached)
+                    .and_then(|()| attach_rung(&mut ebpf, facts, rung, &kernel_btf))
+            });
+            if let Some(rung) = &chosen {
+                attached_programs.extend(rung.programs);
+                error_at_close |=
+                    ladder.observes == Observes::SocketErrors && rung.tier == Tier::Fallback;
             }
             for &name in ladder.serves {
                 statuses.push(match chosen {
@@ -175,13 +168,7 @@ impl Tracer {
                         hook: "off".into(),
                         target: None,
                         attached: false,
-                        reason: Some(match forced {
-                            Some(tier) => format!(
-                                "forced to {tier} ({FORCE_HOOK_ENV}): {}",
-                                fell_back.join("; ")
-                            ),
-                            None => format!("no hook works here: {}", fell_back.join("; ")),
-                        }),
+                        reason: Some(none_attached(forced, &fell_back, "no hook works here: ")),
                         fell_back: Vec::new(),
                     },
                 });
@@ -393,27 +380,46 @@ fn attach_set_state(
     forced: Option<Tier>,
     kernel_btf: &OnceCell<Result<Btf, String>>,
 ) -> Result<(Rung, Vec<String>), String> {
-    let mut fell_back = Vec::new();
-    for rung in hook_ladder::rungs_to_try(&hook_ladder::SET_STATE_RUNGS, forced) {
-        match attach_rung(ebpf, facts, &rung, kernel_btf) {
-            Ok(()) => return Ok((rung, fell_back)),
-            Err(why) => {
-                for &name in rung.programs {
-                    if let Some(program) = ebpf.program_mut(name) {
-                        let _ = unload(program);
-                    }
+    let rungs = hook_ladder::rungs_to_try(&hook_ladder::SET_STATE_RUNGS, forced);
+    let (chosen, fell_back) = climb(rungs, |rung| {
+        attach_rung(ebpf, facts, rung, kernel_btf).inspect_err(|_| {
+            for &name in rung.programs {
+                if let Some(program) = ebpf.program_mut(name) {
+                    let _ = unload(program);
                 }
-                fell_back.push(format!("{}: {why}", rung.tier));
             }
+        })
+    });
+    match chosen {
+        Some(rung) => Ok((rung, fell_back)),
+        None => Err(none_attached(forced, &fell_back, "")),
+    }
+}
+
+/// Tries `rungs` in order until one attaches: that rung, and each rung
+/// tried before it with why it did not work.
+fn climb(
+    rungs: Vec<Rung>,
+    mut attempt: impl FnMut(&Rung) -> Result<(), String>,
+) -> (Option<Rung>, Vec<String>) {
+    let mut fell_back = Vec::new();
+    for rung in rungs {
+        match attempt(&rung) {
+            Ok(()) => return (Some(rung), fell_back),
+            Err(why) => fell_back.push(format!("{}: {why}", rung.tier)),
         }
     }
-    Err(match forced {
-        Some(tier) => format!(
-            "forced to {tier} ({FORCE_HOOK_ENV}): {}",
-            fell_back.join("; ")
-        ),
-        None => fell_back.join("; "),
-    })
+    (None, fell_back)
+}
+
+/// Why no rung attached: the forced tier's failure under
+/// `FTPTRACE_FORCE_HOOK`, else `unforced` and every rung's.
+fn none_attached(forced: Option<Tier>, fell_back: &[String], unforced: &str) -> String {
+    let tried = fell_back.join("; ");
+    match forced {
+        Some(tier) => format!("forced to {tier} ({FORCE_HOOK_ENV}): {tried}"),
+        None => format!("{unforced}{tried}"),
+    }
 }
 
 /// The probe reading the FTP control channel, as the start line names it.
