@@ -125,6 +125,30 @@ def main():
             return "no error"
         except OSError as e:
             return errno_of(e)
+    if scenario == "upload_stall":
+        # Start an upload to ARG, wait for the test (which stops the server
+        # from reading), then send until the stopped receiver's zero window
+        # holds the data back for 3 s (at most 256 MiB), and hang up.
+        c = Control(connect())
+        c.login()
+        c.cmd("TYPE I")
+        port = c.pasv()
+        data = socket.create_connection((host, port), timeout=TIMEOUT)
+        said = c.cmd("STOR " + arg)
+        if not said.startswith("150"):
+            return said
+        wait_for_go()
+        data.settimeout(3)
+        chunk = bytes(65536)
+        sent = 0
+        try:
+            while sent < 256 << 20:
+                sent += data.send(chunk)
+        except socket.timeout:
+            data.close()
+            c.sock.close()
+            return "stalled"
+        return "sent %d bytes" % sent
     if scenario == "hold":
         # Take a session slot and keep it until told to leave.
         c = Control(connect())

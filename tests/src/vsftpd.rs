@@ -46,6 +46,9 @@ pub struct VsftpdConfig {
     pub tls: bool,
     /// More `key=value` lines (e.g. `idle_session_timeout`, `max_clients`).
     pub settings: Vec<(String, String)>,
+    /// A directory of the anonymous root that anonymous users may upload
+    /// into (the root itself stays unwritable, as vsftpd requires).
+    pub upload_dir: Option<String>,
 }
 
 impl VsftpdConfig {
@@ -60,6 +63,7 @@ impl VsftpdConfig {
             log_protocol: false,
             tls: false,
             settings: Vec::new(),
+            upload_dir: None,
         }
     }
 
@@ -83,6 +87,13 @@ impl VsftpdConfig {
     pub fn with_password_and_protocol_log(mut self) -> Self {
         self.anonymous_password = true;
         self.log_protocol = true;
+        self
+    }
+
+    /// Lets anonymous users upload into the directory `name`.
+    #[must_use]
+    pub fn with_upload_dir(mut self, name: &str) -> Self {
+        self.upload_dir = Some(name.into());
         self
     }
 
@@ -132,7 +143,6 @@ impl VsftpdConfig {
             "background=NO\n\
              anonymous_enable=YES\n\
              local_enable=NO\n\
-             write_enable=NO\n\
              pasv_enable=YES\n\
              seccomp_sandbox=NO\n\
              # Keep every vsftpd process in the test's namespace (no per-session\n\
@@ -140,6 +150,11 @@ impl VsftpdConfig {
              isolate=NO\n\
              isolate_network=NO\n",
         );
+        if self.upload_dir.is_some() {
+            conf.push_str("write_enable=YES\nanon_upload_enable=YES\n");
+        } else {
+            conf.push_str("write_enable=NO\n");
+        }
         if self.tls {
             let dir = anon_root.parent().unwrap_or(anon_root);
             let _ = writeln!(
@@ -227,6 +242,17 @@ impl Vsftpd {
             let path = root.join(name);
             std::fs::write(&path, pattern(*size))
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
+        if let Some(name) = &config.upload_dir {
+            let path = root.join(name);
+            std::fs::create_dir(&path)
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &path,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                    )
+                })
+                .unwrap_or_else(|e| panic!("cannot make {} writable: {e}", path.display()));
         }
         if config.tls {
             make_self_signed_certificate(dir.path());

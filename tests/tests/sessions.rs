@@ -571,3 +571,140 @@ fn active_mode_data_connection_is_linked_by_its_eprt() {
         assert_eq!(opens, 1, "{}{ctx}", session.timeline_text());
     });
 }
+
+/// The first evidence sentence of a `receiver_stalled` verdict names the
+/// stalled end and counts the probes; the count is the kernel's own.
+#[track_caller]
+fn assert_stalled(
+    session: &tests::tracer::Session,
+    stalled: &str,
+    prober: &str,
+    probes: i64,
+    ctx: &str,
+) {
+    assert_cause(session, "receiver_stalled", Some("data:1"), ctx);
+    let said = format!(
+        "the {stalled} (the receiving end) stopped reading data:1: its window fell to zero and \
+         the {prober}'s kernel sent {probes} zero-window probe(s)"
+    );
+    assert!(
+        session.evidence[0].starts_with(&said),
+        "evidence {:?} does not start with {said:?}{ctx}",
+        session.evidence
+    );
+}
+
+/// A downloading curl stops (SIGSTOP) with its receive buffer full: vsftpd's
+/// kernel probes the zero window until curl is killed.
+#[test]
+fn receiver_stalled_when_the_downloading_client_stops_reading() {
+    tests::root_test(
+        "receiver_stalled_when_the_downloading_client_stops_reading",
+        || {
+            let net = NsPair::new();
+            // A small receive buffer fills at once; the rate limit keeps the
+            // transfer going until the test stops curl.
+            net.client.sysctl("net.ipv4.tcp_rmem", "4096 16384 65536");
+            let _ftp = Vsftpd::start(
+                &net.server,
+                VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 64 << 20),
+            );
+            let run = observe(&net, tracer(), || {
+                let mut curl = net
+                    .client
+                    .command("curl")
+                    .args(["-s", "-o", "/dev/null", "--limit-rate", "1M"])
+                    .arg(ftp_url(SERVER_V4, 21, "big"))
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .expect("spawn curl");
+                wait_for("curl's data connection", Duration::from_secs(20), || {
+                    let ss = net
+                        .client
+                        .run_ok("ss", &["-Htn", "state", "established"])
+                        .stdout;
+                    let data = ss.lines().any(|l| {
+                        l.split_whitespace()
+                            .nth(3)
+                            .and_then(|peer| peer.rsplit_once(':'))
+                            .is_some_and(|(_, port)| {
+                                port.parse()
+                                    .is_ok_and(|p: u16| tests::vsftpd::PASSIVE_PORTS.contains(&p))
+                            })
+                    });
+                    if data { Ok(()) } else { Err(ss) }
+                });
+                let pid = i32::try_from(curl.id()).expect("pid");
+                // SAFETY: kill(2) on the child this test spawned and has not reaped.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                let counters = || net.server.counters().get("TcpExt.TCPWinProbe");
+                let before = counters();
+                wait_for(
+                    "zero-window probes from the server",
+                    Duration::from_secs(20),
+                    || {
+                        let sent = counters() - before;
+                        if sent >= 3 {
+                            Ok(())
+                        } else {
+                            Err(format!("{sent} probes"))
+                        }
+                    },
+                );
+                tests::process::kill_and_reap(&mut curl);
+            });
+            let ctx = run.context();
+            let probes = run.server.get("TcpExt.TCPWinProbe");
+            let events = run.server_where(|e| matches!(e.kind, Kind::ZeroWindowProbe { .. }));
+            assert_eq!(
+                i64::try_from(events.len()).unwrap(),
+                probes,
+                "zero_window_probe events vs the server's TcpExt.TCPWinProbe{ctx}"
+            );
+            assert_stalled(only_session(&run.trace), "client", "server", probes, &ctx);
+        },
+    );
+}
+
+/// vsftpd stops (SIGSTOP) during an upload from Python's socket client:
+/// the client's kernel probes the zero window; the client gives up after
+/// 3 s without progress and hangs up.
+#[test]
+fn receiver_stalled_when_the_server_stops_reading_an_upload() {
+    tests::root_test(
+        "receiver_stalled_when_the_server_stops_reading_an_upload",
+        || {
+            let net = NsPair::new();
+            let _ftp = Vsftpd::start(
+                &net.server,
+                VsftpdConfig::new(Listen::V4(SERVER_V4)).with_upload_dir("incoming"),
+            );
+            let run = observe(&net, tracer(), || {
+                let mut client =
+                    Scenario::start(&net.client, "upload_stall", SERVER_V4, Some("incoming/up"));
+                client.wait_ready();
+                net.server.signal_all(libc::SIGSTOP);
+                client.go();
+                let said = client.finish();
+                // Killed, the server's sockets reset the connections they held.
+                let left = net.server.kill_all();
+                assert!(
+                    left.is_empty(),
+                    "server processes survived SIGKILL: {left:?}"
+                );
+                said
+            });
+            let ctx = run.context();
+            assert_eq!(run.outcome, "stalled", "the client's verdict{ctx}");
+            let probes = run.client.get("TcpExt.TCPWinProbe");
+            let events = run.client_where(|e| matches!(e.kind, Kind::ZeroWindowProbe { .. }));
+            assert_eq!(
+                i64::try_from(events.len()).unwrap(),
+                probes,
+                "zero_window_probe events vs the client's TcpExt.TCPWinProbe{ctx}"
+            );
+            assert!(probes > 0, "the stopped server drew no window probes{ctx}");
+            assert_stalled(only_session(&run.trace), "server", "client", probes, &ctx);
+        },
+    );
+}

@@ -37,11 +37,12 @@ pub enum Cause {
     ConnectionRefused,
     ServerLimit,
     TlsFailure,
+    ReceiverStalled,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Clean,
         Self::ServerIdleTimeout,
         Self::ClientAbort,
@@ -55,6 +56,7 @@ impl Cause {
         Self::ConnectionRefused,
         Self::ServerLimit,
         Self::TlsFailure,
+        Self::ReceiverStalled,
         Self::Unknown,
     ];
 
@@ -73,6 +75,7 @@ impl Cause {
             Self::ConnectionRefused => "connection_refused",
             Self::ServerLimit => "server_limit",
             Self::TlsFailure => "tls_failure",
+            Self::ReceiverStalled => "receiver_stalled",
             Self::Unknown => "unknown",
         }
     }
@@ -95,6 +98,7 @@ pub fn diagnose(session: &Session) -> Diagnosis {
         .or_else(|| tls_failure(session, control))
         .or_else(|| data_refused(session, data))
         .or_else(|| data_blocked(session, data))
+        .or_else(|| receiver_stalled(session, data))
         .or_else(|| timeout(session, &endings))
         .or_else(|| middlebox_reset(session, &endings))
         .or_else(|| server_idle_timeout(session, control))
@@ -337,6 +341,100 @@ fn data_blocked(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diagnosi
     };
     add_reply(session, &mut evidence, 425);
     Some(found_at(Cause::DataConnectionBlocked, conn, evidence))
+}
+
+/// A data connection's receiver stopped reading: the sender's kernel probed
+/// its zero window, and the transfer never completed after the stall began.
+/// Probes are the sender's packets: the stalled end's own kernel reports
+/// nothing, so this is judged where the sender is on this host.
+fn receiver_stalled(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diagnosis> {
+    data.iter().find_map(|(id, ending)| {
+        let conn = session.conn(*id);
+        let (sender, view) = conn.seen().find(|(_, v)| v.zero_window_probes > 0)?;
+        let probe = |e: &Entry| {
+            e.conn == *id && e.seen_at == sender && matches!(e.kind, EventKind::ZeroWindowProbe { .. })
+        };
+        let first_ns = session.timeline.entries().find(|e| probe(e)).map_or(conn.first_ns, |e| e.ns);
+        let last_ns = session.timeline.entries().filter(|e| probe(e)).map(|e| e.ns).max().unwrap_or(first_ns);
+        let completed_after = |e: &Entry| {
+            e.ns > first_ns
+                && matches!(&e.kind, EventKind::Ftp { event: ControlEvent::Reply { code: 226 | 250, .. }, .. })
+        };
+        // On a readable channel the server's word says whether the transfer
+        // completed; on an encrypted one, the sender's own FIN does.
+        let completed = if session.control_readable && session.encrypted_ns.is_none() {
+            count(session, completed_after) > 0
+        } else {
+            ending.close == Close::Fin && ending.closed_by == ClosedBy::of(sender)
+        };
+        if completed || ending.close == Close::Refused {
+            return None;
+        }
+        let receiver = sender.other();
+        let role = |end: Side| match (end, transfer_verb(session, *id)) {
+            (Side::Client, Some(Verb::Stor | Verb::Appe)) | (Side::Server, Some(Verb::Retr | Verb::List | Verb::Nlst)) => " (the sending end)",
+            (Side::Server, Some(Verb::Stor | Verb::Appe)) | (Side::Client, Some(Verb::Retr | Verb::List | Verb::Nlst)) => " (the receiving end)",
+            _ => "",
+        };
+        let mut evidence = vec![
+            format!(
+                "the {}{} stopped reading {}: its window fell to zero and the {}'s kernel sent {} zero-window probe(s) over {} ms{}",
+                Side::as_str(receiver),
+                role(receiver),
+                id.label(),
+                Side::as_str(sender),
+                view.zero_window_probes,
+                last_ns.saturating_sub(first_ns) / 1_000_000,
+                cite_first(session, probe)
+            ),
+            if session.control_readable && session.encrypted_ns.is_none() {
+                "the transfer never completed after the stall began: no 226 followed the first probe".to_owned()
+            } else {
+                format!("the {} never closed {} with FIN: the transfer did not complete", Side::as_str(sender), id.label())
+            },
+        ];
+        let ended = match ending.close {
+            Close::Open => format!("{} was still open when the session ended", id.label()),
+            close => format!(
+                "then {} closed with {} by {}{}",
+                id.label(),
+                close.as_str(),
+                ending.closed_by.as_str(),
+                ending.at_ns.map(|ns| format!(" (+{} ms)", session.offset_ms(ns))).unwrap_or_default()
+            ),
+        };
+        evidence.push(ended);
+        add_reply(session, &mut evidence, 426);
+        add_reply(session, &mut evidence, 421);
+        Some(found_at(Cause::ReceiverStalled, Some(*id), evidence))
+    })
+}
+
+/// The transfer command a data connection carried: the one nearest in time
+/// to its opening (it follows the connection after `PASV`, precedes it after
+/// `PORT`).
+fn transfer_verb(session: &Session, id: ConnId) -> Option<&Verb> {
+    let conn = session.get_conn(id)?;
+    let opened = conn.first_ns;
+    session
+        .timeline
+        .entries()
+        .filter_map(|e| match &e.kind {
+            EventKind::Ftp {
+                event: ControlEvent::Command { verb, .. },
+                ..
+            } if e.conn == ConnId::Control
+                && matches!(
+                    verb,
+                    Verb::Retr | Verb::Stor | Verb::Appe | Verb::List | Verb::Nlst
+                ) =>
+            {
+                Some((e.ns.abs_diff(opened), verb))
+            }
+            _ => None,
+        })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, verb)| verb)
 }
 
 fn timeout(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnosis> {
@@ -1161,6 +1259,99 @@ mod tests {
         let control = s.connect(CLIENT, SERVER);
         s.login(&control);
         assert_eq!(seen(&s, BOTH), ["none - | open/unknown"]);
+    }
+
+    /// `n` zero-window probes from `sender`, `every_ms` apart.
+    fn window_probes(s: &mut Script, link: &Link, sender: Side, n: u8, every_ms: u64) {
+        for probes_out in 0..n {
+            s.after_ms(every_ms);
+            s.emit(link, sender, EventKind::ZeroWindowProbe { probes_out });
+        }
+    }
+
+    /// The downloading client stops reading; the server probes its zero
+    /// window; the client gives up and closes the data socket with unread
+    /// bytes (a reset) and the control connection without QUIT.
+    #[test]
+    fn receiver_stalled_on_a_download() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        window_probes(&mut s, &data, Server, 4, 400);
+        s.reset(&data, Client);
+        s.fin(&control, Client);
+        for ends in [BOTH, SERVER_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["receiver_stalled data:1 | fin/client, reset/client"],
+                "{ends:?}"
+            );
+        }
+        let evidence = evidence(&s, BOTH);
+        assert!(
+            evidence[0].starts_with(
+                "the client (the receiving end) stopped reading data:1: its window fell to zero \
+                 and the server's kernel sent 4 zero-window probe(s) over 1200 ms (+"
+            ),
+            "{evidence:?}"
+        );
+        assert!(evidence[1].contains("no 226"), "{evidence:?}");
+        assert!(
+            evidence[2].starts_with("then data:1 closed with reset by client"),
+            "{evidence:?}"
+        );
+        // The stalled end's kernel sends no probes: from there alone, the
+        // client just gave up.
+        assert_eq!(
+            seen(&s, CLIENT_ONLY),
+            ["client_abort control | fin/client, reset/client"]
+        );
+    }
+
+    /// The server stops reading an upload (its process stopped, its disk
+    /// busy): the client probes, gives up and closes.
+    #[test]
+    fn receiver_stalled_on_an_upload() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        s.login(&control);
+        s.pasv(&control, 30001);
+        let data = s.connect(DATA_CLIENT, DATA_SERVER);
+        s.command(&control, Verb::Stor, Some("file"));
+        s.reply(&control, 150, "Ok to send data.");
+        window_probes(&mut s, &data, Client, 3, 800);
+        s.fin(&data, Client);
+        s.reset(&control, Client);
+        for ends in [BOTH, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["receiver_stalled data:1 | reset/client, fin/client"],
+                "{ends:?}"
+            );
+            let evidence = evidence(&s, ends);
+            assert!(
+                evidence[0].starts_with("the server (the receiving end) stopped reading data:1"),
+                "{evidence:?}"
+            );
+        }
+    }
+
+    /// A receiver that paused and read again: probes, then the transfer
+    /// completed. Slow, not stalled.
+    #[test]
+    fn a_paused_receiver_that_caught_up_is_not_stalled() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        window_probes(&mut s, &data, Server, 2, 200);
+        s.fin(&data, Server);
+        s.reply(&control, 226, "Transfer complete.");
+        quit(&mut s, &control);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["clean - | fin/server, fin/server"],
+                "{ends:?}"
+            );
+        }
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl ClosedBy {
         }
     }
 
-    fn of(end: Side) -> Self {
+    pub(super) fn of(end: Side) -> Self {
         match end {
             Side::Client => Self::Client,
             Side::Server => Self::Server,
