@@ -572,6 +572,26 @@ fn active_mode_data_connection_is_linked_by_its_eprt() {
     });
 }
 
+/// Waits until the client's namespace holds an established connection to
+/// one of vsftpd's passive ports: the transfer is under way.
+#[track_caller]
+fn wait_for_data_connection(net: &NsPair) {
+    wait_for("the data connection", Duration::from_secs(20), || {
+        let ss = net
+            .client
+            .run_ok("ss", &["-Htn", "state", "established"])
+            .stdout;
+        let data = ss.lines().any(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .and_then(|peer| peer.rsplit_once(':'))
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_some_and(|p| tests::vsftpd::PASSIVE_PORTS.contains(&p))
+        });
+        if data { Ok(()) } else { Err(ss) }
+    });
+}
+
 /// The first evidence sentence of a `receiver_stalled` verdict names the
 /// stalled end and counts the probes; the count is the kernel's own.
 #[track_caller]
@@ -618,22 +638,7 @@ fn receiver_stalled_when_the_downloading_client_stops_reading() {
                     .stdin(std::process::Stdio::null())
                     .spawn()
                     .expect("spawn curl");
-                wait_for("curl's data connection", Duration::from_secs(20), || {
-                    let ss = net
-                        .client
-                        .run_ok("ss", &["-Htn", "state", "established"])
-                        .stdout;
-                    let data = ss.lines().any(|l| {
-                        l.split_whitespace()
-                            .nth(3)
-                            .and_then(|peer| peer.rsplit_once(':'))
-                            .is_some_and(|(_, port)| {
-                                port.parse()
-                                    .is_ok_and(|p: u16| tests::vsftpd::PASSIVE_PORTS.contains(&p))
-                            })
-                    });
-                    if data { Ok(()) } else { Err(ss) }
-                });
+                wait_for_data_connection(&net);
                 let pid = i32::try_from(curl.id()).expect("pid");
                 // SAFETY: kill(2) on the child this test spawned and has not reaped.
                 unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -707,4 +712,105 @@ fn receiver_stalled_when_the_server_stops_reading_an_upload() {
             assert_stalled(only_session(&run.trace), "server", "client", probes, &ctx);
         },
     );
+}
+
+/// A 4 s download (curl, rate-limited) while a firewall on the client's
+/// host starts dropping the idle control connection: the server's `226`
+/// after the transfer goes into the void and its kernel gives up (the
+/// server's namespace retries 3 times, not 15, so that it takes seconds).
+#[test]
+fn control_lost_during_a_long_download() {
+    tests::root_test("control_lost_during_a_long_download", || {
+        let net = NsPair::new();
+        net.server.sysctl("net.ipv4.tcp_retries2", "3");
+        let _ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 8 << 20),
+        );
+        let run = observe(&net, tracer(), || {
+            let mut curl = net
+                .client
+                .command("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--limit-rate",
+                    "2M",
+                    "--max-time",
+                    "30",
+                ])
+                .arg(ftp_url(SERVER_V4, 21, "big"))
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn curl");
+            wait_for_data_connection(&net);
+            nft::apply(&net.client, &Rule::blackhole(21));
+            let aborted = || net.server.counters().get("TcpExt.TCPAbortOnTimeout");
+            let before = aborted();
+            wait_for(
+                "the server's kernel to give up on the control connection",
+                Duration::from_secs(30),
+                || {
+                    if aborted() > before {
+                        Ok(())
+                    } else {
+                        Err("not yet".into())
+                    }
+                },
+            );
+            let hits = nft::hits(&net.client);
+            // The path comes back for curl's last words; the server's end is gone.
+            tests::process::kill_and_reap(&mut curl);
+            net.client
+                .run_ok("nft", &["delete", "table", "inet", nft::TABLE]);
+            hits
+        });
+        let ctx = run.context();
+        assert!(
+            run.outcome.iter().sum::<u64>() > 0,
+            "the firewall dropped nothing: {:?}{ctx}",
+            run.outcome
+        );
+        assert_eq!(
+            run.server.get("TcpExt.TCPAbortOnTimeout"),
+            1,
+            "one connection aborted on timeout at the server{ctx}"
+        );
+        let session = only_session(&run.trace);
+        assert_cause(
+            session,
+            "control_lost_during_transfer",
+            Some("control"),
+            &ctx,
+        );
+        let retransmits = run
+            .trace
+            .events
+            .iter()
+            .filter(|e| {
+                e.side == Side::Server
+                    && e.conn.as_deref() == Some("control")
+                    && matches!(e.kind, Kind::Retransmit { .. })
+            })
+            .count();
+        assert!(retransmits > 0, "the 226 was never retransmitted{ctx}");
+        assert!(
+            i64::try_from(retransmits).unwrap() <= run.server.get("Tcp.RetransSegs"),
+            "more control retransmits than the kernel's RetransSegs{ctx}"
+        );
+        assert!(
+            session.evidence[0].starts_with("the control connection carried nothing for ")
+                && session.evidence[0].contains("while data:1 transferred for ")
+                && session.evidence[0].ends_with(", 8388608 bytes as the 150 announced"),
+            "{:?}{ctx}",
+            session.evidence
+        );
+        assert!(
+            session.evidence[1].contains(&format!("{retransmits} retransmit(s) went unanswered"))
+                && session.evidence[1].contains("the server end's kernel gave up (ETIMEDOUT)"),
+            "{:?}{ctx}",
+            session.evidence
+        );
+    });
 }

@@ -21,6 +21,14 @@ const TLS_HANDSHAKE_NS: u64 = 10_000_000_000;
 /// ChangeCipherSpec, an alert); one that completes it and logs in sends at
 /// least five (ClientHello, Finished, USER, PASS, QUIT).
 const TLS_FAILED_CLIENT_SEGMENTS: u32 = 3;
+/// The control connection's words that open a transfer (the command, the
+/// `150`) come this soon after its data connection is established; any
+/// later word means the control connection was not idle during it.
+const TRANSFER_OPENING_NS: u64 = 1_000_000_000;
+/// A control connection lost to an idle timeout in a firewall or NAT fails
+/// as soon as it is used again: the `226` or the next command. Trouble
+/// this long after the transfer is another story.
+const CONTROL_LOST_WITHIN_NS: u64 = 60_000_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Cause {
@@ -38,11 +46,12 @@ pub enum Cause {
     ServerLimit,
     TlsFailure,
     ReceiverStalled,
+    ControlLostDuringTransfer,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Clean,
         Self::ServerIdleTimeout,
         Self::ClientAbort,
@@ -57,6 +66,7 @@ impl Cause {
         Self::ServerLimit,
         Self::TlsFailure,
         Self::ReceiverStalled,
+        Self::ControlLostDuringTransfer,
         Self::Unknown,
     ];
 
@@ -76,6 +86,7 @@ impl Cause {
             Self::ServerLimit => "server_limit",
             Self::TlsFailure => "tls_failure",
             Self::ReceiverStalled => "receiver_stalled",
+            Self::ControlLostDuringTransfer => "control_lost_during_transfer",
             Self::Unknown => "unknown",
         }
     }
@@ -99,6 +110,7 @@ pub fn diagnose(session: &Session) -> Diagnosis {
         .or_else(|| data_refused(session, data))
         .or_else(|| data_blocked(session, data))
         .or_else(|| receiver_stalled(session, data))
+        .or_else(|| control_lost_during_transfer(session, control))
         .or_else(|| timeout(session, &endings))
         .or_else(|| middlebox_reset(session, &endings))
         .or_else(|| server_idle_timeout(session, control))
@@ -408,6 +420,117 @@ fn receiver_stalled(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diag
         add_reply(session, &mut evidence, 421);
         Some(found_at(Cause::ReceiverStalled, Some(*id), evidence))
     })
+}
+
+/// The classic "the transfer finished but the client says it failed": the
+/// control connection sat idle while a data connection moved the file, a
+/// firewall or NAT dropped its idle state meanwhile, and the first words
+/// after the transfer (the `226`, the next command) went into a void
+/// (retransmits, then a timeout) or met a reset the peer did not send.
+fn control_lost_during_transfer(session: &Session, control: Ending) -> Option<Diagnosis> {
+    let failed_at = match (control.close, control.closed_by) {
+        (Close::Timeout, ClosedBy::Client | ClosedBy::Server)
+        | (Close::Reset, ClosedBy::Middlebox) => control.at_ns?,
+        _ => return None,
+    };
+    // The data connection whose transfer ended last before the failure.
+    let (data, opened, ended) = session
+        .data
+        .iter()
+        .filter_map(|c| {
+            let opened = c.seen().filter_map(|(_, v)| v.established_ns).min()?;
+            let ended = ending(c).at_ns.unwrap_or(c.last_ns);
+            (ended <= failed_at).then_some((c, opened, ended))
+        })
+        .max_by_key(|(_, _, ended)| *ended)?;
+    let on_control = |e: &&Entry| e.conn == ConnId::Control;
+    let last_word = session
+        .timeline
+        .entries()
+        .filter(on_control)
+        .filter(|e| e.ns <= ended)
+        .last()?;
+    if last_word.ns > opened + TRANSFER_OPENING_NS {
+        return None;
+    }
+    let trouble = session.timeline.entries().filter(on_control).find(|e| {
+        e.ns > ended
+            && matches!(
+                e.kind,
+                EventKind::Retransmit { .. } | EventKind::ResetReceived { .. }
+            )
+    })?;
+    if trouble.ns - ended > CONTROL_LOST_WITHIN_NS {
+        return None;
+    }
+    let size = announced_size(session, ended)
+        .map(|bytes| format!(", {bytes} bytes as the 150 announced"))
+        .unwrap_or_default();
+    let mut evidence = vec![format!(
+        "the control connection carried nothing for {} ms after its last word{} while {} transferred for {} ms{size}",
+        ended.saturating_sub(last_word.ns) / 1_000_000,
+        cite(session, last_word),
+        data.id.label(),
+        ended.saturating_sub(opened) / 1_000_000,
+    )];
+    let failure = if control.close == Close::Timeout {
+        let end = if control.closed_by == ClosedBy::Server {
+            Side::Server
+        } else {
+            Side::Client
+        };
+        let view = session.control.view(end)?;
+        format!(
+            "{} ms after the transfer ended the control connection failed: {} retransmit(s) went unanswered{} and the {} end's kernel gave up (ETIMEDOUT)",
+            (trouble.ns - ended) / 1_000_000,
+            view.retransmits,
+            cite(session, trouble),
+            control.closed_by.as_str()
+        )
+    } else {
+        format!(
+            "{} ms after the transfer ended the control connection met a reset its peer did not send{}",
+            (trouble.ns - ended) / 1_000_000,
+            cite(session, trouble)
+        )
+    };
+    evidence.push(failure);
+    evidence.push(format!(
+        "a {} alone would not say why: the pattern does. A firewall or NAT on the path most likely \
+         dropped the idle control connection's state during the transfer (its idle timeout shorter than the transfer)",
+        if control.close == Close::Timeout { "retransmission timeout" } else { "middlebox reset" }
+    ));
+    Some(found_at(
+        Cause::ControlLostDuringTransfer,
+        Some(ConnId::Control),
+        evidence,
+    ))
+}
+
+/// The size a `150` announced for the transfer that ended at `ended_ns`
+/// (vsftpd: `150 Opening BINARY mode data connection for f (1048576 bytes).`).
+fn announced_size(session: &Session, ended_ns: u64) -> Option<u64> {
+    session
+        .timeline
+        .entries()
+        .filter(|e| e.ns <= ended_ns)
+        .filter_map(|e| match &e.kind {
+            EventKind::Ftp {
+                event:
+                    ControlEvent::Reply {
+                        code: 150 | 125,
+                        text,
+                    },
+                ..
+            } => Some(text),
+            _ => None,
+        })
+        .last()
+        .and_then(|text| {
+            let (before, _) = text.rsplit_once(" bytes)")?;
+            let (_, digits) = before.rsplit_once('(')?;
+            digits.parse().ok()
+        })
 }
 
 /// The transfer command a data connection carried: the one nearest in time
@@ -1352,6 +1475,91 @@ mod tests {
                 "{ends:?}"
             );
         }
+    }
+
+    /// A download that runs 5 s while the control connection idles; then the
+    /// server's `226` goes into a void: retransmits, then ETIMEDOUT.
+    fn long_download_then_control_void(s: &mut Script, gap_ms: u64) -> Link {
+        let (control, data) = download(s);
+        s.after_ms(5_000);
+        s.fin(&data, Server);
+        s.after_ms(gap_ms);
+        s.blackholed(&control, Server, 3, 400);
+        control
+    }
+
+    #[test]
+    fn control_lost_during_a_long_transfer() {
+        let mut s = Script::new();
+        long_download_then_control_void(&mut s, 0);
+        for ends in [BOTH, SERVER_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["control_lost_during_transfer control | timeout/server, fin/server"],
+                "{ends:?}"
+            );
+        }
+        let evidence = evidence(&s, BOTH);
+        assert!(
+            evidence[0].starts_with("the control connection carried nothing for 5")
+                && evidence[0].contains("while data:1 transferred for 5"),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[1]
+                .starts_with("401 ms after the transfer ended the control connection failed: ")
+                && evidence[1].contains("3 retransmit(s) went unanswered")
+                && evidence[1].contains("the server end's kernel gave up (ETIMEDOUT)"),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[2].starts_with("a retransmission timeout alone"),
+            "{evidence:?}"
+        );
+        // The client saw its control connection go quiet, nothing more.
+        assert_eq!(seen(&s, CLIENT_ONLY), ["none - | open/unknown, fin/server"]);
+    }
+
+    /// A firewall that answers the dropped state with a reset instead.
+    #[test]
+    fn control_lost_during_a_transfer_to_a_forged_reset() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.after_ms(5_000);
+        s.fin(&data, Server);
+        s.after_ms(300);
+        // The firewall resets both ends when the 226 meets no state.
+        s.received_reset(&control, Server);
+        s.received_reset(&control, Client);
+        assert_eq!(
+            seen(&s, BOTH),
+            ["control_lost_during_transfer control | reset/middlebox, fin/server"]
+        );
+        assert!(evidence(&s, BOTH)[1].contains("met a reset its peer did not send"));
+    }
+
+    /// A control connection that spoke during the transfer was not idle; one
+    /// that failed minutes after it failed for another reason.
+    #[test]
+    fn a_control_timeout_without_the_idle_transfer_is_a_plain_timeout() {
+        let mut s = Script::new();
+        let (control, data) = download(&mut s);
+        s.after_ms(2_000);
+        s.command(&control, Verb::Other("NOOP".into()), None);
+        s.reply(&control, 200, "NOOP ok.");
+        s.after_ms(3_000);
+        s.fin(&data, Server);
+        s.blackholed(&control, Server, 3, 400);
+        assert_eq!(
+            seen(&s, BOTH),
+            ["retransmission_timeout control | timeout/server, fin/server"]
+        );
+        let mut s = Script::new();
+        long_download_then_control_void(&mut s, 120_000);
+        assert_eq!(
+            seen(&s, BOTH),
+            ["retransmission_timeout control | timeout/server, fin/server"]
+        );
     }
 
     #[test]
