@@ -149,6 +149,22 @@ def main():
             c.sock.close()
             return "stalled"
         return "sent %d bytes" % sent
+    if scenario == "ftplib_trusting_pasv":
+        # Python's ftplib told to trust the 227's address (older clients
+        # and many scripts do), downloading ARG; polite when it fails.
+        import ftplib
+        ftp = ftplib.FTP(timeout=TIMEOUT)
+        ftp.trust_server_pasv_ipv4_address = True
+        ftp.connect(host, 21)
+        ftp.login()
+        ftp.set_pasv(True)
+        try:
+            ftp.retrbinary("RETR " + arg, lambda block: None)
+        except OSError as e:
+            ftp.quit()
+            return errno_of(e)
+        ftp.quit()
+        return "ok"
     if scenario == "hold":
         # Take a session slot and keep it until told to leave.
         c = Control(connect())

@@ -251,6 +251,8 @@ pub fn busy_sockets(ss_output: &str) -> Vec<String> {
 pub struct NsPair {
     pub server: NetNs,
     pub client: NetNs,
+    /// The NAT router between them ([`NsPair::behind_nat`]), if any.
+    pub router: Option<NetNs>,
 }
 
 /// Counters of both namespaces at one moment.
@@ -259,78 +261,116 @@ pub struct Snapshot {
     pub client: Counters,
 }
 
+/// [`NsPair::behind_nat`]'s addresses: the router's public address (where
+/// clients reach the server), the client's, and the server's inside one
+/// (private, as behind a real NAT; it exists only inside the namespaces).
+pub const NAT_PUBLIC_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1));
+pub const NAT_CLIENT_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2));
+pub const NAT_INSIDE_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+const NAT_ROUTER_INSIDE_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+
+/// The router's nftables table ([`NsPair::behind_nat`]).
+pub const NAT_TABLE: &str = "ftptrace_nat";
+
+/// What the NAT router of [`NsPair::behind_nat`] forwards inside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Port 21 only: a data connection to the public address meets the
+    /// router itself.
+    ControlOnly,
+    /// Port 21 and the passive range: a client that substitutes the
+    /// public address for the announced one gets through.
+    ControlAndPassive,
+}
+
 impl NsPair {
     #[track_caller]
     pub fn new() -> Self {
         let server = NetNs::create(&unique_name("srv"));
         let client = NetNs::create(&unique_name("cli"));
-        server.ip(&[
-            "link",
-            "add",
-            DEV,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            DEV,
-            "netns",
-            &client.name,
-        ]);
+        veth(&server, DEV, &client, DEV);
         for (ns, v4, v6) in [
             (&server, SERVER_V4, SERVER_V6),
             (&client, CLIENT_V4, CLIENT_V6),
         ] {
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", DEV]);
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", DEV, "nodad"]);
-            ns.run_ok(
-                "ethtool",
-                &["-K", DEV, "tso", "off", "gso", "off", "gro", "off"],
-            );
-            // TCP builds multi-segment skbs whatever the device's offloads
-            // (software GSO is always on since Linux 4.13); the retransmit
-            // tracepoint fires per skb while Tcp.RetransSegs counts segments.
-            // One segment per skb makes them count the same thing.
-            ns.ip(&["link", "set", DEV, "gso_max_segs", "1"]);
-            // veth hands packets to the backlog of the CPU that sent them:
-            // a flow sent from two CPUs arrives reordered, and reordering
-            // means spurious fast retransmits on a clean link. Steering every
-            // arriving packet to one CPU keeps the order. The last CPU, not 0: on the
-            // CI host, tracepoint hits in softirq taken while the VM's init
-            // (a tokio thread, mostly on CPU 0) was current were not handed to
-            // BPF programs at all, and nothing counted them (see issue 3).
-            ns.run_ok(
-                "sh",
-                &[
-                    "-c",
-                    &format!(
-                        "echo {:x} > /sys/class/net/{DEV}/queues/rx-0/rps_cpus",
-                        last_cpu_mask()
-                    ),
-                ],
-            );
-            ns.ip(&["link", "set", DEV, "up"]);
+            prepare(ns, DEV);
         }
         client.sysctl("net.ipv4.tcp_syn_retries", "2");
-        // Until the kernel sees the carrier, the device's qdisc drops every
-        // packet: a first SYN sent too early would be retransmitted.
         for ns in [&server, &client] {
-            wait_for(
-                &format!("{DEV} up in {}", ns.name),
-                Duration::from_secs(10),
-                || {
-                    let state = ns
-                        .run_ok("cat", &[&format!("/sys/class/net/{DEV}/operstate")])
-                        .stdout;
-                    let qdisc = ns.ip(&["link", "show", DEV]).stdout;
-                    if state.trim() == "up" && !qdisc.contains("qdisc noop") {
-                        Ok(())
-                    } else {
-                        Err(format!("operstate {}, {}", state.trim(), qdisc.trim()))
-                    }
-                },
-            );
+            wait_up(ns, DEV);
         }
-        Self { server, client }
+        Self {
+            server,
+            client,
+            router: None,
+        }
+    }
+
+    /// The server behind a NAT router: the client at [`NAT_CLIENT_V4`]
+    /// reaches it at the router's [`NAT_PUBLIC_V4`], which forwards
+    /// (DNAT) what `forward` says to the server's [`NAT_INSIDE_V4`] and
+    /// drops anything else sent to the inside (it is not routable from
+    /// outside). IPv4 only; every rule counts what it hit.
+    #[track_caller]
+    pub fn behind_nat(forward: Forward) -> Self {
+        let server = NetNs::create(&unique_name("srv"));
+        let client = NetNs::create(&unique_name("cli"));
+        let router = NetNs::create(&unique_name("nat"));
+        const OUTSIDE: &str = "veth0";
+        const INSIDE: &str = "veth1";
+        veth(&client, DEV, &router, OUTSIDE);
+        veth(&server, DEV, &router, INSIDE);
+        for (ns, dev, addr) in [
+            (&client, DEV, NAT_CLIENT_V4),
+            (&router, OUTSIDE, NAT_PUBLIC_V4),
+            (&router, INSIDE, NAT_ROUTER_INSIDE_V4),
+            (&server, DEV, NAT_INSIDE_V4),
+        ] {
+            ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev]);
+            prepare(ns, dev);
+        }
+        for (ns, dev) in [
+            (&client, DEV),
+            (&router, OUTSIDE),
+            (&router, INSIDE),
+            (&server, DEV),
+        ] {
+            wait_up(ns, dev);
+        }
+        client.ip(&["route", "add", "default", "via", &NAT_PUBLIC_V4.to_string()]);
+        server.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &NAT_ROUTER_INSIDE_V4.to_string(),
+        ]);
+        router.sysctl("net.ipv4.ip_forward", "1");
+        client.sysctl("net.ipv4.tcp_syn_retries", "2");
+        let ports = match forward {
+            Forward::ControlOnly => "21".to_owned(),
+            Forward::ControlAndPassive => format!(
+                "{{ 21, {}-{} }}",
+                crate::vsftpd::PASSIVE_PORTS.start(),
+                crate::vsftpd::PASSIVE_PORTS.end()
+            ),
+        };
+        let rules = format!(
+            "table ip {NAT_TABLE} {{\n\
+             chain prerouting {{ type nat hook prerouting priority dstnat; policy accept;\n\
+             iifname \"{OUTSIDE}\" ip daddr {NAT_PUBLIC_V4} tcp dport {ports} counter dnat to {NAT_INSIDE_V4}\n}}\n\
+             chain forward {{ type filter hook forward priority filter; policy accept;\n\
+             iifname \"{OUTSIDE}\" ct status dnat accept\n\
+             iifname \"{OUTSIDE}\" counter drop\n}}\n}}\n"
+        );
+        crate::nft::load(&router, &rules);
+        Self {
+            server,
+            client,
+            router: Some(router),
+        }
     }
 
     #[track_caller]
@@ -365,6 +405,67 @@ impl NsPair {
             },
         );
     }
+}
+
+/// A veth pair, `a_dev` in `a` and `b_dev` in `b`.
+#[track_caller]
+fn veth(a: &NetNs, a_dev: &str, b: &NetNs, b_dev: &str) {
+    a.ip(&[
+        "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b.name,
+    ]);
+}
+
+/// Offloads off, one segment per skb, arrivals on one CPU, up.
+#[track_caller]
+fn prepare(ns: &NetNs, dev: &str) {
+    ns.run_ok(
+        "ethtool",
+        &["-K", dev, "tso", "off", "gso", "off", "gro", "off"],
+    );
+    // TCP builds multi-segment skbs whatever the device's offloads
+    // (software GSO is always on since Linux 4.13); the retransmit
+    // tracepoint fires per skb while Tcp.RetransSegs counts segments.
+    // One segment per skb makes them count the same thing.
+    ns.ip(&["link", "set", dev, "gso_max_segs", "1"]);
+    // veth hands packets to the backlog of the CPU that sent them:
+    // a flow sent from two CPUs arrives reordered, and reordering
+    // means spurious fast retransmits on a clean link. Steering every
+    // arriving packet to one CPU keeps the order. The last CPU, not 0: on the
+    // CI host, tracepoint hits in softirq taken while the VM's init
+    // (a tokio thread, mostly on CPU 0) was current were not handed to
+    // BPF programs at all, and nothing counted them (see issue 3).
+    ns.run_ok(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "echo {:x} > /sys/class/net/{dev}/queues/rx-0/rps_cpus",
+                last_cpu_mask()
+            ),
+        ],
+    );
+    ns.ip(&["link", "set", dev, "up"]);
+}
+
+/// Until the kernel sees the carrier, the device's qdisc drops every
+/// packet: a first SYN sent too early would be retransmitted.
+#[track_caller]
+fn wait_up(ns: &NetNs, dev: &str) {
+    wait_for(
+        &format!("{dev} up in {}", ns.name),
+        Duration::from_secs(10),
+        || {
+            let state = ns
+                .run_ok("cat", &[&format!("/sys/class/net/{dev}/operstate")])
+                .stdout;
+            let qdisc = ns.ip(&["link", "show", dev]).stdout;
+            if state.trim() == "up" && !qdisc.contains("qdisc noop") {
+                Ok(())
+            } else {
+                Err(format!("operstate {}, {}", state.trim(), qdisc.trim()))
+            }
+        },
+    );
 }
 
 impl Default for NsPair {

@@ -136,7 +136,12 @@ pub fn render(rules: &[Rule]) -> String {
 /// Loads `rules` into `ns` with `nft -f -`.
 #[track_caller]
 pub fn apply(ns: &NetNs, rules: &[Rule]) {
-    let text = render(rules);
+    load(ns, &render(rules));
+}
+
+/// Loads a ruleset text into `ns` with `nft -f -`.
+#[track_caller]
+pub fn load(ns: &NetNs, text: &str) {
     let mut command = ns.command("nft");
     command.args(["-f", "-"]);
     let described = describe(&command);

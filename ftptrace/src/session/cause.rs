@@ -8,6 +8,7 @@
 use super::{
     close::{Close, ClosedBy, Ending, ending, reset_sender, reset_ttl_differs},
     model::{ConnId, Entry, Session},
+    nat::{Mismatch, Went, first_mismatch, inside_address},
 };
 use crate::{
     event::EventKind,
@@ -47,11 +48,12 @@ pub enum Cause {
     TlsFailure,
     ReceiverStalled,
     ControlLostDuringTransfer,
+    NatAddressMismatch,
     Unknown,
 }
 
 impl Cause {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::Clean,
         Self::ServerIdleTimeout,
         Self::ClientAbort,
@@ -67,6 +69,7 @@ impl Cause {
         Self::TlsFailure,
         Self::ReceiverStalled,
         Self::ControlLostDuringTransfer,
+        Self::NatAddressMismatch,
         Self::Unknown,
     ];
 
@@ -87,6 +90,7 @@ impl Cause {
             Self::TlsFailure => "tls_failure",
             Self::ReceiverStalled => "receiver_stalled",
             Self::ControlLostDuringTransfer => "control_lost_during_transfer",
+            Self::NatAddressMismatch => "nat_address_mismatch",
             Self::Unknown => "unknown",
         }
     }
@@ -101,6 +105,140 @@ pub struct Diagnosis {
 }
 
 pub fn diagnose(session: &Session) -> Diagnosis {
+    let ended = diagnose_ending(session);
+    let Some(mismatch) = first_mismatch(session) else {
+        return ended;
+    };
+    let mut evidence = nat_evidence(session, &mismatch);
+    let got_through = mismatch.conn.is_some_and(|c| c.established());
+    // A 425, or vsftpd's `500 Illegal PORT command.`, after the announcement.
+    let refused_by_reply = count(session, |e| {
+        e.ns >= mismatch.announced.at_ns
+            && matches!(
+                &e.kind,
+                EventKind::Ftp {
+                    event: ControlEvent::Reply {
+                        code: 425 | 500 | 501,
+                        ..
+                    },
+                    ..
+                }
+            )
+    }) > 0;
+    match ended.cause {
+        // The announcement is why the session failed: its data connection
+        // never got through, and the session did not end well (or the
+        // other end refused the announcement: a client may QUIT politely).
+        Some(cause) if !got_through && (cause != Cause::Clean || refused_by_reply) => {
+            evidence.push(format!(
+                "so the session ended as {}: {}",
+                cause.as_str(),
+                ended.evidence.join("; ")
+            ));
+            found_at(
+                Cause::NatAddressMismatch,
+                mismatch.conn.map(|c| c.id),
+                evidence,
+            )
+        }
+        // Worked around (a client that substitutes the control address, a
+        // port forward), or not what ended it: said, for the next client.
+        _ => {
+            let mut ended = ended;
+            evidence[0] = format!("also: {}", evidence[0]);
+            ended.evidence.extend(evidence);
+            ended
+        }
+    }
+}
+
+/// The mismatch in words: what was announced against what the control
+/// connection uses, and where the data connection went.
+fn nat_evidence(session: &Session, m: &Mismatch) -> Vec<String> {
+    let by = m.announced.announced_by;
+    let announcement = cite_first(session, |e| {
+        matches!(&e.kind, EventKind::Ftp { event: ControlEvent::DataEndpoint { announced_by, addr: Some(a), port }, .. }
+            if *announced_by == by && a.to_canonical() == m.addr && *port == m.announced.port)
+    });
+    let (what, reached, whose) = match by {
+        Side::Server => (
+            "its 227",
+            "the client reached the server at",
+            "the server's",
+        ),
+        Side::Client => (
+            "its PORT/EPRT",
+            "its control connection comes from",
+            "the client's",
+        ),
+    };
+    let kind = match inside_address(m.addr) {
+        Some(kind) => format!("{kind}: {whose} inside address behind a NAT"),
+        None => format!(
+            "not {whose} address on the control connection: a NAT in between, or a wrong address configured"
+        ),
+    };
+    let mut evidence = vec![format!(
+        "the {} announced {} port {} in {what}{announcement}, but {reached} {}: {} is {kind}",
+        Side::as_str(by),
+        m.addr,
+        m.announced.port,
+        m.control_addr,
+        m.addr,
+    )];
+    let connector = Side::as_str(by.other());
+    let went = match m.went() {
+        None => format!("no data connection to either address was seen (from the {connector})"),
+        Some(went) => {
+            let conn = m.conn.expect("went() implies a connection");
+            let to = match went {
+                Went::Announced => format!("the {connector} connected to the announced {}", m.addr),
+                Went::ControlAddress => format!(
+                    "the {connector} connected to the control connection's address {} instead (it substituted it for the announced one)",
+                    m.control_addr
+                ),
+                Went::Elsewhere(addr) => format!("the {connector} connected to {addr}"),
+            };
+            let e = ending(conn);
+            let fate = if conn.established() {
+                "and the connection was established".to_owned()
+            } else if e.close == Close::Refused {
+                format!(
+                    "and it was refused (a reset answered its SYN){}",
+                    conn_cite(session, conn.id)
+                )
+            } else {
+                let syns: u32 = conn.seen().map(|(_, v)| v.syn_retransmits).sum();
+                format!(
+                    "and nobody answered: {syns} SYN retransmit(s){}, never established",
+                    conn_cite(session, conn.id)
+                )
+            };
+            format!("{to} ({}) {fate}", conn.id.label())
+        }
+    };
+    evidence.push(went);
+    for code in [425, 500, 501] {
+        add_reply(session, &mut evidence, code);
+    }
+    evidence
+}
+
+/// ` (+12 ms data:1 client: ...)` for a connection's first trouble.
+fn conn_cite(session: &Session, id: ConnId) -> String {
+    cite_first(session, |e| {
+        e.conn == id
+            && matches!(
+                e.kind,
+                EventKind::Retransmit { .. }
+                    | EventKind::ResetReceived { .. }
+                    | EventKind::SocketError { .. }
+            )
+    })
+}
+
+/// Why the session's connections ended, before the announcements are read.
+fn diagnose_ending(session: &Session) -> Diagnosis {
     let endings: Vec<(ConnId, Ending)> = session.conns().map(|c| (c.id, ending(c))).collect();
     let control = endings[0].1;
     let data = &endings[1..];
@@ -1559,6 +1697,137 @@ mod tests {
         assert_eq!(
             seen(&s, BOTH),
             ["retransmission_timeout control | timeout/server, fin/server"]
+        );
+    }
+
+    /// The server behind a NAT at 203.0.113.1 announces its inside address.
+    const NAT_CLIENT: &str = "198.51.100.7:40000";
+    const NAT_PUBLIC: &str = "203.0.113.1:21";
+    const INSIDE: &str = "10.0.0.2";
+
+    fn behind_nat(s: &mut Script) -> Link {
+        let control = s.connect(NAT_CLIENT, NAT_PUBLIC);
+        s.login(&control);
+        s.pasv_announcing(&control, INSIDE, 30001);
+        control
+    }
+
+    /// A client that substitutes the control connection's address (curl,
+    /// ftplib, lftp by default) reaches the NAT itself, which refuses.
+    #[test]
+    fn nat_address_mismatch_when_the_substituted_address_is_refused() {
+        let mut s = Script::new();
+        let control = behind_nat(&mut s);
+        let data = s.link("198.51.100.7:40002", "203.0.113.1:30001");
+        s.refused(&data, true);
+        quit(&mut s, &control);
+        assert_eq!(
+            seen(&s, CLIENT_ONLY),
+            ["nat_address_mismatch data:1 | fin/server, refused/server"]
+        );
+        let evidence = evidence(&s, CLIENT_ONLY);
+        assert!(
+            evidence[0].starts_with("the server announced 10.0.0.2 port 30001 in its 227 (+")
+                && evidence[0].ends_with(
+                    "but the client reached the server at 203.0.113.1: 10.0.0.2 is a private \
+                 address (RFC 1918): the server's inside address behind a NAT"
+                ),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[1].starts_with(
+                "the client connected to the control connection's address 203.0.113.1 instead \
+                 (it substituted it for the announced one) (data:1) and it was refused"
+            ),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[2].starts_with("so the session ended as data_connection_refused: "),
+            "{evidence:?}"
+        );
+    }
+
+    /// A client that trusts the 227 sends its SYNs to an address nobody
+    /// routes.
+    #[test]
+    fn nat_address_mismatch_when_the_announced_address_is_unreachable() {
+        let mut s = Script::new();
+        let control = behind_nat(&mut s);
+        let data = s.link("198.51.100.7:40002", "10.0.0.2:30001");
+        s.blackholed_syn(&data, 2);
+        s.reply(&control, 425, "Failed to establish connection.");
+        quit(&mut s, &control);
+        assert_eq!(
+            seen(&s, CLIENT_ONLY),
+            ["nat_address_mismatch data:1 | fin/server, timeout/client"]
+        );
+        let evidence = evidence(&s, CLIENT_ONLY);
+        assert!(
+            evidence[1].starts_with(
+                "the client connected to the announced 10.0.0.2 (data:1) and nobody answered: \
+                 2 SYN retransmit(s)"
+            ),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[2].starts_with("the server replied 425"),
+            "{evidence:?}"
+        );
+    }
+
+    /// A port forward that carries the substituted address: the session
+    /// works, and says what the next, trusting client will meet.
+    #[test]
+    fn a_mismatch_worked_around_is_said_on_a_clean_session() {
+        let mut s = Script::new();
+        let control = behind_nat(&mut s);
+        let data = s.connect("198.51.100.7:40002", "203.0.113.1:30001");
+        s.command(&control, Verb::Retr, Some("file"));
+        s.reply(&control, 150, "Opening BINARY mode data connection.");
+        s.fin(&data, Server);
+        s.reply(&control, 226, "Transfer complete.");
+        quit(&mut s, &control);
+        assert_eq!(seen(&s, CLIENT_ONLY), ["clean - | fin/server, fin/server"]);
+        let evidence = evidence(&s, CLIENT_ONLY);
+        assert!(
+            evidence[1].starts_with("also: the server announced 10.0.0.2 port 30001"),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[2].ends_with("(data:1) and the connection was established"),
+            "{evidence:?}"
+        );
+    }
+
+    /// A NATed client's PORT names its inside address; vsftpd refuses it and
+    /// the client leaves politely.
+    #[test]
+    fn nat_address_mismatch_on_an_active_client_behind_nat() {
+        let mut s = Script::new();
+        let control = s.connect(NAT_CLIENT, "192.0.2.1:21");
+        s.login(&control);
+        s.port_announcing(&control, "192.168.1.20", 40010);
+        s.reply(&control, 500, "Illegal PORT command.");
+        quit(&mut s, &control);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["nat_address_mismatch - | fin/server"],
+                "{ends:?}"
+            );
+        }
+        let evidence = evidence(&s, SERVER_ONLY);
+        assert!(
+            evidence[0].contains("but its control connection comes from 198.51.100.7: 192.168.1.20 is a private address (RFC 1918): the client's inside address behind a NAT"),
+            "{evidence:?}"
+        );
+        assert_eq!(
+            evidence[1],
+            "no data connection to either address was seen (from the server)"
+        );
+        assert!(
+            evidence[2].starts_with("the server replied 500"),
+            "{evidence:?}"
         );
     }
 

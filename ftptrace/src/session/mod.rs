@@ -2,7 +2,8 @@
 //! that files events into it ([`tracker`]), the control stream of each
 //! connection in TCP order ([`control_stream`]), who owns a socket
 //! ([`attribution`]), how each connection closed ([`close`]) and why a
-//! session ended ([`cause`]); open connections by 4-tuple
+//! session ended ([`cause`]); announcements that name another address than
+//! the control connection's ([`nat`]); open connections by 4-tuple
 //! ([`tuple_index`]). Plain Rust, tested from hand-built event
 //! streams ([`script`]); it never imports `kernel` or `output`.
 
@@ -11,6 +12,7 @@ pub mod cause;
 pub mod close;
 pub mod control_stream;
 pub mod model;
+pub mod nat;
 #[cfg(test)]
 pub mod script;
 pub mod tracker;

@@ -155,6 +155,36 @@ impl Script {
         );
     }
 
+    /// `227` announcing `addr` and `port`: another address than the control
+    /// connection's when the server is behind NAT.
+    pub fn pasv_announcing(&mut self, link: &Link, addr: &str, port: u16) {
+        self.command(link, Verb::Pasv, None);
+        self.reply(link, 227, "Entering Passive Mode.");
+        self.say(
+            link,
+            Side::Server,
+            ControlEvent::DataEndpoint {
+                announced_by: Side::Server,
+                addr: Some(addr.parse().expect("an address")),
+                port,
+            },
+        );
+    }
+
+    /// `PORT` announcing `addr` and `port` (a NATed client's inside address).
+    pub fn port_announcing(&mut self, link: &Link, addr: &str, port: u16) {
+        self.command(link, Verb::Port, None);
+        self.say(
+            link,
+            Side::Client,
+            ControlEvent::DataEndpoint {
+                announced_by: Side::Client,
+                addr: Some(addr.parse().expect("an address")),
+                port,
+            },
+        );
+    }
+
     /// A payload segment from `from`, captured at `at` (only counted: the
     /// parser's words come as `Ftp` events).
     pub fn segment(&mut self, link: &Link, from: Side, at: Side, len: u32) {
