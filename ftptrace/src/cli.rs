@@ -7,7 +7,10 @@ use std::{
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::output::Format;
-use crate::ports::{DEFAULT_CONTROL_PORTS, PortSet};
+use crate::{
+    ports::{DEFAULT_CONTROL_PORTS, PortSet},
+    session::patterns::PatternRules,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,6 +97,21 @@ pub struct TraceArgs {
     /// burst can queue while user space catches up (128 bytes an event).
     #[arg(long, value_name = "MIB", default_value = "32", value_parser = parse_ring_buffer_mib)]
     pub ring_buffer_mib: u32,
+    /// Failed sessions of one client with the same cause that make a
+    /// `pattern` line when they end within --repeat-window.
+    #[arg(long, value_name = "N", default_value = "3", value_parser = parse_repeat_failures)]
+    pub repeat_failures: usize,
+    /// Seconds within which --repeat-failures failures are a pattern.
+    #[arg(long, value_name = "SECS", default_value = "600")]
+    pub repeat_window: NonZeroU64,
+}
+
+fn parse_repeat_failures(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0 | 1) => Err("must be at least 2 (one failure is not a pattern)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a number of sessions: {e}")),
+    }
 }
 
 fn parse_max_sessions(text: &str) -> Result<usize, String> {
@@ -119,6 +137,13 @@ fn parse_ring_buffer_mib(text: &str) -> Result<u32, String> {
 pub struct PortList(pub Vec<u16>);
 
 impl TraceArgs {
+    pub fn pattern_rules(&self) -> PatternRules {
+        PatternRules {
+            failures: self.repeat_failures,
+            window_ns: self.repeat_window.get().saturating_mul(1_000_000_000),
+        }
+    }
+
     pub fn ring_buffer_bytes(&self) -> u32 {
         self.ring_buffer_mib << 20
     }
@@ -218,6 +243,7 @@ mod tests {
         assert_eq!(args.stats_interval.get(), 60);
         assert_eq!(args.max_sessions, 100_000);
         assert_eq!(args.ring_buffer_bytes(), 32 << 20);
+        assert_eq!(args.pattern_rules(), PatternRules::default());
     }
 
     #[test]
@@ -256,6 +282,8 @@ mod tests {
             (&["--max-sessions", "0"], "must be at least 1"),
             (&["--ring-buffer-mib", "3"], "must be a power of two"),
             (&["--ring-buffer-mib", "2048"], "must be a power of two"),
+            (&["--repeat-failures", "1"], "must be at least 2"),
+            (&["--repeat-window", "0"], "invalid value '0'"),
         ] {
             let error = parse(args).unwrap_err();
             assert!(error.contains(reason), "{args:?}: {error}");

@@ -10,10 +10,18 @@ use crate::{
         clock::WallClock,
         decode::{self, Decoder},
     },
-    output::{Output, SessionRecord, Stats, lines::DroppedLine},
+    output::{
+        Output, PatternLine, SessionRecord, Stats,
+        lines::{DroppedLine, HANDSHAKE_SERVERS_LISTED, HandshakeLine},
+    },
     ports::{Mark, MarkUpdate, PortSet},
     session::{
-        Placement, Session, Sessions, attribution::SocketTable, control_stream::ControlChannels,
+        Placement, Session, Sessions,
+        attribution::SocketTable,
+        cause::diagnose,
+        control_stream::ControlChannels,
+        handshakes::Handshakes,
+        patterns::{PatternRules, Patterns},
     },
 };
 
@@ -47,6 +55,9 @@ pub struct Pipeline {
     /// Sessions evicted during the current batch, reported at its end.
     evicted: Vec<Session>,
     wrote: bool,
+    pattern_rules: PatternRules,
+    patterns: Patterns,
+    handshakes: Handshakes,
 }
 
 impl Pipeline {
@@ -63,7 +74,17 @@ impl Pipeline {
             loss_noted: 0,
             evicted: Vec::new(),
             wrote: false,
+            pattern_rules: PatternRules::default(),
+            patterns: Patterns::new(PatternRules::default()),
+            handshakes: Handshakes::default(),
         }
+    }
+
+    /// When failed sessions of one client make a `pattern` line.
+    pub fn with_pattern_rules(mut self, rules: PatternRules) -> Self {
+        self.pattern_rules = rules;
+        self.patterns = Patterns::new(rules);
+        self
     }
 
     /// Follows at most `max` sessions at once (the quietest is reported
@@ -219,7 +240,21 @@ impl Pipeline {
                 orphans: self.sessions.dropped.orphans,
                 parsers: self.control.evicted(),
                 sockets: self.sockets.forgotten(),
+                patterns: self.patterns.unfollowed,
+                handshakes: self.handshakes.uncounted,
             },
+            handshakes: self
+                .handshakes
+                .worst(HANDSHAKE_SERVERS_LISTED)
+                .into_iter()
+                .map(|(server, t)| HandshakeLine {
+                    server,
+                    control: t.control,
+                    control_retried: t.control_retried,
+                    data: t.data,
+                    data_retried: t.data_retried,
+                })
+                .collect(),
             is_final,
         }
     }
@@ -257,8 +292,18 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         self.wrote = true;
         let clock = &self.clock;
-        output.session(&SessionRecord::new(session, evicted, &|ns| {
-            clock.rfc3339(ns)
-        }))
+        let ts = |ns| clock.rfc3339(ns);
+        let diagnosis = diagnose(session);
+        let cause = diagnosis.cause;
+        output.session(&SessionRecord::new(session, evicted, diagnosis, &ts))?;
+        self.handshakes.session_ended(session);
+        if let Some(found) = self.patterns.session_ended(session, cause) {
+            output.pattern(&PatternLine::repeated_failure(
+                &found,
+                self.pattern_rules,
+                &ts,
+            ))?;
+        }
+        Ok(())
     }
 }

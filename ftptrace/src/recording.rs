@@ -28,6 +28,7 @@ use crate::{
     output::Start,
     pipeline::KernelLoss,
     ports::PortSet,
+    session::patterns::PatternRules,
 };
 
 /// The file's first bytes.
@@ -85,6 +86,20 @@ pub struct Meta {
     /// `--max-sessions` of the run (recordings before it had 100,000).
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
+    /// `--repeat-failures` of the run (recordings before it had 3).
+    #[serde(default = "default_repeat_failures")]
+    pub repeat_failures: usize,
+    /// `--repeat-window` of the run in seconds (before it, 600).
+    #[serde(default = "default_repeat_window_s")]
+    pub repeat_window_s: u64,
+}
+
+fn default_repeat_failures() -> usize {
+    PatternRules::default().failures
+}
+
+fn default_repeat_window_s() -> u64 {
+    PatternRules::default().window_ns / 1_000_000_000
 }
 
 fn default_max_sessions() -> usize {
@@ -92,6 +107,13 @@ fn default_max_sessions() -> usize {
 }
 
 impl Meta {
+    pub fn pattern_rules(&self) -> PatternRules {
+        PatternRules {
+            failures: self.repeat_failures,
+            window_ns: self.repeat_window_s.saturating_mul(1_000_000_000),
+        }
+    }
+
     pub fn ports(&self) -> PortSet {
         PortSet {
             control: self.control_ports.clone(),
@@ -420,6 +442,8 @@ mod tests {
             clock_offset_ns: 1_700_000_000_000_000_000,
             session_prefix: "abc".into(),
             max_sessions: 100_000,
+            repeat_failures: 3,
+            repeat_window_s: 600,
             control_ports: vec![21],
             passive_ports: Some([30000, 30009]),
             start: Start {

@@ -49,7 +49,8 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
         meta.ports(),
         &meta.session_prefix,
     )
-    .with_max_sessions(meta.max_sessions);
+    .with_max_sessions(meta.max_sessions)
+    .with_pattern_rules(meta.pattern_rules());
     output.start(&meta.start)?;
     let mut finished = false;
     for frame in &recording.frames {

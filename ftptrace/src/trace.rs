@@ -119,6 +119,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                 start: start.clone(),
                 names: (&facts.names).into(),
                 max_sessions: args.max_sessions,
+                repeat_failures: args.repeat_failures,
+                repeat_window_s: args.repeat_window.get(),
             },
         )?),
         None => None,
@@ -127,7 +129,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
 
     let mut stream = Stream {
         pipeline: Pipeline::new(decoder, clock, ports, &session_prefix)
-            .with_max_sessions(args.max_sessions),
+            .with_max_sessions(args.max_sessions)
+            .with_pattern_rules(args.pattern_rules()),
         recorder,
         buffer: Vec::new(),
         loss_checked: Instant::now(),

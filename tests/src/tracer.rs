@@ -144,8 +144,37 @@ pub struct Stats {
     pub sessions_open: u64,
     pub sessions_evicted: u64,
     pub dropped: Dropped,
+    pub handshakes: Vec<Handshakes>,
     #[serde(rename = "final")]
     pub is_final: bool,
+}
+
+/// One server's handshake health in a stats line.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Handshakes {
+    pub server: String,
+    pub control: u64,
+    pub control_retried: u64,
+    pub data: u64,
+    pub data_retried: u64,
+}
+
+/// A `pattern` line: a finding across sessions.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pattern {
+    pub ts: String,
+    pub pattern: String,
+    pub client: String,
+    pub cause: String,
+    pub sessions: u64,
+    pub window_s: u64,
+    pub first: String,
+    pub last: String,
+    pub servers: Vec<String>,
+    pub session_ids: Vec<String>,
+    pub evidence: String,
 }
 
 /// What the tracer's capped tables left out.
@@ -158,6 +187,8 @@ pub struct Dropped {
     pub orphans: u64,
     pub parsers: u64,
     pub sockets: u64,
+    pub patterns: u64,
+    pub handshakes: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -303,6 +334,7 @@ pub enum Line {
     Start(Start),
     Event(Box<Event>),
     Session(Box<Session>),
+    Pattern(Box<Pattern>),
     Stats(Stats),
 }
 
@@ -432,6 +464,9 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
             serde_json::from_value(Value::Object(map)).map_err(bad)?,
         )),
         Some("session") => Ok(Line::Session(Box::new(
+            serde_json::from_value(Value::Object(map)).map_err(bad)?,
+        ))),
+        Some("pattern") => Ok(Line::Pattern(Box::new(
             serde_json::from_value(Value::Object(map)).map_err(bad)?,
         ))),
         Some("event") => {
@@ -690,6 +725,7 @@ impl Tracer {
         );
         let mut events = Vec::new();
         let mut sessions = Vec::new();
+        let mut patterns = Vec::new();
         let mut stats = Vec::new();
         let all_lines = lines.clone();
         for line in &all_lines {
@@ -704,6 +740,7 @@ impl Tracer {
             match parse_line(line) {
                 Ok(Line::Event(event)) => events.push(*event),
                 Ok(Line::Session(session)) => sessions.push(*session),
+                Ok(Line::Pattern(pattern)) => patterns.push(*pattern),
                 Ok(Line::Stats(s)) => stats.push(s),
                 Ok(Line::Start(_)) => panic!("a second start line (line {}): {line}", n + 1),
                 Err(e) => panic!("line {} breaks the contract: {e}\nstderr:\n{stderr}", n + 1),
@@ -746,6 +783,7 @@ impl Tracer {
             start: self.start.clone(),
             events,
             sessions,
+            patterns,
             stats,
             stderr,
             lines: all_lines,
@@ -821,6 +859,7 @@ pub struct Trace {
     pub start: Start,
     pub events: Vec<Event>,
     pub sessions: Vec<Session>,
+    pub patterns: Vec<Pattern>,
     /// Every stats line, the final one last.
     pub stats: Vec<Stats>,
     pub stderr: String,
@@ -879,7 +918,7 @@ mod tests {
 
     const START: &str = r#"{"type":"start","schema":1,"version":"0.1.0","kernel":"6.18.44","ports":{"control":[21,2121],"active_data":20,"passive":[30000,30009]},"probes":[{"name":"sock:inet_sock_set_state","hook":"tracepoint","attached":true}]}"#;
     const EVENT: &str = r#"{"type":"event","ts":"2026-11-25T02:15:22.259505404Z","kind":"socket_error","errno":"ECONNREFUSED","code":111,"side":"client","local_addr":"192.0.2.2","local_port":42212,"remote_addr":"192.0.2.1","remote_port":21,"netns":4026531833,"pid":12781,"comm":"curl","socket":1,"cpu":1,"session":"6a0b1c2d-1","conn":"control"}"#;
-    const STATS: &str = r#"{"type":"stats","events":6,"lost":0,"missed":0,"undecodable":0,"unreadable":0,"throttled":0,"sockets":0,"sessions":1,"sessions_open":0,"sessions_evicted":0,"dropped":{"expectations":0,"marks":0,"pending":0,"orphans":0,"parsers":0,"sockets":0},"final":true}"#;
+    const STATS: &str = r#"{"type":"stats","events":6,"lost":0,"missed":0,"undecodable":0,"unreadable":0,"throttled":0,"sockets":0,"sessions":1,"sessions_open":0,"sessions_evicted":0,"dropped":{"expectations":0,"marks":0,"pending":0,"orphans":0,"parsers":0,"sockets":0,"patterns":0,"handshakes":0},"handshakes":[{"server":"192.0.2.1","control":1,"control_retried":0,"data":0,"data_retried":0}],"final":true}"#;
 
     #[test]
     fn parses_the_documented_lines() {

@@ -1,6 +1,6 @@
 //! The JSON lines contract (docs/json-lines.md), every line type in one
-//! place: `start`, `event` (with one set of fields per kind), `session`
-//! and `stats`. A change here is a change of the contract. (A probe's
+//! place: `start`, `event` (with one set of fields per kind), `session`,
+//! `pattern` and `stats`. A change here is a change of the contract. (A probe's
 //! entry in the start line is the kernel room's [`ProbeStatus`].)
 
 use std::{fmt::Display, net::IpAddr};
@@ -59,6 +59,10 @@ pub struct Stats {
     pub sessions_evicted: u64,
     /// What the tables that strangers can grow left out, past their caps.
     pub dropped: DroppedLine,
+    /// Handshake health: per server address, connections that needed a
+    /// SYN or SYN-ACK retransmit; the most retried first, at most
+    /// [`HANDSHAKE_SERVERS_LISTED`].
+    pub handshakes: Vec<HandshakeLine>,
     #[serde(rename = "final")]
     pub is_final: bool,
 }
@@ -80,6 +84,46 @@ pub struct DroppedLine {
     pub parsers: u64,
     /// Sockets forgotten for room (their events carry no owner).
     pub sockets: u64,
+    /// Failures not followed for patterns: 4096 client/cause pairs were.
+    pub patterns: u64,
+    /// Connections not counted for handshake health: 1024 servers were.
+    pub handshakes: u64,
+}
+
+/// Servers a `stats` line lists under `handshakes`.
+pub const HANDSHAKE_SERVERS_LISTED: usize = 16;
+
+/// One server's handshakes in a `stats` line.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct HandshakeLine {
+    pub server: IpAddr,
+    /// Control connections seen opening, and those that needed a SYN or
+    /// SYN-ACK retransmit.
+    pub control: u64,
+    pub control_retried: u64,
+    /// The same for data connections.
+    pub data: u64,
+    pub data_retried: u64,
+}
+
+/// A pattern across sessions: a client that ended `sessions` sessions with
+/// the same failure cause within `window_s`.
+#[derive(Clone, Debug, Serialize)]
+pub struct PatternLine {
+    /// When the latest of them ended.
+    pub ts: String,
+    pub pattern: &'static str,
+    pub client: IpAddr,
+    pub cause: &'static str,
+    pub sessions: usize,
+    pub window_s: u64,
+    pub first: String,
+    pub last: String,
+    /// Server addresses they went to (latest last, at most 8).
+    pub servers: Vec<IpAddr>,
+    /// The latest of the sessions' ids (at most 8).
+    pub session_ids: Vec<String>,
+    pub evidence: String,
 }
 
 #[derive(Serialize)]

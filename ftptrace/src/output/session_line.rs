@@ -7,20 +7,26 @@ use crate::{
     ftp::Side,
     kernel::clock::Stamp,
     session::{
-        cause::{Diagnosis, diagnose},
+        cause::Diagnosis,
         close::ending,
         model::{Conn, ConnId, LinkedBy, Session},
     },
 };
 
 impl<'a> SessionRecord<'a> {
-    /// `ts` turns boot-time nanoseconds into RFC 3339.
-    pub fn new(session: &'a Session, evicted: bool, ts: &dyn Fn(u64) -> Stamp) -> Self {
+    /// `ts` turns boot-time nanoseconds into RFC 3339; `diagnosis` is
+    /// [`crate::session::cause::diagnose`]'s of the session (the caller also needs its cause).
+    pub fn new(
+        session: &'a Session,
+        evicted: bool,
+        diagnosis: Diagnosis,
+        ts: &dyn Fn(u64) -> Stamp,
+    ) -> Self {
         let Diagnosis {
             cause,
             cause_conn,
             evidence,
-        } = diagnose(session);
+        } = diagnosis;
         let open = !session.is_done();
         Self {
             id: session.id.to_string(),
@@ -121,7 +127,10 @@ mod tests {
     use crate::{
         ftp::{Side::*, Verb},
         kernel::clock::WallClock,
-        session::script::{Script, sessions_of},
+        session::{
+            cause::diagnose,
+            script::{Script, sessions_of},
+        },
     };
 
     /// What `read` makes of the session's record.
@@ -139,9 +148,12 @@ mod tests {
         s.fin(&control, Server);
         let sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
         let clock = WallClock::with_offset(0);
-        read(&SessionRecord::new(&sessions[0], false, &|ns| {
-            clock.rfc3339(ns)
-        }))
+        read(&SessionRecord::new(
+            &sessions[0],
+            false,
+            diagnose(&sessions[0]),
+            &|ns| clock.rfc3339(ns),
+        ))
     }
 
     /// docs/json-lines.md: the `session` line's fields.
@@ -247,7 +259,9 @@ mod tests {
         let mut sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
         sessions[0].events_lost = 5;
         let clock = WallClock::with_offset(0);
-        let record = SessionRecord::new(&sessions[0], false, &|ns| clock.rfc3339(ns));
+        let record = SessionRecord::new(&sessions[0], false, diagnose(&sessions[0]), &|ns| {
+            clock.rfc3339(ns)
+        });
         assert_eq!(
             record.unknown,
             [

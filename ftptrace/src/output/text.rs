@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::lines::{SessionRecord, Start, Stats};
+use super::lines::{PatternLine, SessionRecord, Start, Stats};
 use crate::{
     event::KernelEvent,
     ftp::Side,
@@ -127,9 +127,36 @@ pub fn session(record: &SessionRecord) -> String {
     out
 }
 
-pub fn stats(stats: &Stats) -> String {
+/// `== pattern repeated_failure: client 192.0.2.2 ended 3 sessions ...
+/// (sessions a, b, c)`: the evidence names the servers.
+pub fn pattern(line: &PatternLine) -> String {
     format!(
-        "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted",
+        "== pattern {}: {} (sessions {})",
+        line.pattern,
+        line.evidence,
+        line.session_ids.join(", ")
+    )
+}
+
+pub fn stats(stats: &Stats) -> String {
+    let retried: Vec<String> = stats
+        .handshakes
+        .iter()
+        .filter(|h| h.control_retried + h.data_retried > 0)
+        .map(|h| {
+            format!(
+                "{} {}/{} control {}/{} data",
+                h.server, h.control_retried, h.control, h.data_retried, h.data
+            )
+        })
+        .collect();
+    let handshakes = if retried.is_empty() {
+        String::new()
+    } else {
+        format!("; retried handshakes: {}", retried.join(", "))
+    };
+    format!(
+        "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted{handshakes}",
         if stats.is_final {
             "final stats"
         } else {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{
     event_json,
-    lines::{Details, EventLine, SCHEMA, SessionRecord, Start, Stats, Tagged},
+    lines::{Details, EventLine, PatternLine, SCHEMA, SessionRecord, Start, Stats, Tagged},
     text,
 };
 use crate::{
@@ -143,6 +143,18 @@ impl Output {
                 body: record,
             }),
             Format::Text => self.text(&text::session(record)),
+        }
+    }
+
+    /// A pattern across sessions; buffered like session lines.
+    pub fn pattern(&mut self, line: &PatternLine) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json(&Tagged {
+                line_type: "pattern",
+                schema: None,
+                body: line,
+            }),
+            Format::Text => self.text(&text::pattern(line)),
         }
     }
 
@@ -379,8 +391,25 @@ mod tests {
             sessions_open: 0,
             sessions_evicted: 0,
             dropped: crate::output::lines::DroppedLine::default(),
+            handshakes: vec![crate::output::lines::HandshakeLine {
+                server: "192.0.2.1".parse().unwrap(),
+                control: 4,
+                control_retried: 1,
+                data: 2,
+                data_retried: 0,
+            }],
             is_final,
         }
+    }
+
+    #[test]
+    fn stats_text_names_the_servers_whose_handshakes_were_retried() {
+        assert!(
+            text::stats(&stats(true))
+                .ends_with("; retried handshakes: 192.0.2.1 1/4 control 0/2 data"),
+            "{}",
+            text::stats(&stats(true))
+        );
     }
 
     #[test]
@@ -417,7 +446,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0},\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"final\":true}\n"
         );
     }
 
@@ -694,9 +723,12 @@ mod tests {
             s.end_ns(),
         );
         output
-            .session(&SessionRecord::new(&sessions[0], false, &|ns| {
-                crate::kernel::clock::WallClock::with_offset(0).rfc3339(ns)
-            }))
+            .session(&SessionRecord::new(
+                &sessions[0],
+                false,
+                crate::session::cause::diagnose(&sessions[0]),
+                &|ns| crate::kernel::clock::WallClock::with_offset(0).rfc3339(ns),
+            ))
             .unwrap();
         output.flush().unwrap();
         let text = String::from_utf8(shared.0.lock().unwrap().clone()).unwrap();

@@ -31,7 +31,7 @@ const TRANSFER_OPENING_NS: u64 = 1_000_000_000;
 /// this long after the transfer is another story.
 const CONTROL_LOST_WITHIN_NS: u64 = 60_000_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cause {
     Clean,
     ServerIdleTimeout,

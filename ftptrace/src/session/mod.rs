@@ -3,7 +3,9 @@
 //! connection in TCP order ([`control_stream`]), who owns a socket
 //! ([`attribution`]), how each connection closed ([`close`]) and why a
 //! session ended ([`cause`]); announcements that name another address than
-//! the control connection's ([`nat`]); open connections by 4-tuple
+//! the control connection's ([`nat`]); across sessions, clients that fail
+//! again and again ([`patterns`]) and retried handshakes per server
+//! ([`handshakes`]); open connections by 4-tuple
 //! ([`tuple_index`]). Plain Rust, tested from hand-built event
 //! streams ([`script`]); it never imports `kernel` or `output`.
 
@@ -11,8 +13,10 @@ pub mod attribution;
 pub mod cause;
 pub mod close;
 pub mod control_stream;
+pub mod handshakes;
 pub mod model;
 pub mod nat;
+pub mod patterns;
 #[cfg(test)]
 pub mod script;
 pub mod tracker;
