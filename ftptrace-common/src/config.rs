@@ -69,6 +69,12 @@ pub struct KernelOffsets {
     pub tcp_snd_una: u16,
     pub tcp_write_seq: u16,
     pub tcp_max_window: u16,
+    /// `struct tcp_sock` → `total_retrans` (u32): segments the socket
+    /// retransmitted, and `dsack_dups` (u32): duplicates its peer reported
+    /// (D-SACK). Read as a socket is freed: retransmits the peer got twice
+    /// were spurious, not loss.
+    pub tcp_total_retrans: u16,
+    pub tcp_dsack_dups: u16,
 }
 
 impl KernelOffsets {
@@ -101,6 +107,8 @@ impl KernelOffsets {
         tcp_snd_una: NO_FIELD,
         tcp_write_seq: NO_FIELD,
         tcp_max_window: NO_FIELD,
+        tcp_total_retrans: NO_FIELD,
+        tcp_dsack_dups: NO_FIELD,
     };
 }
 
@@ -157,7 +165,7 @@ pub struct RunningTimer {
 }
 
 const _: () = {
-    assert!(size_of::<KernelOffsets>() == 56);
+    assert!(size_of::<KernelOffsets>() == 60);
     assert!(size_of::<ProbeSettings>() == 24);
     assert!(size_of::<TimerHooks>() == 24);
     assert!(size_of::<RunningTimer>() == 24);

@@ -264,11 +264,22 @@ pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// `tcp_destroy_sock(struct sock *sk)`
+/// `tcp_destroy_sock(struct sock *sk)`; `arg1` is the socket's
+/// `total_retrans`, `arg2` its `dsack_dups` (-1 where unknown): how many
+/// of its retransmits the peer reported as duplicates.
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
-    count_unreadable(try_sock_event(ProbeId::TcpDestroySock, sk, false, 0, 0, 0));
+    count_unreadable(try_sock_event_with(
+        ProbeId::TcpDestroySock,
+        sk,
+        false,
+        record_flags::HAS_ARG,
+        |o| {
+            let count = |offset| read_kernel::<u32>(sk, offset).map_or(-1, i64::from);
+            Ok((count(o.tcp_total_retrans), count(o.tcp_dsack_dups)))
+        },
+    ));
     0
 }
 

@@ -139,8 +139,9 @@ pub enum EventKind {
     ResetReceived { state: Name },
     /// The socket's pending error (`sk_err`), a positive errno.
     SocketError { errno: i32 },
-    /// The kernel freed the socket.
-    Destroy,
+    /// The kernel freed the socket; with its own retransmit counts where
+    /// this kernel's layout is known.
+    Destroy { counts: Option<RetransmitCounts> },
     /// A keepalive probe went out; `probes_out` are unanswered so far.
     KeepaliveProbe { probes_out: u8 },
     /// A window probe went out because the peer advertised a zero window.
@@ -171,6 +172,21 @@ pub enum EventKind {
         from: Side,
         event: ControlEvent,
     },
+}
+
+/// A socket's own account of its retransmits, read as it was freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetransmitCounts {
+    /// Segments it retransmitted (`total_retrans`).
+    pub retransmitted: u32,
+    /// Duplicates its peer reported with D-SACK (`dsack_dups`): segments
+    /// that arrived twice, so retransmitted for nothing.
+    pub duplicates: u32,
+}
+
+impl EventKind {
+    /// A socket freed, with no counts.
+    pub const DESTROYED: Self = Self::Destroy { counts: None };
 }
 
 /// A captured control-channel segment.
@@ -299,7 +315,17 @@ impl fmt::Display for EventKind {
             }
             Self::ResetReceived { state } => write!(f, "reset received in {state}"),
             Self::SocketError { errno } => write!(f, "socket error {}", errno_name(*errno)),
-            Self::Destroy => f.write_str("socket destroyed"),
+            Self::Destroy { counts } => {
+                f.write_str("socket destroyed")?;
+                match counts {
+                    Some(c) if c.retransmitted > 0 || c.duplicates > 0 => write!(
+                        f,
+                        " ({} segment(s) retransmitted, {} reported duplicate by the peer)",
+                        c.retransmitted, c.duplicates
+                    ),
+                    _ => Ok(()),
+                }
+            }
             Self::KeepaliveProbe { probes_out } => {
                 write!(f, "keepalive probe, {probes_out} unanswered")
             }
@@ -485,7 +511,25 @@ mod tests {
                 EventKind::SocketError { errno: 111 },
                 "socket error ECONNREFUSED",
             ),
-            (EventKind::Destroy, "socket destroyed"),
+            (EventKind::DESTROYED, "socket destroyed"),
+            (
+                EventKind::Destroy {
+                    counts: Some(RetransmitCounts {
+                        retransmitted: 0,
+                        duplicates: 0,
+                    }),
+                },
+                "socket destroyed",
+            ),
+            (
+                EventKind::Destroy {
+                    counts: Some(RetransmitCounts {
+                        retransmitted: 2,
+                        duplicates: 1,
+                    }),
+                },
+                "socket destroyed (2 segment(s) retransmitted, 1 reported duplicate by the peer)",
+            ),
             (
                 EventKind::KeepaliveProbe { probes_out: 2 },
                 "keepalive probe, 2 unanswered",

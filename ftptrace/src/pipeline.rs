@@ -178,7 +178,7 @@ impl Pipeline {
                 self.sessions.observe(&event, &mut self.evicted);
                 return Ok(());
             }
-            EventKind::Destroy => {
+            EventKind::Destroy { .. } => {
                 if let Some(sk) = event.sock {
                     self.control.forget_socket(sk);
                 }

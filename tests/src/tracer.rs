@@ -259,7 +259,11 @@ pub enum Kind {
         errno: String,
         code: i32,
     },
-    Destroy {},
+    Destroy {
+        /// The socket's own counts as it was freed (null where unknown).
+        total_retrans: Option<u32>,
+        dsack_dups: Option<u32>,
+    },
     KeepaliveProbe {
         probes_out: u8,
     },
@@ -891,7 +895,7 @@ impl Trace {
                 Kind::ResetSent { reason, .. } => format!("reset_sent {reason:?}"),
                 Kind::ResetReceived { .. } => "reset_received".into(),
                 Kind::SocketError { errno, .. } => format!("socket_error {errno}"),
-                Kind::Destroy {} => "destroy".into(),
+                Kind::Destroy { .. } => "destroy".into(),
                 Kind::KeepaliveProbe { .. } => "keepalive_probe".into(),
                 Kind::ZeroWindowProbe { .. } => "zero_window_probe".into(),
                 Kind::Drop {
@@ -960,16 +964,25 @@ mod tests {
     }
 
     #[test]
-    fn parses_kinds_without_fields() {
+    fn parses_kinds_with_null_fields() {
         let destroy = EVENT.replace(
             r#""kind":"socket_error","errno":"ECONNREFUSED","code":111"#,
-            r#""kind":"destroy""#,
+            r#""kind":"destroy","total_retrans":null,"dsack_dups":null"#,
         );
         let Ok(Line::Event(event)) = parse_line(&destroy) else {
             panic!("{destroy}")
         };
-        assert_eq!(event.kind, Kind::Destroy {});
-        let reset = destroy.replace(r#""destroy""#, r#""reset_received","state":"ESTABLISHED""#);
+        assert_eq!(
+            event.kind,
+            Kind::Destroy {
+                total_retrans: None,
+                dsack_dups: None
+            }
+        );
+        let reset = destroy.replace(
+            r#""destroy","total_retrans":null,"dsack_dups":null"#,
+            r#""reset_received","state":"ESTABLISHED""#,
+        );
         let Ok(Line::Event(event)) = parse_line(&reset) else {
             panic!("{reset}")
         };

@@ -6,9 +6,11 @@ use std::time::Duration;
 use tests::{
     checks::{count, segments},
     client::{Curl, ftp_url},
-    netns::{NsPair, SERVER_V4},
+    deadline::{Deadline, wait_for},
+    netns::{DEV, NsPair, SERVER_V4},
     nft::{self, Rule},
     observe::observe,
+    process::{kill_and_reap, wait_until},
     tracer::{Kind, Tracer},
     vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
@@ -96,6 +98,120 @@ fn data_loss_retransmits_match_retrans_segs() {
             resent,
             run.server.get("Tcp.RetransSegs") + run.client.get("Tcp.RetransSegs"),
             "the session's retransmits vs Tcp.RetransSegs of both ends: {}",
+            session.brief()
+        );
+    });
+}
+
+/// The client's ACKs are held back mid-download (a tbf at 8 kbit/s on the
+/// client's device queues them; its limit drops none) until the server's
+/// retransmission timer fires for segments that had arrived; then the queue
+/// drains and the client's D-SACKs tell the server its retransmits were
+/// duplicates. The kernel's own counts (Tcp.RetransSegs,
+/// TcpExt.TCPDSACKRecvSegs) are what the freed socket reports, and the
+/// session is clean, saying the retransmits were spurious, not loss.
+#[test]
+fn spurious_retransmits_behind_held_acks_are_not_loss() {
+    tests::root_test("spurious_retransmits_behind_held_acks_are_not_loss", || {
+        let net = NsPair::new();
+        let _ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 1 << 20),
+        );
+        // A burst of one full-size frame: at 8 kbit/s every ACK then waits.
+        let tbf = |verb: &str, rate: &str, burst: &str| {
+            net.client.run_ok(
+                "tc",
+                &[
+                    "qdisc", verb, "dev", DEV, "root", "tbf", "rate", rate, "burst", burst,
+                    "limit", "4mb",
+                ],
+            );
+        };
+        let run = observe(&net, Tracer::start(), || {
+            let mut curl = net
+                .client
+                .command("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--limit-rate",
+                    "200K",
+                    "--max-time",
+                    "60",
+                ])
+                .arg(ftp_url(SERVER_V4, 21, "big"))
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn curl");
+            wait_for(
+                "the download's first bytes",
+                Duration::from_secs(20),
+                || {
+                    let received = net.client.counters().get("Tcp.InSegs");
+                    if received > 20 {
+                        Ok(())
+                    } else {
+                        Err(format!("{received} segments in"))
+                    }
+                },
+            );
+            let retransmitted = || net.server.counters().get("Tcp.RetransSegs");
+            let before = retransmitted();
+            tbf("add", "8kbit", "1600");
+            wait_for(
+                "a retransmit behind the held ACKs",
+                Duration::from_secs(20),
+                || {
+                    if retransmitted() > before {
+                        Ok(())
+                    } else {
+                        Err("none yet".into())
+                    }
+                },
+            );
+            // Let them all go (changing the rate keeps the queue).
+            tbf("change", "10gbit", "64kb");
+            let status = wait_until(&mut curl, Deadline::after(Duration::from_secs(60)));
+            if status.is_none() {
+                kill_and_reap(&mut curl);
+            }
+            net.client
+                .run_ok("tc", &["qdisc", "del", "dev", DEV, "root"]);
+            status.and_then(|s| s.code())
+        });
+        let ctx = run.context();
+        assert_eq!(run.outcome, Some(0), "curl's exit{ctx}");
+        let retransmitted = run.server.get("Tcp.RetransSegs");
+        let duplicates = run.server.get("TcpExt.TCPDSACKRecvSegs");
+        assert!(retransmitted > 0, "nothing retransmitted{ctx}");
+        assert!(duplicates > 0, "no D-SACK came back{ctx}");
+        let freed = run.server_where(|e| {
+            e.conn.as_deref() == Some("data:1") && matches!(e.kind, Kind::Destroy { .. })
+        });
+        assert_eq!(freed.len(), 1, "{ctx}");
+        assert_eq!(
+            freed[0].kind,
+            Kind::Destroy {
+                total_retrans: Some(u32::try_from(retransmitted).unwrap()),
+                dsack_dups: Some(u32::try_from(duplicates).unwrap()),
+            },
+            "the freed socket's counts against the kernel's{ctx}"
+        );
+        let session = &run.trace.sessions[0];
+        assert_eq!(run.trace.sessions.len(), 1, "{ctx}");
+        assert_eq!(
+            (session.cause.as_deref(), duplicates >= retransmitted),
+            (Some("clean"), true),
+            "every retransmit a duplicate, and the session clean: {}{ctx}",
+            session.brief()
+        );
+        assert!(
+            session.evidence.iter().any(|e| e.starts_with(&format!(
+                "also: server retransmitted {retransmitted} segment(s) on data:1"
+            )) && e.contains("spurious")),
+            "{}",
             session.brief()
         );
     });

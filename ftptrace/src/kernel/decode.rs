@@ -16,7 +16,7 @@ use ftptrace_common::{
 };
 
 use crate::{
-    event::{EventKind, KernelEvent, KernelMark, Name, Payload, Segment, Task},
+    event::{EventKind, KernelEvent, KernelMark, Name, Payload, RetransmitCounts, Segment, Task},
     kernel::{kallsyms::KernelSymbols, names::KernelNames},
 };
 
@@ -197,7 +197,16 @@ impl Decoder {
                 state: (r.flags & record_flags::NO_SOCKET == 0).then(state),
             },
             ProbeId::TcpReceiveReset => EventKind::ResetReceived { state: state() },
-            ProbeId::TcpDestroySock => EventKind::Destroy,
+            // -1 (or no HAS_ARG, from older programs): not known here.
+            ProbeId::TcpDestroySock => EventKind::Destroy {
+                counts: match (has_arg, u32::try_from(r.arg1), u32::try_from(r.arg2)) {
+                    (true, Ok(retransmitted), Ok(duplicates)) => Some(RetransmitCounts {
+                        retransmitted,
+                        duplicates,
+                    }),
+                    _ => None,
+                },
+            },
             ProbeId::InetSkErrorReport => EventKind::SocketError {
                 errno: r.arg1 as i32,
             },
@@ -218,7 +227,7 @@ impl Decoder {
                 location: self.symbols.function(r.sk),
             },
             // Read as a control record by the caller.
-            ProbeId::ControlSegment => EventKind::Destroy,
+            ProbeId::ControlSegment => EventKind::DESTROYED,
         }
     }
 }

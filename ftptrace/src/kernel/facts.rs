@@ -224,6 +224,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, String> {
         tcp_snd_una: optional("tcp_sock", &["snd_una"]),
         tcp_write_seq: optional("tcp_sock", &["write_seq"]),
         tcp_max_window: optional("tcp_sock", &["max_window"]),
+        tcp_total_retrans: optional("tcp_sock", &["total_retrans"]),
+        tcp_dsack_dups: optional("tcp_sock", &["dsack_dups"]),
     };
     // The programs read these four in one go (see `try_sock_event`), as
     // every kernel since 2.6 lays them out.

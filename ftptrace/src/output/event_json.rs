@@ -80,7 +80,16 @@ fn details(out: &mut Vec<u8>, details: &Details) {
             field(out, "errno", |out| string(out, errno));
             field(out, "code", |out| number(out, *code));
         }
-        Details::Destroy => string(out, "destroy"),
+        Details::Destroy {
+            total_retrans,
+            dsack_dups,
+        } => {
+            string(out, "destroy");
+            field(out, "total_retrans", |out| {
+                optional(out, *total_retrans, number)
+            });
+            field(out, "dsack_dups", |out| optional(out, *dsack_dups, number));
+        }
         Details::KeepaliveProbe { probes_out } => {
             string(out, "keepalive_probe");
             field(out, "probes_out", |out| number(out, *probes_out));
@@ -282,7 +291,14 @@ mod tests {
                 errno: "ECONNRESET".into(),
                 code: -104,
             },
-            Details::Destroy,
+            Details::Destroy {
+                total_retrans: None,
+                dsack_dups: None,
+            },
+            Details::Destroy {
+                total_retrans: Some(u32::MAX),
+                dsack_dups: Some(0),
+            },
             Details::KeepaliveProbe { probes_out: 255 },
             Details::ZeroWindowProbe { probes_out: 0 },
             Details::Drop {

@@ -192,7 +192,12 @@ pub enum Details<'a> {
         errno: String,
         code: i32,
     },
-    Destroy,
+    Destroy {
+        /// Segments the socket retransmitted over its life, and how many of
+        /// them its peer reported duplicate (D-SACK); null where unknown.
+        total_retrans: Option<u32>,
+        dsack_dups: Option<u32>,
+    },
     KeepaliveProbe {
         probes_out: u8,
     },
@@ -243,7 +248,10 @@ impl<'a> Details<'a> {
                 errno: errno_name(*errno),
                 code: *errno,
             },
-            EventKind::Destroy => Self::Destroy,
+            EventKind::Destroy { counts } => Self::Destroy {
+                total_retrans: counts.map(|c| c.retransmitted),
+                dsack_dups: counts.map(|c| c.duplicates),
+            },
             EventKind::KeepaliveProbe { probes_out } => Self::KeepaliveProbe {
                 probes_out: *probes_out,
             },

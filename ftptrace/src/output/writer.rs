@@ -702,7 +702,7 @@ mod tests {
                 arg: Some("root\u{202e}gnp.exe".into()),
             },
         );
-        event.kind = EventKind::Destroy;
+        event.kind = EventKind::DESTROYED;
         let who = Attribution {
             socket: Some(1),
             owner: Some(Task {
@@ -776,7 +776,7 @@ mod tests {
                 state: "ESTABLISHED".into(),
             },
             EventKind::SocketError { errno: 110 },
-            EventKind::Destroy,
+            EventKind::DESTROYED,
         ];
         for kind in kinds {
             let event = KernelEvent {

@@ -87,7 +87,7 @@ impl SocketTable {
             owner: socket.owner.clone(),
             seen_opening: socket.seen_opening,
         };
-        if event.kind == EventKind::Destroy {
+        if matches!(event.kind, EventKind::Destroy { .. }) {
             // The address may be reused by the next socket.
             self.sockets.pop(&sk);
         }
@@ -212,7 +212,7 @@ mod tests {
     fn a_reused_address_is_a_new_socket() {
         let mut table = SocketTable::default();
         let first = table.observe(&event(0xc, 1, "a", state("CLOSE", "SYN_SENT")));
-        table.observe(&event(0xc, 1, "a", EventKind::Destroy));
+        table.observe(&event(0xc, 1, "a", EventKind::DESTROYED));
         assert_eq!(table.len(), 0);
         let softirq = table.observe(&event(
             0xc,

@@ -260,21 +260,20 @@ fn diagnose_ending(session: &Session) -> Diagnosis {
     }
     let all_fin = endings.iter().all(|(_, e)| e.close == Close::Fin);
     if all_fin && session.encrypted_ns.is_some() && session.quit_ns.is_none() {
-        return found_at(
-            Cause::Clean,
-            None,
-            vec![format!(
-                "the channel is encrypted (its words cannot be read) and every connection ({} data) closed with FIN",
-                session.data.len()
-            )],
-        );
+        let mut evidence = vec![format!(
+            "the channel is encrypted (its words cannot be read) and every connection ({} data) closed with FIN",
+            session.data.len()
+        )];
+        evidence.extend(spurious_retransmits(session));
+        return found_at(Cause::Clean, None, evidence);
     }
     if all_fin && session.quit_ns.is_some() {
-        let evidence = vec![format!(
+        let mut evidence = vec![format!(
             "the client said QUIT{} and every connection ({} data) closed with FIN",
             cite_first(session, |e| is_command(e, &Verb::Quit)),
             session.data.len()
         )];
+        evidence.extend(spurious_retransmits(session));
         return found_at(Cause::Clean, None, evidence);
     }
     if control.close == Close::Open {
@@ -949,9 +948,16 @@ fn packet_loss_recovered(session: &Session, control: Ending) -> Option<Diagnosis
             .seen()
             .map(|(_, v)| v.retransmits + v.syn_retransmits)
             .sum();
+        let duplicates = match spurious(conn) {
+            Spurious::All => continue,
+            Spurious::Some(d) => {
+                format!(", of which the peer reported {d} as duplicates (spurious)")
+            }
+            Spurious::None => String::new(),
+        };
         if n > 0 {
             evidence.push(format!(
-                "{} retransmit(s) on {}{}",
+                "{} retransmit(s) on {}{}{duplicates}",
                 n,
                 conn.id.label(),
                 cite_first(session, |e| e.conn == conn.id
@@ -965,6 +971,67 @@ fn packet_loss_recovered(session: &Session, control: Ending) -> Option<Diagnosis
     let (id, _) = worst?;
     evidence.push("the session still completed: the losses were recovered".into());
     Some(found_at(Cause::PacketLossRecovered, Some(id), evidence))
+}
+
+/// How many of a connection's retransmits its own sockets' counts (read
+/// as each was freed) show to be spurious: the peer reported the segment
+/// as a duplicate (D-SACK), so the original had arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spurious {
+    /// Every retransmitted segment (of every end that retransmitted).
+    All,
+    Some(u32),
+    None,
+}
+
+fn spurious(conn: &super::model::Conn) -> Spurious {
+    let (mut retransmitted, mut duplicates, mut unknown) = (0, 0, false);
+    for (_, view) in conn.seen() {
+        if view.retransmits + view.syn_retransmits + view.closing_retransmits == 0 {
+            continue;
+        }
+        match view.retransmit_counts {
+            Some(c) => {
+                retransmitted += c.retransmitted;
+                duplicates += c.duplicates.min(c.retransmitted);
+            }
+            None => unknown = true,
+        }
+    }
+    match (unknown, duplicates) {
+        (_, 0) => Spurious::None,
+        (false, d) if d >= retransmitted => Spurious::All,
+        (_, d) => Spurious::Some(d),
+    }
+}
+
+/// Sentences for a clean session whose retransmits were all spurious: not
+/// loss, and said so, since a count of retransmits alone would look like it.
+fn spurious_retransmits(session: &Session) -> Vec<String> {
+    session
+        .conns()
+        .filter(|c| spurious(c) == Spurious::All)
+        .map(|conn| {
+            let (end, counts) = conn
+                .seen()
+                .find_map(|(end, v)| {
+                    v.retransmit_counts
+                        .filter(|c| c.retransmitted > 0)
+                        .map(|c| (end, c))
+                })
+                .expect("spurious retransmits have counts");
+            format!(
+                "also: {} retransmitted {} segment(s) on {}{} and the peer reported {} of them as \
+                 duplicates (D-SACK): spurious retransmits, the originals had arrived; not loss",
+                Side::as_str(end),
+                counts.retransmitted,
+                conn.id.label(),
+                cite_first(session, |e| e.conn == conn.id
+                    && matches!(e.kind, EventKind::Retransmit { .. })),
+                counts.duplicates
+            )
+        })
+        .collect()
 }
 
 fn add_reply(session: &Session, evidence: &mut Vec<String>, code: u16) {
@@ -1253,6 +1320,49 @@ mod tests {
         }
         // The receiver sees no retransmits of its peer: clean from there.
         assert_eq!(seen(&s, CLIENT_ONLY), ["clean - | fin/server, fin/server"]);
+    }
+
+    /// Retransmits the peer reported as duplicates (D-SACK) were spurious:
+    /// the originals had arrived (a delayed ACK, a CPU too busy to answer
+    /// in time). A clean session stays clean and says so; one where only
+    /// some were is still loss recovered, with the count.
+    #[test]
+    fn spurious_retransmits_are_not_loss() {
+        let run = |duplicates: u32, ends: &[Side]| {
+            let mut s = Script::new();
+            let (control, data) = download(&mut s);
+            for _ in 0..3 {
+                s.retransmit(&data, Server, "ESTABLISHED");
+            }
+            s.retransmit_counts(&data, Server, 3, duplicates);
+            s.fin(&data, Server);
+            s.reply(&control, 226, "Transfer complete.");
+            quit(&mut s, &control);
+            let sessions = sessions_of(&s.seen_from(ends), s.end_ns());
+            diagnose(&sessions[0])
+        };
+        for ends in [BOTH, SERVER_ONLY] {
+            let all = run(3, ends);
+            assert_eq!(all.cause, Some(Cause::Clean), "{ends:?}");
+            assert!(
+                all.evidence[1].starts_with("also: server retransmitted 3 segment(s) on data:1 (+")
+                    && all.evidence[1].ends_with(
+                        "and the peer reported 3 of them as duplicates (D-SACK): spurious \
+                     retransmits, the originals had arrived; not loss"
+                    ),
+                "{:?}",
+                all.evidence
+            );
+            let some = run(1, ends);
+            assert_eq!(some.cause, Some(Cause::PacketLossRecovered), "{ends:?}");
+            assert!(
+                some.evidence[0]
+                    .ends_with(", of which the peer reported 1 as duplicates (spurious)"),
+                "{:?}",
+                some.evidence
+            );
+            assert_eq!(run(0, ends).cause, Some(Cause::PacketLossRecovered));
+        }
     }
 
     /// A FIN retransmitted after the transfer is not data lost.

@@ -9,7 +9,7 @@ use std::{
 };
 
 use crate::{
-    event::{EventKind, Name},
+    event::{EventKind, Name, RetransmitCounts},
     ftp::Side,
     ports::Mark,
 };
@@ -84,6 +84,8 @@ pub struct View {
     troubles: Option<Box<Troubles>>,
     pub closed_ns: Option<u64>,
     pub destroyed: bool,
+    /// The socket's own retransmit counts, read as it was freed.
+    pub retransmit_counts: Option<RetransmitCounts>,
 }
 
 /// What went wrong at one end.

@@ -2,11 +2,11 @@
 //! script of connections, words and closes, emitted as both ends' kernels
 //! would report them, then cut to what one end (or both) would see.
 
-use std::net::SocketAddr;
+use std::{collections::HashMap, net::SocketAddr};
 
 use super::{Session, Sessions};
 use crate::{
-    event::{EventKind, KernelEvent, Payload, Segment, Task},
+    event::{EventKind, KernelEvent, Payload, RetransmitCounts, Segment, Task},
     ftp::{ControlEvent, Side, Verb},
     ports::PortSet,
 };
@@ -42,6 +42,8 @@ pub struct Script {
     now_ns: u64,
     next_sock: u64,
     seq: [u32; 2],
+    /// What each socket reports of its retransmits when it is freed.
+    counts: HashMap<u64, RetransmitCounts>,
 }
 
 impl Script {
@@ -381,7 +383,26 @@ impl Script {
     }
 
     pub fn destroy(&mut self, link: &Link, end: Side) {
-        self.emit(link, end, EventKind::Destroy);
+        let counts = self.counts.get(&link.socks[end.index()]).copied();
+        self.emit(link, end, EventKind::Destroy { counts });
+    }
+
+    /// `end`'s socket reports, when freed, `retransmitted` segments of
+    /// which its peer reported `duplicates` (D-SACK).
+    pub fn retransmit_counts(
+        &mut self,
+        link: &Link,
+        end: Side,
+        retransmitted: u32,
+        duplicates: u32,
+    ) {
+        self.counts.insert(
+            link.socks[end.index()],
+            RetransmitCounts {
+                retransmitted,
+                duplicates,
+            },
+        );
     }
 
     /// A packet of the link dropped at `at` before any socket saw it.

@@ -256,7 +256,7 @@ impl Sessions {
                     sock: None,
                     local: open.local,
                     remote: open.remote,
-                    kind: EventKind::Destroy,
+                    kind: EventKind::DESTROYED,
                 };
                 self.start_session(&event, client, server, end, out).0
             }
@@ -410,7 +410,7 @@ impl Sessions {
     }
 
     fn hold_back(&mut self, key: SocketKey, event: &KernelEvent, out: &mut Vec<Session>) {
-        if matches!(event.kind, EventKind::Destroy) {
+        if matches!(event.kind, EventKind::Destroy { .. }) {
             // Freed before its 4-tuple was known: a listener, or a connect
             // that never got a port. Only a connection attempt is kept.
             let held = self.pending.remove(&key).unwrap_or_default();
@@ -447,7 +447,7 @@ impl Sessions {
         };
         if let Some(sk) = event.sock {
             let socket = (event.netns, sk);
-            if matches!(event.kind, EventKind::Destroy) {
+            if matches!(event.kind, EventKind::Destroy { .. }) {
                 self.by_socket.remove(&socket);
             } else if full_tuple(event) && !self.by_socket.contains_key(&socket) {
                 self.by_socket.insert(socket, (key, conn_id));
@@ -845,7 +845,10 @@ impl Sessions {
             EventKind::SocketError { errno } => {
                 keep(&mut view.troubles_mut().errors, (ns, *errno));
             }
-            EventKind::Destroy => view.destroyed = true,
+            EventKind::Destroy { counts } => {
+                view.destroyed = true;
+                view.retransmit_counts = *counts;
+            }
             EventKind::KeepaliveProbe { .. } => view.keepalive_probes += 1,
             EventKind::ZeroWindowProbe { .. } => view.zero_window_probes += 1,
             EventKind::Drop {
@@ -892,7 +895,7 @@ impl Sessions {
         if let Some(announced) = announced {
             self.expect(key, announced, ns);
         }
-        if matches!(event.kind, EventKind::Destroy) {
+        if matches!(event.kind, EventKind::Destroy { .. }) {
             let conn = self.open[&key].conn(conn_id);
             if conn.is_done()
                 && let Some(mark) = conn.holds_mark
@@ -1320,7 +1323,7 @@ mod tests {
         assert!(timeline.omitted > 0);
         assert!(matches!(
             &timeline.tail.back().unwrap().kind,
-            EventKind::Destroy
+            EventKind::Destroy { .. }
         ));
         assert_eq!(sessions[0].commands.len(), MAX_LISTED);
     }
