@@ -21,6 +21,26 @@ fn tracer() -> Tracer {
     Tracer::start_with(NO_PASSIVE_RANGE_ARGS)
 }
 
+/// The session as the server's end, behind the NAT, saw it: its own
+/// inside address announced to a client at a routable one.
+#[track_caller]
+fn servers_half<T>(run: &Observed<T>) -> &Session {
+    let halves: Vec<&Session> = run
+        .trace
+        .sessions
+        .iter()
+        .filter(|s| s.seen_from == [Side::Server])
+        .collect();
+    assert_eq!(halves.len(), 1, "one server-side session{}", run.context());
+    assert_eq!(halves[0].server.addr, NAT_INSIDE_V4.to_string());
+    halves[0]
+}
+
+/// What the server's half says of its announcement of `port`.
+fn inferred(port: u16) -> String {
+    format!("the server announced its own address {NAT_INSIDE_V4} port {port} in its 227")
+}
+
 /// The session as the client's end saw it (the server's end, behind the
 /// NAT, sees other addresses and is a session of its own).
 #[track_caller]
@@ -110,6 +130,27 @@ fn nat_address_mismatch_curl_substitutes_and_meets_the_router() {
                 ],
                 &ctx,
             );
+            // The server's own half, behind the NAT, infers it.
+            let port = session.data[0].server.port;
+            let server = servers_half(&run);
+            assert_cause(server, "nat_address_mismatch", None, &ctx);
+            evidence_says(
+                server,
+                0,
+                &[
+                    &inferred(port),
+                    &format!(
+                        "to a client at {NAT_CLIENT_V4}, which is not, so the client came through a NAT"
+                    ),
+                ],
+                &ctx,
+            );
+            evidence_says(
+                server,
+                1,
+                &["the client made no data connection to it"],
+                &ctx,
+            );
         },
     );
 }
@@ -193,6 +234,25 @@ fn a_nat_mismatch_hidden_by_substitution_is_said_on_a_clean_session() {
                 &[
                     "instead (it substituted it for the announced one)",
                     "and the connection was established",
+                ],
+                &ctx,
+            );
+            let port = session.data[0].server.port;
+            let server = servers_half(&run);
+            assert_cause(server, "clean", None, &ctx);
+            let note = server
+                .evidence
+                .iter()
+                .position(|e| e.starts_with("also: "))
+                .unwrap_or_else(|| {
+                    panic!("no note on the server's half: {:?}{ctx}", server.evidence)
+                });
+            evidence_says(server, note, &[&inferred(port)], &ctx);
+            evidence_says(
+                server,
+                note + 1,
+                &[
+                    "a data connection from the client arrived at it through the NAT (data:1) and the connection was established",
                 ],
                 &ctx,
             );

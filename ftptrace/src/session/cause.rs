@@ -160,38 +160,57 @@ fn nat_evidence(session: &Session, m: &Mismatch) -> Vec<String> {
         matches!(&e.kind, EventKind::Ftp { event: ControlEvent::DataEndpoint { announced_by, addr: Some(a), port }, .. }
             if *announced_by == by && a.to_canonical() == m.addr && *port == m.announced.port)
     });
-    let (what, reached, whose) = match by {
-        Side::Server => (
-            "its 227",
-            "the client reached the server at",
-            "the server's",
-        ),
-        Side::Client => (
-            "its PORT/EPRT",
-            "its control connection comes from",
-            "the client's",
-        ),
+    let (what, whose) = match by {
+        Side::Server => ("its 227", "the server's"),
+        Side::Client => ("its PORT/EPRT", "the client's"),
     };
-    let kind = match inside_address(m.addr) {
-        Some(kind) => format!("{kind}: {whose} inside address behind a NAT"),
-        None => format!(
-            "not {whose} address on the control connection: a NAT in between, or a wrong address configured"
-        ),
+    let mut evidence = match m.inferred_from {
+        Some(peer) => vec![format!(
+            "the {} announced its own address {} port {} in {what}{announcement}: {} to a {} at {peer}, \
+             which is not, so the {} came through a NAT, and a {} that trusts the announcement \
+             cannot reach that address",
+            Side::as_str(by),
+            m.addr,
+            m.announced.port,
+            inside_address(m.addr).unwrap_or("an inside address"),
+            Side::as_str(by.other()),
+            Side::as_str(by.other()),
+            Side::as_str(by.other()),
+        )],
+        None => {
+            let reached = match by {
+                Side::Server => "the client reached the server at",
+                Side::Client => "its control connection comes from",
+            };
+            let kind = match inside_address(m.addr) {
+                Some(kind) => format!("{kind}: {whose} inside address behind a NAT"),
+                None => format!(
+                    "not {whose} address on the control connection: a NAT in between, or a wrong address configured"
+                ),
+            };
+            vec![format!(
+                "the {} announced {} port {} in {what}{announcement}, but {reached} {}: {} is {kind}",
+                Side::as_str(by),
+                m.addr,
+                m.announced.port,
+                m.control_addr,
+                m.addr,
+            )]
+        }
     };
-    let mut evidence = vec![format!(
-        "the {} announced {} port {} in {what}{announcement}, but {reached} {}: {} is {kind}",
-        Side::as_str(by),
-        m.addr,
-        m.announced.port,
-        m.control_addr,
-        m.addr,
-    )];
     let connector = Side::as_str(by.other());
     let went = match m.went() {
-        None => format!("no data connection to either address was seen (from the {connector})"),
+        None if m.inferred_from.is_some() => {
+            format!("the {connector} made no data connection to it")
+        }
+        None => format!("the {connector} made no data connection to either address"),
         Some(went) => {
             let conn = m.conn.expect("went() implies a connection");
             let to = match went {
+                // Seen at the inside end, after the NAT translated it.
+                Went::Announced if m.inferred_from.is_some() => {
+                    format!("a data connection from the {connector} arrived at it through the NAT")
+                }
                 Went::Announced => format!("the {connector} connected to the announced {}", m.addr),
                 Went::ControlAddress => format!(
                     "the {connector} connected to the control connection's address {} instead (it substituted it for the announced one)",
@@ -1909,6 +1928,45 @@ mod tests {
         );
     }
 
+    /// On the server behind the NAT: it announces its own address, an
+    /// inside one, to a client at a routable address, who can only have
+    /// come through a NAT; the client substituted, met the NAT, and left.
+    #[test]
+    fn a_server_behind_nat_sees_its_own_inside_address_announced() {
+        let mut s = Script::new();
+        let control = s.connect("203.0.113.2:40000", "10.0.0.2:21");
+        s.login(&control);
+        s.pasv_announcing(&control, INSIDE, 30001);
+        s.fin(&control, Client);
+        assert_eq!(
+            seen(&s, SERVER_ONLY),
+            ["nat_address_mismatch - | fin/client"]
+        );
+        let evidence = evidence(&s, SERVER_ONLY);
+        assert!(
+            evidence[0].starts_with(
+                "the server announced its own address 10.0.0.2 port 30001 in its 227 (+"
+            ) && evidence[0].ends_with(
+                "a private address (RFC 1918) to a client at 203.0.113.2, which is not, so the \
+                     client came through a NAT, and a client that trusts the announcement cannot \
+                     reach that address"
+            ),
+            "{evidence:?}"
+        );
+        assert_eq!(evidence[1], "the client made no data connection to it");
+        assert!(
+            evidence[2].starts_with("so the session ended as client_abort"),
+            "{evidence:?}"
+        );
+        // Client and server both inside: no NAT to infer.
+        let mut s = Script::new();
+        let control = s.connect("10.0.0.3:40000", "10.0.0.2:21");
+        s.login(&control);
+        s.pasv_announcing(&control, INSIDE, 30001);
+        s.fin(&control, Client);
+        assert_eq!(seen(&s, SERVER_ONLY), ["client_abort control | fin/client"]);
+    }
+
     /// A NATed client's PORT names its inside address; vsftpd refuses it and
     /// the client leaves politely.
     #[test]
@@ -1933,7 +1991,7 @@ mod tests {
         );
         assert_eq!(
             evidence[1],
-            "no data connection to either address was seen (from the server)"
+            "the server made no data connection to either address"
         );
         assert!(
             evidence[2].starts_with("the server replied 500"),

@@ -1,6 +1,9 @@
-//! Announced data endpoints whose address is not the one the control
-//! connection uses at the announcing end: a server behind NAT announcing
-//! its inside address in `227`, a NATed client's `PORT`/`EPRT`. Facts only;
+//! Announced data endpoints a NAT breaks: an address that is not the one
+//! the control connection uses at the announcing end (a server behind NAT
+//! announcing its inside address in `227`, seen from the client; a NATed
+//! client's `PORT`/`EPRT`, seen from the server), or, seen from the NATed
+//! end itself, its own inside address announced to a peer at a routable
+//! address, which can only have come through a NAT. Facts only;
 //! [`super::cause`] words them.
 
 use std::net::IpAddr;
@@ -19,6 +22,10 @@ pub struct Mismatch<'a> {
     pub control_addr: IpAddr,
     /// The data connection that answered the announcement, if any.
     pub conn: Option<&'a Conn>,
+    /// `Some(peer)` when the announced address is the control connection's
+    /// own at this end, but an inside one, and the peer's is routable:
+    /// the NAT is inferred, not seen.
+    pub inferred_from: Option<IpAddr>,
 }
 
 /// Where a data connection for a mismatched announcement went.
@@ -62,11 +69,18 @@ pub fn first_mismatch(session: &Session) -> Option<Mismatch<'_>> {
             Side::Client => session.control.client.ip(),
         }
         .to_canonical();
-        (addr != control_addr).then(|| Mismatch {
+        let peer = match announced.announced_by {
+            Side::Server => session.control.client.ip(),
+            Side::Client => session.control.server.ip(),
+        }
+        .to_canonical();
+        let inferred = addr == control_addr && inside_address(addr).is_some() && routable(peer);
+        (addr != control_addr || inferred).then(|| Mismatch {
             announced,
             addr,
             control_addr,
             conn: announced.used_by.and_then(|id| session.get_conn(id)),
+            inferred_from: inferred.then_some(peer),
         })
     });
     let first = found.next()?;
@@ -75,6 +89,19 @@ pub fn first_mismatch(session: &Session) -> Option<Mismatch<'_>> {
         return Some(first);
     }
     Some(found.find(failed).unwrap_or(first))
+}
+
+/// An address a NAT would have to translate to reach an inside one: not
+/// inside itself, nor loopback, link-local or unspecified.
+pub fn routable(addr: IpAddr) -> bool {
+    let addr = addr.to_canonical();
+    let local = match addr {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || v6.segments()[0] & 0xffc0 == 0xfe80
+        }
+    };
+    !local && inside_address(addr).is_none()
 }
 
 /// What kind of address an inside (non-routable) one is, or `None` for a
@@ -96,6 +123,22 @@ pub fn inside_address(addr: IpAddr) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routable_addresses_are_neither_inside_nor_local() {
+        for (addr, routable_) in [
+            ("203.0.113.2", true),
+            ("2001:db8::2", true),
+            ("10.0.0.2", false),
+            ("127.0.0.1", false),
+            ("169.254.1.1", false),
+            ("fe80::1", false),
+            ("::1", false),
+            ("::ffff:127.0.0.1", false),
+        ] {
+            assert_eq!(routable(addr.parse().unwrap()), routable_, "{addr}");
+        }
+    }
 
     #[test]
     fn inside_addresses_are_told_from_routable_ones() {
