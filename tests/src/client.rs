@@ -22,6 +22,44 @@ fn url(scheme: &str, addr: IpAddr, port: u16, path: &str) -> String {
     }
 }
 
+/// Waits until a download is under way in `client`'s namespace: a
+/// connection to one of vsftpd's passive ports has received bytes. The
+/// connection alone is not enough: the client sends its RETR after it, and
+/// a fault that came first would stop the transfer rather than meet it.
+#[track_caller]
+pub fn wait_for_download(client: &NetNs) {
+    crate::deadline::wait_for(
+        "the download's first bytes",
+        Duration::from_secs(20),
+        || {
+            let ss = client
+                .run_ok("ss", &["-Htni", "state", "established"])
+                .stdout;
+            // A socket's line, then its indented details (`bytes_received:N`).
+            let mut to_data_port = false;
+            let receiving = ss.lines().any(|line| {
+                if !line.starts_with(char::is_whitespace) {
+                    to_data_port = line
+                        .split_whitespace()
+                        .nth(3)
+                        .and_then(|peer| peer.rsplit_once(':'))
+                        .and_then(|(_, port)| port.parse::<u16>().ok())
+                        .is_some_and(|p| crate::vsftpd::PASSIVE_PORTS.contains(&p));
+                    return false;
+                }
+                to_data_port
+                    && line.split_whitespace().any(|field| {
+                        field
+                            .strip_prefix("bytes_received:")
+                            .and_then(|n| n.parse::<u64>().ok())
+                            .is_some_and(|n| n > 0)
+                    })
+            });
+            if receiving { Ok(()) } else { Err(ss) }
+        },
+    );
+}
+
 /// One curl run: `curl -sS [--ftp-pasv|--ftp-port -] --connect-timeout C -m M -o FILE URL`.
 #[derive(Clone, Debug)]
 pub struct Curl {

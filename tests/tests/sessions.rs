@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tests::{
-    client::{Curl, ftp_url},
+    client::{Curl, ftp_url, wait_for_download},
     deadline::wait_for,
     netns::{CLIENT_V4, NsPair, SERVER_V4},
     nft::{self, Rule},
@@ -572,26 +572,6 @@ fn active_mode_data_connection_is_linked_by_its_eprt() {
     });
 }
 
-/// Waits until the client's namespace holds an established connection to
-/// one of vsftpd's passive ports: the transfer is under way.
-#[track_caller]
-fn wait_for_data_connection(net: &NsPair) {
-    wait_for("the data connection", Duration::from_secs(20), || {
-        let ss = net
-            .client
-            .run_ok("ss", &["-Htn", "state", "established"])
-            .stdout;
-        let data = ss.lines().any(|l| {
-            l.split_whitespace()
-                .nth(3)
-                .and_then(|peer| peer.rsplit_once(':'))
-                .and_then(|(_, port)| port.parse::<u16>().ok())
-                .is_some_and(|p| tests::vsftpd::PASSIVE_PORTS.contains(&p))
-        });
-        if data { Ok(()) } else { Err(ss) }
-    });
-}
-
 /// The first evidence sentence of a `receiver_stalled` verdict names the
 /// stalled end and counts the probes; the count is the kernel's own.
 #[track_caller]
@@ -638,7 +618,7 @@ fn receiver_stalled_when_the_downloading_client_stops_reading() {
                     .stdin(std::process::Stdio::null())
                     .spawn()
                     .expect("spawn curl");
-                wait_for_data_connection(&net);
+                wait_for_download(&net.client);
                 let pid = i32::try_from(curl.id()).expect("pid");
                 // SAFETY: kill(2) on the child this test spawned and has not reaped.
                 unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -744,7 +724,7 @@ fn control_lost_during_a_long_download() {
                 .stdin(std::process::Stdio::null())
                 .spawn()
                 .expect("spawn curl");
-            wait_for_data_connection(&net);
+            wait_for_download(&net.client);
             nft::apply(&net.client, &Rule::blackhole(21));
             let aborted = || net.server.counters().get("TcpExt.TCPAbortOnTimeout");
             let before = aborted();
