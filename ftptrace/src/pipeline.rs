@@ -55,7 +55,6 @@ pub struct Pipeline {
     /// Sessions evicted during the current batch, reported at its end.
     evicted: Vec<Session>,
     wrote: bool,
-    pattern_rules: PatternRules,
     patterns: Patterns,
     handshakes: Handshakes,
 }
@@ -74,7 +73,6 @@ impl Pipeline {
             loss_noted: 0,
             evicted: Vec::new(),
             wrote: false,
-            pattern_rules: PatternRules::default(),
             patterns: Patterns::new(PatternRules::default()),
             handshakes: Handshakes::default(),
         }
@@ -82,7 +80,6 @@ impl Pipeline {
 
     /// When failed sessions of one client make a `pattern` line.
     pub fn with_pattern_rules(mut self, rules: PatternRules) -> Self {
-        self.pattern_rules = rules;
         self.patterns = Patterns::new(rules);
         self
     }
@@ -300,7 +297,7 @@ impl Pipeline {
         if let Some(found) = self.patterns.session_ended(session, cause) {
             output.pattern(&PatternLine::repeated_failure(
                 &found,
-                self.pattern_rules,
+                self.patterns.rules(),
                 &ts,
             ))?;
         }

@@ -516,66 +516,91 @@ fn data_blocked(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diagnosi
 /// Probes are the sender's packets: the stalled end's own kernel reports
 /// nothing, so this is judged where the sender is on this host.
 fn receiver_stalled(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diagnosis> {
-    data.iter().find_map(|(id, ending)| {
-        let conn = session.conn(*id);
-        let (sender, view) = conn.seen().find(|(_, v)| v.zero_window_probes > 0)?;
-        let probe = |e: &Entry| {
-            e.conn == *id && e.seen_at == sender && matches!(e.kind, EventKind::ZeroWindowProbe { .. })
-        };
-        let first_ns = session.timeline.entries().find(|e| probe(e)).map_or(conn.first_ns, |e| e.ns);
-        let last_ns = session.timeline.entries().filter(|e| probe(e)).map(|e| e.ns).max().unwrap_or(first_ns);
-        let completed_after = |e: &Entry| {
+    data.iter()
+        .find_map(|(id, ending)| stalled(session, *id, *ending))
+}
+
+/// [`receiver_stalled`] for one data connection.
+fn stalled(session: &Session, id: ConnId, ending: Ending) -> Option<Diagnosis> {
+    let conn = session.conn(id);
+    let (sender, view) = conn.seen().find(|(_, v)| v.zero_window_probes > 0)?;
+    let probe = |e: &Entry| {
+        e.conn == id && e.seen_at == sender && matches!(e.kind, EventKind::ZeroWindowProbe { .. })
+    };
+    let mut probes = session
+        .timeline
+        .entries()
+        .filter(|e| probe(e))
+        .map(|e| e.ns);
+    let first_ns = probes.next().unwrap_or(conn.first_ns);
+    let last_ns = probes.max().unwrap_or(first_ns).max(first_ns);
+    // On a readable channel the server's word says whether the transfer
+    // completed; on an encrypted one, the sender's own FIN does.
+    let readable = session.words_readable();
+    let completed = if readable {
+        count(session, |e| {
             e.ns > first_ns
-                && matches!(&e.kind, EventKind::Ftp { event: ControlEvent::Reply { code: 226 | 250, .. }, .. })
-        };
-        // On a readable channel the server's word says whether the transfer
-        // completed; on an encrypted one, the sender's own FIN does.
-        let completed = if session.control_readable && session.encrypted_ns.is_none() {
-            count(session, completed_after) > 0
+                && matches!(
+                    &e.kind,
+                    EventKind::Ftp {
+                        event: ControlEvent::Reply {
+                            code: 226 | 250,
+                            ..
+                        },
+                        ..
+                    }
+                )
+        }) > 0
+    } else {
+        ending.close == Close::Fin && ending.closed_by == ClosedBy::of(sender)
+    };
+    if completed || ending.close == Close::Refused {
+        return None;
+    }
+    let receiver = sender.other();
+    let role = match receiving_end(session, id) {
+        Some(end) if end == receiver => " (the receiving end)",
+        Some(_) => " (the sending end)",
+        None => "",
+    };
+    let mut evidence = vec![
+        format!(
+            "the {}{role} stopped reading {}: its window fell to zero and the {}'s kernel sent \
+             {} zero-window probe(s) over {} ms{}",
+            Side::as_str(receiver),
+            id.label(),
+            Side::as_str(sender),
+            view.zero_window_probes,
+            last_ns.saturating_sub(first_ns) / 1_000_000,
+            cite_first(session, probe)
+        ),
+        if readable {
+            "the transfer never completed after the stall began: no 226 followed the first probe"
+                .to_owned()
         } else {
-            ending.close == Close::Fin && ending.closed_by == ClosedBy::of(sender)
-        };
-        if completed || ending.close == Close::Refused {
-            return None;
-        }
-        let receiver = sender.other();
-        let role = |end: Side| match (end, transfer_verb(session, *id)) {
-            (Side::Client, Some(Verb::Stor | Verb::Appe)) | (Side::Server, Some(Verb::Retr | Verb::List | Verb::Nlst)) => " (the sending end)",
-            (Side::Server, Some(Verb::Stor | Verb::Appe)) | (Side::Client, Some(Verb::Retr | Verb::List | Verb::Nlst)) => " (the receiving end)",
-            _ => "",
-        };
-        let mut evidence = vec![
             format!(
-                "the {}{} stopped reading {}: its window fell to zero and the {}'s kernel sent {} zero-window probe(s) over {} ms{}",
-                Side::as_str(receiver),
-                role(receiver),
-                id.label(),
+                "the {} never closed {} with FIN: the transfer did not complete",
                 Side::as_str(sender),
-                view.zero_window_probes,
-                last_ns.saturating_sub(first_ns) / 1_000_000,
-                cite_first(session, probe)
-            ),
-            if session.control_readable && session.encrypted_ns.is_none() {
-                "the transfer never completed after the stall began: no 226 followed the first probe".to_owned()
-            } else {
-                format!("the {} never closed {} with FIN: the transfer did not complete", Side::as_str(sender), id.label())
-            },
-        ];
-        let ended = match ending.close {
-            Close::Open => format!("{} was still open when the session ended", id.label()),
-            close => format!(
-                "then {} closed with {} by {}{}",
-                id.label(),
-                close.as_str(),
-                ending.closed_by.as_str(),
-                ending.at_ns.map(|ns| format!(" (+{} ms)", session.offset_ms(ns))).unwrap_or_default()
-            ),
-        };
-        evidence.push(ended);
-        add_reply(session, &mut evidence, 426);
-        add_reply(session, &mut evidence, 421);
-        Some(found_at(Cause::ReceiverStalled, Some(*id), evidence))
-    })
+                id.label()
+            )
+        },
+    ];
+    evidence.push(match ending.close {
+        Close::Open => format!("{} was still open when the session ended", id.label()),
+        close => format!(
+            "then {} closed with {} by {}{}",
+            id.label(),
+            close.as_str(),
+            ending.closed_by.as_str(),
+            ending
+                .at_ns
+                .map(|ns| format!(" (+{} ms)", session.offset_ms(ns)))
+                .unwrap_or_default()
+        ),
+    });
+    add_reply(session, &mut evidence, 426);
+    add_reply(session, &mut evidence, 421);
+    Some(found_at(Cause::ReceiverStalled, Some(id), evidence))
 }
 
 /// The classic "the transfer finished but the client says it failed": the
@@ -689,31 +714,28 @@ fn announced_size(session: &Session, ended_ns: u64) -> Option<u64> {
         })
 }
 
-/// The transfer command a data connection carried: the one nearest in time
-/// to its opening (it follows the connection after `PASV`, precedes it after
-/// `PORT`).
-fn transfer_verb(session: &Session, id: ConnId) -> Option<&Verb> {
-    let conn = session.get_conn(id)?;
-    let opened = conn.first_ns;
+/// The end that receives a data connection's bytes, by the transfer
+/// command it carried: the one nearest in time to its opening (it follows
+/// the connection after `PASV`, precedes it after `PORT`).
+fn receiving_end(session: &Session, id: ConnId) -> Option<Side> {
+    let opened = session.get_conn(id)?.first_ns;
     session
         .timeline
         .entries()
+        .filter(|e| e.conn == ConnId::Control)
         .filter_map(|e| match &e.kind {
             EventKind::Ftp {
                 event: ControlEvent::Command { verb, .. },
                 ..
-            } if e.conn == ConnId::Control
-                && matches!(
-                    verb,
-                    Verb::Retr | Verb::Stor | Verb::Appe | Verb::List | Verb::Nlst
-                ) =>
-            {
-                Some((e.ns.abs_diff(opened), verb))
-            }
+            } => match verb {
+                Verb::Retr | Verb::List | Verb::Nlst => Some((e.ns, Side::Client)),
+                Verb::Stor | Verb::Appe => Some((e.ns, Side::Server)),
+                _ => None,
+            },
             _ => None,
         })
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, verb)| verb)
+        .min_by_key(|(ns, _)| ns.abs_diff(opened))
+        .map(|(_, end)| end)
 }
 
 fn timeout(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnosis> {

@@ -328,6 +328,11 @@ impl Session {
     pub(super) fn encrypted(&self) -> bool {
         self.encrypted_ns.is_some()
     }
+
+    /// The control channel's words can be read: seen, and not encrypted.
+    pub(super) fn words_readable(&self) -> bool {
+        self.control_readable && !self.encrypted()
+    }
 }
 
 /// Where an event landed: its session and connection, and which end of it

@@ -85,6 +85,10 @@ impl Patterns {
         }
     }
 
+    pub fn rules(&self) -> PatternRules {
+        self.rules
+    }
+
     /// A session ended with `cause`: the pattern it completes, if any.
     /// Reported when the count in the window reaches the rule's, then each
     /// time it doubles, so that a job failing every second for an hour

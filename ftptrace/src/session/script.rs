@@ -2,7 +2,10 @@
 //! script of connections, words and closes, emitted as both ends' kernels
 //! would report them, then cut to what one end (or both) would see.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use super::{Session, Sessions};
 use crate::{
@@ -144,22 +147,16 @@ impl Script {
 
     /// `227` announcing `port` on the server's address.
     pub fn pasv(&mut self, link: &Link, port: u16) {
-        self.command(link, Verb::Pasv, None);
-        self.reply(link, 227, "Entering Passive Mode.");
-        self.say(
-            link,
-            Side::Server,
-            ControlEvent::DataEndpoint {
-                announced_by: Side::Server,
-                addr: Some(link.server.ip()),
-                port,
-            },
-        );
+        self.pasv_at(link, link.server.ip(), port);
     }
 
     /// `227` announcing `addr` and `port`: another address than the control
     /// connection's when the server is behind NAT.
     pub fn pasv_announcing(&mut self, link: &Link, addr: &str, port: u16) {
+        self.pasv_at(link, addr.parse().expect("an address"), port);
+    }
+
+    fn pasv_at(&mut self, link: &Link, addr: IpAddr, port: u16) {
         self.command(link, Verb::Pasv, None);
         self.reply(link, 227, "Entering Passive Mode.");
         self.say(
@@ -167,7 +164,7 @@ impl Script {
             Side::Server,
             ControlEvent::DataEndpoint {
                 announced_by: Side::Server,
-                addr: Some(addr.parse().expect("an address")),
+                addr: Some(addr),
                 port,
             },
         );

@@ -705,9 +705,7 @@ impl Sessions {
                 let Some(session) = self.open.get(key) else {
                     continue;
                 };
-                if (session.control_readable && !session.encrypted())
-                    || server.ip() != session.control.server.ip()
-                {
+                if session.words_readable() || server.ip() != session.control.server.ip() {
                     continue;
                 }
                 if best.as_ref().is_none_or(|(at, ..)| session.last_ns > *at) {
