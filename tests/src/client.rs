@@ -22,6 +22,25 @@ fn url(scheme: &str, addr: IpAddr, port: u16, path: &str) -> String {
     }
 }
 
+/// `curl -s -o /dev/null --limit-rate RATE --max-time MAX URL` in `ns`,
+/// left running: for a test that breaks something mid-transfer (and then
+/// waits for it, or kills it).
+#[track_caller]
+pub fn spawn_download(
+    ns: &NetNs,
+    url: &str,
+    rate: &str,
+    max_time: Duration,
+) -> std::process::Child {
+    ns.command("curl")
+        .args(["-s", "-o", "/dev/null", "--limit-rate", rate, "--max-time"])
+        .arg(max_time.as_secs().to_string())
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start curl: {e}"))
+}
+
 /// Waits until a download is under way in `client`'s namespace: a
 /// connection to one of vsftpd's passive ports has received bytes. The
 /// connection alone is not enough: the client sends its RETR after it, and

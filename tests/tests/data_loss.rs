@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tests::{
     checks::{count, segments},
-    client::{Curl, ftp_url, wait_for_download},
+    client::{Curl, ftp_url, spawn_download, wait_for_download},
     deadline::{Deadline, wait_for},
     netns::{DEV, NsPair, SERVER_V4},
     nft::{self, Rule},
@@ -132,22 +132,12 @@ fn spurious_retransmits_behind_held_acks_are_not_loss() {
             );
         };
         let run = observe(&net, Tracer::start(), || {
-            let mut curl = net
-                .client
-                .command("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "--limit-rate",
-                    "200K",
-                    "--max-time",
-                    "60",
-                ])
-                .arg(ftp_url(SERVER_V4, 21, "big"))
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn curl");
+            let mut curl = spawn_download(
+                &net.client,
+                &ftp_url(SERVER_V4, 21, "big"),
+                "200K",
+                Duration::from_secs(60),
+            );
             wait_for_download(&net.client);
             let retransmitted = || net.server.counters().get("Tcp.RetransSegs");
             let before = retransmitted();

@@ -21,19 +21,32 @@ fn tracer() -> Tracer {
     Tracer::start_with(NO_PASSIVE_RANGE_ARGS)
 }
 
-/// The session as the server's end, behind the NAT, saw it: its own
-/// inside address announced to a client at a routable one.
+/// The one session seen from `side` alone: with a NAT in between, each
+/// end's half is a session of its own.
 #[track_caller]
-fn servers_half<T>(run: &Observed<T>) -> &Session {
+fn half<T>(run: &Observed<T>, side: Side) -> &Session {
     let halves: Vec<&Session> = run
         .trace
         .sessions
         .iter()
-        .filter(|s| s.seen_from == [Side::Server])
+        .filter(|s| s.seen_from == [side])
         .collect();
-    assert_eq!(halves.len(), 1, "one server-side session{}", run.context());
-    assert_eq!(halves[0].server.addr, NAT_INSIDE_V4.to_string());
+    assert_eq!(
+        halves.len(),
+        1,
+        "one {side:?}-side session{}",
+        run.context()
+    );
     halves[0]
+}
+
+/// The session as the server's end, behind the NAT, saw it: its own
+/// inside address announced to a client at a routable one.
+#[track_caller]
+fn servers_half<T>(run: &Observed<T>) -> &Session {
+    let half = half(run, Side::Server);
+    assert_eq!(half.server.addr, NAT_INSIDE_V4.to_string());
+    half
 }
 
 /// What the server's half says of its announcement of `port`.
@@ -45,16 +58,10 @@ fn inferred(port: u16) -> String {
 /// NAT, sees other addresses and is a session of its own).
 #[track_caller]
 fn clients_half<T>(run: &Observed<T>) -> &Session {
-    let halves: Vec<&Session> = run
-        .trace
-        .sessions
-        .iter()
-        .filter(|s| s.seen_from == [Side::Client])
-        .collect();
-    assert_eq!(halves.len(), 1, "one client-side session{}", run.context());
-    assert_eq!(halves[0].server.addr, NAT_PUBLIC_V4.to_string());
-    assert_eq!(halves[0].client.addr, NAT_CLIENT_V4.to_string());
-    halves[0]
+    let half = half(run, Side::Client);
+    assert_eq!(half.server.addr, NAT_PUBLIC_V4.to_string());
+    assert_eq!(half.client.addr, NAT_CLIENT_V4.to_string());
+    half
 }
 
 /// The router's rule counters, in ruleset order: the DNAT rule, then the

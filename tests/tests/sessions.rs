@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use tests::{
-    client::{Curl, ftp_url, wait_for_download},
+    client::{Curl, ftp_url, spawn_download, wait_for_download},
     deadline::wait_for,
     netns::{CLIENT_V4, NsPair, SERVER_V4},
     nft::{self, Rule},
@@ -610,14 +610,12 @@ fn receiver_stalled_when_the_downloading_client_stops_reading() {
                 VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 64 << 20),
             );
             let run = observe(&net, tracer(), || {
-                let mut curl = net
-                    .client
-                    .command("curl")
-                    .args(["-s", "-o", "/dev/null", "--limit-rate", "1M"])
-                    .arg(ftp_url(SERVER_V4, 21, "big"))
-                    .stdin(std::process::Stdio::null())
-                    .spawn()
-                    .expect("spawn curl");
+                let mut curl = spawn_download(
+                    &net.client,
+                    &ftp_url(SERVER_V4, 21, "big"),
+                    "1M",
+                    Duration::from_secs(60),
+                );
                 wait_for_download(&net.client);
                 let pid = i32::try_from(curl.id()).expect("pid");
                 // SAFETY: kill(2) on the child this test spawned and has not reaped.
@@ -708,22 +706,12 @@ fn control_lost_during_a_long_download() {
             VsftpdConfig::new(Listen::V4(SERVER_V4)).with_file("big", 8 << 20),
         );
         let run = observe(&net, tracer(), || {
-            let mut curl = net
-                .client
-                .command("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "--limit-rate",
-                    "2M",
-                    "--max-time",
-                    "30",
-                ])
-                .arg(ftp_url(SERVER_V4, 21, "big"))
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn curl");
+            let mut curl = spawn_download(
+                &net.client,
+                &ftp_url(SERVER_V4, 21, "big"),
+                "2M",
+                Duration::from_secs(30),
+            );
             wait_for_download(&net.client);
             nft::apply(&net.client, &Rule::blackhole(21));
             let aborted = || net.server.counters().get("TcpExt.TCPAbortOnTimeout");
