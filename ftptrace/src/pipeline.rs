@@ -3,6 +3,8 @@
 //! drive it the same way (records in batches, each batch ending at a boot
 //! time), so a recording replays to the same lines.
 
+use std::net::SocketAddr;
+
 use crate::{
     event::{EventKind, KernelEvent, KernelMark, OpenConnection},
     ftp::Side,
@@ -16,7 +18,7 @@ use crate::{
     },
     ports::{Mark, MarkUpdate, PortSet},
     session::{
-        Placement, Session, Sessions,
+        Placement, Session, Sessions, Tuple,
         attribution::SocketTable,
         cause::diagnose,
         control_stream::ControlChannels,
@@ -41,6 +43,36 @@ pub struct KernelLoss {
     pub throttled: u64,
 }
 
+/// A NAT's own account of a connection (the live run asks conntrack, a
+/// replay reads the recorded answers).
+pub trait NatLookup {
+    /// For the connection whose accepting end is `local` and sees its peer
+    /// as `peer`: the tuple its connecting end sees, (its own address, the
+    /// address it dialled), when a NAT translated it.
+    fn before_nat(
+        &mut self,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<(SocketAddr, SocketAddr)>;
+}
+
+/// Asks nothing: no NAT is consulted.
+pub struct NoNat;
+
+impl NatLookup for NoNat {
+    fn before_nat(&mut self, _: SocketAddr, _: SocketAddr) -> Option<Tuple> {
+        None
+    }
+}
+
+/// One question put to the NAT and its answer, kept for a recording.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NatAnswer {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub before_nat: Option<Tuple>,
+}
+
 pub struct Pipeline {
     decoder: Decoder,
     sockets: SocketTable,
@@ -57,6 +89,9 @@ pub struct Pipeline {
     wrote: bool,
     patterns: Patterns,
     handshakes: Handshakes,
+    nat: Box<dyn NatLookup>,
+    /// Answers since the last [`Self::take_nat_answers`].
+    nat_answers: Vec<NatAnswer>,
 }
 
 impl Pipeline {
@@ -75,7 +110,21 @@ impl Pipeline {
             wrote: false,
             patterns: Patterns::new(PatternRules::default()),
             handshakes: Handshakes::default(),
+            nat: Box::new(NoNat),
+            nat_answers: Vec::new(),
         }
+    }
+
+    /// Where connections through a NAT on this host are looked up, so that
+    /// both their ends make one session.
+    pub fn with_nat_lookup(mut self, nat: Box<dyn NatLookup>) -> Self {
+        self.nat = nat;
+        self
+    }
+
+    /// The NAT's answers since the last call (for a recording).
+    pub fn take_nat_answers(&mut self) -> Vec<NatAnswer> {
+        std::mem::take(&mut self.nat_answers)
     }
 
     /// When failed sessions of one client make a `pattern` line.
@@ -181,6 +230,17 @@ impl Pipeline {
                 }
             }
             _ => {}
+        }
+        if let Some((local, peer)) = self.sessions.nat_question(&event) {
+            let before_nat = self.nat.before_nat(local, peer);
+            self.nat_answers.push(NatAnswer {
+                local,
+                peer,
+                before_nat,
+            });
+            if let Some(outside) = before_nat {
+                self.sessions.join_nat((peer, local), outside);
+            }
         }
         let place = self.sessions.observe(&event, &mut self.evicted);
         let side = self.side(&event, place.as_ref());

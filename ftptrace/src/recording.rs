@@ -26,15 +26,18 @@ use crate::{
     event::OpenConnection,
     kernel::{names::KernelNames, tracepoint_format::SymbolTable},
     output::Start,
-    pipeline::KernelLoss,
+    pipeline::{KernelLoss, NatAnswer},
     ports::PortSet,
     session::patterns::PatternRules,
 };
 
 /// The file's first bytes.
 const MAGIC: &[u8; 20] = b"ftptrace recording\n\0";
-/// Bumped on any incompatible change of the frames or [`Meta`].
-pub const FORMAT_VERSION: u16 = 3;
+/// Bumped on any change of the frames or [`Meta`].
+pub const FORMAT_VERSION: u16 = 4;
+/// The oldest format still read: 4 only added the NAT's answers (format 3
+/// recordings have none to give).
+const OLDEST_READ: u16 = 3;
 /// Larger frames are refused when read: a record is a few hundred bytes, a
 /// seed list a few MB at the very most.
 const MAX_FRAME: u32 = 64 << 20;
@@ -50,6 +53,7 @@ enum Tag {
     Seeds = 6,
     Symbols = 7,
     Finish = 8,
+    Nat = 9,
 }
 
 impl Tag {
@@ -63,6 +67,7 @@ impl Tag {
             6 => Self::Seeds,
             7 => Self::Symbols,
             8 => Self::Finish,
+            9 => Self::Nat,
             _ => return None,
         })
     }
@@ -187,6 +192,8 @@ pub enum Frame {
     Symbols(Vec<(u64, String)>),
     /// The run ended: the sessions still open were reported.
     Finish,
+    /// What the NAT's connection tracking answered (JSON [`NatAnswer`]s).
+    Nat(Vec<u8>),
 }
 
 /// Appends frames to a recording file.
@@ -261,6 +268,14 @@ impl Recorder {
         self.frame(Tag::Symbols, &payload)
     }
 
+    pub fn nat(&mut self, answers: &[NatAnswer]) -> anyhow::Result<()> {
+        if answers.is_empty() {
+            return Ok(());
+        }
+        let json = serde_json::to_vec(answers)?;
+        self.frame(Tag::Nat, &json)
+    }
+
     pub fn finish(&mut self) -> anyhow::Result<()> {
         self.frame(Tag::Finish, &[])?;
         self.file.flush().map_err(|e| self.error(&e))
@@ -298,7 +313,7 @@ pub struct Recording {
 pub enum RecordingError {
     #[error("not an ftptrace recording (its first bytes are not the header)")]
     NotARecording,
-    #[error("recording format {0}; this ftptrace reads format {FORMAT_VERSION}")]
+    #[error("recording format {0}; this ftptrace reads formats {OLDEST_READ} to {FORMAT_VERSION}")]
     Version(u16),
     #[error("the recording has no description of its run (the first frame)")]
     NoMeta,
@@ -323,7 +338,7 @@ impl Recording {
             .split_first_chunk::<2>()
             .ok_or(RecordingError::NotARecording)?;
         let version = u16::from_le_bytes(*version);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READ..=FORMAT_VERSION).contains(&version) {
             return Err(RecordingError::Version(version));
         }
         let mut meta = None;
@@ -377,6 +392,7 @@ impl Recording {
                     symbols_of(payload).ok_or_else(|| malformed("cut symbol list"))?,
                 )),
                 Tag::Finish => frames.push(Frame::Finish),
+                Tag::Nat => frames.push(Frame::Nat(payload.to_vec())),
             }
             index += 1;
             rest = after;
@@ -386,6 +402,24 @@ impl Recording {
             frames,
             truncated_tail: rest.len(),
         })
+    }
+
+    /// Every answer the NAT gave the run, wherever its frame is (the
+    /// question was put while a record was filed, the frame written at the
+    /// end of its batch).
+    pub fn nat_answers(&self) -> Result<Vec<NatAnswer>, RecordingError> {
+        let mut all = Vec::new();
+        for (index, frame) in self.frames.iter().enumerate() {
+            if let Frame::Nat(json) = frame {
+                let answers: Vec<NatAnswer> =
+                    serde_json::from_slice(json).map_err(|e| RecordingError::Frame {
+                        index: index + 1,
+                        why: format!("the NAT's answers: {e}"),
+                    })?;
+                all.extend(answers);
+            }
+        }
+        Ok(all)
     }
 
     /// Every kernel symbol the run named, wherever its frame is.

@@ -1,6 +1,8 @@
 //! `ftptrace replay FILE`: a recording fed through the same [`Pipeline`] as
 //! the live run, in the same batches, so it prints the same lines.
 
+use std::net::SocketAddr;
+
 use crate::{
     cli::{Format, ReplayArgs},
     kernel::clock::WallClock,
@@ -8,8 +10,9 @@ use crate::{
     kernel::kallsyms::KernelSymbols,
     kernel::names::KernelNames,
     output::Output,
-    pipeline::Pipeline,
+    pipeline::{NatAnswer, NatLookup, Pipeline},
     recording::{Frame, Recording, Seeds},
+    session::Tuple,
 };
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
@@ -50,7 +53,8 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
         &meta.session_prefix,
     )
     .with_max_sessions(meta.max_sessions)
-    .with_pattern_rules(meta.pattern_rules());
+    .with_pattern_rules(meta.pattern_rules())
+    .with_nat_lookup(Box::new(RecordedNat::from(recording.nat_answers()?)));
     output.start(&meta.start)?;
     let mut finished = false;
     for frame in &recording.frames {
@@ -75,7 +79,7 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
                     .map_err(|e| anyhow::anyhow!("the recording's seeded sessions: {e}"))?;
                 pipeline.seed(&seeds.open, seeds.now_ns, output)?;
             }
-            Frame::Symbols(_) => {}
+            Frame::Symbols(_) | Frame::Nat(_) => {}
             Frame::Finish => {
                 pipeline.finish(output)?;
                 finished = true;
@@ -87,6 +91,31 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
         pipeline.finish(output)?;
     }
     output.flush()
+}
+
+/// The NAT's answers as the run got them: the same question gets the same
+/// answer.
+struct RecordedNat(std::collections::HashMap<(SocketAddr, SocketAddr), Tuple>);
+
+impl From<Vec<NatAnswer>> for RecordedNat {
+    fn from(answers: Vec<NatAnswer>) -> Self {
+        Self(
+            answers
+                .into_iter()
+                .filter_map(|a| Some(((a.local, a.peer), a.before_nat?)))
+                .collect(),
+        )
+    }
+}
+
+impl NatLookup for RecordedNat {
+    fn before_nat(
+        &mut self,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        self.0.get(&(local, peer)).copied()
+    }
 }
 
 /// For tests: a recording's lines in `format`.

@@ -2,7 +2,11 @@
 //! print the final stats. What the records become is [`Pipeline`]'s job;
 //! this drives it from the ring buffer (and keeps a recording if asked).
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -10,15 +14,17 @@ use crate::{
     cli::TraceArgs,
     kernel::{
         clock::{WallClock, boot_ns},
+        conntrack::Conntrack,
         decode::{self, Decoder},
         facts::KernelFacts,
         loader::{CONTROL_CHANNEL_PROBE, Tracer},
         priority, privileges, sock_diag, tracefs,
     },
     output::{Output, PortsLine, Start},
-    pipeline::{KernelLoss, Pipeline},
+    pipeline::{KernelLoss, NatLookup, Pipeline},
     ports::ACTIVE_DATA_PORT,
     recording::{Meta, Recorder, Seeds},
+    session::Tuple,
 };
 
 /// How often the ring buffer is drained while records come. The programs
@@ -130,7 +136,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let mut stream = Stream {
         pipeline: Pipeline::new(decoder, clock, ports, &session_prefix)
             .with_max_sessions(args.max_sessions)
-            .with_pattern_rules(args.pattern_rules()),
+            .with_pattern_rules(args.pattern_rules())
+            .with_nat_lookup(Box::new(LiveNat::spawn())),
         recorder,
         buffer: Vec::new(),
         loss_checked: Instant::now(),
@@ -282,6 +289,7 @@ impl Stream {
         let now = boot_ns()?;
         if let Some(recorder) = &mut self.recorder {
             recorder.symbols(&self.pipeline.take_new_symbols())?;
+            recorder.nat(&self.pipeline.take_nat_answers())?;
             recorder.end_batch(now)?;
         }
         for update in self.pipeline.end_batch(now, output)? {
@@ -330,6 +338,95 @@ impl Stream {
             recorder.stats(loss, is_final)?;
         }
         output.stats(&self.pipeline.stats(loss, is_final))
+    }
+}
+
+/// The live run's NAT lookup: the connection tracking of every network
+/// namespace on the host, asked on a thread of its own. ctnetlink wants
+/// CAP_NET_ADMIN on every question and entering a namespace CAP_SYS_ADMIN,
+/// which the thread that parses strangers' bytes drops once attached; this
+/// thread keeps those two and nothing else, and takes only pairs of
+/// addresses. One warning for namespaces it cannot read.
+struct LiveNat {
+    questions: mpsc::Sender<(SocketAddr, SocketAddr)>,
+    /// Each answer, with the warnings the lookup gathered.
+    answers: mpsc::Receiver<(Option<Tuple>, Vec<String>)>,
+    warned: bool,
+    /// The thread stopped answering (it died, or a question timed out):
+    /// from then on connections through a NAT stay two sessions.
+    gone: bool,
+}
+
+/// How long a question waits: conntrack answers in microseconds, and a
+/// namespace's socket times out after 100 ms.
+const NAT_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl LiveNat {
+    /// Starts the thread; call it before the run drops its capabilities.
+    fn spawn() -> Self {
+        let (questions, asked) = mpsc::channel::<(SocketAddr, SocketAddr)>();
+        let (answer, answers) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("ftptrace-nat".into())
+            .spawn(move || {
+                // Capabilities are per thread: this one keeps only what
+                // its questions need.
+                let kept = [privileges::CAP_NET_ADMIN, privileges::CAP_SYS_ADMIN];
+                if let Err(e) = privileges::keep_only(&kept) {
+                    eprintln!(
+                        "ftptrace: warning: the conntrack thread could not drop capabilities: {e}"
+                    );
+                }
+                let mut conntrack = Conntrack::new();
+                while let Ok((local, peer)) = asked.recv() {
+                    let found = conntrack.before_nat(local, peer);
+                    if answer.send((found, conntrack.take_warnings())).is_err() {
+                        break;
+                    }
+                }
+            });
+        Self {
+            questions,
+            answers,
+            warned: false,
+            gone: spawned.is_err(),
+        }
+    }
+}
+
+impl NatLookup for LiveNat {
+    fn before_nat(
+        &mut self,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        if self.gone {
+            return None;
+        }
+        let answer = self
+            .questions
+            .send((local, peer))
+            .ok()
+            .and_then(|()| self.answers.recv_timeout(NAT_ANSWER_TIMEOUT).ok());
+        let Some((found, warnings)) = answer else {
+            self.gone = true;
+            eprintln!(
+                "ftptrace: warning: the connection tracking lookup stopped answering: connections \
+                 through a NAT on this host are reported as two sessions, one per end, from now on"
+            );
+            return None;
+        };
+        if !self.warned
+            && let Some(first) = warnings.first()
+        {
+            self.warned = true;
+            eprintln!(
+                "ftptrace: warning: cannot read the connection tracking of {} network namespace(s) \
+                 ({first}): a connection through a NAT there is reported as two sessions, one per end",
+                warnings.len()
+            );
+        }
+        found
     }
 }
 

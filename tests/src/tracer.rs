@@ -395,6 +395,16 @@ pub struct Conn {
     pub retransmits: u32,
     pub syn_retransmits: u32,
     pub seen_from: Vec<Side>,
+    /// Through a NAT on this host: the connection as the server sees it.
+    #[serde(default)]
+    pub behind_nat: Option<NatView>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NatView {
+    pub client: Endpoint,
+    pub server: Endpoint,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]

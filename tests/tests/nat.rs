@@ -3,8 +3,9 @@
 //! meets it its own way: curl substitutes the control connection's address
 //! (since 7.74) and reaches the router itself; Python's ftplib told to trust
 //! the 227 sends its SYNs to an address nobody routes; with the passive
-//! range forwarded too, curl's substitution hides the problem. The client's
-//! half of each session names the mismatch.
+//! range forwarded too, curl's substitution hides the problem. Client and
+//! server are both on this host: the router's connection tracking joins
+//! the two halves into one session, which names the mismatch once.
 
 use tests::{
     client::{Curl, ftp_url},
@@ -21,48 +22,98 @@ fn tracer() -> Tracer {
     Tracer::start_with(NO_PASSIVE_RANGE_ARGS)
 }
 
-/// The one session seen from `side` alone: with a NAT in between, each
-/// end's half is a session of its own.
+/// One connection in the router's connection tracking
+/// (`/proc/net/nf_conntrack` read inside its namespace): the tuple the
+/// client sent, and the one the server answers on.
+#[derive(Debug, PartialEq, Eq)]
+struct Tracked {
+    orig: ((String, u16), (String, u16)),
+    reply: ((String, u16), (String, u16)),
+}
+
+/// The router's TCP entries, as its kernel lists them.
+fn conntrack(net: &NsPair) -> Vec<Tracked> {
+    let router = net.router.as_ref().expect("a NAT router");
+    let listing = router.run_ok("cat", &["/proc/net/nf_conntrack"]).stdout;
+    listing
+        .lines()
+        .filter(|l| l.contains(" tcp "))
+        .filter_map(|line| {
+            let field = |key: &str, n: usize| {
+                line.split_whitespace()
+                    .filter_map(|w| w.strip_prefix(key))
+                    .nth(n)
+                    .map(str::to_owned)
+            };
+            let end = |addr: &str, port: &str, n: usize| -> Option<(String, u16)> {
+                Some((field(addr, n)?, field(port, n)?.parse().ok()?))
+            };
+            Some(Tracked {
+                orig: (end("src=", "sport=", 0)?, end("dst=", "dport=", 0)?),
+                reply: (end("src=", "sport=", 1)?, end("dst=", "dport=", 1)?),
+            })
+        })
+        .collect()
+}
+
+fn pair(e: &tests::tracer::Endpoint) -> (String, u16) {
+    (e.addr.clone(), e.port)
+}
+
+/// The one session of the run, both ends in it: the client's half and the
+/// server's, behind the NAT, joined through the router's connection
+/// tracking. Each of its connections that reached the server is checked
+/// against the router's own entry: the client's tuple is the entry's
+/// original direction, the server's view its reply direction.
 #[track_caller]
-fn half<T>(run: &Observed<T>, side: Side) -> &Session {
-    let halves: Vec<&Session> = run
-        .trace
-        .sessions
-        .iter()
-        .filter(|s| s.seen_from == [side])
-        .collect();
+fn joined<'a, T>(run: &'a Observed<T>, net: &NsPair) -> &'a Session {
+    let ctx = run.context();
     assert_eq!(
-        halves.len(),
+        run.trace.sessions.len(),
         1,
-        "one {side:?}-side session{}",
-        run.context()
+        "one session, not two halves{ctx}"
     );
-    halves[0]
+    let session = &run.trace.sessions[0];
+    assert_eq!(session.seen_from, [Side::Client, Side::Server], "{ctx}");
+    assert_eq!(session.client.addr, NAT_CLIENT_V4.to_string());
+    assert_eq!(session.server.addr, NAT_PUBLIC_V4.to_string());
+    let tracked = conntrack(net);
+    for conn in std::iter::once(&session.control).chain(&session.data) {
+        let Some(inside) = &conn.behind_nat else {
+            // Not joined: it never reached the server (the router refused
+            // it, or dropped it), whose namespace saw nothing of it.
+            let client_port = conn.client.port;
+            assert!(
+                run.server_events()
+                    .iter()
+                    .all(|e| e.remote_port != client_port),
+                "{} reached the server but was not joined{ctx}",
+                conn.conn
+            );
+            continue;
+        };
+        assert_eq!(conn.seen_from, [Side::Client, Side::Server], "{ctx}");
+        let entry = tracked
+            .iter()
+            .find(|t| t.orig == (pair(&conn.client), pair(&conn.server)))
+            .unwrap_or_else(|| panic!("no router entry for {}: {tracked:?}{ctx}", conn.conn));
+        assert_eq!(
+            entry.reply,
+            (pair(&inside.server), pair(&inside.client)),
+            "the server's view of {} vs the router's reply tuple{ctx}",
+            conn.conn
+        );
+        assert_eq!(inside.server.addr, NAT_INSIDE_V4.to_string());
+    }
+    assert!(
+        session.control.behind_nat.is_some(),
+        "the control connection joined{ctx}"
+    );
+    session
 }
 
-/// The session as the server's end, behind the NAT, saw it: its own
-/// inside address announced to a client at a routable one.
-#[track_caller]
-fn servers_half<T>(run: &Observed<T>) -> &Session {
-    let half = half(run, Side::Server);
-    assert_eq!(half.server.addr, NAT_INSIDE_V4.to_string());
-    half
-}
-
-/// What the server's half says of its announcement of `port`.
-fn inferred(port: u16) -> String {
-    format!("the server announced its own address {NAT_INSIDE_V4} port {port} in its 227")
-}
-
-/// The session as the client's end saw it (the server's end, behind the
-/// NAT, sees other addresses and is a session of its own).
-#[track_caller]
-fn clients_half<T>(run: &Observed<T>) -> &Session {
-    let half = half(run, Side::Client);
-    assert_eq!(half.server.addr, NAT_PUBLIC_V4.to_string());
-    assert_eq!(half.client.addr, NAT_CLIENT_V4.to_string());
-    half
-}
+/// The NAT's own word in the evidence, right after the announcement.
+const NAT_SAID: &str = "a NAT on this host translates the control connection";
 
 /// The router's rule counters, in ruleset order: the DNAT rule, then the
 /// drop of what was sent to the inside without one.
@@ -112,7 +163,7 @@ fn nat_address_mismatch_curl_substitutes_and_meets_the_router() {
             let resets = before.delta(&router.counters()).get("Tcp.OutRsts");
             assert_ne!(run.outcome.exit_code, Some(0), "curl got through{ctx}");
             assert!(resets >= 1, "the router refused nothing{ctx}");
-            let session = clients_half(&run);
+            let session = joined(&run, &net);
             assert_cause(session, "nat_address_mismatch", Some("data:1"), &ctx);
             assert_eq!(session.data[0].server.addr, NAT_PUBLIC_V4.to_string());
             assert_eq!(session.data[0].close, "refused", "{ctx}");
@@ -129,33 +180,18 @@ fn nat_address_mismatch_curl_substitutes_and_meets_the_router() {
             evidence_says(
                 session,
                 1,
+                &[NAT_SAID, "is the server's own address behind it"],
+                &ctx,
+            );
+            evidence_says(
+                session,
+                2,
                 &[
                     &format!(
                         "the client connected to the control connection's address {NAT_PUBLIC_V4} instead"
                     ),
                     "and it was refused",
                 ],
-                &ctx,
-            );
-            // The server's own half, behind the NAT, infers it.
-            let port = session.data[0].server.port;
-            let server = servers_half(&run);
-            assert_cause(server, "nat_address_mismatch", None, &ctx);
-            evidence_says(
-                server,
-                0,
-                &[
-                    &inferred(port),
-                    &format!(
-                        "to a client at {NAT_CLIENT_V4}, which is not, so the client came through a NAT"
-                    ),
-                ],
-                &ctx,
-            );
-            evidence_says(
-                server,
-                1,
-                &["the client made no data connection to it"],
                 &ctx,
             );
         },
@@ -182,7 +218,7 @@ fn nat_address_mismatch_ftplib_trusts_the_227_and_nobody_answers() {
             let ctx = run.context();
             let after = router_hits(&net);
             assert_eq!(run.outcome, "ETIMEDOUT", "ftplib's verdict{ctx}");
-            let session = clients_half(&run);
+            let session = joined(&run, &net);
             assert_cause(session, "nat_address_mismatch", Some("data:1"), &ctx);
             assert_eq!(session.data[0].server.addr, NAT_INSIDE_V4.to_string());
             let syn_retransmits = session.data[0].syn_retransmits;
@@ -193,9 +229,10 @@ fn nat_address_mismatch_ftplib_trusts_the_227_and_nobody_answers() {
                 "SYNs dropped by the router vs the client's SYN retransmits + 1{ctx}"
             );
             evidence_says(session, 0, &[&announced(session)], &ctx);
+            evidence_says(session, 1, &[NAT_SAID], &ctx);
             evidence_says(
                 session,
-                1,
+                2,
                 &[
                     &format!("the client connected to the announced {NAT_INSIDE_V4}"),
                     &format!("nobody answered: {syn_retransmits} SYN retransmit(s)"),
@@ -227,39 +264,26 @@ fn a_nat_mismatch_hidden_by_substitution_is_said_on_a_clean_session() {
                 2,
                 "two connections forwarded (control, data){ctx}"
             );
-            let session = clients_half(&run);
+            let session = joined(&run, &net);
             assert_cause(session, "clean", None, &ctx);
+            let data = &session.data[0];
+            assert!(
+                data.behind_nat.is_some(),
+                "the data connection joined too{ctx}"
+            );
             let note = session
                 .evidence
                 .iter()
                 .position(|e| e.starts_with("also: the server announced"))
                 .unwrap_or_else(|| panic!("no note of the mismatch: {:?}{ctx}", session.evidence));
             evidence_says(session, note, &[&announced(session)], &ctx);
+            evidence_says(session, note + 1, &[NAT_SAID], &ctx);
             evidence_says(
                 session,
-                note + 1,
+                note + 2,
                 &[
                     "instead (it substituted it for the announced one)",
                     "and the connection was established",
-                ],
-                &ctx,
-            );
-            let port = session.data[0].server.port;
-            let server = servers_half(&run);
-            assert_cause(server, "clean", None, &ctx);
-            let note = server
-                .evidence
-                .iter()
-                .position(|e| e.starts_with("also: "))
-                .unwrap_or_else(|| {
-                    panic!("no note on the server's half: {:?}{ctx}", server.evidence)
-                });
-            evidence_says(server, note, &[&inferred(port)], &ctx);
-            evidence_says(
-                server,
-                note + 1,
-                &[
-                    "a data connection from the client arrived at it through the NAT (data:1) and the connection was established",
                 ],
                 &ctx,
             );

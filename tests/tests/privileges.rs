@@ -16,6 +16,8 @@ use tests::{
     vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
 
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
 const CAP_SYSLOG: u32 = 34;
 const CAP_BPF: u32 = 39;
 
@@ -146,6 +148,36 @@ fn a_run_keeps_only_what_it_needs_once_attached() {
             [kept, kept, 0, 1],
             "effective, permitted, ambient, no_new_privs"
         );
+        // Capabilities are per thread: every other thread holds no more,
+        // but the one that asks conntrack (CAP_NET_ADMIN on each question,
+        // CAP_SYS_ADMIN to enter a NAT's namespace), which holds only those.
+        let nat_kept = (1u64 << CAP_NET_ADMIN) | (1 << CAP_SYS_ADMIN);
+        let tasks = format!("/proc/{}/task", tracer.pid());
+        let mut nat_threads = 0;
+        for task in std::fs::read_dir(&tasks)
+            .expect("the tracer's threads")
+            .flatten()
+        {
+            let dir = task.path();
+            let (Ok(comm), Ok(text)) = (
+                std::fs::read_to_string(dir.join("comm")),
+                std::fs::read_to_string(dir.join("status")),
+            ) else {
+                continue; // a thread that ended meanwhile
+            };
+            let eff = text
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .expect("CapEff");
+            if comm.trim() == "ftptrace-nat" {
+                nat_threads += 1;
+                assert_eq!(eff, nat_kept, "the conntrack thread's effective set");
+            } else {
+                assert_eq!(eff, kept, "thread {} ({})", dir.display(), comm.trim());
+            }
+        }
+        assert_eq!(nat_threads, 1, "one conntrack thread");
         let run = observe(&net, tracer, || {
             Curl::new(ftp_url(SERVER_V4, 21, "file")).run(&net.client)
         });

@@ -16,6 +16,7 @@ use crate::{run, setup, workspace_root};
 /// The targets, cheapest first.
 pub const TARGETS: &[&str] = &[
     "printable",
+    "conntrack_reply",
     "tracepoint_format",
     "recording",
     "decode",

@@ -19,7 +19,8 @@ pub const OPTIONAL: [(u32, &str, &str); 4] = [
     (
         CAP_NET_ADMIN,
         "CAP_NET_ADMIN",
-        "the control channel (attaching cgroup_skb programs)",
+        "the control channel (attaching cgroup_skb programs), and one session for both ends of \
+         a connection through a NAT on this host (asking its connection tracking)",
     ),
     (
         CAP_SYSLOG,
@@ -30,7 +31,8 @@ pub const OPTIONAL: [(u32, &str, &str); 4] = [
     (
         CAP_SYS_ADMIN,
         "CAP_SYS_ADMIN",
-        "seeding the sessions already open in other network namespaces (setns)",
+        "seeding the sessions already open in other network namespaces, and asking the \
+         connection tracking of a NAT in another one (setns)",
     ),
     (
         CAP_SYS_NICE,

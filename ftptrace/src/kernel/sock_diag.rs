@@ -1,16 +1,14 @@
 //! The TCP connections already open when ftptrace starts, from sock_diag
-//! (`NETLINK_SOCK_DIAG`, what `ss` reads), in every network namespace a
-//! process is in: their sessions are seeded, so a session that began before
-//! the tracer still gets a record.
+//! (`NETLINK_SOCK_DIAG`, what `ss` reads), in every network namespace on
+//! the host (`netns.rs`): their sessions are seeded, so a session that began
+//! before the tracer still gets a record.
 
+use super::netns;
 use crate::event::OpenConnection;
 use std::{
-    collections::HashSet,
-    fs::File,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    os::unix::fs::MetadataExt,
 };
 
 /// sock_diag's message type and the inet_diag request/response layouts
@@ -59,19 +57,17 @@ struct Request {
 pub fn open_control_connections(control_ports: &[u16]) -> (Vec<OpenConnection>, Vec<String>) {
     let mut found = Vec::new();
     let mut warnings = Vec::new();
-    let own = std::fs::metadata("/proc/self/ns/net")
-        .ok()
-        .and_then(|m| u32::try_from(m.ino()).ok());
-    for (netns, path) in namespaces() {
+    let own = netns::own();
+    for netns::Namespace { inode, path } in netns::namespaces() {
         let ports = control_ports.to_vec();
         let result = std::thread::spawn(move || -> io::Result<Vec<OpenConnection>> {
             // Entering another namespace takes CAP_SYS_ADMIN; our own does not
             // need entering.
-            if Some(netns) != own {
-                enter(&path)?;
+            if Some(inode) != own {
+                netns::enter(&path)?;
             }
-            let mut all = dump(libc::AF_INET as u8, netns)?;
-            all.extend(dump(libc::AF_INET6 as u8, netns)?);
+            let mut all = dump(libc::AF_INET as u8, inode)?;
+            all.extend(dump(libc::AF_INET6 as u8, inode)?);
             Ok(all
                 .into_iter()
                 .filter(|c| ports.contains(&c.local.port()) || ports.contains(&c.remote.port()))
@@ -80,52 +76,11 @@ pub fn open_control_connections(control_ports: &[u16]) -> (Vec<OpenConnection>, 
         .join();
         match result {
             Ok(Ok(connections)) => found.extend(connections),
-            Ok(Err(e)) => warnings.push(format!("network namespace {netns}: {e}")),
-            Err(_) => warnings.push(format!("network namespace {netns}: the reader panicked")),
+            Ok(Err(e)) => warnings.push(format!("network namespace {inode}: {e}")),
+            Err(_) => warnings.push(format!("network namespace {inode}: the reader panicked")),
         }
     }
     (found, warnings)
-}
-
-/// One `/proc/<pid>/ns/net` per network namespace in use.
-fn namespaces() -> Vec<(u32, String)> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        let path = format!("/proc/{pid}/ns/net");
-        // The process may be gone already: skip it.
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        let Ok(inode) = u32::try_from(meta.ino()) else {
-            continue;
-        };
-        if seen.insert(inode) {
-            out.push((inode, path));
-        }
-    }
-    out
-}
-
-/// Moves this thread into the network namespace at `path`.
-fn enter(path: &str) -> io::Result<()> {
-    let ns = File::open(path)?;
-    // SAFETY: setns(2) on an open namespace file; it affects only the
-    // calling thread, which exists only for this query.
-    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Every TCP connection of `family` in this thread's network namespace.

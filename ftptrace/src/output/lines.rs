@@ -375,6 +375,18 @@ pub struct ConnRecord {
     pub retransmits: u32,
     pub syn_retransmits: u32,
     pub seen_from: Vec<&'static str>,
+    /// Both ends on this host with a NAT between them: the connection as
+    /// the server's end sees it (`client`/`server` above are the client's
+    /// view), from the NAT's connection tracking.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behind_nat: Option<NatView>,
+}
+
+/// A connection's ends as the server sees them behind a NAT.
+#[derive(Debug, Serialize)]
+pub struct NatView {
+    pub client: Endpoint,
+    pub server: Endpoint,
 }
 
 /// Its connection and what happened are written from the session's own

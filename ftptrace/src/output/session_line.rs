@@ -2,7 +2,7 @@
 //! when ftptrace stops), with its disconnect timeline and cause. The JSON
 //! shape is part of the contract in docs/json-lines.md.
 
-use super::lines::{ConnRecord, Endpoint, SessionRecord, TimelineEntry};
+use super::lines::{ConnRecord, Endpoint, NatView, SessionRecord, TimelineEntry};
 use crate::{
     ftp::Side,
     kernel::clock::Stamp,
@@ -87,6 +87,10 @@ fn conn_record(conn: &Conn, ts: &dyn Fn(u64) -> Stamp) -> ConnRecord {
             .sum(),
         syn_retransmits: conn.seen().map(|(_, v)| v.syn_retransmits).sum(),
         seen_from: conn.seen().map(|(end, _)| Side::as_str(end)).collect(),
+        behind_nat: conn.behind_nat.as_deref().map(|&(client, server)| NatView {
+            client: endpoint(client),
+            server: endpoint(server),
+        }),
     }
 }
 

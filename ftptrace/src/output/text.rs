@@ -98,9 +98,19 @@ pub fn session(record: &SessionRecord) -> String {
             .unwrap_or_default()
     );
     for conn in std::iter::once(&record.control).chain(&record.data) {
+        let nat = conn
+            .behind_nat
+            .as_ref()
+            .map(|n| {
+                format!(
+                    " (through a NAT: the server sees {}:{} -> {}:{})",
+                    n.client.addr, n.client.port, n.server.addr, n.server.port
+                )
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "   {} {}:{} -> {}:{} closed {} by {}",
+            "   {} {}:{} -> {}:{}{nat} closed {} by {}",
             conn.conn,
             conn.client.addr,
             conn.client.port,

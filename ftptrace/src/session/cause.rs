@@ -198,6 +198,25 @@ fn nat_evidence(session: &Session, m: &Mismatch) -> Vec<String> {
             )]
         }
     };
+    if let Some(&(inside_client, inside_server)) = session.control.behind_nat.as_deref() {
+        let (client, server) = (session.control.client, session.control.server);
+        let confirms = if [inside_client.ip(), inside_server.ip()]
+            .map(|a| a.to_canonical())
+            .contains(&m.addr)
+        {
+            format!(
+                "{} is the {}'s own address behind it",
+                m.addr,
+                Side::as_str(by)
+            )
+        } else {
+            format!("{} is not even that", m.addr)
+        };
+        evidence.push(format!(
+            "a NAT on this host translates the control connection: the client's {client} → {server} \
+             reaches the server as {inside_client} → {inside_server} (its connection tracking): {confirms}"
+        ));
+    }
     let connector = Side::as_str(by.other());
     let went = match m.went() {
         None if m.inferred_from.is_some() => {
@@ -1122,7 +1141,7 @@ mod tests {
         ftp::{ControlEvent, Side::*, Verb},
         session::{
             close::ending,
-            script::{Link, Script, sessions_of},
+            script::{Link, Script, sessions_of, sessions_through_nat},
         },
     };
 
@@ -1987,6 +2006,41 @@ mod tests {
         s.pasv_announcing(&control, INSIDE, 30001);
         s.fin(&control, Client);
         assert_eq!(seen(&s, SERVER_ONLY), ["client_abort control | fin/client"]);
+    }
+
+    /// Both ends on this host, joined through the NAT's connection tracking:
+    /// one session, the announcement judged against the address the client
+    /// dialled, and the NAT's own mapping as evidence.
+    #[test]
+    fn both_ends_through_a_nat_on_this_host_judge_the_announcement_once() {
+        let mut s = Script::new();
+        let control = s
+            .link("203.0.113.2:40000", "203.0.113.1:21")
+            .through_nat("203.0.113.2:40000", "10.0.0.2:21");
+        let control = s.handshake(&control);
+        s.login(&control);
+        s.pasv_announcing(&control, INSIDE, 30001);
+        // The client trusts the 227: nobody answers at the inside address.
+        let data = s.link("203.0.113.2:40100", "10.0.0.2:30001");
+        s.blackholed_syn(&data, 3);
+        s.reply(&control, 425, "Failed to establish connection.");
+        s.fin(&control, Client);
+        let entries: Vec<_> = [control].iter().filter_map(Link::nat_entry).collect();
+        let sessions = sessions_through_nat(&s.seen_from(BOTH), s.end_ns(), &entries);
+        assert_eq!(sessions.len(), 1, "{sessions:#?}");
+        let diagnosis = diagnose(&sessions[0]);
+        assert_eq!(diagnosis.cause, Some(Cause::NatAddressMismatch));
+        assert!(
+            diagnosis.evidence[0].contains("but the client reached the server at 203.0.113.1"),
+            "{:?}",
+            diagnosis.evidence
+        );
+        assert_eq!(
+            diagnosis.evidence[1],
+            "a NAT on this host translates the control connection: the client's \
+             203.0.113.2:40000 → 203.0.113.1:21 reaches the server as 203.0.113.2:40000 → \
+             10.0.0.2:21 (its connection tracking): 10.0.0.2 is the server's own address behind it"
+        );
     }
 
     /// A NATed client's PORT names its inside address; vsftpd refuses it and

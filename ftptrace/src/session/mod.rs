@@ -24,3 +24,4 @@ pub mod tuple_index;
 
 pub use model::{ConnId, Placement, Session};
 pub use tracker::Sessions;
+pub use tuple_index::Tuple;

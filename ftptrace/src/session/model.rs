@@ -137,6 +137,10 @@ pub struct Conn {
     pub views: [Option<Box<View>>; 2],
     /// The kernel mark tracing this connection, held while it lives.
     pub holds_mark: Option<Mark>,
+    /// Both ends are on this host with a NAT between them: the connection
+    /// as the server's end sees it, (client, server), as the NAT's own
+    /// entry (conntrack) maps it. `client`/`server` are the client's view.
+    pub behind_nat: Option<Box<(SocketAddr, SocketAddr)>>,
 }
 
 impl Conn {
@@ -156,6 +160,7 @@ impl Conn {
             last_ns: ns,
             views: [None, None],
             holds_mark: None,
+            behind_nat: None,
         }
     }
 

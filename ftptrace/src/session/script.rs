@@ -7,7 +7,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use super::{Session, Sessions};
+use super::{Session, Sessions, Tuple};
 use crate::{
     event::{EventKind, KernelEvent, Payload, RetransmitCounts, Segment, Task},
     ftp::{ControlEvent, Side, Verb},
@@ -28,6 +28,8 @@ pub struct Link {
     pub server: SocketAddr,
     socks: [u64; 2],
     cookie: u64,
+    /// Through a NAT: the connection as the server's end sees it.
+    inside: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Link {
@@ -36,6 +38,22 @@ impl Link {
     pub fn with_client_socket_of(mut self, other: &Link) -> Self {
         self.socks[0] = other.socks[0];
         self
+    }
+
+    /// The same connection through a NAT that shows the server's end
+    /// `inside_client` → `inside_server` (DNAT to the server's inside
+    /// address, and masquerade if the client's differs).
+    pub fn through_nat(mut self, inside_client: &str, inside_server: &str) -> Self {
+        self.inside = Some((
+            inside_client.parse().expect("inside client address"),
+            inside_server.parse().expect("inside server address"),
+        ));
+        self
+    }
+
+    /// What the NAT's connection tracking knows of it: (inside, outside).
+    pub fn nat_entry(&self) -> Option<(Tuple, Tuple)> {
+        Some((self.inside?, (self.client, self.server)))
     }
 }
 
@@ -71,6 +89,7 @@ impl Script {
             server: server.parse().expect("server address"),
             socks: [0x1000 + self.next_sock, 0x1001 + self.next_sock],
             cookie: self.next_sock,
+            inside: None,
         }
     }
 
@@ -475,6 +494,17 @@ impl Script {
 
 /// The sessions a stream makes, ended a minute after its last event.
 pub fn sessions_of(events: &[KernelEvent], end_ns: u64) -> Vec<Session> {
+    sessions_through_nat(events, end_ns, &[])
+}
+
+/// [`sessions_of`], with a NAT on the host whose connection tracking holds
+/// `entries` ((inside, outside) tuples, [`Link::nat_entry`]), asked as the
+/// pipeline asks it.
+pub fn sessions_through_nat(
+    events: &[KernelEvent],
+    end_ns: u64,
+    entries: &[(Tuple, Tuple)],
+) -> Vec<Session> {
     let ports = PortSet {
         control: vec![21, 990],
         passive: None,
@@ -482,6 +512,12 @@ pub fn sessions_of(events: &[KernelEvent], end_ns: u64) -> Vec<Session> {
     let mut sessions = Sessions::new(ports, "t");
     let mut ended = Vec::new();
     for event in events {
+        if let Some((local, peer)) = sessions.nat_question(event)
+            && let Some(&(inside, outside)) =
+                entries.iter().find(|(inside, _)| *inside == (peer, local))
+        {
+            sessions.join_nat(inside, outside);
+        }
         sessions.observe(event, &mut ended);
     }
     ended.extend(sessions.tick(end_ns + 60_000_000_000));
@@ -490,9 +526,10 @@ pub fn sessions_of(events: &[KernelEvent], end_ns: u64) -> Vec<Session> {
 }
 
 fn ends(link: &Link, at: Side) -> (SocketAddr, SocketAddr) {
-    match at {
-        Side::Client => (link.client, link.server),
-        Side::Server => (link.server, link.client),
+    match (at, link.inside) {
+        (Side::Client, _) => (link.client, link.server),
+        (Side::Server, Some((client, server))) => (server, client),
+        (Side::Server, None) => (link.server, link.client),
     }
 }
 

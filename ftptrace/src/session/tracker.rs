@@ -120,6 +120,9 @@ struct Indexed {
     endpoints: Vec<((IpAddr, u16), u64)>,
     /// In the closing set under this last_ns.
     closing_at: Option<u64>,
+    /// Its first event was the client's end (counted in
+    /// `Sessions::client_sessions`).
+    began_at_client: bool,
 }
 
 /// A kernel mark: until when it is wanted, and how many live connections
@@ -155,6 +158,12 @@ pub struct Sessions {
     open: HashMap<Key, Box<Open>>,
     /// (client, server) 4-tuple → session and connection.
     by_tuple: TupleIndex,
+    /// The 4-tuple a NAT on this host gave a connection, as its server's
+    /// end sees it → the connection (filed under the client's tuple).
+    by_inside: HashMap<Tuple, Place>,
+    /// Open sessions whose client end is on this host: only then can a
+    /// new server end be the other half of one through a NAT.
+    client_sessions: usize,
     /// (netns, socket) → its session and connection, while the socket lives
     /// (the kernel reuses a freed socket's address).
     by_socket: HashMap<SocketKey, (Key, ConnId)>,
@@ -202,6 +211,8 @@ impl Sessions {
             capacity: capacity.max(1),
             open: HashMap::default(),
             by_tuple: TupleIndex::default(),
+            by_inside: HashMap::default(),
+            client_sessions: 0,
             by_socket: HashMap::default(),
             by_endpoint: HashMap::default(),
             by_client_ip: HashMap::default(),
@@ -380,6 +391,14 @@ impl Sessions {
         for conn in session.conns() {
             let tuple = (conn.client, conn.server);
             self.by_tuple.remove(&tuple, (key, conn.id));
+            if let Some(inside) = &conn.behind_nat
+                && self.by_inside.get(inside) == Some(&(key, conn.id))
+            {
+                self.by_inside.remove(inside);
+            }
+        }
+        if indexed.began_at_client {
+            self.client_sessions -= 1;
         }
         for socket in &indexed.sockets {
             if self.by_socket.get(socket).is_some_and(|(k, _)| *k == key) {
@@ -468,7 +487,7 @@ impl Sessions {
             && let Some((key, conn)) = self.by_socket.get(&(event.netns, sk))
         {
             let c = self.open.get(key)?.conn(*conn);
-            return Some((*key, *conn, end_of(event, c.client, c.server)));
+            return Some((*key, *conn, end_in(c, event)));
         }
         for (client, server) in [(event.local, event.remote), (event.remote, event.local)] {
             let Some((key, conn)) = self
@@ -488,7 +507,57 @@ impl Sessions {
             }
             return Some((key, conn, end));
         }
-        None
+        // The server's end of a connection through a NAT, joined to the
+        // client's by [`Self::join_nat`].
+        let (key, conn) = *self
+            .by_inside
+            .get(&(event.remote, event.local))
+            .or_else(|| self.by_inside.get(&(event.local, event.remote)))?;
+        let c = self.open.get(&key)?.get_conn(conn)?;
+        Some((key, conn, end_in(c, event)))
+    }
+
+    /// The question for the NAT's connection tracking before `event` is
+    /// filed, if it may be the server's end of a connection whose client's
+    /// end is here already, through a NAT on this host (a router namespace,
+    /// a container's published port): `(this end, its peer)`. Asked only
+    /// while a session's client end is on this host, and only of a
+    /// connection's first event at a control or announced passive port.
+    pub fn nat_question(&self, event: &KernelEvent) -> Option<(SocketAddr, SocketAddr)> {
+        if self.client_sessions == 0 || event.sock.is_none() || !full_tuple(event) {
+            return None;
+        }
+        let port = event.local.port();
+        if !self.ports.control.contains(&port) && !self.expects(port) {
+            return None;
+        }
+        if self.by_socket.contains_key(&(event.netns, event.sock?)) || self.find(event).is_some() {
+            return None;
+        }
+        Some((event.local, event.remote))
+    }
+
+    /// The NAT's answer: the connection whose server end sees `inside`
+    /// (client, server) is the one whose client end sees `outside`. Joins
+    /// them when the client's end is open here and its server end is not
+    /// seen yet; returns whether it did.
+    pub fn join_nat(&mut self, inside: Tuple, outside: Tuple) -> bool {
+        let Some(place) = self.by_tuple.get(&outside, |p| tuple_in(&self.open, p)) else {
+            return false;
+        };
+        if self.by_inside.contains_key(&inside) {
+            return false;
+        }
+        let Some(session) = self.open.get_mut(&place.0) else {
+            return false;
+        };
+        let conn = session.conn_mut(place.1);
+        if conn.behind_nat.is_some() || conn.view(Side::Server).is_some() {
+            return false;
+        }
+        conn.behind_nat = Some(Box::new(inside));
+        self.by_inside.insert(inside, place);
+        true
     }
 
     fn keep_orphan(&mut self, event: &KernelEvent) {
@@ -588,7 +657,11 @@ impl Sessions {
             expectations_dropped: 0,
             loss_at_open: self.loss_total,
         };
-        let indexed = Indexed::default();
+        let indexed = Indexed {
+            began_at_client: end == Side::Client,
+            ..Indexed::default()
+        };
+        self.client_sessions += usize::from(end == Side::Client);
         self.open.insert(key, Box::new(Open { session, indexed }));
         self.quiet.insert((ns, key));
         self.by_tuple
@@ -1105,6 +1178,14 @@ fn list(items: &mut Vec<String>, unlisted: &mut u64, item: String) {
 }
 
 /// Which end of the connection (client, server) the event's socket is.
+/// Which end of `conn` reported `event`, through a NAT's translation too.
+fn end_in(conn: &Conn, event: &KernelEvent) -> Side {
+    match conn.behind_nat.as_deref() {
+        Some(&(client, server)) if event.local == server && event.remote == client => Side::Server,
+        _ => end_of(event, conn.client, conn.server),
+    }
+}
+
 fn end_of(event: &KernelEvent, client: SocketAddr, server: SocketAddr) -> Side {
     if event.local == server || (event.local.port() == server.port() && event.remote == client) {
         Side::Server
@@ -1140,7 +1221,7 @@ mod tests {
     use crate::session::model::{TIMELINE_HEAD, TIMELINE_TAIL};
     use crate::{
         ftp::Side::{Client, Server},
-        session::script::{Link, Script, sessions_of, state},
+        session::script::{Link, Script, sessions_of, sessions_through_nat, state},
     };
 
     const BOTH: &[Side] = &[Client, Server];
@@ -1170,6 +1251,96 @@ mod tests {
         let first = session.timeline.entries().next().unwrap();
         assert_eq!((first.conn, first.seen_at), (ConnId::Control, Client));
         assert!(matches!(&first.kind, EventKind::State { new, .. } if new == "SYN_SENT"));
+    }
+
+    /// Client and server on this host with a NAT between them (a router
+    /// namespace, a container's published port): the two halves of each
+    /// connection have different tuples, and the NAT's connection tracking
+    /// joins them into one session, the data connection too.
+    #[test]
+    fn both_ends_through_a_nat_make_one_session_when_the_nat_tells() {
+        let mut s = Script::new();
+        let control = s
+            .link("203.0.113.2:40000", "203.0.113.1:21")
+            .through_nat("203.0.113.2:40000", "10.0.0.2:21");
+        let control = s.handshake(&control);
+        s.login(&control);
+        s.pasv_announcing(&control, "10.0.0.2", 30000);
+        // The client substitutes the control connection's address.
+        let data = s
+            .link("203.0.113.2:40100", "203.0.113.1:30000")
+            .through_nat("203.0.113.2:40100", "10.0.0.2:30000");
+        let data = s.handshake(&data);
+        s.fin(&data, Server);
+        s.fin(&control, Client);
+        let entries: Vec<_> = [control, data].iter().filter_map(Link::nat_entry).collect();
+
+        let sessions = sessions_through_nat(&s.seen_from(BOTH), s.end_ns(), &entries);
+        assert_eq!(sessions.len(), 1, "{sessions:#?}");
+        let session = &sessions[0];
+        assert_eq!(session.seen_from(), [Client, Server]);
+        assert_eq!(session.replies, [220, 230, 227]);
+        assert_eq!(
+            session.control.behind_nat.as_deref(),
+            Some(&entries[0].0),
+            "the server's view of the control connection"
+        );
+        assert_eq!(session.data.len(), 1);
+        let data = &session.data[0];
+        assert_eq!(data.server, "203.0.113.1:30000".parse().unwrap());
+        assert!(data.view(Client).is_some() && data.view(Server).is_some());
+        assert!(data.behind_nat.is_some());
+        assert!(session.is_done());
+        // Each event is its own end's: the server's handshake is at the
+        // server's end of the one connection.
+        let server_states = session
+            .timeline
+            .entries()
+            .filter(|e| e.conn == ConnId::Control && e.seen_at == Server)
+            .count();
+        assert!(server_states >= 3, "{:#?}", session.timeline);
+
+        // Without the NAT's word, the halves stay apart (as before).
+        let apart = sessions_of(&s.seen_from(BOTH), s.end_ns());
+        assert_eq!(apart.len(), 2);
+    }
+
+    /// Only while a client end is on this host is the NAT asked, and only
+    /// once per connection: a server's host with remote clients never pays
+    /// for it.
+    #[test]
+    fn the_nat_is_asked_only_for_a_new_server_end_while_a_client_end_is_here() {
+        let mut s = Script::new();
+        let control = s.connect("198.51.100.7:40000", "192.0.2.1:21");
+        s.login(&control);
+        let server_only = s.seen_from(&[Server]);
+        let mut sessions = Sessions::new(ports(), "t");
+        let mut out = Vec::new();
+        for event in &server_only {
+            assert_eq!(sessions.nat_question(event), None);
+            sessions.observe(event, &mut out);
+        }
+        let mut s = Script::new();
+        let control = s
+            .link("203.0.113.2:40000", "203.0.113.1:21")
+            .through_nat("203.0.113.2:40000", "10.0.0.2:21");
+        s.handshake(&control);
+        s.login(&control);
+        let mut sessions = Sessions::new(ports(), "t");
+        let mut asked = Vec::new();
+        for event in &s.seen_from(BOTH) {
+            if let Some(question) = sessions.nat_question(event) {
+                asked.push(question);
+            }
+            sessions.observe(event, &mut out);
+        }
+        assert_eq!(
+            asked,
+            [(
+                "10.0.0.2:21".parse().unwrap(),
+                "203.0.113.2:40000".parse().unwrap()
+            )]
+        );
     }
 
     #[test]
