@@ -171,7 +171,28 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     if let Some(recorder) = &mut stream.recorder {
         recorder.finish()?;
     }
+    warn_of_misses(&tracer)?;
     stream.stats(&tracer, &mut output, true)
+}
+
+/// Names the programs behind the final stats' `missed`, for whoever has to
+/// tell an interrupt storm from a program that nests in itself.
+fn warn_of_misses(tracer: &Tracer) -> anyhow::Result<()> {
+    let misses = tracer.misses_by_program()?;
+    if misses.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = misses
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    eprintln!(
+        "ftptrace: warning: the kernel skipped programs already running on the CPU: {} \
+         (stats: missed, less {} the nested state program took)",
+        each.join(", "),
+        tracer.rescued()?
+    );
+    Ok(())
 }
 
 /// The signals a run handles.

@@ -144,6 +144,16 @@ pub const SET_STATE_RUNGS: [Rung; 2] = [
     },
 ];
 
+/// Whether `program` is a state rung's nested copy. Its own recursion
+/// misses lose nothing: the kernel skips it only while it runs, when the
+/// first program is free and takes the event. What the first program skips
+/// its own count holds, less what the copy rescued.
+pub fn is_nested_copy(program: &str) -> bool {
+    SET_STATE_RUNGS
+        .iter()
+        .any(|rung| rung.programs.get(1) == Some(&program))
+}
+
 /// `sock_def_error_report` is the callback every TCP socket's error report
 /// runs through; `inet_sk_error_report` is the tracepoint 5.13 added after it.
 pub const SOCKET_ERROR: Ladder = Ladder {
@@ -209,6 +219,15 @@ pub const LADDERS: [Ladder; 2] = [SOCKET_ERROR, PROBES_SENT];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_state_programs_copies_are_nested_copies() {
+        assert!(is_nested_copy("inet_sock_set_state_btf_nested"));
+        assert!(is_nested_copy("inet_sock_set_state_nested"));
+        assert!(!is_nested_copy("inet_sock_set_state_btf"));
+        assert!(!is_nested_copy("inet_sock_set_state"));
+        assert!(!is_nested_copy("timer_expire_exit"));
+    }
 
     #[test]
     fn forcing_a_tier_keeps_only_that_rung() {

@@ -50,9 +50,9 @@ pub struct Tracer {
     pub probes: Vec<ProbeStatus>,
     /// Names of the programs attached, to detach.
     attached: Vec<&'static str>,
-    /// Recursion misses of the programs already detached: unloading a
-    /// program takes its counters with it.
-    missed_before_detach: u64,
+    /// Recursion misses of the programs already detached, by program:
+    /// unloading a program takes its counters with it.
+    missed_before_detach: Vec<(&'static str, u64)>,
 }
 
 /// The ring buffer of a `check`, which loads to see what attaches and
@@ -234,7 +234,7 @@ impl Tracer {
             ports: ports.clone(),
             probes: statuses,
             attached: attached_programs,
-            missed_before_detach: 0,
+            missed_before_detach: Vec::new(),
         })
     }
 
@@ -304,11 +304,24 @@ impl Tracer {
     /// the CPU (an interrupt arriving mid-program), summed over programs,
     /// less those the nested copy of the state program handled.
     pub fn missed(&self) -> anyhow::Result<u64> {
-        let mut missed = self.missed_before_detach;
-        for name in &self.attached {
-            missed += self.missed_by(name)?;
+        let missed: u64 = self.misses_by_program()?.iter().map(|(_, n)| n).sum();
+        Ok(missed.saturating_sub(self.rescued()?))
+    }
+
+    /// Nested state changes the copy of the state program handled.
+    pub fn rescued(&self) -> anyhow::Result<u64> {
+        summed(&self.rescued, "rescued-event")
+    }
+
+    /// Each program's recursion misses that may have lost an event, those
+    /// of detached programs included; programs that missed none are left out.
+    pub fn misses_by_program(&self) -> anyhow::Result<Vec<(&'static str, u64)>> {
+        let mut misses = self.missed_before_detach.clone();
+        for &name in &self.attached {
+            misses.push((name, self.missed_by(name)?));
         }
-        Ok(missed.saturating_sub(summed(&self.rescued, "rescued-event")?))
+        misses.retain(|&(name, n)| n > 0 && !hook_ladder::is_nested_copy(name));
+        Ok(misses)
     }
 
     fn missed_by(&self, name: &str) -> anyhow::Result<u64> {
@@ -326,7 +339,7 @@ impl Tracer {
     pub fn detach(&mut self) {
         for name in std::mem::take(&mut self.attached) {
             match self.missed_by(name) {
-                Ok(missed) => self.missed_before_detach += missed,
+                Ok(missed) => self.missed_before_detach.push((name, missed)),
                 Err(e) => eprintln!("ftptrace: warning: {e:#}"),
             }
             let Some(program) = self.ebpf.program_mut(name) else {
