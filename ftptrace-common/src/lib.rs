@@ -112,6 +112,11 @@ pub enum ProbeId {
     /// `cgroup_skb` programs on the cgroup v2 root: a [`ControlRecord`],
     /// not an [`Event`].
     ControlSegment = 10,
+    /// The first bytes of a DNS answer a socket on this host received (UDP
+    /// from port 53), from the `cgroup_skb` ingress program: a
+    /// [`ControlRecord`] whose `data` holds the DNS message. Only the
+    /// addresses of names it gives are used (a client's server name).
+    DnsAnswer = 11,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -130,6 +135,7 @@ impl TryFrom<u16> for ProbeId {
             8 => Self::ZeroWindowProbe,
             9 => Self::KfreeSkb,
             10 => Self::ControlSegment,
+            11 => Self::DnsAnswer,
             other => return Err(other),
         })
     }
@@ -146,7 +152,13 @@ pub mod maps {
     pub const TIMER_HOOKS: &str = "TIMER_HOOKS";
     pub const SETTINGS: &str = "SETTINGS";
     pub const ACTIVE_EXPECT: &str = "ACTIVE_EXPECT";
+    pub const DNS_BUDGET: &str = "DNS_BUDGET";
 }
+
+/// DNS answers copied per CPU per second at most: a flood of forged
+/// answers (any UDP from port 53 to an open socket) must not fill the ring
+/// the FTP events need. Past it they are counted in `THROTTLED`.
+pub const DNS_ANSWERS_PER_SECOND: u32 = 256;
 
 /// Names of the read-only globals the loader sets before loading: offsets
 /// the BTF tracepoint reads a socket at (bytes, `u32` each).

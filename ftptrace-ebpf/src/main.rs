@@ -25,6 +25,7 @@
 #![no_main]
 
 mod control_channel;
+mod dns_answers;
 mod drops;
 mod kernel_functions;
 mod kernel_read;
@@ -119,6 +120,11 @@ static CONTROL_BUDGET: LruHashMap<u64, control_channel::Budget> =
 /// hit refreshes its entry).
 #[map]
 static ACTIVE_EXPECT: LruHashMap<ActiveEndpoint, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// DNS answers copied on this CPU in the current second
+/// (`DNS_ANSWERS_PER_SECOND`).
+#[map]
+static DNS_BUDGET: PerCpuArray<dns_answers::Budget> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU scratch: a socket pointer stored and read back here is a plain
 /// number the programs may offset (the stack would keep its pointer type).

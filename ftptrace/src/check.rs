@@ -11,7 +11,7 @@ use crate::{
     kernel::{
         facts::{BTF_PATH, KernelFacts, kernel_release},
         hook_ladder,
-        loader::{CHECK_RING_BYTES, CONTROL_CHANNEL_PROBE, Tracer},
+        loader::{CHECK_RING_BYTES, CONTROL_CHANNEL_PROBE, DNS_ANSWERS_PROBE, Tracer},
         privileges,
         probes::ProbeStatus,
         tracefs,
@@ -139,7 +139,7 @@ fn preflight() -> Report {
                 hook_ladder::LADDERS
                     .iter()
                     .flat_map(|ladder| ladder.serves)
-                    .chain([&CONTROL_CHANNEL_PROBE])
+                    .chain([&CONTROL_CHANNEL_PROBE, &DNS_ANSWERS_PROBE])
                     .map(|name| not_tried((*name).into(), None)),
             )
             .collect();

@@ -166,6 +166,11 @@ pub enum EventKind {
     /// session compares them (a reset from a device on the path usually
     /// comes from fewer or more hops away than the peer).
     ResetTtl { ttl: u8, usual_ttl: Option<u8> },
+    /// A DNS answer a socket here received, when it named a host's
+    /// addresses (`None`: any other answer). Never printed: a session's
+    /// server is named by it (a DNS name that flips between addresses is a
+    /// pattern across sessions).
+    DnsAnswer(Option<Box<crate::dns::Answer>>),
     /// What one side said on the control channel.
     Ftp {
         /// The peer that sent it.
@@ -354,6 +359,14 @@ impl fmt::Display for EventKind {
             Self::ControlSegment(segment) => {
                 write!(f, "control segment, {} bytes", segment.payload_len)
             }
+            Self::DnsAnswer(Some(answer)) => {
+                write!(f, "DNS answer: {} is", answer.name)?;
+                for addr in &answer.addrs {
+                    write!(f, " {addr}")?;
+                }
+                Ok(())
+            }
+            Self::DnsAnswer(None) => f.write_str("DNS answer without addresses"),
             Self::ResetTtl { ttl, usual_ttl } => match usual_ttl {
                 Some(usual) => write!(
                     f,

@@ -22,6 +22,7 @@ use crate::{
         attribution::SocketTable,
         cause::diagnose,
         control_stream::ControlChannels,
+        dns_flips::DnsFlips,
         handshakes::Handshakes,
         patterns::{PatternRules, Patterns},
     },
@@ -88,6 +89,7 @@ pub struct Pipeline {
     evicted: Vec<Session>,
     wrote: bool,
     patterns: Patterns,
+    dns_flips: DnsFlips,
     handshakes: Handshakes,
     nat: Box<dyn NatLookup>,
     /// Answers since the last [`Self::take_nat_answers`].
@@ -109,6 +111,7 @@ impl Pipeline {
             evicted: Vec::new(),
             wrote: false,
             patterns: Patterns::new(PatternRules::default()),
+            dns_flips: DnsFlips::default(),
             handshakes: Handshakes::default(),
             nat: Box::new(NoNat),
             nat_answers: Vec::new(),
@@ -181,6 +184,15 @@ impl Pipeline {
                 return Ok(());
             }
         };
+        if let EventKind::DnsAnswer(answer) = &event.kind {
+            // Never a line, nor a socket to follow: it names servers.
+            if let Some(answer) = answer {
+                self.sessions
+                    .names
+                    .learn(event.netns, answer, event.boot_ns);
+            }
+            return Ok(());
+        }
         let who = self.sockets.observe(&event);
         let ts = self.clock.rfc3339(event.boot_ns);
         if let EventKind::ControlSegment(segment) = &mut event.kind {
@@ -297,7 +309,8 @@ impl Pipeline {
                 orphans: self.sessions.dropped.orphans,
                 parsers: self.control.evicted(),
                 sockets: self.sockets.forgotten(),
-                patterns: self.patterns.unfollowed,
+                patterns: self.patterns.unfollowed + self.dns_flips.unfollowed,
+                dns_names: self.sessions.names.forgotten,
                 handshakes: self.handshakes.uncounted,
             },
             handshakes: self
@@ -360,6 +373,10 @@ impl Pipeline {
                 self.patterns.rules(),
                 &ts,
             ))?;
+        }
+        let rules = self.patterns.rules();
+        if let Some(flip) = self.dns_flips.session_ended(session, cause, rules) {
+            output.pattern(&PatternLine::dns_flip(&flip, rules, &ts))?;
         }
         Ok(())
     }

@@ -72,6 +72,7 @@ pub mod netns;
 pub mod nft;
 pub mod observe;
 pub mod process;
+pub mod resolver;
 pub mod scenario;
 pub mod sessions;
 pub mod tmp;

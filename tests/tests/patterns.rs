@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use tests::{
     client::{Curl, ftp_url},
-    netns::{CLIENT_V4, NsPair, SERVER_V4},
+    netns::{CLIENT_V4, DEV, NsPair, SERVER_V4},
     nft::{self, Rule},
     observe::observe,
+    resolver::Resolver,
     tracer::{NO_PASSIVE_RANGE_ARGS, Tracer},
     vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
@@ -107,6 +108,109 @@ fn a_client_failing_again_and_again_makes_one_pattern_line() {
                 (TRIES as u64, 0, TRIES as u64, TRIES as u64),
                 "{server:?}{ctx}"
             );
+        },
+    );
+}
+
+/// The name the client resolves, and where nothing listens: a dead member
+/// of its round robin (a second address of the server's namespace).
+const NAME: &str = "ftp.example.test";
+const DEAD_V4: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 3));
+
+/// A client job that downloads from a name whose DNS answers take turns
+/// between the server and a dead address (the client's own resolver asks a
+/// real name server over UDP): every session is named, and each change of
+/// address with a failure on either side makes a `dns_flip` line with both
+/// addresses and both causes.
+#[test]
+fn a_name_that_flips_to_a_dead_server_makes_a_dns_flip_pattern() {
+    tests::root_test(
+        "a_name_that_flips_to_a_dead_server_makes_a_dns_flip_pattern",
+        || {
+            let net = NsPair::new();
+            net.server
+                .ip(&["addr", "add", &format!("{DEAD_V4}/24"), "dev", DEV]);
+            let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+            let turns = [SERVER_V4, DEAD_V4, SERVER_V4];
+            let resolver = Resolver::start(&net.client, NAME, &turns);
+            let run = observe(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+                (0..turns.len())
+                    .map(|_| {
+                        Curl::new(format!("ftp://{NAME}/file"))
+                            .connect_timeout(Duration::from_secs(2))
+                            .run(&net.client)
+                            .exit_code
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let ctx = run.context();
+            // The truth: what the name server answered, what curl got, and
+            // the dead address's resets (the server namespace's kernel).
+            assert_eq!(
+                resolver.answered(),
+                turns.map(|t| t.to_string()),
+                "the name server's answers{ctx}"
+            );
+            assert_eq!(
+                run.outcome,
+                [Some(0), Some(7), Some(0)],
+                "curl's exit codes{ctx}"
+            );
+            assert!(
+                run.server.get("Tcp.OutRsts") >= 1,
+                "no reset from {DEAD_V4}{ctx}"
+            );
+            let sessions = &run.trace.sessions;
+            assert_eq!(sessions.len(), 3, "{ctx}");
+            let went: Vec<(String, Option<String>, Option<String>)> = sessions
+                .iter()
+                .map(|s| {
+                    (
+                        s.server.addr.clone(),
+                        s.server_name.clone(),
+                        s.cause.clone(),
+                    )
+                })
+                .collect();
+            let named = Some(NAME.to_owned());
+            assert_eq!(
+                went,
+                [
+                    (SERVER_V4.to_string(), named.clone(), Some("clean".into())),
+                    (
+                        DEAD_V4.to_string(),
+                        named.clone(),
+                        Some("connection_refused".into())
+                    ),
+                    (SERVER_V4.to_string(), named.clone(), Some("clean".into())),
+                ],
+                "{ctx}"
+            );
+            let flips: Vec<_> = run
+                .trace
+                .patterns
+                .iter()
+                .filter(|p| p.pattern == "dns_flip")
+                .collect();
+            assert_eq!(flips.len(), 2, "{:?}{ctx}", run.trace.patterns);
+            for (flip, pair) in flips.iter().zip([[0, 1], [1, 2]]) {
+                assert_eq!(flip.client, CLIENT_V4.to_string());
+                assert_eq!(flip.name, named);
+                assert_eq!(flip.cause, "connection_refused");
+                assert_eq!(flip.servers, pair.map(|i| went[i].0.clone()));
+                assert_eq!(
+                    flip.causes,
+                    Some(pair.map(|i| went[i].2.clone().unwrap_or_default()).to_vec())
+                );
+                assert_eq!(flip.session_ids, pair.map(|i| sessions[i].id.clone()));
+                assert!(
+                    flip.evidence.starts_with(&format!(
+                        "client {CLIENT_V4}'s consecutive sessions for {NAME} went to different addresses: "
+                    )),
+                    "{}",
+                    flip.evidence
+                );
+            }
         },
     );
 }

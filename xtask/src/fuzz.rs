@@ -17,6 +17,7 @@ use crate::{run, setup, workspace_root};
 pub const TARGETS: &[&str] = &[
     "printable",
     "conntrack_reply",
+    "dns_answer",
     "tracepoint_format",
     "recording",
     "decode",

@@ -129,6 +129,19 @@ impl Decoder {
                 EventKind::ControlSegment(Box::new(control_segment(&segment)?))
             };
             (segment.sk, segment.ends, kind)
+        } else if probe == ProbeId::DnsAnswer {
+            let record: ControlRecord =
+                read(bytes).ok_or(size_error(size_of::<ControlRecord>()))?;
+            let segment = record.segment;
+            let captured = usize::from(segment.captured_len).min(CONTROL_CAPTURE_BYTES);
+            // An answer that names no address (another type, a refusal)
+            // is not an error: it tells nothing.
+            let answer = crate::dns::Answer::parse(&segment.data[..captured]);
+            (
+                segment.sk,
+                segment.ends,
+                EventKind::DnsAnswer(answer.map(Box::new)),
+            )
         } else {
             let record = read::<Event>(bytes)
                 .ok_or(size_error(size_of::<Event>()))?
@@ -227,7 +240,7 @@ impl Decoder {
                 location: self.symbols.function(r.sk),
             },
             // Read as a control record by the caller.
-            ProbeId::ControlSegment => EventKind::DESTROYED,
+            ProbeId::ControlSegment | ProbeId::DnsAnswer => EventKind::DESTROYED,
         }
     }
 }
@@ -321,7 +334,7 @@ fn control_payload_range(bytes: &[u8]) -> Option<Range<usize>> {
     let header: EventHeader = read(bytes)?;
     if bytes.len() < size_of::<ControlRecord>()
         || header.version != WIRE_VERSION
-        || header.probe != ProbeId::ControlSegment as u16
+        || !holds_control_record(header.probe)
     {
         return None;
     }
@@ -330,11 +343,16 @@ fn control_payload_range(bytes: &[u8]) -> Option<Range<usize>> {
     Some(SEGMENT_DATA_AT..SEGMENT_DATA_AT + captured.min(CONTROL_CAPTURE_BYTES))
 }
 
+/// The probes whose records are [`ControlRecord`]s: a control segment, or
+/// a DNS answer in the same frame.
+fn holds_control_record(probe: u16) -> bool {
+    probe == ProbeId::ControlSegment as u16 || probe == ProbeId::DnsAnswer as u16
+}
+
 /// A record cut to [`used_len`], made whole again for [`Decoder::decode`].
 pub fn unused_restored(bytes: &[u8]) -> Cow<'_, [u8]> {
     let full = size_of::<ControlRecord>();
-    let is_control =
-        read::<EventHeader>(bytes).is_some_and(|h| h.probe == ProbeId::ControlSegment as u16);
+    let is_control = read::<EventHeader>(bytes).is_some_and(|h| holds_control_record(h.probe));
     if is_control && bytes.len() >= SEGMENT_DATA_AT && bytes.len() < full {
         let mut whole = bytes.to_vec();
         whole.resize(full, 0);

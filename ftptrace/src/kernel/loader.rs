@@ -208,6 +208,27 @@ impl Tracer {
                 }
             },
         );
+        statuses.push(match attach_dns_answers(&mut ebpf) {
+            Ok(cgroup) => {
+                attached_programs.push(DNS_ANSWERS_PROGRAM);
+                ProbeStatus {
+                    name: DNS_ANSWERS_PROBE.into(),
+                    hook: "cgroup_skb".into(),
+                    target: Some(cgroup.display().to_string()),
+                    attached: true,
+                    reason: None,
+                    fell_back: Vec::new(),
+                }
+            }
+            Err(why) => ProbeStatus {
+                name: DNS_ANSWERS_PROBE.into(),
+                hook: "off".into(),
+                target: None,
+                attached: false,
+                reason: Some(why),
+                fell_back: Vec::new(),
+            },
+        });
 
         let mut settings: Array<_, ProbeSettings> =
             Array::try_from(map(&mut ebpf, maps::SETTINGS)?)?;
@@ -450,16 +471,7 @@ const CONTROL_CHANNEL_PROGRAMS: [(&str, CgroupSkbAttachType); 2] = [
 /// program on the root applies to every cgroup below it). Returns the
 /// cgroup's path.
 fn attach_control_channel(ebpf: &mut Ebpf) -> Result<PathBuf, String> {
-    if !super::privileges::has(super::privileges::CAP_NET_ADMIN) {
-        return Err("attaching to a cgroup needs CAP_NET_ADMIN, which this process lacks".into());
-    }
-    let mounts = std::fs::read_to_string("/proc/mounts")
-        .map_err(|e| format!("cannot read /proc/mounts: {e}"))?;
-    let root = cgroup2_mount(&mounts).ok_or_else(|| {
-        "no cgroup v2 file system is mounted (e.g. `mount -t cgroup2 none /sys/fs/cgroup`)"
-            .to_owned()
-    })?;
-    let cgroup = File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    let (root, cgroup) = root_cgroup()?;
     for (program, attach_type) in CONTROL_CHANNEL_PROGRAMS {
         attach(ebpf, program, |p: &mut CgroupSkb| {
             p.load()?;
@@ -472,6 +484,42 @@ fn attach_control_channel(ebpf: &mut Ebpf) -> Result<PathBuf, String> {
         })?;
     }
     Ok(root)
+}
+
+/// The probe reading DNS answers (a client's server names), as the start
+/// line names it, and its program.
+pub const DNS_ANSWERS_PROBE: &str = "dns_answers";
+const DNS_ANSWERS_PROGRAM: &str = "dns_ingress";
+
+/// Attaches the DNS answers' program to the root of the cgroup v2
+/// hierarchy, beside the control channel's. Returns the cgroup's path.
+fn attach_dns_answers(ebpf: &mut Ebpf) -> Result<PathBuf, String> {
+    let (root, cgroup) = root_cgroup()?;
+    attach(ebpf, DNS_ANSWERS_PROGRAM, |p: &mut CgroupSkb| {
+        p.load()?;
+        p.attach(
+            &cgroup,
+            CgroupSkbAttachType::Ingress,
+            CgroupAttachMode::Single,
+        )
+        .map(drop)
+    })?;
+    Ok(root)
+}
+
+/// The root of the cgroup v2 hierarchy, its path and an open handle.
+fn root_cgroup() -> Result<(PathBuf, File), String> {
+    if !super::privileges::has(super::privileges::CAP_NET_ADMIN) {
+        return Err("attaching to a cgroup needs CAP_NET_ADMIN, which this process lacks".into());
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts")
+        .map_err(|e| format!("cannot read /proc/mounts: {e}"))?;
+    let root = cgroup2_mount(&mounts).ok_or_else(|| {
+        "no cgroup v2 file system is mounted (e.g. `mount -t cgroup2 none /sys/fs/cgroup`)"
+            .to_owned()
+    })?;
+    let cgroup = File::open(&root).map_err(|e| format!("cannot open {}: {e}", root.display()))?;
+    Ok((root, cgroup))
 }
 
 /// Mount point of the first cgroup2 file system in /proc/mounts text (its

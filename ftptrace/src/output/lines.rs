@@ -84,10 +84,15 @@ pub struct DroppedLine {
     pub parsers: u64,
     /// Sockets forgotten for room (their events carry no owner).
     pub sockets: u64,
-    /// Failures not followed for patterns: 4096 client/cause pairs were.
+    /// Failures not followed for patterns: 4096 client/cause pairs (or
+    /// client/name pairs) were.
     pub patterns: u64,
     /// Connections not counted for handshake health: 1024 servers were.
     pub handshakes: u64,
+    /// Server names from DNS answers pushed out before they expired:
+    /// 4096 addresses were named.
+    #[serde(default)]
+    pub dns_names: u64,
 }
 
 /// Servers a `stats` line lists under `handshakes`.
@@ -114,7 +119,13 @@ pub struct PatternLine {
     pub ts: String,
     pub pattern: &'static str,
     pub client: IpAddr,
+    /// `dns_flip`: the server name the sessions resolved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub cause: &'static str,
+    /// `dns_flip`: each session's cause, in the order of `servers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub causes: Option<Vec<&'static str>>,
     pub sessions: usize,
     pub window_s: u64,
     pub first: String,
@@ -293,7 +304,9 @@ impl<'a> Details<'a> {
                 }
                 Self::Ftp(details)
             }
-            EventKind::ControlSegment(_) | EventKind::ResetTtl { .. } => return None,
+            EventKind::ControlSegment(_) | EventKind::ResetTtl { .. } | EventKind::DnsAnswer(_) => {
+                return None;
+            }
         })
     }
 }
@@ -335,6 +348,10 @@ pub struct SessionRecord<'a> {
     pub evicted: Option<&'static str>,
     pub client: Endpoint,
     pub server: Endpoint,
+    /// The name the client resolved to the server's address, when this
+    /// host received the DNS answer (the client's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     pub seen_from: Vec<&'static str>,
     pub user: Option<String>,
     pub commands: Vec<String>,

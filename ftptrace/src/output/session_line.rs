@@ -34,6 +34,7 @@ impl<'a> SessionRecord<'a> {
             end: ts(session.last_ns).to_string(),
             state: if open { "open" } else { "closed" },
             seeded: session.seeded,
+            server_name: session.server_name.as_ref().map(ToString::to_string),
             unknown: unknown(session),
             evicted: evicted.then_some("capacity"),
             client: endpoint(session.control.client),

@@ -81,12 +81,17 @@ pub fn session(record: &SessionRecord) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "== session {} {}:{} -> {}:{} user {} ({}{}): {}{}",
+        "== session {} {}:{} -> {}:{}{} user {} ({}{}): {}{}",
         record.id,
         record.client.addr,
         record.client.port,
         record.server.addr,
         record.server.port,
+        record
+            .server_name
+            .as_deref()
+            .map(|name| format!(" ({name})"))
+            .unwrap_or_default(),
         record.user.as_deref().unwrap_or("?"),
         record.state,
         if record.seeded { ", seeded" } else { "" },

@@ -5,7 +5,8 @@
 //! session ended ([`cause`]); announcements that name another address than
 //! the control connection's ([`nat`]); across sessions, clients that fail
 //! again and again ([`patterns`]) and retried handshakes per server
-//! ([`handshakes`]); open connections by 4-tuple
+//! ([`handshakes`]), names that resolve to another server each time
+//! ([`dns_flips`], from [`dns_names`]); open connections by 4-tuple
 //! ([`tuple_index`]). Plain Rust, tested from hand-built event
 //! streams ([`script`]); it never imports `kernel` or `output`.
 
@@ -13,6 +14,8 @@ pub mod attribution;
 pub mod cause;
 pub mod close;
 pub mod control_stream;
+pub mod dns_flips;
+pub mod dns_names;
 pub mod handshakes;
 pub mod model;
 pub mod nat;

@@ -262,6 +262,9 @@ pub struct Session {
     pub start_ns: u64,
     pub last_ns: u64,
     pub seeded: bool,
+    /// The name the client resolved to the server's address (from a DNS
+    /// answer its host received just before): known where the client is.
+    pub server_name: Option<Name>,
     pub control: Conn,
     pub data: Vec<Conn>,
     pub user: Option<String>,

@@ -23,6 +23,7 @@ use std::{
 use foldhash::HashMap;
 
 use super::{
+    dns_names::DnsNames,
     model::{Conn, ConnId, Entry, Expectation, LinkedBy, Placement, Session, Timeline},
     tuple_index::{Place, Tuple, TupleIndex},
 };
@@ -187,6 +188,8 @@ pub struct Sessions {
     mark_updates: Vec<MarkUpdate>,
     /// Kernel events lost or skipped so far (a running count).
     loss_total: u64,
+    /// What the DNS answers received here named.
+    pub names: DnsNames,
     pub dropped: Dropped,
     pub evicted: u64,
     pub started: u64,
@@ -223,6 +226,7 @@ impl Sessions {
             marks: HashMap::default(),
             mark_updates: Vec::new(),
             loss_total: 0,
+            names: DnsNames::default(),
             dropped: Dropped::default(),
             evicted: 0,
             started: 0,
@@ -596,7 +600,10 @@ impl Sessions {
         // does not, nor a stray destroy or reset for an untracked socket.
         if matches!(
             event.kind,
-            EventKind::Ftp { .. } | EventKind::ResetTtl { .. } | EventKind::ControlSegment(_)
+            EventKind::Ftp { .. }
+                | EventKind::ResetTtl { .. }
+                | EventKind::ControlSegment(_)
+                | EventKind::DnsAnswer(_)
         ) {
             return None;
         }
@@ -638,6 +645,10 @@ impl Sessions {
             start_ns: ns,
             last_ns: ns,
             seeded: false,
+            server_name: match end {
+                Side::Client => self.names.name_of(event.netns, server.ip(), ns),
+                Side::Server => None,
+            },
             control: Conn::new(ConnId::Control, client, server, ns, LinkedBy::Announcement),
             data: Vec::new(),
             user: None,
@@ -845,6 +856,13 @@ impl Sessions {
         let was_last = session.last_ns;
         let control_was_done = session.control.is_done();
         session.last_ns = session.last_ns.max(ns);
+        // The client's end seen after its session began at the other end
+        // (a refused SYN's reset came first): the name it resolved.
+        if end == Side::Client && conn_id == ConnId::Control && session.server_name.is_none() {
+            session.server_name = self
+                .names
+                .name_of(event.netns, session.control.server.ip(), ns);
+        }
         let conn = session.conn_mut(conn_id);
         conn.last_ns = conn.last_ns.max(ns);
         let view = conn.view_mut(end, ns);
@@ -945,7 +963,7 @@ impl Sessions {
                 }
                 announced = apply_ftp(session, said, ns);
             }
-            EventKind::ControlSegment(_) => {}
+            EventKind::ControlSegment(_) | EventKind::DnsAnswer(_) => {}
             // Just before the reset_received event it explains. A burst of
             // resets (one per segment in flight) makes one entry: the first,
             // which is the one the socket acts on.
