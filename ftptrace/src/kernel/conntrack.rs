@@ -19,22 +19,22 @@
 //! our own user namespace are asked: one of an unprivileged user's user
 //! namespace is theirs to fill with any entry (`netns::owned_by_ours`).
 
-use super::netns::{self, Namespace};
+use super::{
+    netlink::{self, Messages, u16_at, u32_at},
+    netns::{self, Namespace},
+};
 use std::{
     collections::{HashMap, HashSet},
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::OwnedFd,
     time::{Duration, Instant},
 };
 
 /// One end's view of a TCP connection: (its source, its destination).
 type Tuple = (SocketAddr, SocketAddr);
 
-// Netlink (linux/netlink.h).
-const NLMSG_HEADER: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+// Netlink requests and attributes (linux/netlink.h).
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_ACK: u16 = 4;
 const NLA_HEADER: usize = 4;
@@ -302,70 +302,20 @@ fn open_in(namespaces: Vec<Namespace>) -> Vec<(u32, io::Result<OwnedFd>)> {
 /// A ctnetlink socket in this thread's network namespace, whose reads give
 /// up after `ANSWER_TIMEOUT`.
 fn open_here() -> io::Result<OwnedFd> {
-    // SAFETY: socket(2) with constant arguments; the fd is owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: libc::suseconds_t::try_from(ANSWER_TIMEOUT.as_micros()).unwrap_or(100_000),
-    };
-    // SAFETY: setsockopt(2) reading a timeval we own, of its size.
-    let set = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if set != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(socket)
+    netlink::open(libc::NETLINK_NETFILTER, Some(ANSWER_TIMEOUT))
 }
 
 /// Sends `request` (sequence number `seq`) and reads until the kernel
 /// acknowledges it: the entry's original tuple, or `None` when the
 /// namespace does not track the connection.
 fn ask(socket: &OwnedFd, seq: u32, request: &[u8]) -> io::Result<Option<Tuple>> {
-    // SAFETY: send(2) of a buffer we own, of its length.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    netlink::send(socket, request)?;
     let mut buffer = [0u8; 8192];
     let mut entry = None;
     for _ in 0..MAX_DATAGRAMS {
-        // SAFETY: recv(2) into a buffer we own, of its length.
-        let got = unsafe {
-            libc::recv(
-                socket.as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                0,
-            )
-        };
-        let Ok(got) = usize::try_from(got) else {
-            let e = io::Error::last_os_error();
-            match e.kind() {
+        let got = match netlink::recv(socket, &mut buffer) {
+            Ok(got) => got,
+            Err(e) => match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 // The entry came but not its acknowledgement: the entry is
                 // still the answer.
@@ -377,9 +327,9 @@ fn ask(socket: &OwnedFd, seq: u32, request: &[u8]) -> io::Result<Option<Tuple>> 
                     ));
                 }
                 _ => return Err(e),
-            }
+            },
         };
-        match read_answer(&buffer[..got.min(buffer.len())], seq, &mut entry) {
+        match read_answer(&buffer[..got], seq, &mut entry) {
             Answer::Pending => {}
             Answer::Done => return Ok(entry),
             Answer::NotTracked => return Ok(None),
@@ -439,18 +389,13 @@ fn get_request(seq: u32, local: SocketAddr, peer: SocketAddr) -> Option<Vec<u8>>
     Some(message)
 }
 
-/// Netlink lengths are padded to 4 bytes.
-fn align(len: usize) -> usize {
-    len.saturating_add(3) & !3
-}
-
 /// Appends one attribute, padded.
 fn put(buffer: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = u16::try_from(NLA_HEADER + payload.len()).unwrap_or(u16::MAX);
     buffer.extend(len.to_ne_bytes());
     buffer.extend(kind.to_ne_bytes());
     buffer.extend(payload);
-    buffer.resize(align(buffer.len()), 0);
+    buffer.resize(netlink::align(buffer.len()), 0);
 }
 
 /// Appends a nested attribute holding what `fill` appends.
@@ -461,29 +406,6 @@ fn nest(buffer: &mut Vec<u8>, kind: u16, fill: impl FnOnce(&mut Vec<u8>)) {
     let len = u16::try_from(buffer.len() - start).unwrap_or(u16::MAX);
     buffer[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     buffer[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-/// The netlink messages of a datagram, each whole (header included), up to
-/// the first whose length does not fit.
-fn messages(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
-    std::iter::from_fn(move || {
-        let len = usize::try_from(u32_at(bytes, 0)?).ok()?;
-        if len < NLMSG_HEADER || len > bytes.len() {
-            bytes = &[];
-            return None;
-        }
-        let message = bytes.get(..len)?;
-        bytes = bytes.get(align(len)..).unwrap_or(&[]);
-        Some(message)
-    })
 }
 
 /// The attributes in `bytes`: (type without flags, payload), up to the
@@ -497,7 +419,7 @@ fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
             return None;
         }
         let payload = bytes.get(NLA_HEADER..len)?;
-        bytes = bytes.get(align(len)..).unwrap_or(&[]);
+        bytes = bytes.get(netlink::align(len)..).unwrap_or(&[]);
         Some((kind, payload))
     })
 }
@@ -508,10 +430,10 @@ fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 pub fn parse_orig_tuple(message: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
     let len = usize::try_from(u32_at(message, 0)?).ok()?;
     let message = message.get(..len)?;
-    if u16_at(message, 4)? != CT_NEW {
+    if netlink::kind(message)? != CT_NEW {
         return None;
     }
-    let attributes_at = NLMSG_HEADER + NFGENMSG;
+    let attributes_at = netlink::HEADER + NFGENMSG;
     let (_, orig) =
         attributes(message.get(attributes_at..)?).find(|&(kind, _)| kind == CTA_TUPLE_ORIG)?;
     tuple(orig)
@@ -587,25 +509,24 @@ enum Answer {
 /// Reads one datagram's messages for sequence number `seq`, keeping the
 /// first entry's original tuple in `entry`.
 fn read_answer(datagram: &[u8], seq: u32, entry: &mut Option<Tuple>) -> Answer {
-    for message in messages(datagram) {
+    for message in Messages::new(datagram) {
         // An answer left over from a request that timed out.
-        if u32_at(message, 8) != Some(seq) {
+        if netlink::seq(message) != Some(seq) {
             continue;
         }
-        match u16_at(message, 4) {
-            Some(NLMSG_ERROR) => {
-                let Some(error) = u32_at(message, NLMSG_HEADER) else {
+        match netlink::kind(message) {
+            Some(netlink::ERROR) => {
+                // struct nlmsgerr: a negative errno, or 0 for an ACK.
+                let Some(error) = netlink::error(message) else {
                     return Answer::Failed(libc::EPROTO);
                 };
-                // struct nlmsgerr: a negative errno, or 0 for an ACK.
-                let error = i32::from_ne_bytes(error.to_ne_bytes());
                 return match error {
                     0 => Answer::Done,
                     e if e == -libc::ENOENT => Answer::NotTracked,
                     e => Answer::Failed(e.checked_neg().filter(|&e| e > 0).unwrap_or(libc::EPROTO)),
                 };
             }
-            Some(NLMSG_DONE) => return Answer::Done,
+            Some(netlink::DONE) => return Answer::Done,
             Some(CT_NEW) if entry.is_none() => *entry = parse_orig_tuple(message),
             _ => {}
         }
@@ -623,7 +544,7 @@ mod tests {
 
     /// A message as the kernel builds it: the header, then what `fill` appends.
     fn message(kind: u16, seq: u32, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-        let mut m = vec![0u8; NLMSG_HEADER];
+        let mut m = vec![0u8; netlink::HEADER];
         fill(&mut m);
         let len = m.len() as u32;
         m[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -674,9 +595,9 @@ mod tests {
     }
 
     fn error(seq: u32, errno: i32) -> Vec<u8> {
-        message(NLMSG_ERROR, seq, |m| {
+        message(netlink::ERROR, seq, |m| {
             m.extend(errno.to_ne_bytes());
-            m.extend([0u8; NLMSG_HEADER]); // the request's header, echoed
+            m.extend([0u8; netlink::HEADER]); // the request's header, echoed
         })
     }
 
@@ -872,7 +793,7 @@ mod tests {
             // Random bytes, with a plausible header now and then.
             let len = (random(&mut state) % 300) as usize;
             let mut bytes: Vec<u8> = (0..len).map(|_| random(&mut state) as u8).collect();
-            if bytes.len() >= NLMSG_HEADER && random(&mut state).is_multiple_of(2) {
+            if bytes.len() >= netlink::HEADER && random(&mut state).is_multiple_of(2) {
                 bytes[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
                 bytes[4..6].copy_from_slice(&CT_NEW.to_ne_bytes());
             }

@@ -14,6 +14,7 @@ pub mod hook_ladder;
 pub mod kallsyms;
 pub mod loader;
 pub mod names;
+pub mod netlink;
 pub mod netns;
 pub mod priority;
 pub mod privileges;

@@ -3,20 +3,19 @@
 //! the host (`netns.rs`): their sessions are seeded, so a session that began
 //! before the tracer still gets a record.
 
-use super::netns;
+use super::{
+    netlink::{self, Messages},
+    netns,
+};
 use crate::event::OpenConnection;
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
 /// sock_diag's message type and the inet_diag request/response layouts
 /// (linux/sock_diag.h, linux/inet_diag.h).
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLMSG_HEADER: usize = 16;
 
 /// Every state but LISTEN (10), TIME_WAIT (6) and CLOSE (7): connections
 /// whose session may still have something to say.
@@ -85,19 +84,7 @@ pub fn open_control_connections(control_ports: &[u16]) -> (Vec<OpenConnection>, 
 
 /// Every TCP connection of `family` in this thread's network namespace.
 fn dump(family: u8, netns: u32) -> io::Result<Vec<OpenConnection>> {
-    // SAFETY: socket(2) with constant arguments; the fd is owned below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh fd nobody else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    let socket = netlink::open(libc::NETLINK_SOCK_DIAG, None)?;
     let request = Request {
         len: std::mem::size_of::<Request>() as u32,
         kind: SOCK_DIAG_BY_FAMILY,
@@ -111,34 +98,17 @@ fn dump(family: u8, netns: u32) -> io::Result<Vec<OpenConnection>> {
         states: STATES,
         id: SockId::default(),
     };
-    // SAFETY: sending the bytes of a plain repr(C) struct we own.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            (&raw const request).cast(),
-            std::mem::size_of::<Request>(),
-            0,
-        )
+    // SAFETY: the bytes of a plain repr(C) struct we own, which has no
+    // padding (`the_request_has_the_kernels_layout`).
+    let bytes = unsafe {
+        std::slice::from_raw_parts((&raw const request).cast::<u8>(), size_of::<Request>())
     };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    netlink::send(&socket, bytes)?;
     let mut found = Vec::new();
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
-        // SAFETY: recv(2) into a buffer we own, of its length.
-        let got = unsafe {
-            libc::recv(
-                socket.as_raw_fd(),
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                0,
-            )
-        };
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        match parse_messages(&buffer[..got as usize], netns, &mut found)? {
+        let got = netlink::recv(&socket, &mut buffer)?;
+        match parse_messages(&buffer[..got], netns, &mut found)? {
             Parsed::More => {}
             Parsed::Done => return Ok(found),
         }
@@ -151,40 +121,29 @@ enum Parsed {
 }
 
 /// Parses one datagram of netlink messages into `found`.
-fn parse_messages(
-    mut bytes: &[u8],
-    netns: u32,
-    found: &mut Vec<OpenConnection>,
-) -> io::Result<Parsed> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {what}"));
-    while bytes.len() >= NLMSG_HEADER {
-        let len = u32::from_ne_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
-        let kind = u16::from_ne_bytes(bytes[4..6].try_into().expect("2 bytes"));
-        if len < NLMSG_HEADER || len > bytes.len() {
-            return Err(bad("truncated message"));
-        }
-        let body = &bytes[NLMSG_HEADER..len];
-        match kind {
-            NLMSG_DONE => return Ok(Parsed::Done),
-            NLMSG_ERROR => {
-                let errno = body
-                    .get(0..4)
-                    .map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")))
-                    .unwrap_or(0);
-                if errno != 0 {
-                    return Err(io::Error::from_raw_os_error(-errno));
-                }
-            }
-            SOCK_DIAG_BY_FAMILY => {
+fn parse_messages(bytes: &[u8], netns: u32, found: &mut Vec<OpenConnection>) -> io::Result<Parsed> {
+    let mut messages = Messages::new(bytes);
+    for message in &mut messages {
+        let body = &message[netlink::HEADER..];
+        match netlink::kind(message) {
+            Some(netlink::DONE) => return Ok(Parsed::Done),
+            Some(netlink::ERROR) => match netlink::error(message) {
+                Some(0) | None => {}
+                Some(errno) => return Err(io::Error::from_raw_os_error(-errno)),
+            },
+            Some(SOCK_DIAG_BY_FAMILY) => {
                 if let Some(connection) = parse_diag_msg(body, netns) {
                     found.push(connection);
                 }
             }
             _ => {}
         }
-        // Messages are 4-byte aligned.
-        let next = (len + 3) & !3;
-        bytes = bytes.get(next..).unwrap_or(&[]);
+    }
+    if messages.truncated() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "sock_diag: truncated message",
+        ));
     }
     Ok(Parsed::More)
 }
@@ -216,10 +175,10 @@ fn parse_diag_msg(body: &[u8], netns: u32) -> Option<OpenConnection> {
 mod tests {
     use super::*;
 
-    /// A netlink datagram with one `inet_diag_msg` and NLMSG_DONE, laid out
+    /// A netlink datagram with one `inet_diag_msg` and netlink::DONE, laid out
     /// as the kernel sends them.
     fn datagram() -> Vec<u8> {
-        let mut msg = vec![0u8; NLMSG_HEADER];
+        let mut msg = vec![0u8; netlink::HEADER];
         msg.extend([libc::AF_INET as u8, 1, 0, 0]);
         msg.extend(21u16.to_be_bytes());
         msg.extend(40000u16.to_be_bytes());
@@ -232,10 +191,10 @@ mod tests {
         let len = msg.len() as u32;
         msg[0..4].copy_from_slice(&len.to_ne_bytes());
         msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        let mut done = vec![0u8; NLMSG_HEADER + 4];
+        let mut done = vec![0u8; netlink::HEADER + 4];
         let done_len = done.len() as u32;
         done[0..4].copy_from_slice(&done_len.to_ne_bytes());
-        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        done[4..6].copy_from_slice(&netlink::DONE.to_ne_bytes());
         msg.extend(done);
         msg
     }

@@ -2014,11 +2014,7 @@ mod tests {
     #[test]
     fn both_ends_through_a_nat_on_this_host_judge_the_announcement_once() {
         let mut s = Script::new();
-        let control = s
-            .link("203.0.113.2:40000", "203.0.113.1:21")
-            .through_nat("203.0.113.2:40000", "10.0.0.2:21");
-        let control = s.handshake(&control);
-        s.login(&control);
+        let control = s.nat_control();
         s.pasv_announcing(&control, INSIDE, 30001);
         // The client trusts the 227: nobody answers at the inside address.
         let data = s.link("203.0.113.2:40100", "10.0.0.2:30001");

@@ -113,6 +113,17 @@ impl Script {
         link
     }
 
+    /// The control connection of the NAT tests, logged in: the client dials
+    /// 203.0.113.1:21, and the NAT shows the server 10.0.0.2:21.
+    pub fn nat_control(&mut self) -> Link {
+        let control = self
+            .link("203.0.113.2:40000", "203.0.113.1:21")
+            .through_nat("203.0.113.2:40000", "10.0.0.2:21");
+        let control = self.handshake(&control);
+        self.login(&control);
+        control
+    }
+
     /// The client's socket enters SYN_SENT.
     pub fn syn(&mut self, link: &Link) {
         self.emit_at(link, Side::Client, state("CLOSE", "SYN_SENT"), true);

@@ -1278,11 +1278,7 @@ mod tests {
     #[test]
     fn both_ends_through_a_nat_make_one_session_when_the_nat_tells() {
         let mut s = Script::new();
-        let control = s
-            .link("203.0.113.2:40000", "203.0.113.1:21")
-            .through_nat("203.0.113.2:40000", "10.0.0.2:21");
-        let control = s.handshake(&control);
-        s.login(&control);
+        let control = s.nat_control();
         s.pasv_announcing(&control, "10.0.0.2", 30000);
         // The client substitutes the control connection's address.
         let data = s
@@ -1339,11 +1335,7 @@ mod tests {
             sessions.observe(event, &mut out);
         }
         let mut s = Script::new();
-        let control = s
-            .link("203.0.113.2:40000", "203.0.113.1:21")
-            .through_nat("203.0.113.2:40000", "10.0.0.2:21");
-        s.handshake(&control);
-        s.login(&control);
+        s.nat_control();
         let mut sessions = Sessions::new(ports(), "t");
         let mut asked = Vec::new();
         for event in &s.seen_from(BOTH) {
