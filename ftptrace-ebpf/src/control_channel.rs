@@ -17,15 +17,15 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use ftptrace_common::{
-    AF_INET, AF_INET6, ActiveEndpoint, CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES,
-    CONTROL_TAIL_BYTES, ControlRecord, ControlSegment, Endpoints, EventHeader, NO_FIELD, ProbeId,
-    WIRE_VERSION, direction,
+    AF_INET, ActiveEndpoint, CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES, CONTROL_TAIL_BYTES,
+    ControlRecord, ControlSegment, EventHeader, NO_FIELD, ProbeId, WIRE_VERSION, direction,
     ftp_bytes::{announced_port, announcement_kind, mask_secrets},
     port_role, segment_flags,
 };
 
 use crate::{
     ACTIVE_EXPECT, CONTROL_BUDGET, EVENTS, HANDSHAKE_TTL, OFFSETS, PEER_TTL, PORTS,
+    ip_packet::{IPV6_HEADER, IpHead, ip_head, packet_ends},
     kernel_read::{
         IPPROTO_TCP_U8, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2,
         TCP_LAST_ACK, TCP_LISTEN, TCP_SYN_SENT, as_number, net_inum, port_roles, read_kernel,
@@ -36,8 +36,6 @@ use crate::{
 
 /// Smallest TCP header and the IPv4/IPv6 headers without options.
 const TCP_HEADER: u32 = 20;
-const IPV4_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
@@ -93,26 +91,15 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
     // Whether the server sent it, as a number (see `announcement_kind`).
     let from_server = u32::from(if arriving { remote_roles } else { local_roles })
         & u32::from(port_role::CONTROL);
-    // 40 bytes: the whole IPv6 header, or IPv4's plus the start of TCP's
-    // (a TCP/IPv4 packet is never shorter).
-    let ip: [u8; IPV6_HEADER] = ctx.skb.load(0)?;
-    // IPv4 or IPv6 as numbers, not branches: everything after would be
-    // walked by the verifier once per family otherwise.
-    let version = u32::from(ip[0] >> 4);
-    if version != 4 && version != 6 {
+    let Some(IpHead {
+        bytes: ip,
+        family,
+        transport_at: tcp_at,
+    }) = ip_head(ctx, u32::from(IPPROTO_TCP_U8))?
+    else {
         return Ok(());
-    }
-    let is_v6 = (version >> 1) & 1;
-    let protocol = u32::from(ip[9]) * (1 - is_v6) + u32::from(ip[6]) * is_v6;
-    if protocol != u32::from(IPPROTO_TCP_U8) {
-        return Ok(());
-    }
-    let family = (AF_INET as u32 + (AF_INET6 - AF_INET) as u32 * is_v6) as u16;
-    let tcp_at = (u32::from(ip[0] & 0x0f) * 4 * (1 - is_v6) + IPV6_HEADER as u32 * is_v6) as usize;
-    if tcp_at < IPV4_HEADER {
-        return Ok(());
-    }
-    let tcp: [u8; TCP_HEADER as usize] = ctx.skb.load(tcp_at)?;
+    };
+    let tcp: [u8; TCP_HEADER as usize] = ctx.skb.load(tcp_at as usize)?;
     // SAFETY: the context's socket, read as the tracepoint programs read
     // theirs; only ever offset and read through bpf_probe_read_kernel.
     let sk = as_number(unsafe { (*skb).__bindgen_anon_2.sk as u64 });
@@ -433,29 +420,6 @@ fn before(a: u32, b: u32) -> bool {
 #[inline(always)]
 fn after(a: u32, b: u32) -> bool {
     before(b, a)
-}
-
-/// A packet's ends from its socket's side: an arriving packet's
-/// destination is the local end, a leaving one's source.
-#[inline(always)]
-fn packet_ends(
-    ip: &[u8; IPV6_HEADER],
-    tcp: &[u8; TCP_HEADER as usize],
-    family: u16,
-    arriving: bool,
-) -> Endpoints {
-    let src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
-    let dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    if family == AF_INET {
-        src[..4].copy_from_slice(&ip[12..16]);
-        dst[..4].copy_from_slice(&ip[16..20]);
-    } else {
-        src.copy_from_slice(&ip[8..24]);
-        dst.copy_from_slice(&ip[24..40]);
-    }
-    Endpoints::of_packet(family, (src, src_port), (dst, dst_port), arriving)
 }
 
 /// An arriving packet of a traced connection: TCP will accept it, so its

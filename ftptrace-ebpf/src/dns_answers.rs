@@ -12,20 +12,19 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use ftptrace_common::{
-    AF_INET, AF_INET6, CONTROL_HEAD_BYTES, ControlRecord, DNS_ANSWERS_PER_SECOND, Endpoints,
-    EventHeader, ProbeId, WIRE_VERSION, direction,
+    CONTROL_HEAD_BYTES, ControlRecord, DNS_ANSWERS_PER_SECOND, EventHeader, ProbeId, WIRE_VERSION,
+    direction,
 };
 
 use crate::{
     DNS_BUDGET, EVENTS, OFFSETS,
+    ip_packet::{IpHead, ip_head, packet_ends},
     kernel_read::net_inum,
     record::{count_lost, count_throttled, submit_record},
 };
 
 const DNS_PORT: u16 = 53;
 const IPPROTO_UDP: u32 = 17;
-const IPV4_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
 const UDP_HEADER: u32 = 8;
 /// A DNS message's fixed header.
 const DNS_HEADER: u32 = 12;
@@ -55,20 +54,14 @@ fn try_dns_answer(ctx: &SkBuffContext) -> Result<(), i64> {
     if u32::from_be(remote_port) as u16 != DNS_PORT {
         return Ok(());
     }
-    let ip: [u8; IPV6_HEADER] = ctx.skb.load(0)?;
-    let version = u32::from(ip[0] >> 4);
-    if version != 4 && version != 6 {
+    let Some(IpHead {
+        bytes: ip,
+        family,
+        transport_at: udp_at,
+    }) = ip_head(ctx, IPPROTO_UDP)?
+    else {
         return Ok(());
-    }
-    let is_v6 = (version >> 1) & 1;
-    let protocol = u32::from(ip[9]) * (1 - is_v6) + u32::from(ip[6]) * is_v6;
-    if protocol != IPPROTO_UDP {
-        return Ok(());
-    }
-    let udp_at = u32::from(ip[0] & 0x0f) * 4 * (1 - is_v6) + IPV6_HEADER as u32 * is_v6;
-    if udp_at < IPV4_HEADER as u32 {
-        return Ok(());
-    }
+    };
     let dns_at = udp_at + UDP_HEADER;
     let len = ctx.skb.len();
     if len < dns_at + DNS_HEADER {
@@ -118,19 +111,7 @@ fn try_dns_answer(ctx: &SkBuffContext) -> Result<(), i64> {
         (*segment).marked_port = 0;
         (*segment)._pad2 = [0; 6];
         (*segment).cookie = 0;
-        let family = if is_v6 == 1 { AF_INET6 } else { AF_INET };
-        let mut src = [0u8; 16];
-        let mut dst = [0u8; 16];
-        if is_v6 == 1 {
-            src.copy_from_slice(&ip[8..24]);
-            dst.copy_from_slice(&ip[24..40]);
-        } else {
-            src[..4].copy_from_slice(&ip[12..16]);
-            dst[..4].copy_from_slice(&ip[16..20]);
-        }
-        let src_port = u16::from_be_bytes([udp[0], udp[1]]);
-        let dst_port = u16::from_be_bytes([udp[2], udp[3]]);
-        (*segment).ends = Endpoints::of_packet(family, (src, src_port), (dst, dst_port), true);
+        (*segment).ends = packet_ends(&ip, &udp, family, true);
         // The socket's address as a number (see control_channel.rs), for
         // its namespace.
         let sk_field = &raw mut (*segment).sk;

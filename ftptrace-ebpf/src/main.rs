@@ -27,6 +27,7 @@
 mod control_channel;
 mod dns_answers;
 mod drops;
+mod ip_packet;
 mod kernel_functions;
 mod kernel_read;
 mod record;
