@@ -14,7 +14,7 @@ use ftptrace::{
     event::OpenConnection,
     kernel::clock::WallClock,
     output::{Format, Output},
-    pipeline::{KernelLoss, Pipeline},
+    pipeline::{KernelLoss, NatAnswer, Pipeline},
     ports::PortSet,
     recording::{Frame, Recording, Seeds},
     replay,
@@ -57,7 +57,8 @@ fuzz_target!(|data: &[u8]| {
 /// Makes a recording of another wire version replayable: its records are
 /// then misread where layouts differ, which is more to explore rather than
 /// a stop at the version check (the `decode` target covers that check).
-/// Seed frames that are not JSON are dropped: replay refuses them, rightly.
+/// Seed and NAT frames that are not their JSON are dropped: replay refuses
+/// them, rightly (with an error naming the frame).
 fn current_wire_version(recording: &mut Recording) {
     recording.meta.wire_version = WIRE_VERSION;
     recording.frames.retain_mut(|frame| match frame {
@@ -66,6 +67,7 @@ fn current_wire_version(recording: &mut Recording) {
             true
         }
         Frame::Seeds(json) => serde_json::from_slice::<Seeds>(json).is_ok(),
+        Frame::Nat(json) => serde_json::from_slice::<Vec<NatAnswer>>(json).is_ok(),
         _ => true,
     });
 }
