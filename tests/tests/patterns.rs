@@ -173,19 +173,29 @@ fn a_name_that_flips_to_a_dead_server_makes_a_dns_flip_pattern() {
                 })
                 .collect();
             let named = Some(NAME.to_owned());
+            // The live server's downloads completed: clean, or, where the
+            // kernel retransmitted (a loaded TCG guest), a recovered loss.
+            let completed = |cause: &Option<String>| {
+                matches!(cause.as_deref(), Some("clean" | "packet_loss_recovered"))
+            };
+            assert!(
+                completed(&went[0].2) && completed(&went[2].2),
+                "{went:?}{ctx}"
+            );
+            let ends: Vec<(String, Option<String>)> = went
+                .iter()
+                .map(|(addr, name, _)| (addr.clone(), name.clone()))
+                .collect();
             assert_eq!(
-                went,
+                ends,
                 [
-                    (SERVER_V4.to_string(), named.clone(), Some("clean".into())),
-                    (
-                        DEAD_V4.to_string(),
-                        named.clone(),
-                        Some("connection_refused".into())
-                    ),
-                    (SERVER_V4.to_string(), named.clone(), Some("clean".into())),
+                    (SERVER_V4.to_string(), named.clone()),
+                    (DEAD_V4.to_string(), named.clone()),
+                    (SERVER_V4.to_string(), named.clone()),
                 ],
                 "{ctx}"
             );
+            assert_eq!(went[1].2.as_deref(), Some("connection_refused"), "{ctx}");
             let flips: Vec<_> = run
                 .trace
                 .patterns
