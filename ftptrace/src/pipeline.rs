@@ -83,8 +83,6 @@ pub struct Pipeline {
     sessions: Sessions,
     events: u64,
     undecodable: u64,
-    /// Lost and skipped kernel events already charged to open sessions.
-    loss_noted: u64,
     /// Sessions evicted during the current batch, reported at its end.
     evicted: Vec<Session>,
     wrote: bool,
@@ -107,7 +105,6 @@ impl Pipeline {
             ports,
             events: 0,
             undecodable: 0,
-            loss_noted: 0,
             evicted: Vec::new(),
             wrote: false,
             patterns: Patterns::new(PatternRules::default()),
@@ -161,12 +158,10 @@ impl Pipeline {
     }
 
     /// Charges kernel events lost or skipped so far (`total`, a running
-    /// count) to every open session: its record then says it may lack some.
-    pub fn note_loss(&mut self, total: u64) {
-        if total > self.loss_noted {
-            self.sessions.note_loss(total - self.loss_noted);
-            self.loss_noted = total;
-        }
+    /// count, read before boot time `at_ns`) to every session open then:
+    /// its record says it may lack some.
+    pub fn note_loss(&mut self, total: u64, at_ns: u64) {
+        self.sessions.note_loss(total, at_ns);
     }
 
     /// One ring buffer record. A control segment's bytes that may hold a

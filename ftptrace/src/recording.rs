@@ -34,9 +34,10 @@ use crate::{
 /// The file's first bytes.
 const MAGIC: &[u8; 20] = b"ftptrace recording\n\0";
 /// Bumped on any change of the frames or [`Meta`].
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 /// The oldest format still read: 4 only added the NAT's answers (format 3
-/// recordings have none to give).
+/// recordings have none to give), 5 the time of each loss count (older
+/// ones charge a loss as they met it).
 const OLDEST_READ: u16 = 3;
 /// Larger frames are refused when read: a record is a few hundred bytes, a
 /// seed list a few MB at the very most.
@@ -182,8 +183,10 @@ pub enum Frame {
     Record(Vec<u8>),
     /// The batch of records before it ended at this boot time.
     EndBatch(u64),
-    /// Kernel events lost or skipped so far, as charged to open sessions.
-    Loss(u64),
+    /// Kernel events lost or skipped so far, as charged to open sessions,
+    /// read before boot time `at_ns` (0 in recordings of format 4 and
+    /// older: then it counts for every session met after it).
+    Loss { total: u64, at_ns: u64 },
     /// A `stats` line was written with these kernel counts.
     Stats { loss: KernelLoss, is_final: bool },
     /// Sessions seeded at start (JSON [`Seeds`]).
@@ -235,8 +238,11 @@ impl Recorder {
         self.file.flush().map_err(|e| self.error(&e))
     }
 
-    pub fn loss(&mut self, total: u64) -> anyhow::Result<()> {
-        self.frame(Tag::Loss, &total.to_le_bytes())
+    pub fn loss(&mut self, total: u64, at_ns: u64) -> anyhow::Result<()> {
+        let mut payload = [0; 16];
+        payload[..8].copy_from_slice(&total.to_le_bytes());
+        payload[8..].copy_from_slice(&at_ns.to_le_bytes());
+        self.frame(Tag::Loss, &payload)
     }
 
     pub fn stats(&mut self, loss: KernelLoss, is_final: bool) -> anyhow::Result<()> {
@@ -366,9 +372,17 @@ impl Recording {
                 Tag::EndBatch => frames.push(Frame::EndBatch(
                     u64_of(payload).ok_or_else(|| malformed("a batch end is 8 bytes"))?,
                 )),
-                Tag::Loss => frames.push(Frame::Loss(
-                    u64_of(payload).ok_or_else(|| malformed("a loss count is 8 bytes"))?,
-                )),
+                Tag::Loss => {
+                    let (total, at_ns) = match payload.len() {
+                        8 => (u64_of(payload), Some(0)),
+                        16 => (u64_of(&payload[..8]), u64_of(&payload[8..])),
+                        _ => (None, None),
+                    };
+                    let (Some(total), Some(at_ns)) = (total, at_ns) else {
+                        return Err(malformed("a loss count is 8 or 16 bytes"));
+                    };
+                    frames.push(Frame::Loss { total, at_ns });
+                }
                 Tag::Stats => {
                     let [counts @ .., final_byte] = payload else {
                         return Err(malformed("empty stats"));
@@ -521,7 +535,7 @@ mod tests {
             .symbols(&[(0xffff_ffff_8100_0000, "tcp_v4_rcv".into())])
             .unwrap();
         recorder.end_batch(42).unwrap();
-        recorder.loss(3).unwrap();
+        recorder.loss(3, 40).unwrap();
         recorder
             .stats(
                 KernelLoss {
@@ -555,6 +569,13 @@ mod tests {
         assert_eq!(recording.frames.len(), 7);
         assert_eq!(recording.frames[0], Frame::Record(vec![1, 2, 3]));
         assert_eq!(recording.frames[2], Frame::EndBatch(42));
+        assert_eq!(
+            recording.frames[3],
+            Frame::Loss {
+                total: 3,
+                at_ns: 40
+            }
+        );
         assert_eq!(
             recording.frames[4],
             Frame::Stats {

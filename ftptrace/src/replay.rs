@@ -66,7 +66,7 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
             Frame::EndBatch(now_ns) => {
                 pipeline.end_batch(*now_ns, output)?;
             }
-            Frame::Loss(total) => pipeline.note_loss(*total),
+            Frame::Loss { total, at_ns } => pipeline.note_loss(*total, *at_ns),
             Frame::Stats { loss, is_final } => {
                 if *is_final && !finished {
                     pipeline.finish(output)?;

@@ -276,9 +276,11 @@ impl Stream {
     /// open session: its record then says it may lack some.
     fn note_loss(&mut self, tracer: &Tracer) -> anyhow::Result<()> {
         let total = tracer.lost()? + tracer.missed()?;
-        self.pipeline.note_loss(total);
+        // After the read: the count holds no loss later than this.
+        let at_ns = boot_ns()?;
+        self.pipeline.note_loss(total, at_ns);
         if let Some(recorder) = &mut self.recorder {
-            recorder.loss(total)?;
+            recorder.loss(total, at_ns)?;
         }
         Ok(())
     }

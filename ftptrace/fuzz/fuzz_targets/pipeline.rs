@@ -94,7 +94,7 @@ fn calls(data: &[u8], output: &mut Output) {
             0 => {
                 pipeline.end_batch(input.u64(), output).expect("end_batch");
             }
-            1 => pipeline.note_loss(input.u64()),
+            1 => pipeline.note_loss(input.u64(), input.u64()),
             2 => {
                 let loss = KernelLoss {
                     lost: u64::from(input.byte()),

@@ -6,7 +6,8 @@
 //! the control connection's ([`nat`]); across sessions, clients that fail
 //! again and again ([`patterns`]) and retried handshakes per server
 //! ([`handshakes`]), names that resolve to another server each time
-//! ([`dns_flips`], from [`dns_names`]); open connections by 4-tuple
+//! ([`dns_flips`], from [`dns_names`]); kernel losses charged to the
+//! sessions they may belong to ([`losses`]); open connections by 4-tuple
 //! ([`tuple_index`]). Plain Rust, tested from hand-built event
 //! streams ([`script`]); it never imports `kernel` or `output`.
 
@@ -17,6 +18,7 @@ pub mod control_stream;
 pub mod dns_flips;
 pub mod dns_names;
 pub mod handshakes;
+pub mod losses;
 pub mod model;
 pub mod nat;
 pub mod patterns;

@@ -24,6 +24,7 @@ use foldhash::HashMap;
 
 use super::{
     dns_names::DnsNames,
+    losses::Losses,
     model::{Conn, ConnId, Entry, Expectation, LinkedBy, Placement, Session, Timeline},
     tuple_index::{Place, Tuple, TupleIndex},
 };
@@ -186,8 +187,8 @@ pub struct Sessions {
     /// What announcements make the kernel trace, with their state.
     marks: HashMap<Mark, MarkState>,
     mark_updates: Vec<MarkUpdate>,
-    /// Kernel events lost or skipped so far (a running count).
-    loss_total: u64,
+    /// Kernel events lost or skipped, and when they were counted.
+    losses: Losses,
     /// What the DNS answers received here named.
     pub names: DnsNames,
     pub dropped: Dropped,
@@ -225,7 +226,7 @@ impl Sessions {
             pending: HashMap::default(),
             marks: HashMap::default(),
             mark_updates: Vec::new(),
-            loss_total: 0,
+            losses: Losses::default(),
             names: DnsNames::default(),
             dropped: Dropped::default(),
             evicted: 0,
@@ -237,10 +238,11 @@ impl Sessions {
         self.open.len()
     }
 
-    /// `n` kernel events were lost or skipped: every session open now may
-    /// lack some of its own, and its record says so.
-    pub fn note_loss(&mut self, n: u64) {
-        self.loss_total += n;
+    /// Kernel events lost or skipped so far (`total`, a running count), as
+    /// read before boot time `at_ns`: every session open then may lack some
+    /// of its own, and its record says so.
+    pub fn note_loss(&mut self, total: u64, at_ns: u64) {
+        self.losses.note(total, at_ns);
     }
 
     /// Seeds the session of a control connection that was open before
@@ -428,7 +430,7 @@ impl Sessions {
                 self.release_mark(mark, session.last_ns);
             }
         }
-        session.events_lost = self.loss_total - session.loss_at_open;
+        session.events_lost = self.losses.total() - session.loss_at_open;
         Some(session)
     }
 
@@ -666,7 +668,7 @@ impl Sessions {
             control_readable: false,
             events_lost: 0,
             expectations_dropped: 0,
-            loss_at_open: self.loss_total,
+            loss_at_open: self.losses.before(ns),
         };
         let indexed = Indexed {
             began_at_client: end == Side::Client,
@@ -1236,6 +1238,7 @@ fn full_tuple(event: &KernelEvent) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::losses::LEAD_NS;
     use crate::session::model::{TIMELINE_HEAD, TIMELINE_TAIL};
     use crate::{
         ftp::Side::{Client, Server},
@@ -1465,6 +1468,8 @@ mod tests {
         let mut s = Script::new();
         let first = s.connect("192.0.2.2:40000", "192.0.2.1:21");
         s.login(&first);
+        // Later than a loss may still be a session's own first event.
+        s.after_ms(2 * LEAD_NS / 1_000_000);
         let second = s.connect("192.0.2.2:40001", "192.0.2.1:21");
         s.login(&second);
         let events = s.seen_from(BOTH);
@@ -1475,15 +1480,38 @@ mod tests {
             sessions.observe(event, &mut out);
         }
         assert_eq!(sessions.open_count(), 1);
-        sessions.note_loss(3);
+        let at = events[half - 1].boot_ns;
+        sessions.note_loss(3, at);
         for event in &events[half..] {
             sessions.observe(event, &mut out);
         }
-        sessions.note_loss(2);
+        sessions.note_loss(5, events.last().unwrap().boot_ns);
         let mut ended = sessions.drain();
         ended.sort_by_key(|s| s.control.client.port());
         let lost: Vec<u64> = ended.iter().map(|s| s.events_lost).collect();
         assert_eq!(lost, [5, 2]);
+    }
+
+    /// The counters are read before a batch, which holds records made
+    /// before the read: a session met in it may have lost events counted
+    /// by that read, and is charged them.
+    #[test]
+    fn a_loss_counted_before_a_session_is_met_but_after_it_began_is_its_own() {
+        let mut s = Script::new();
+        s.after_ms(2 * LEAD_NS / 1_000_000);
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        let events = s.seen_from(BOTH);
+        let mut sessions = Sessions::new(ports(), "t");
+        let mut out = Vec::new();
+        sessions.note_loss(1, events[0].boot_ns - LEAD_NS - 1);
+        sessions.note_loss(4, events.last().unwrap().boot_ns + 1);
+        for event in &events {
+            sessions.observe(event, &mut out);
+        }
+        let ended = sessions.drain();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].events_lost, 3);
     }
 
     #[test]
