@@ -133,8 +133,16 @@ pub fn root_or_skip(test: &str) -> bool {
 /// namespace and file names.
 pub fn unique_name(label: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Guests booted side by side share the host's files and count pids
+    // alike: `cargo xtask vm` names each run.
+    let run: String = std::env::var("FTPTRACE_TEST_RUN")
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(8)
+        .collect();
     format!(
-        "ftpt-{}-{}-{label}",
+        "ftpt-{run}{}-{}-{label}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )

@@ -208,6 +208,9 @@ pub fn list() {
     println!("host   the running kernel, no VM");
 }
 
+/// Guests booted at once (each needs a core and 2 GiB).
+const GUESTS_AT_ONCE: usize = 2;
+
 /// Runs the suite on `only` (all kernels and the host when empty), prints
 /// one line per kernel, and fails if any kernel did.
 pub fn run_matrix(only: &[String], quick: bool) -> anyhow::Result<()> {
@@ -238,33 +241,55 @@ pub fn run_matrix(only: &[String], quick: bool) -> anyhow::Result<()> {
     };
 
     let matrix = Instant::now();
-    let mut failed = Vec::new();
+    let failed = std::sync::Mutex::new(Vec::new());
+    // Each guest is one TCG thread, bound by one core: as many at once as
+    // the host has cores, up to GUESTS_AT_ONCE. Packages are fetched and
+    // unpacked one kernel at a time first (apt and /lib/modules are shared).
+    let mut ready = Vec::new();
     for kernel in guests {
-        let started = Instant::now();
-        let result = prepare(kernel).and_then(|guest| {
-            let plan = if quick {
-                Plan::quick(kernel.quick_tier)
-            } else {
-                Plan::full(GUEST_TIERS)
-            };
-            let outcome = boot(kernel.name, &guest, &vng, &suite, &plan)?;
-            Ok((guest.kver, outcome))
-        });
-        let line = match result {
-            Ok((kver, outcome)) => {
-                if !outcome.ok() {
-                    failed.push(kernel.name);
-                }
-                outcome.line(&kver, started.elapsed())
-            }
+        match prepare(kernel) {
+            Ok(guest) => ready.push((kernel, guest)),
             Err(e) => {
-                failed.push(kernel.name);
-                format!("{:<24}  ERROR   {e:#}", kernel.name)
+                failed.lock().expect("failed list").push(kernel.name);
+                println!("{:<24}  ERROR   {e:#}", kernel.name);
             }
-        };
-        println!("{line}");
-        std::io::stdout().flush()?;
+        }
     }
+    let at_once = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(GUESTS_AT_ONCE);
+    let queue = std::sync::Mutex::new(ready.into_iter());
+    std::thread::scope(|scope| {
+        for _ in 0..at_once {
+            scope.spawn(|| {
+                loop {
+                    let next = queue.lock().expect("guest queue").next();
+                    let Some((kernel, guest)) = next else { break };
+                    let started = Instant::now();
+                    let plan = if quick {
+                        Plan::quick(kernel.quick_tier)
+                    } else {
+                        Plan::full(GUEST_TIERS)
+                    };
+                    let line = match boot(kernel.name, &guest, &vng, &suite, &plan) {
+                        Ok(outcome) => {
+                            if !outcome.ok() {
+                                failed.lock().expect("failed list").push(kernel.name);
+                            }
+                            outcome.line(&guest.kver, started.elapsed())
+                        }
+                        Err(e) => {
+                            failed.lock().expect("failed list").push(kernel.name);
+                            format!("{:<24}  ERROR   {e:#}", kernel.name)
+                        }
+                    };
+                    println!("{line}");
+                    let _ = std::io::stdout().flush();
+                }
+            });
+        }
+    });
+    let mut failed = failed.into_inner().expect("failed list");
     if wanted("host") {
         let started = Instant::now();
         let kver = fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -654,6 +679,8 @@ fn script_text(suite: &Suite, out: &Path, time_scale: u32, plan: &Plan) -> Strin
          mkdir -p /run/netns\n\
          cd {dir} || exit 1\n\
          export FTPTRACE_BIN={tracer} CI=true FTPTRACE_TEST_TIME_SCALE={time_scale}\n\
+         # Guests run side by side on the host's files: names differ by run.\n\
+         export FTPTRACE_TEST_RUN=\"$(basename \"$(dirname \"$out\")\")\"\n\
          # An 8 MiB ring: the default's 32 MiB cost minutes a guest under TCG\n\
          # (`cargo xtask test` runs the host's whole suite with the default).\n\
          export FTPTRACE_TEST_RING_BUFFER_MIB=8\n\
