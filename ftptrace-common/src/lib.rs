@@ -117,6 +117,11 @@ pub enum ProbeId {
     /// [`ControlRecord`] whose `data` holds the DNS message. Only the
     /// addresses of names it gives are used (a client's server name).
     DnsAnswer = 11,
+    /// Plaintext of an FTPS control channel, copied at the TLS library's
+    /// read or write call (uprobes): a [`ControlRecord`] whose `seq` counts
+    /// the plaintext bytes so far that way, `cookie` 0, and `header.pid_tgid`
+    /// the calling thread.
+    TlsPlaintext = 12,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -136,6 +141,7 @@ impl TryFrom<u16> for ProbeId {
             9 => Self::KfreeSkb,
             10 => Self::ControlSegment,
             11 => Self::DnsAnswer,
+            12 => Self::TlsPlaintext,
             other => return Err(other),
         })
     }

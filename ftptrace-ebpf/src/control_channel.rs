@@ -274,7 +274,7 @@ pub struct Budget {
 /// Whether the connection with socket `cookie` may send one more record,
 /// and counts it. Two CPUs may both take the last one: a budget, not a lock.
 #[inline(always)]
-fn within_budget(cookie: u64) -> bool {
+pub(crate) fn within_budget(cookie: u64) -> bool {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     match CONTROL_BUDGET.get_ptr_mut(&cookie) {
@@ -362,7 +362,7 @@ fn acceptable(sk: u64, tcp: &[u8; TCP_HEADER as usize]) -> bool {
 /// # Safety
 /// `segment` is in a reserved ring buffer slot this program owns.
 #[inline(always)]
-unsafe fn mark_announcement(
+pub(crate) unsafe fn mark_announcement(
     segment: *mut ControlSegment,
     d: &[u8; CONTROL_CAPTURE_BYTES],
     captured: u32,

@@ -33,6 +33,7 @@ mod kernel_read;
 mod record;
 mod tcp_tracepoints;
 mod timer_fallback;
+mod tls_plaintext;
 
 use aya_ebpf::{
     macros::map,
@@ -126,6 +127,19 @@ static ACTIVE_EXPECT: LruHashMap<ActiveEndpoint, u64> = LruHashMap::with_max_ent
 /// (`DNS_ANSWERS_PER_SECOND`).
 #[map]
 static DNS_BUDGET: PerCpuArray<dns_answers::Budget> = PerCpuArray::with_max_entries(1, 0);
+
+/// TLS library calls in progress, by thread (`tls_plaintext`): a call's
+/// arguments, for its return. LRU: a thread killed mid-call leaves an
+/// entry that ages out.
+#[map]
+static TLS_CALLS: LruHashMap<u64, tls_plaintext::TlsCall> = LruHashMap::with_max_entries(4096, 0);
+
+/// TLS objects tied to a control connection's socket, by process. LRU: a
+/// closed connection's object ages out (a freed object's address may be
+/// reused by another connection: tying again overwrites).
+#[map]
+static TLS_SOCKETS: LruHashMap<tls_plaintext::TlsObject, tls_plaintext::TlsSocket> =
+    LruHashMap::with_max_entries(4096, 0);
 
 /// Per-CPU scratch: a socket pointer stored and read back here is a plain
 /// number the programs may offset (the stack would keep its pointer type).

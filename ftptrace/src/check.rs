@@ -11,9 +11,10 @@ use crate::{
     kernel::{
         facts::{BTF_PATH, KernelFacts, kernel_release},
         hook_ladder,
-        loader::{CHECK_RING_BYTES, CONTROL_CHANNEL_PROBE, DNS_ANSWERS_PROBE, Tracer},
+        loader::{CHECK_RING_BYTES, CONTROL_CHANNEL_PROBE, DNS_ANSWERS_PROBE, TLS_PROBE, Tracer},
         privileges,
         probes::ProbeStatus,
+        tls_libraries::TlsWatch,
         tracefs,
     },
 };
@@ -139,7 +140,7 @@ fn preflight() -> Report {
                 hook_ladder::LADDERS
                     .iter()
                     .flat_map(|ladder| ladder.serves)
-                    .chain([&CONTROL_CHANNEL_PROBE, &DNS_ANSWERS_PROBE])
+                    .chain([&CONTROL_CHANNEL_PROBE, &DNS_ANSWERS_PROBE, &TLS_PROBE])
                     .map(|name| not_tried((*name).into(), None)),
             )
             .collect();
@@ -149,6 +150,7 @@ fn preflight() -> Report {
         &facts,
         &crate::cli::PortList::default().port_set(),
         CHECK_RING_BYTES,
+        &TlsWatch::default(),
     ) {
         Ok(mut tracer) => {
             tracer.detach();

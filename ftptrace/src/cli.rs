@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use crate::output::Format;
 use crate::{
+    kernel::tls_libraries::TlsWatch,
     ports::{DEFAULT_CONTROL_PORTS, PortSet},
     session::patterns::PatternRules,
 };
@@ -68,8 +69,8 @@ pub struct TraceArgs {
     pub ports: PortList,
     /// Passive-mode data port range (vsftpd: pasv_min_port-pasv_max_port),
     /// always traced. Without it, passive data connections are still traced
-    /// from the 227/229 that announces each (plain FTP); with FTPS, whose
-    /// announcements are encrypted, only with it.
+    /// from the 227/229 that announces each (plain FTP, and FTPS whose TLS
+    /// library is watched); with FTPS otherwise, only with it.
     #[arg(long, value_name = "LO-HI", value_parser = parse_port_range)]
     pub passive_ports: Option<RangeInclusive<u16>>,
     /// Output format [default: text on a terminal, json otherwise].
@@ -104,6 +105,15 @@ pub struct TraceArgs {
     /// Seconds within which --repeat-failures failures are a pattern.
     #[arg(long, value_name = "SECS", default_value = "600")]
     pub repeat_window: NonZeroU64,
+    /// Also watch this TLS library file (libssl.so.*, libgnutls.so.*), e.g.
+    /// a program's own copy; the usual directories and the files running
+    /// processes map are watched anyway. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub tls_library: Vec<PathBuf>,
+    /// Do not read FTPS control channels from the TLS libraries (no
+    /// uprobes): encrypted sessions are followed from the outside only.
+    #[arg(long)]
+    pub no_tls_plaintext: bool,
 }
 
 fn parse_repeat_failures(text: &str) -> Result<usize, String> {
@@ -146,6 +156,13 @@ impl TraceArgs {
 
     pub fn ring_buffer_bytes(&self) -> u32 {
         self.ring_buffer_mib << 20
+    }
+
+    pub fn tls_watch(&self) -> TlsWatch {
+        TlsWatch {
+            off: self.no_tls_plaintext,
+            libraries: self.tls_library.clone(),
+        }
     }
 
     pub fn port_set(&self) -> PortSet {

@@ -215,6 +215,9 @@ pub struct Segment {
     pub tail_at: Option<usize>,
     /// What the kernel marked because of this segment's announcement.
     pub mark: Option<KernelMark>,
+    /// Plaintext of a TLS channel from the library's read or write call,
+    /// not a TCP segment: `seq` counts plaintext bytes, and `cookie` is 0.
+    pub decrypted: bool,
 }
 
 /// A mark the kernel made as a segment passed.
@@ -457,6 +460,7 @@ mod tests {
             payload,
             tail_at: None,
             mark: None,
+            decrypted: false,
         };
         assert!(!format!("{segment:?}").contains("hunter2"));
         assert!(!segment.truncated());

@@ -104,6 +104,8 @@ pub struct ControlParser {
     /// The open multi-line reply, if any.
     pending_reply: Option<PendingReply>,
     encrypted: bool,
+    /// Fed the TLS library's plaintext (see [`Self::decrypting`]).
+    decrypted: bool,
     junk: u64,
 }
 
@@ -143,7 +145,7 @@ impl ControlParser {
     ) -> Vec<ControlEvent> {
         let mut events = Vec::new();
         let mut rest = bytes;
-        while !self.encrypted && !rest.is_empty() {
+        while (!self.encrypted || self.decrypted) && !rest.is_empty() {
             let at = bytes.len() - rest.len();
             let mut pieces = rest.splitn(2, |&byte| byte == b'\n');
             let fragment = pieces.next().unwrap_or_default();
@@ -185,7 +187,7 @@ impl ControlParser {
                 LineOutcome::Junk => self.junk += 1,
                 LineOutcome::Events(new) => {
                     events.extend(new);
-                    if events.last() == Some(&ControlEvent::Encrypted) {
+                    if events.last() == Some(&ControlEvent::Encrypted) && !self.decrypted {
                         self.enter_encrypted();
                     }
                 }
@@ -237,6 +239,24 @@ impl ControlParser {
 
     pub fn is_encrypted(&self) -> bool {
         self.encrypted
+    }
+
+    /// From now on the parser is fed the channel's plaintext as the TLS
+    /// library reads and writes it, not its TCP segments (the caller stops
+    /// feeding those). [`ControlEvent::Encrypted`] when the channel was
+    /// not known to be TLS yet (implicit FTPS, or `AUTH` not seen).
+    pub fn decrypting(&mut self) -> Option<ControlEvent> {
+        if self.decrypted {
+            return None;
+        }
+        let news = !self.encrypted;
+        self.enter_encrypted();
+        self.decrypted = true;
+        news.then_some(ControlEvent::Encrypted)
+    }
+
+    pub fn is_decrypted(&self) -> bool {
+        self.decrypted
     }
 
     fn enter_encrypted(&mut self) {

@@ -52,6 +52,10 @@ const MAX_RECORDS_PER_DRAIN: usize = 50_000;
 
 pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     let ports = args.port_set();
+    let tls = args.tls_watch();
+    if let Some(why) = tls.invalid() {
+        anyhow::bail!(why);
+    }
     // Open the output first: a bad path is a usage error worth reporting
     // before touching the kernel.
     let mut output = Output::open(args.format(), args.output.as_deref())?;
@@ -81,7 +85,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     for (name, what) in privileges::optional_missing(privileges::effective()?) {
         eprintln!("ftptrace: warning: without {name}, off: {what}");
     }
-    let mut tracer = Tracer::load(&facts, &ports, args.ring_buffer_bytes())?;
+    let mut tracer = Tracer::load(&facts, &ports, args.ring_buffer_bytes(), &tls)?;
     for probe in tracer.probes.iter().filter(|p| !p.attached) {
         eprintln!(
             "ftptrace: warning: {} not attached: {}",

@@ -65,6 +65,7 @@
 pub mod blind_spot;
 pub mod checks;
 pub mod client;
+pub mod conversation;
 pub mod counters;
 pub mod deadline;
 pub mod ftp_servers;

@@ -27,6 +27,19 @@ use crate::{
 /// connections are found through the control channel's announcements.
 pub const NO_PASSIVE_RANGE_ARGS: &[&str] = &["trace", "--format", "json", "--ports", "21,2121"];
 
+/// [`DEFAULT_ARGS`] without reading FTPS from the TLS libraries: an
+/// encrypted session followed from the outside only.
+pub const NO_TLS_PLAINTEXT_ARGS: &[&str] = &[
+    "trace",
+    "--format",
+    "json",
+    "--ports",
+    "21,2121",
+    "--passive-ports",
+    "30000-30009",
+    "--no-tls-plaintext",
+];
+
 pub const DEFAULT_ARGS: &[&str] = &[
     "trace",
     "--format",
@@ -636,7 +649,14 @@ impl Tracer {
                 );
             }
         };
-        let detached: Vec<&Probe> = start.probes.iter().filter(|p| !p.attached).collect();
+        // Every probe, but the one the arguments turned off.
+        let turned_off =
+            |p: &Probe| p.name == "tls_plaintext" && args.contains(&"--no-tls-plaintext");
+        let detached: Vec<&Probe> = start
+            .probes
+            .iter()
+            .filter(|p| !p.attached && !turned_off(p))
+            .collect();
         if start.schema != 1 || start.probes.is_empty() || !detached.is_empty() {
             kill_and_reap(&mut child);
             panic!(

@@ -72,7 +72,8 @@ fn check_reports_every_probe_as_it_attaches() {
             "keepalive_probe",
             "zero_window_probe",
             "control_channel",
-            "dns_answers"
+            "dns_answers",
+            "tls_plaintext"
         ]
     );
     let forced = forced_tier();
@@ -137,6 +138,22 @@ fn check_reports_every_probe_as_it_attaches() {
                     _ => "tp_btf",
                 };
                 assert_eq!((hook, target), (expected, "inet_sock_set_state"), "{probe}");
+                assert!(fell_back.is_empty(), "{probe}");
+            }
+            // Uprobes on the TLS libraries this host has: vsftpd's and
+            // curl's OpenSSL, lftp's GnuTLS (`cargo xtask setup`).
+            ("tls_plaintext", _) => {
+                assert_eq!(hook, "uprobe", "{probe}");
+                for watched in [
+                    "OpenSSL ",
+                    "libssl.so",
+                    "SSL_read",
+                    "SSL_write",
+                    "GnuTLS ",
+                    "gnutls_record_recv",
+                ] {
+                    assert!(target.contains(watched), "{watched}: {probe}");
+                }
                 assert!(fell_back.is_empty(), "{probe}");
             }
             ("control_channel" | "dns_answers", _) => {

@@ -87,6 +87,25 @@ fn bad_flags_and_unwritable_output_are_refused() {
         |_| {},
     );
     assert_one_line_error(
+        &["--tls-library", "/usr/lib/libcrypto.so.3"],
+        1,
+        &[
+            "--tls-library /usr/lib/libcrypto.so.3",
+            "not a library ftptrace watches",
+            "libssl.so.3",
+        ],
+        |_| {},
+    );
+    assert_one_line_error(
+        &["--tls-library", "/nonexistent-ftptrace-dir/libssl.so.3"],
+        1,
+        &[
+            "--tls-library /nonexistent-ftptrace-dir/libssl.so.3",
+            "No such file",
+        ],
+        |_| {},
+    );
+    assert_one_line_error(
         &["--output", "/nonexistent-ftptrace-dir/events.jsonl"],
         1,
         &["cannot write output file /nonexistent-ftptrace-dir/events.jsonl"],

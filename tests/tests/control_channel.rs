@@ -9,10 +9,11 @@ use std::net::IpAddr;
 
 use tests::{
     client::{Curl, ftp_url},
+    conversation::{ftp_by_socket, said, said_in_log},
     netns::{CLIENT_V4, CLIENT_V6, NsPair, SERVER_V4, SERVER_V6},
     observe::{Observed, observe},
     tracer::{DataEndpoint, Event, Kind, Side, Tracer},
-    vsftpd::{Listen, PASSIVE_PORTS, ProtocolLine, Vsftpd, VsftpdConfig},
+    vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
 
 /// Sent as the anonymous password; must never be printed.
@@ -221,65 +222,6 @@ fn assert_no_password<T>(run: &Observed<T>) {
             "PASS with an argument (not shown)"
         );
     }
-}
-
-/// A logged line as ftptrace would say it: `client: RETR file`,
-/// `server: 226 Transfer complete.`; vsftpd logs PASS as `PASS <password>`.
-fn said_in_log(line: &ProtocolLine) -> String {
-    if !line.command {
-        return format!("server: {}", line.line);
-    }
-    let (verb, arg) = line.line.split_once(' ').unwrap_or((&line.line, ""));
-    let verb = verb.to_ascii_uppercase();
-    if verb == "PASS" || arg.is_empty() {
-        format!("client: {verb}")
-    } else {
-        format!("client: {verb} {arg}")
-    }
-}
-
-/// An `ftp` command or reply in the same form; `None` for other lines.
-fn said(event: &Event) -> Option<String> {
-    let Kind::Ftp {
-        from,
-        command,
-        arg,
-        reply,
-        text,
-        ..
-    } = &event.kind
-    else {
-        return None;
-    };
-    match (from, command, arg, reply, text) {
-        (Side::Client, Some(command), Some(arg), None, None) => {
-            Some(format!("client: {command} {arg}"))
-        }
-        (Side::Client, Some(command), None, None, None) => Some(format!("client: {command}")),
-        (Side::Server, None, None, Some(code), Some(text)) => {
-            Some(format!("server: {code} {text}"))
-        }
-        _ => None,
-    }
-}
-
-/// The ftp events of `events`, one list per socket, in order of first use.
-fn ftp_by_socket<'a>(events: &[&'a Event]) -> Vec<Vec<&'a Event>> {
-    let mut sockets: Vec<(Option<u64>, Vec<&Event>)> = Vec::new();
-    for &event in events {
-        if !matches!(event.kind, Kind::Ftp { .. }) {
-            continue;
-        }
-        match sockets.iter_mut().find(|(s, _)| *s == event.socket) {
-            Some((_, list)) => list.push(event),
-            None => sockets.push((event.socket, vec![event])),
-        }
-    }
-    assert!(
-        sockets.iter().all(|(socket, _)| socket.is_some()),
-        "ftp events without a socket"
-    );
-    sockets.into_iter().map(|(_, list)| list).collect()
 }
 
 /// The lines a download must have, in this order, whatever else the

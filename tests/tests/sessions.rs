@@ -14,7 +14,7 @@ use tests::{
     observe::{Observed, observe},
     scenario::Scenario,
     sessions::{assert_cause, assert_ended_normally, assert_verdict, briefs, conns, only_session},
-    tracer::{Kind, NO_PASSIVE_RANGE_ARGS, Side, Tracer},
+    tracer::{Kind, NO_PASSIVE_RANGE_ARGS, NO_TLS_PLAINTEXT_ARGS, Side, Tracer},
     vsftpd::{Listen, Vsftpd, VsftpdConfig},
 };
 
@@ -481,8 +481,10 @@ fn a_session_open_before_the_tracer_started_is_seeded() {
     });
 }
 
-/// Under TLS the announcements cannot be read: with the passive range given,
-/// the data connection is traced and linked by address.
+/// Under TLS, where the library is not watched (`--no-tls-plaintext`; a
+/// client with its TLS linked in statically), the announcements cannot be
+/// read: with the passive range given, the data connection is traced and
+/// linked by address.
 #[test]
 fn ftps_data_connection_is_linked_by_address() {
     tests::root_test("ftps_data_connection_is_linked_by_address", || {
@@ -494,7 +496,7 @@ fn ftps_data_connection_is_linked_by_address() {
                 .with_file("file", 100_000),
         );
         let certificate = ftp.certificate().display().to_string();
-        let run = observe(&net, Tracer::start(), || {
+        let run = observe(&net, Tracer::start_with(NO_TLS_PLAINTEXT_ARGS), || {
             Scenario::start(&net.client, "ftps_download", SERVER_V4, Some(&certificate)).finish()
         });
         assert_eq!(run.outcome, "100000");

@@ -122,7 +122,7 @@ const LADDER_TESTS: &[&str] = &["check", "probes", "refused", "syn_drop"];
 /// `--quick`: the executables that together see every probe fire (state
 /// changes, data and SYN/SYN-ACK retransmits, resets both ways, socket
 /// errors, teardown, keepalive and window probes, firewall and
-/// listen-overflow drops, the control channel, DNS answers) and check every probe's hook,
+/// listen-overflow drops, the control channel, DNS answers, TLS plaintext) and check every probe's hook,
 /// each with the tests to run (all when empty). Of the session tests, the
 /// ones that depend on the kernel: the data port a 229 announces traced by
 /// the kernel alone, and sessions seeded from sock_diag; the causes
@@ -136,6 +136,8 @@ const QUICK_TESTS: &[(&str, &[&str])] = &[
     ("control_channel", &[]),
     // A reset's TTL against the peer's, read by the ingress program.
     ("forged_reset", &[]),
+    // FTPS read from the TLS libraries (uprobes on OpenSSL and GnuTLS).
+    ("ftps", &[]),
     // DNS answers, read by their own ingress program.
     (
         "patterns",

@@ -116,7 +116,8 @@ impl Decoder {
             len: bytes.len(),
             expected,
         };
-        let (sk, ends, kind) = if probe == ProbeId::ControlSegment {
+        let (sk, ends, kind) = if probe == ProbeId::ControlSegment || probe == ProbeId::TlsPlaintext
+        {
             let record: ControlRecord =
                 read(bytes).ok_or(size_error(size_of::<ControlRecord>()))?;
             let segment = record.segment;
@@ -126,7 +127,9 @@ impl Decoder {
                     usual_ttl: (segment.usual_ttl != 0).then_some(segment.usual_ttl),
                 }
             } else {
-                EventKind::ControlSegment(Box::new(control_segment(&segment)?))
+                let mut decoded = control_segment(&segment)?;
+                decoded.decrypted = probe == ProbeId::TlsPlaintext;
+                EventKind::ControlSegment(Box::new(decoded))
             };
             (segment.sk, segment.ends, kind)
         } else if probe == ProbeId::DnsAnswer {
@@ -240,7 +243,9 @@ impl Decoder {
                 location: self.symbols.function(r.sk),
             },
             // Read as a control record by the caller.
-            ProbeId::ControlSegment | ProbeId::DnsAnswer => EventKind::DESTROYED,
+            ProbeId::ControlSegment | ProbeId::DnsAnswer | ProbeId::TlsPlaintext => {
+                EventKind::DESTROYED
+            }
         }
     }
 }
@@ -285,6 +290,7 @@ fn control_segment(segment: &ControlSegment) -> Result<Segment, DecodeError> {
         tail_at: (segment.flags & segment_flags::TAIL_APART != 0 && captured > CONTROL_HEAD_BYTES)
             .then_some(CONTROL_HEAD_BYTES),
         mark: mark.filter(|m| !matches!(m, KernelMark::Passive(0) | KernelMark::Active(0))),
+        decrypted: false,
     })
 }
 
@@ -343,10 +349,12 @@ fn control_payload_range(bytes: &[u8]) -> Option<Range<usize>> {
     Some(SEGMENT_DATA_AT..SEGMENT_DATA_AT + captured.min(CONTROL_CAPTURE_BYTES))
 }
 
-/// The probes whose records are [`ControlRecord`]s: a control segment, or
-/// a DNS answer in the same frame.
+/// The probes whose records are [`ControlRecord`]s: a control segment, its
+/// plaintext from the TLS library, or a DNS answer in the same frame.
 fn holds_control_record(probe: u16) -> bool {
-    probe == ProbeId::ControlSegment as u16 || probe == ProbeId::DnsAnswer as u16
+    probe == ProbeId::ControlSegment as u16
+        || probe == ProbeId::TlsPlaintext as u16
+        || probe == ProbeId::DnsAnswer as u16
 }
 
 /// A record cut to [`used_len`], made whole again for [`Decoder::decode`].

@@ -8,7 +8,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, KProbe, Program,
-        ProgramError, RawTracePoint,
+        ProgramError, RawTracePoint, UProbe, uprobe::UProbeScope,
     },
 };
 use ftptrace_common::{
@@ -26,7 +26,7 @@ use super::{
     },
     hook_ladder::{self, FORCE_HOOK_ENV, Observes, Rung, Tier},
     probes::ProbeStatus,
-    prog_stats,
+    prog_stats, tls_libraries,
 };
 use crate::ports::{Mark, MarkUpdate, PortSet};
 
@@ -62,7 +62,12 @@ pub const CHECK_RING_BYTES: u32 = 1 << 20;
 impl Tracer {
     /// Loads and attaches every program the facts allow; `ring_bytes` is
     /// the ring buffer's size (a power of two of at least a page).
-    pub fn load(facts: &KernelFacts, ports: &PortSet, ring_bytes: u32) -> anyhow::Result<Self> {
+    pub fn load(
+        facts: &KernelFacts,
+        ports: &PortSet,
+        ring_bytes: u32,
+        tls: &tls_libraries::TlsWatch,
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             !OBJECT.is_empty(),
             "this ftptrace binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild it with \
@@ -222,6 +227,27 @@ impl Tracer {
             }
             Err(why) => ProbeStatus {
                 name: DNS_ANSWERS_PROBE.into(),
+                hook: "off".into(),
+                target: None,
+                attached: false,
+                reason: Some(why),
+                fell_back: Vec::new(),
+            },
+        });
+        statuses.push(match attach_tls(&mut ebpf, tls) {
+            Ok((target, programs)) => {
+                attached_programs.extend(programs);
+                ProbeStatus {
+                    name: TLS_PROBE.into(),
+                    hook: "uprobe".into(),
+                    target: Some(target),
+                    attached: true,
+                    reason: None,
+                    fell_back: Vec::new(),
+                }
+            }
+            Err(why) => ProbeStatus {
+                name: TLS_PROBE.into(),
                 hook: "off".into(),
                 target: None,
                 attached: false,
@@ -399,6 +425,7 @@ fn unload(program: &mut Program) -> Result<(), ProgramError> {
         Program::FEntry(p) => p.unload(),
         Program::KProbe(p) => p.unload(),
         Program::CgroupSkb(p) => p.unload(),
+        Program::UProbe(p) => p.unload(),
         _ => Ok(()),
     }
 }
@@ -505,6 +532,86 @@ fn attach_dns_answers(ebpf: &mut Ebpf) -> Result<PathBuf, String> {
         .map(drop)
     })?;
     Ok(root)
+}
+
+/// The probe reading FTPS control channels in the clear, as the start line
+/// names it.
+pub const TLS_PROBE: &str = "tls_plaintext";
+
+/// Attaches the TLS libraries' uprobes (`tls_libraries`) to every file of
+/// theirs on this host, and the program that ties their objects to
+/// sockets. Returns what is watched (each library's files and functions)
+/// and the programs attached; an error when no function of any library is.
+fn attach_tls(
+    ebpf: &mut Ebpf,
+    tls: &tls_libraries::TlsWatch,
+) -> Result<(String, Vec<&'static str>), String> {
+    use tls_libraries::{LIBRARIES, RETURN_PROGRAM, TIE_PROGRAM, TIE_TRACEPOINT};
+    if tls.off {
+        return Err("turned off (--no-tls-plaintext)".into());
+    }
+    attach_raw_tracepoint(ebpf, TIE_PROGRAM, TIE_TRACEPOINT)?;
+    let mut programs = vec![TIE_PROGRAM];
+    let unload_all = |ebpf: &mut Ebpf, programs: &[&str]| {
+        for &name in programs {
+            if let Some(program) = ebpf.program_mut(name) {
+                let _ = unload(program);
+            }
+        }
+    };
+    attach(ebpf, RETURN_PROGRAM, |p: &mut UProbe| p.load())
+        .inspect_err(|_| unload_all(ebpf, &programs))?;
+    programs.push(RETURN_PROGRAM);
+    let mut watched = Vec::new();
+    let mut failures = Vec::new();
+    for library in LIBRARIES {
+        let files = tls_libraries::files_of(library, &tls.libraries);
+        if files.is_empty() {
+            failures.push(format!("{}: no file of it on this host", library.name));
+        }
+        for file in files {
+            let mut functions = Vec::new();
+            for &(function, entry) in library.functions {
+                if !programs.contains(&entry) {
+                    if let Err(why) = attach(ebpf, entry, |p: &mut UProbe| p.load()) {
+                        failures.push(format!("{entry}: {why}"));
+                        continue;
+                    }
+                    programs.push(entry);
+                }
+                let attached = attach(ebpf, entry, |p: &mut UProbe| {
+                    p.attach(function, &file, UProbeScope::AllProcesses)
+                        .map(drop)
+                })
+                .and_then(|()| {
+                    attach(ebpf, RETURN_PROGRAM, |p: &mut UProbe| {
+                        p.attach(function, &file, UProbeScope::AllProcesses)
+                            .map(drop)
+                    })
+                });
+                match attached {
+                    Ok(()) => functions.push(function),
+                    Err(why) => failures.push(format!("{function} in {}: {why}", file.display())),
+                }
+            }
+            if !functions.is_empty() {
+                watched.push(format!(
+                    "{} {} ({})",
+                    library.name,
+                    file.display(),
+                    functions.join(", ")
+                ));
+            }
+        }
+    }
+    if watched.is_empty() {
+        unload_all(ebpf, &programs);
+        return Err(format!(
+            "no TLS library function could be watched: {}",
+            failures.join("; ")
+        ));
+    }
+    Ok((watched.join("; "), programs))
 }
 
 /// The root of the cgroup v2 hierarchy, its path and an open handle.

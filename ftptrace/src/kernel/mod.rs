@@ -21,5 +21,6 @@ pub mod privileges;
 pub mod probes;
 pub mod prog_stats;
 pub mod sock_diag;
+pub mod tls_libraries;
 pub mod tracefs;
 pub mod tracepoint_format;

@@ -670,6 +670,7 @@ mod tests {
             payload: crate::event::Payload::new(b"NOOP"),
             tail_at: None,
             mark: None,
+            decrypted: false,
         }));
         for format in [Format::Json, Format::Text] {
             let shared = Shared::default();

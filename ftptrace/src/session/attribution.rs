@@ -127,6 +127,10 @@ fn is_opening(kind: &EventKind) -> bool {
 /// (CLOSE→SYN_SENT), listen() (CLOSE→LISTEN) and close()/shutdown()
 /// (ESTABLISHED→FIN_WAIT1, CLOSE_WAIT→LAST_ACK).
 fn made_by_owner(kind: &EventKind) -> bool {
+    // The TLS library's plaintext is copied in the calling thread.
+    if let EventKind::ControlSegment(segment) = kind {
+        return segment.decrypted;
+    }
     let EventKind::State { old, new } = kind else {
         return false;
     };

@@ -297,7 +297,11 @@ fn diagnose_ending(session: &Session) -> Diagnosis {
         return found;
     }
     let all_fin = endings.iter().all(|(_, e)| e.close == Close::Fin);
-    if all_fin && session.encrypted_ns.is_some() && session.quit_ns.is_none() {
+    if all_fin
+        && !session.words_readable()
+        && session.encrypted_ns.is_some()
+        && session.quit_ns.is_none()
+    {
         let mut evidence = vec![format!(
             "the channel is encrypted (its words cannot be read) and every connection ({} data) closed with FIN",
             session.data.len()
@@ -417,6 +421,10 @@ fn server_limit(session: &Session) -> Option<Diagnosis> {
 
 fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
     let tls_at = session.encrypted_ns?;
+    // Words in the clear after TLS began: the handshake completed.
+    if session.decrypted {
+        return None;
+    }
     let ended_at = control.at_ns?;
     let [client_segments, server_segments] = session.encrypted_segments;
     let soon = ended_at.saturating_sub(tls_at) <= TLS_HANDSHAKE_NS;
@@ -937,10 +945,11 @@ fn client_abort(session: &Session, control: Ending) -> Option<Diagnosis> {
             )],
         ));
     }
-    // Under TLS a QUIT cannot be seen: its absence says nothing.
+    // Under TLS a QUIT cannot be seen (unless the TLS library's plaintext
+    // is read): its absence says nothing.
     if control.closed_by != ClosedBy::Client
         || session.quit_ns.is_some()
-        || session.encrypted_ns.is_some()
+        || (session.encrypted_ns.is_some() && !session.decrypted)
     {
         return None;
     }
@@ -1673,6 +1682,52 @@ mod tests {
         }
         s.fin(&control, Client);
         assert_eq!(seen(&s, SERVER_ONLY), ["clean - | fin/client"]);
+    }
+
+    /// The TLS library's plaintext read (`tls_plaintext`): words after the
+    /// `234`, so the session is judged as a clear one. A download and QUIT
+    /// is clean by its QUIT, its data connection linked by the `227`.
+    #[test]
+    fn an_ftps_session_read_in_the_clear_is_judged_as_a_clear_one() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        auth_tls(&mut s, &control);
+        s.command(&control, Verb::User, Some("alice"));
+        s.reply(&control, 230, "Login successful.");
+        s.pasv(&control, 30001);
+        let data = s.connect(DATA_CLIENT, DATA_SERVER);
+        s.command(&control, Verb::Retr, Some("file"));
+        s.reply(&control, 150, "Opening BINARY mode data connection.");
+        s.fin(&data, Server);
+        s.reply(&control, 226, "Transfer complete.");
+        quit(&mut s, &control);
+        for ends in [BOTH, SERVER_ONLY, CLIENT_ONLY] {
+            assert_eq!(
+                seen(&s, ends),
+                ["clean - | fin/server, fin/server"],
+                "{ends:?}"
+            );
+            let session = &sessions_of(&s.seen_from(ends), s.end_ns())[0];
+            assert!(session.decrypted && session.encrypted(), "{ends:?}");
+            assert_eq!(
+                session.data[0].linked_by,
+                crate::session::model::LinkedBy::Announcement
+            );
+            assert!(session.quit_ns.is_some());
+        }
+    }
+
+    /// Read in the clear, a client that closes without QUIT is an abort,
+    /// which an unreadable TLS channel could not say.
+    #[test]
+    fn an_ftps_client_leaving_without_quit_is_an_abort_when_read_in_the_clear() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        auth_tls(&mut s, &control);
+        s.command(&control, Verb::User, Some("alice"));
+        s.reply(&control, 230, "Login successful.");
+        s.fin(&control, Client);
+        assert_eq!(seen(&s, BOTH), ["client_abort control | fin/client"]);
     }
 
     #[test]

@@ -50,6 +50,8 @@ struct Connection {
     socket: Option<u64>,
     /// Next expected sequence number from the client, then from the server.
     next_seq: [Option<u32>; 2],
+    /// The same in the TLS plaintext's byte count, once it is fed.
+    next_plain: [Option<u32>; 2],
     last_used: u64,
 }
 
@@ -89,6 +91,13 @@ impl ControlChannels {
         segment: &mut Segment,
     ) -> Vec<EventKind> {
         self.clock += 1;
+        if segment.decrypted {
+            // The kernel knows the socket, not its cookie: the TCP segments
+            // that came before tell it (the socket's address serves until then).
+            segment.cookie = socket
+                .and_then(|sk| self.by_socket.get(&sk).copied().or(Some(sk)))
+                .unwrap_or(0);
+        }
         let from = match (local_is_server, segment.outgoing) {
             (true, true) | (false, false) => Side::Server,
             (true, false) | (false, true) => Side::Client,
@@ -122,13 +131,26 @@ impl ControlChannels {
         }
         let index = usize::from(from == Side::Server);
         let mut kept = Vec::new();
-        let events = feed_in_order(
-            &mut connection.parser,
-            &mut connection.next_seq[index],
-            from,
-            segment,
-            &mut kept,
-        );
+        let mut events = Vec::new();
+        if segment.decrypted {
+            events.extend(connection.parser.decrypting());
+            events.extend(feed_in_order(
+                &mut connection.parser,
+                &mut connection.next_plain[index],
+                from,
+                segment,
+                &mut kept,
+            ));
+        } else if !connection.parser.is_decrypted() {
+            // Once the plaintext comes, TCP's payload is only its ciphertext.
+            events = feed_in_order(
+                &mut connection.parser,
+                &mut connection.next_seq[index],
+                from,
+                segment,
+                &mut kept,
+            );
+        }
         mask_unkept(segment.payload.bytes_mut(), &kept);
         if self.recency.len() > 4 * self.connections.len() + 64 {
             self.rebuild_recency();
@@ -272,6 +294,7 @@ mod tests {
             payload: Payload::new(bytes),
             tail_at: None,
             mark: None,
+            decrypted: false,
         }
     }
 
@@ -290,6 +313,73 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect()
+    }
+
+    /// The TLS library's plaintext of a connection (socket 0xa, cookie 1):
+    /// after `AUTH TLS`/`234` in TCP segments it is read by its own byte
+    /// count, a retried write's bytes once, and TCP's ciphertext no more.
+    #[test]
+    fn plaintext_follows_the_clear_start_and_ciphertext_is_not_read() {
+        let mut channels = ControlChannels::default();
+        let server = Some(0xa);
+        let mut said = Vec::new();
+        for (outgoing, seq, bytes) in [
+            (true, 100, &b"220 hi\r\n"[..]),
+            (false, 500, b"AUTH TLS\r\n"),
+            (true, 108, b"234 go\r\n"),
+        ] {
+            said.extend(channels.segment(
+                server,
+                true,
+                true,
+                &mut segment(1, outgoing, seq, bytes),
+            ));
+        }
+        let plain = |outgoing, seq, bytes: &[u8]| Segment {
+            decrypted: true,
+            ..segment(0, outgoing, seq, bytes)
+        };
+        for mut decrypted in [
+            plain(false, 0, b"USER alice\r\n"),
+            // Ciphertext on the wire: not read.
+            segment(1, false, 510, b"\x17\x03\x03\x00\x20QUIT\r\n"),
+            plain(true, 0, b"331 pass\r\n"),
+            // A write retried from its start: fed once.
+            plain(true, 0, b"331 pass\r\n"),
+            plain(true, 10, b"230 in\r\n"),
+        ] {
+            said.extend(channels.segment(server, true, true, &mut decrypted));
+        }
+        assert_eq!(
+            commands(&said),
+            [
+                "Server 220 hi",
+                "Client AUTH Some(\"TLS\")",
+                "Server 234 go",
+                "Ftp { from: Server, event: Encrypted }",
+                "Client USER Some(\"alice\")",
+                "Server 331 pass",
+                "Server 230 in",
+            ]
+        );
+        assert_eq!(channels.len(), 1, "one connection, found by its socket");
+    }
+
+    /// Implicit FTPS (port 990): the first plaintext says the channel is TLS.
+    #[test]
+    fn the_first_plaintext_of_an_implicit_tls_channel_says_it_is_encrypted() {
+        let mut channels = ControlChannels::default();
+        let mut hello = segment(7, false, 1, b"\x16\x03\x01\x00\x05hello");
+        let mut said = channels.segment(Some(0xb), true, true, &mut hello);
+        let mut greeting = Segment {
+            decrypted: true,
+            ..segment(0, true, 0, b"220 ready\r\n")
+        };
+        said.extend(channels.segment(Some(0xb), true, true, &mut greeting));
+        assert_eq!(
+            commands(&said),
+            ["Ftp { from: Server, event: Encrypted }", "Server 220 ready"]
+        );
     }
 
     #[test]

@@ -286,6 +286,10 @@ pub struct Session {
     pub timeline: Timeline,
     /// Any `ftp` event was seen: the channel is readable.
     pub control_readable: bool,
+    /// Words came after the channel turned to TLS: the TLS library's
+    /// plaintext is read (`tls_plaintext`), and the session is judged as a
+    /// clear one.
+    pub decrypted: bool,
     /// Kernel events lost (ring buffer full) or skipped (recursion) on the
     /// host while this session was open: any of them may have been its own.
     pub events_lost: u64,
@@ -337,9 +341,10 @@ impl Session {
         self.encrypted_ns.is_some()
     }
 
-    /// The control channel's words can be read: seen, and not encrypted.
+    /// The control channel's words can be read: seen, and not encrypted
+    /// or read from the TLS library's plaintext.
     pub(super) fn words_readable(&self) -> bool {
-        self.control_readable && !self.encrypted()
+        self.control_readable && (!self.encrypted() || self.decrypted)
     }
 }
 

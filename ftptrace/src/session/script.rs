@@ -228,6 +228,7 @@ impl Script {
             payload: Payload::new(&[]),
             tail_at: None,
             mark: None,
+            decrypted: false,
         }));
         self.emit(link, at, kind);
     }

@@ -311,8 +311,9 @@ impl Sessions {
     /// `out` so they are still reported.
     pub fn observe(&mut self, event: &KernelEvent, out: &mut Vec<Session>) -> Option<Placement> {
         if let EventKind::ControlSegment(segment) = &event.kind {
-            // Only counted: the parser turns readable segments into `ftp` events.
-            if segment.payload_len > 0 {
+            // Only counted: the parser turns readable segments into `ftp`
+            // events. The TLS library's plaintext is not a segment on the wire.
+            if segment.payload_len > 0 && !segment.decrypted {
                 self.count_encrypted_segment(event, segment.outgoing);
             }
             return None;
@@ -666,6 +667,7 @@ impl Sessions {
             expectations: Vec::new(),
             timeline: Timeline::default(),
             control_readable: false,
+            decrypted: false,
             events_lost: 0,
             expectations_dropped: 0,
             loss_at_open: self.losses.before(ns),
@@ -1140,6 +1142,11 @@ impl Sessions {
 /// announced (the server's for passive mode, the client's for active mode,
 /// whose server may connect from any port).
 fn apply_ftp(session: &mut Session, said: &ControlEvent, ns: u64) -> Option<Expectation> {
+    // Nothing is parsed from TCP's payload once it is TLS: words after that
+    // are the TLS library's plaintext.
+    if session.encrypted() && *said != ControlEvent::Encrypted {
+        session.decrypted = true;
+    }
     match said {
         ControlEvent::Command { verb, arg } => {
             if *verb == Verb::User {

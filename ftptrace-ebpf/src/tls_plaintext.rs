@@ -1,0 +1,432 @@
+//! The plaintext of an FTPS control channel, where it exists: at the TLS
+//! library's read and write calls in the FTP process (OpenSSL's `SSL_read`,
+//! `SSL_write` and their `_ex` forms, GnuTLS's `gnutls_record_recv` and
+//! `gnutls_record_send`), through uprobes on the library's file.
+//!
+//! A TLS object (an `SSL *`, a `gnutls_session_t`) does not say which
+//! socket it speaks through. The kernel does: while a thread is inside one
+//! of those calls or a handshake, the TCP socket it reads from passes
+//! `tcp_rcv_space_adjust` (every `recvmsg` that copies bytes). If that
+//! socket is an FTP control connection, the object is tied to it, by
+//! process (`TLS_SOCKETS`). Only then are a call's bytes copied, so a data
+//! connection's plaintext (file contents) never leaves its process. A TLS
+//! handshake always reads the peer's first flight, so every control
+//! channel's object is tied before its first `SSL_write`.
+//!
+//! The copy is the control channel's record, redacted in the same way
+//! (`mask_secrets`), and marks the data port a decrypted `227`/`229` or
+//! `PORT`/`EPRT` announces, as the clear channel's program does.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_boot_ns, generated::bpf_probe_read_user,
+    },
+    macros::{raw_tracepoint, uprobe, uretprobe},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+};
+use ftptrace_common::{
+    CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES, CONTROL_TAIL_BYTES, ControlRecord, EventHeader,
+    ProbeId, WIRE_VERSION, direction, port_role, segment_flags,
+};
+
+use crate::{
+    EVENTS, OFFSETS, TLS_CALLS, TLS_SOCKETS,
+    control_channel::{mark_announcement, within_budget},
+    kernel_read::{net_inum, port_roles},
+    record::{count_lost, count_throttled, ftp_socket, sock_common, submit_record},
+};
+use ftptrace_common::ftp_bytes::mask_secrets;
+
+/// What a thread is doing inside the TLS library.
+pub mod call_kind {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+    pub const HANDSHAKE: u8 = 3;
+}
+
+/// A TLS call in progress, by thread (`TLS_CALLS`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    /// The `SSL *` or `gnutls_session_t`.
+    object: u64,
+    /// The caller's buffer.
+    buf: u64,
+    /// The `_ex` forms' `size_t *` that receives the count; 0 when the
+    /// return value is the count.
+    count_at: u64,
+    kind: u8,
+    /// The return value is a C `int` (OpenSSL), not a `ssize_t` (GnuTLS).
+    int_return: u8,
+    _pad: [u8; 6],
+}
+
+/// A TLS object of one process, the key of `TLS_SOCKETS`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsObject {
+    tgid: u64,
+    object: u64,
+}
+
+/// The control connection's socket an object speaks through, and the
+/// plaintext bytes each way so far (the records' `seq`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsSocket {
+    sk: u64,
+    /// Bytes the process read (index 0) and wrote (1).
+    bytes: [u32; 2],
+}
+
+/// Notes the call for its return; a write to a tied object is sent now,
+/// before its ciphertext leaves: a `227`/`229` must mark its port (and
+/// reach user space) before the client can connect to it.
+#[inline(always)]
+fn enter(object: u64, buf: u64, count_at: u64, kind: u8, int_return: u8, len: u64) -> u32 {
+    let thread = bpf_get_current_pid_tgid();
+    let call = TlsCall {
+        object,
+        buf,
+        count_at,
+        kind,
+        int_return,
+        _pad: [0; 6],
+    };
+    let _ = TLS_CALLS.insert(&thread, &call, 0);
+    if kind == call_kind::WRITE && len > 0 && len <= u64::from(u32::MAX) {
+        let key = TlsObject {
+            tgid: thread >> 32,
+            object,
+        };
+        // SAFETY: a map value read once.
+        if let Some(tied) = unsafe { TLS_SOCKETS.get(&key) } {
+            // Not counted yet: the return counts what was written, so a
+            // retried write repeats these bytes at the same place, and
+            // user space feeds them once.
+            let _ = send(buf, len as u32, tied.bytes[1], true, tied.sk, thread);
+        }
+    }
+    0
+}
+
+/// `SSL_read(ssl, buf, num)`
+#[uprobe]
+pub fn openssl_read(ctx: ProbeContext) -> u32 {
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    enter(ssl, buf, 0, call_kind::READ, 1, 0)
+}
+
+/// `SSL_read_ex(ssl, buf, num, size_t *readbytes)`
+#[uprobe]
+pub fn openssl_read_ex(ctx: ProbeContext) -> u32 {
+    let (Some(ssl), Some(buf), Some(count_at)) =
+        (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(3))
+    else {
+        return 0;
+    };
+    enter(ssl, buf, count_at, call_kind::READ, 1, 0)
+}
+
+/// `SSL_write(ssl, buf, num)`
+#[uprobe]
+pub fn openssl_write(ctx: ProbeContext) -> u32 {
+    let (Some(ssl), Some(buf), Some(num)) =
+        (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<i32>(2))
+    else {
+        return 0;
+    };
+    enter(ssl, buf, 0, call_kind::WRITE, 1, num.max(0) as u64)
+}
+
+/// `SSL_write_ex(ssl, buf, num, size_t *written)`
+#[uprobe]
+pub fn openssl_write_ex(ctx: ProbeContext) -> u32 {
+    let (Some(ssl), Some(buf), Some(num), Some(count_at)) = (
+        ctx.arg::<u64>(0),
+        ctx.arg::<u64>(1),
+        ctx.arg::<u64>(2),
+        ctx.arg::<u64>(3),
+    ) else {
+        return 0;
+    };
+    enter(ssl, buf, count_at, call_kind::WRITE, 1, num)
+}
+
+/// `SSL_do_handshake(ssl)`, which `SSL_accept` and `SSL_connect` call.
+#[uprobe]
+pub fn openssl_handshake(ctx: ProbeContext) -> u32 {
+    let Some(ssl) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    enter(ssl, 0, 0, call_kind::HANDSHAKE, 1, 0)
+}
+
+/// `gnutls_record_recv(session, data, size)`
+#[uprobe]
+pub fn gnutls_recv(ctx: ProbeContext) -> u32 {
+    let (Some(session), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    enter(session, buf, 0, call_kind::READ, 0, 0)
+}
+
+/// `gnutls_record_send(session, data, size)`
+#[uprobe]
+pub fn gnutls_send(ctx: ProbeContext) -> u32 {
+    let (Some(session), Some(buf), Some(size)) =
+        (ctx.arg::<u64>(0), ctx.arg::<u64>(1), ctx.arg::<u64>(2))
+    else {
+        return 0;
+    };
+    enter(session, buf, 0, call_kind::WRITE, 0, size)
+}
+
+/// `gnutls_handshake(session)`
+#[uprobe]
+pub fn gnutls_handshake(ctx: ProbeContext) -> u32 {
+    let Some(session) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    enter(session, 0, 0, call_kind::HANDSHAKE, 0, 0)
+}
+
+/// `tcp_rcv_space_adjust(sk)`: a `recvmsg` on `sk` copied bytes. If the
+/// thread is inside a TLS call and `sk` is a control connection, the call's
+/// object speaks through it. Every TCP read on the host passes here: the
+/// port test comes first.
+#[raw_tracepoint(tracepoint = "tcp_rcv_space_adjust")]
+pub fn tls_socket_read(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
+    let _ = tie(sk);
+    0
+}
+
+#[inline(always)]
+fn tie(sk: u64) -> Result<(), i64> {
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let common = sock_common(sk, o)?;
+    let local_port = u16::from_ne_bytes([common[2], common[3]]);
+    let remote_port = u16::from_be_bytes([common[0], common[1]]);
+    if (port_roles(local_port) | port_roles(remote_port)) & port_role::CONTROL == 0 {
+        return Ok(());
+    }
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: a map value read once.
+    let Some(call) = (unsafe { TLS_CALLS.get(&thread) }) else {
+        return Ok(());
+    };
+    let key = TlsObject {
+        tgid: thread >> 32,
+        object: call.object,
+    };
+    // SAFETY: a map value read once.
+    if let Some(known) = unsafe { TLS_SOCKETS.get(&key) }
+        && known.sk == sk
+    {
+        return Ok(());
+    }
+    let fresh = TlsSocket { sk, bytes: [0; 2] };
+    let _ = TLS_SOCKETS.insert(&key, &fresh, 0);
+    Ok(())
+}
+
+/// The return of every call above: a read or write on a tied object sends
+/// its bytes as a [`ProbeId::TlsPlaintext`] record.
+#[uretprobe]
+pub fn tls_return(ctx: RetProbeContext) -> u32 {
+    let _ = leave(&ctx);
+    0
+}
+
+#[inline(always)]
+fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
+    let thread = bpf_get_current_pid_tgid();
+    // SAFETY: a map value, copied out before it is deleted.
+    let call = match unsafe { TLS_CALLS.get(&thread) } {
+        Some(call) => *call,
+        None => return Ok(()),
+    };
+    let _ = TLS_CALLS.remove(&thread);
+    if call.kind == call_kind::HANDSHAKE {
+        return Ok(());
+    }
+    let ret: i64 = ctx.ret();
+    let ret = if call.int_return != 0 {
+        i64::from(ret as i32)
+    } else {
+        ret
+    };
+    if ret <= 0 {
+        return Ok(());
+    }
+    let count = if call.count_at != 0 {
+        let mut count = 0u64;
+        // SAFETY: reads 8 bytes of the caller's memory into a local.
+        let read = unsafe {
+            bpf_probe_read_user(
+                (&raw mut count).cast(),
+                8,
+                call.count_at as *const core::ffi::c_void,
+            )
+        };
+        if read != 0 {
+            return Ok(());
+        }
+        count
+    } else {
+        ret as u64
+    };
+    if count == 0 || count > u64::from(u32::MAX) {
+        return Ok(());
+    }
+    let key = TlsObject {
+        tgid: thread >> 32,
+        object: call.object,
+    };
+    let Some(tied) = TLS_SOCKETS.get_ptr_mut(&key) else {
+        return Ok(());
+    };
+    let writing = call.kind == call_kind::WRITE;
+    // SAFETY: a map value, written in place.
+    let (sk, seq) = unsafe {
+        let at = &mut (*tied).bytes[usize::from(writing)];
+        let seq = *at;
+        *at = seq.wrapping_add(count as u32);
+        ((*tied).sk, seq)
+    };
+    // A write was sent as it began.
+    if !writing {
+        send(call.buf, count as u32, seq, false, sk, thread)?;
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes a thread read from or wrote to a tied object, within
+/// the connection's budget, if its socket is still an FTP control socket.
+#[inline(always)]
+fn send(buf: u64, len: u32, seq: u32, writing: bool, sk: u64, thread: u64) -> Result<(), i64> {
+    if !within_budget(sk) {
+        count_throttled();
+        return Ok(());
+    }
+    let o = OFFSETS.get(0).ok_or(0)?;
+    let Some(socket) = ftp_socket(sk, o, sock_common(sk, o)?, false)? else {
+        return Ok(());
+    };
+    let ends = socket.ends;
+    // The server's words: what a server end writes, or a client end reads.
+    let local_is_server = port_roles(ends.local_port) & port_role::CONTROL != 0;
+    let from_server = u32::from(local_is_server == writing);
+    copy(buf, len, seq, writing, sk, ends, from_server, thread);
+    Ok(())
+}
+
+/// Sends `len` plaintext bytes at `buf` (the process's memory) as a record.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn copy(
+    buf: u64,
+    len: u32,
+    seq: u32,
+    writing: bool,
+    sk: u64,
+    ends: ftptrace_common::Endpoints,
+    from_server: u32,
+    thread: u64,
+) {
+    // 1..=CONTROL_HEAD_BYTES, as control_channel.rs spells it for the
+    // verifier.
+    let less_one = len.min(CONTROL_HEAD_BYTES as u32) - 1;
+    // SAFETY: a local variable.
+    let less_one = unsafe { core::ptr::read_volatile(&less_one) };
+    let head = (less_one & (CONTROL_HEAD_BYTES as u32 - 1)) + 1;
+    let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
+        count_lost();
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is the reserved, exclusively owned ring buffer slot;
+    // every field is written below before it is submitted.
+    unsafe {
+        let segment = &raw mut (*record).segment;
+        (*segment).sk = sk;
+        (*segment).cookie = 0;
+        (*segment).seq = seq;
+        (*segment).payload_len = len;
+        (*segment).ends = ends;
+        (*segment).direction = if writing {
+            direction::EGRESS
+        } else {
+            direction::INGRESS
+        };
+        (*segment).tcp_flags = 0;
+        (*segment).flags = 0;
+        (*segment).ttl = 0;
+        (*segment).usual_ttl = 0;
+        (*segment)._pad = 0;
+        (*segment).marked_port = 0;
+        (*segment)._pad2 = [0; 6];
+        let data = &raw mut (*segment).data;
+        if bpf_probe_read_user(data.cast(), head, buf as *const core::ffi::c_void) != 0 {
+            entry.discard(0);
+            return;
+        }
+        (*segment).captured_len = head as u16;
+        if len > CONTROL_HEAD_BYTES as u32 {
+            let rest = len - CONTROL_HEAD_BYTES as u32;
+            let less_one = rest.min(CONTROL_TAIL_BYTES as u32) - 1;
+            let less_one = core::ptr::read_volatile(&less_one);
+            let tail = (less_one & (CONTROL_TAIL_BYTES as u32 - 1)) + 1;
+            let into = data.cast::<u8>().add(CONTROL_HEAD_BYTES);
+            let from = buf + u64::from(len - tail);
+            if bpf_probe_read_user(into.cast(), tail, from as *const core::ffi::c_void) == 0 {
+                (*segment).captured_len = (CONTROL_HEAD_BYTES as u32 + tail) as u16;
+                if rest > CONTROL_TAIL_BYTES as u32 {
+                    (*segment).flags |= segment_flags::TAIL_APART;
+                }
+            }
+        }
+        let d = &mut *data;
+        let captured_at = &raw const (*segment).captured_len;
+        let fresh = || u32::from(core::ptr::read_volatile(captured_at));
+        let flags = &raw mut (*segment).flags;
+        let tail_from = || {
+            if core::ptr::read_volatile(flags) & segment_flags::TAIL_APART != 0 {
+                CONTROL_HEAD_BYTES as u32
+            } else {
+                u32::MAX
+            }
+        };
+        // The password never leaves the kernel, as on a clear channel.
+        mask_secrets(d, fresh, tail_from, || {
+            core::ptr::write_volatile(
+                flags,
+                core::ptr::read_volatile(flags) | segment_flags::REDACTED,
+            )
+        });
+        mark_announcement(segment, d, fresh(), from_server);
+        let netns = match OFFSETS.get(0) {
+            Some(o) => net_inum(sk, o.sock_net, o),
+            None => 0,
+        };
+        (*record).header = EventHeader {
+            version: WIRE_VERSION,
+            probe: ProbeId::TlsPlaintext as u16,
+            cpu: bpf_get_smp_processor_id(),
+            boot_ns: bpf_ktime_get_boot_ns(),
+            pid_tgid: thread,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+            netns,
+            _pad: 0,
+        };
+    }
+    submit_record(entry);
+}
+
+// Keeps CONTROL_CAPTURE_BYTES in view: the record's `data` holds the head
+// and the tail.
+const _: () = assert!(CONTROL_HEAD_BYTES + CONTROL_TAIL_BYTES == CONTROL_CAPTURE_BYTES);
