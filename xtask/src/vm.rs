@@ -137,7 +137,11 @@ const QUICK_TESTS: &[(&str, &[&str])] = &[
     // A reset's TTL against the peer's, read by the ingress program.
     ("forged_reset", &[]),
     // FTPS read from the TLS libraries (uprobes on OpenSSL and GnuTLS).
-    ("ftps", &[]),
+    // lftp's GnuTLS against vsftpd's OpenSSL: both libraries in one test.
+    (
+        "ftps",
+        &["ftps_with_lftp_reads_the_control_channel_in_the_clear"],
+    ),
     // DNS answers, read by their own ingress program.
     (
         "patterns",
