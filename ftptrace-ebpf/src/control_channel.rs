@@ -126,14 +126,7 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
         count_throttled();
         return Ok(());
     }
-    // 1..=CONTROL_HEAD_BYTES, spelled so that every verifier sees both
-    // bounds: older ones (5.10) learn no lower bound from `!= 0`, so the
-    // length is a mask (through memory, which LLVM cannot see through) plus
-    // one. The lengths are powers of two.
-    let less_one = payload_len.min(CONTROL_HEAD_BYTES as u32) - 1;
-    // SAFETY: a local variable.
-    let less_one = unsafe { core::ptr::read_volatile(&less_one) };
-    let head = (less_one & (CONTROL_HEAD_BYTES as u32 - 1)) + 1;
+    let head = head_len(payload_len);
 
     let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
         count_lost();
@@ -165,9 +158,7 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
             // The segment's last bytes: right after the head (then nothing
             // is missing) or, for a longer one, with bytes between lost.
             let rest = payload_len - CONTROL_HEAD_BYTES as u32;
-            let less_one = rest.min(CONTROL_TAIL_BYTES as u32) - 1;
-            let less_one = core::ptr::read_volatile(&less_one);
-            let tail = (less_one & (CONTROL_TAIL_BYTES as u32 - 1)) + 1;
+            let tail = tail_len(rest);
             let into = data.cast::<u8>().add(CONTROL_HEAD_BYTES);
             let at = payload_at + payload_len - tail;
             if bpf_skb_load_bytes(ctx.as_ptr(), at, into.cast(), tail) == 0 {
@@ -177,35 +168,7 @@ fn try_control_segment(ctx: &SkBuffContext, dir: u8) -> Result<(), i64> {
                 }
             }
         }
-        let d = &mut *data;
-        // The length and flags read back from the record before each loop:
-        // a loop narrows the verifier's idea of a value at every exit.
-        let captured_at = &raw const (*segment).captured_len;
-        let fresh = || u32::from(core::ptr::read_volatile(captured_at));
-        let flags = &raw mut (*segment).flags;
-        let tail_from = || {
-            if core::ptr::read_volatile(flags) & segment_flags::TAIL_APART != 0 {
-                CONTROL_HEAD_BYTES as u32
-            } else {
-                u32::MAX
-            }
-        };
-        // The password never leaves the kernel: a segment that starts with
-        // `PASS`, `ACCT` or `ADAT` has its argument overwritten with `*` up
-        // to the line end, which keeps the lines and lengths intact. (One
-        // further in still reaches the parser, which drops its argument,
-        // and the recorder, which masks it.)
-        mask_secrets(d, fresh, tail_from, || {
-            core::ptr::write_volatile(
-                flags,
-                core::ptr::read_volatile(flags) | segment_flags::REDACTED,
-            )
-        });
-        // The server's word marks a data port before the client can connect
-        // (user space learns of it from this record, and clears it); a
-        // client's PORT/EPRT marks its own endpoint, before the server
-        // connects from wherever it connects.
-        mark_announcement(segment, d, fresh(), from_server);
+        redact_and_mark(segment, from_server);
     }
     submit_record(entry);
     Ok(())
@@ -409,6 +372,88 @@ pub(crate) unsafe fn mark_announcement(
         }
         (*segment).marked_port = port as u16;
     }
+}
+
+/// The bytes of a control record filled this far: the password never
+/// leaves the kernel (a record that starts with `PASS`, `ACCT` or `ADAT`
+/// has its argument overwritten with `*` up to the line end, which keeps
+/// the lines and lengths intact; one further in still reaches the parser,
+/// which drops its argument, and the recorder, which masks it), and the
+/// server's word marks a data port before the client can connect (user
+/// space learns of it from this record, and clears it); a client's
+/// `PORT`/`EPRT` marks its own endpoint, before the server connects from
+/// wherever it connects.
+///
+/// # Safety
+/// `segment` is in a reserved ring buffer slot this program owns, its
+/// `data`, `captured_len` and `flags` written.
+#[inline(always)]
+pub(crate) unsafe fn redact_and_mark(segment: *mut ControlSegment, from_server: u32) {
+    // SAFETY: the caller's slot.
+    unsafe {
+        let d = &mut *(&raw mut (*segment).data);
+        // The length and flags read back from the record before each loop:
+        // a loop narrows the verifier's idea of a value at every exit.
+        let captured_at = &raw const (*segment).captured_len;
+        let fresh = || u32::from(core::ptr::read_volatile(captured_at));
+        let flags = &raw mut (*segment).flags;
+        let tail_from = || {
+            if core::ptr::read_volatile(flags) & segment_flags::TAIL_APART != 0 {
+                CONTROL_HEAD_BYTES as u32
+            } else {
+                u32::MAX
+            }
+        };
+        mask_secrets(d, fresh, tail_from, || {
+            core::ptr::write_volatile(
+                flags,
+                core::ptr::read_volatile(flags) | segment_flags::REDACTED,
+            )
+        });
+        mark_announcement(segment, d, fresh(), from_server);
+    }
+}
+
+/// Zeroes what a TCP segment's record says of its packet (flags, TTLs, a
+/// mark), for a record that is not one (a DNS answer, TLS plaintext).
+///
+/// # Safety
+/// `segment` is in a reserved ring buffer slot this program owns.
+#[inline(always)]
+pub(crate) unsafe fn clear_packet_fields(segment: *mut ControlSegment) {
+    // SAFETY: the caller's slot.
+    unsafe {
+        (*segment).tcp_flags = 0;
+        (*segment).flags = 0;
+        (*segment).ttl = 0;
+        (*segment).usual_ttl = 0;
+        (*segment)._pad = 0;
+        (*segment).marked_port = 0;
+        (*segment)._pad2 = [0; 6];
+    }
+}
+
+/// How many of `len` bytes a record's head holds, 1..=CONTROL_HEAD_BYTES
+/// (`len` at least 1), spelled so that every verifier sees both bounds:
+/// older ones (5.10) learn no lower bound from `!= 0`, so the length is a
+/// mask (through memory, which LLVM cannot see through) plus one. The
+/// lengths are powers of two.
+#[inline(always)]
+pub(crate) fn head_len(len: u32) -> u32 {
+    let less_one = len.min(CONTROL_HEAD_BYTES as u32) - 1;
+    // SAFETY: a local variable.
+    let less_one = unsafe { core::ptr::read_volatile(&less_one) };
+    (less_one & (CONTROL_HEAD_BYTES as u32 - 1)) + 1
+}
+
+/// The length of a long record's tail, 1..=CONTROL_TAIL_BYTES, for `rest`
+/// bytes past its head, spelled for the verifier as the head's length is.
+#[inline(always)]
+pub(crate) fn tail_len(rest: u32) -> u32 {
+    let less_one = rest.min(CONTROL_TAIL_BYTES as u32) - 1;
+    // SAFETY: a local variable.
+    let less_one = unsafe { core::ptr::read_volatile(&less_one) };
+    (less_one & (CONTROL_TAIL_BYTES as u32 - 1)) + 1
 }
 
 /// Sequence number order (RFC 1982).

@@ -12,12 +12,12 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use ftptrace_common::{
-    CONTROL_HEAD_BYTES, ControlRecord, DNS_ANSWERS_PER_SECOND, EventHeader, ProbeId, WIRE_VERSION,
-    direction,
+    ControlRecord, DNS_ANSWERS_PER_SECOND, EventHeader, ProbeId, WIRE_VERSION, direction,
 };
 
 use crate::{
     DNS_BUDGET, EVENTS, OFFSETS,
+    control_channel::{clear_packet_fields, head_len},
     ip_packet::{IpHead, ip_head, packet_ends},
     kernel_read::net_inum,
     record::{count_lost, count_throttled, submit_record},
@@ -77,11 +77,7 @@ fn try_dns_answer(ctx: &SkBuffContext) -> Result<(), i64> {
         return Ok(());
     }
     let message_len = len - dns_at;
-    let less_one = message_len.min(CONTROL_HEAD_BYTES as u32) - 1;
-    // SAFETY: a local variable (through memory: older verifiers then see
-    // both bounds of the mask below).
-    let less_one = unsafe { core::ptr::read_volatile(&less_one) };
-    let copy = (less_one & (CONTROL_HEAD_BYTES as u32 - 1)) + 1;
+    let copy = head_len(message_len);
     let udp: [u8; UDP_HEADER as usize] = ctx.skb.load(udp_at as usize)?;
 
     let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
@@ -103,13 +99,7 @@ fn try_dns_answer(ctx: &SkBuffContext) -> Result<(), i64> {
         (*segment).payload_len = message_len;
         (*segment).seq = 0;
         (*segment).direction = direction::INGRESS;
-        (*segment).tcp_flags = 0;
-        (*segment).flags = 0;
-        (*segment).ttl = 0;
-        (*segment).usual_ttl = 0;
-        (*segment)._pad = 0;
-        (*segment).marked_port = 0;
-        (*segment)._pad2 = [0; 6];
+        clear_packet_fields(segment);
         (*segment).cookie = 0;
         (*segment).ends = packet_ends(&ip, &udp, family, true);
         // The socket's address as a number (see control_channel.rs), for

@@ -18,25 +18,21 @@
 //! `PORT`/`EPRT` announces, as the clear channel's program does.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns, generated::bpf_probe_read_user,
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
     macros::{raw_tracepoint, uprobe, uretprobe},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use ftptrace_common::{
-    CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES, CONTROL_TAIL_BYTES, ControlRecord, EventHeader,
-    ProbeId, WIRE_VERSION, direction, port_role, segment_flags,
+    CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES, CONTROL_TAIL_BYTES, ControlRecord, ProbeId,
+    direction, port_role, segment_flags,
 };
 
 use crate::{
     EVENTS, OFFSETS, TLS_CALLS, TLS_SOCKETS,
-    control_channel::{mark_announcement, within_budget},
+    control_channel::{clear_packet_fields, head_len, redact_and_mark, tail_len, within_budget},
     kernel_read::{net_inum, port_roles},
-    record::{count_lost, count_throttled, ftp_socket, sock_common, submit_record},
+    record::{count_lost, count_throttled, ftp_socket, header, sock_common, submit_record},
 };
-use ftptrace_common::ftp_bytes::mask_secrets;
 
 /// What a thread is doing inside the TLS library.
 pub mod call_kind {
@@ -105,7 +101,7 @@ fn enter(object: u64, buf: u64, count_at: u64, kind: u8, int_return: u8, len: u6
             // Not counted yet: the return counts what was written, so a
             // retried write repeats these bytes at the same place, and
             // user space feeds them once.
-            let _ = send(buf, len as u32, tied.bytes[1], true, tied.sk, thread);
+            let _ = send(buf, len as u32, tied.bytes[1], true, tied.sk);
         }
     }
     0
@@ -300,7 +296,7 @@ fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
     };
     // A write was sent as it began.
     if !writing {
-        send(call.buf, count as u32, seq, false, sk, thread)?;
+        send(call.buf, count as u32, seq, false, sk)?;
     }
     Ok(())
 }
@@ -308,7 +304,7 @@ fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
 /// Sends `len` bytes a thread read from or wrote to a tied object, within
 /// the connection's budget, if its socket is still an FTP control socket.
 #[inline(always)]
-fn send(buf: u64, len: u32, seq: u32, writing: bool, sk: u64, thread: u64) -> Result<(), i64> {
+fn send(buf: u64, len: u32, seq: u32, writing: bool, sk: u64) -> Result<(), i64> {
     if !within_budget(sk) {
         count_throttled();
         return Ok(());
@@ -321,13 +317,12 @@ fn send(buf: u64, len: u32, seq: u32, writing: bool, sk: u64, thread: u64) -> Re
     // The server's words: what a server end writes, or a client end reads.
     let local_is_server = port_roles(ends.local_port) & port_role::CONTROL != 0;
     let from_server = u32::from(local_is_server == writing);
-    copy(buf, len, seq, writing, sk, ends, from_server, thread);
+    copy(buf, len, seq, writing, sk, ends, from_server);
     Ok(())
 }
 
 /// Sends `len` plaintext bytes at `buf` (the process's memory) as a record.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn copy(
     buf: u64,
     len: u32,
@@ -336,14 +331,8 @@ fn copy(
     sk: u64,
     ends: ftptrace_common::Endpoints,
     from_server: u32,
-    thread: u64,
 ) {
-    // 1..=CONTROL_HEAD_BYTES, as control_channel.rs spells it for the
-    // verifier.
-    let less_one = len.min(CONTROL_HEAD_BYTES as u32) - 1;
-    // SAFETY: a local variable.
-    let less_one = unsafe { core::ptr::read_volatile(&less_one) };
-    let head = (less_one & (CONTROL_HEAD_BYTES as u32 - 1)) + 1;
+    let head = head_len(len);
     let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
         count_lost();
         return;
@@ -363,13 +352,7 @@ fn copy(
         } else {
             direction::INGRESS
         };
-        (*segment).tcp_flags = 0;
-        (*segment).flags = 0;
-        (*segment).ttl = 0;
-        (*segment).usual_ttl = 0;
-        (*segment)._pad = 0;
-        (*segment).marked_port = 0;
-        (*segment)._pad2 = [0; 6];
+        clear_packet_fields(segment);
         let data = &raw mut (*segment).data;
         if bpf_probe_read_user(data.cast(), head, buf as *const core::ffi::c_void) != 0 {
             entry.discard(0);
@@ -378,9 +361,7 @@ fn copy(
         (*segment).captured_len = head as u16;
         if len > CONTROL_HEAD_BYTES as u32 {
             let rest = len - CONTROL_HEAD_BYTES as u32;
-            let less_one = rest.min(CONTROL_TAIL_BYTES as u32) - 1;
-            let less_one = core::ptr::read_volatile(&less_one);
-            let tail = (less_one & (CONTROL_TAIL_BYTES as u32 - 1)) + 1;
+            let tail = tail_len(rest);
             let into = data.cast::<u8>().add(CONTROL_HEAD_BYTES);
             let from = buf + u64::from(len - tail);
             if bpf_probe_read_user(into.cast(), tail, from as *const core::ffi::c_void) == 0 {
@@ -390,39 +371,13 @@ fn copy(
                 }
             }
         }
-        let d = &mut *data;
-        let captured_at = &raw const (*segment).captured_len;
-        let fresh = || u32::from(core::ptr::read_volatile(captured_at));
-        let flags = &raw mut (*segment).flags;
-        let tail_from = || {
-            if core::ptr::read_volatile(flags) & segment_flags::TAIL_APART != 0 {
-                CONTROL_HEAD_BYTES as u32
-            } else {
-                u32::MAX
-            }
-        };
-        // The password never leaves the kernel, as on a clear channel.
-        mask_secrets(d, fresh, tail_from, || {
-            core::ptr::write_volatile(
-                flags,
-                core::ptr::read_volatile(flags) | segment_flags::REDACTED,
-            )
-        });
-        mark_announcement(segment, d, fresh(), from_server);
+        redact_and_mark(segment, from_server);
         let netns = match OFFSETS.get(0) {
             Some(o) => net_inum(sk, o.sock_net, o),
             None => 0,
         };
-        (*record).header = EventHeader {
-            version: WIRE_VERSION,
-            probe: ProbeId::TlsPlaintext as u16,
-            cpu: bpf_get_smp_processor_id(),
-            boot_ns: bpf_ktime_get_boot_ns(),
-            pid_tgid: thread,
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-            netns,
-            _pad: 0,
-        };
+        // The calling thread: the plaintext is copied in its own call.
+        (*record).header = header(ProbeId::TlsPlaintext, netns);
     }
     submit_record(entry);
 }

@@ -27,19 +27,6 @@ use crate::{
 /// connections are found through the control channel's announcements.
 pub const NO_PASSIVE_RANGE_ARGS: &[&str] = &["trace", "--format", "json", "--ports", "21,2121"];
 
-/// [`DEFAULT_ARGS`] without reading FTPS from the TLS libraries: an
-/// encrypted session followed from the outside only.
-pub const NO_TLS_PLAINTEXT_ARGS: &[&str] = &[
-    "trace",
-    "--format",
-    "json",
-    "--ports",
-    "21,2121",
-    "--passive-ports",
-    "30000-30009",
-    "--no-tls-plaintext",
-];
-
 pub const DEFAULT_ARGS: &[&str] = &[
     "trace",
     "--format",

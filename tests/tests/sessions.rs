@@ -14,7 +14,7 @@ use tests::{
     observe::{Observed, observe},
     scenario::Scenario,
     sessions::{assert_cause, assert_ended_normally, assert_verdict, briefs, conns, only_session},
-    tracer::{Kind, NO_PASSIVE_RANGE_ARGS, NO_TLS_PLAINTEXT_ARGS, Side, Tracer},
+    tracer::{DEFAULT_ARGS, Kind, NO_PASSIVE_RANGE_ARGS, Side, Tracer},
     vsftpd::{Listen, Vsftpd, VsftpdConfig},
 };
 
@@ -496,9 +496,14 @@ fn ftps_data_connection_is_linked_by_address() {
                 .with_file("file", 100_000),
         );
         let certificate = ftp.certificate().display().to_string();
-        let run = observe(&net, Tracer::start_with(NO_TLS_PLAINTEXT_ARGS), || {
-            Scenario::start(&net.client, "ftps_download", SERVER_V4, Some(&certificate)).finish()
-        });
+        let run = observe(
+            &net,
+            Tracer::start_with(&[DEFAULT_ARGS, &["--no-tls-plaintext"]].concat()),
+            || {
+                Scenario::start(&net.client, "ftps_download", SERVER_V4, Some(&certificate))
+                    .finish()
+            },
+        );
         assert_eq!(run.outcome, "100000");
         let session = only_session(&run.trace);
         assert!(session.encrypted, "{}", session.brief());

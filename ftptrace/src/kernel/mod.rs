@@ -19,6 +19,7 @@ pub mod netns;
 pub mod priority;
 pub mod privileges;
 pub mod probes;
+pub mod procfs;
 pub mod prog_stats;
 pub mod sock_diag;
 pub mod tls_libraries;

@@ -66,17 +66,8 @@ pub fn namespaces() -> Vec<Namespace> {
         named.sort();
         named.into_iter().for_each(&mut add);
     }
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            else {
-                continue;
-            };
-            add(PathBuf::from(format!("/proc/{pid}/ns/net")));
-        }
+    for pid in super::procfs::pids() {
+        add(PathBuf::from(format!("/proc/{pid}/ns/net")));
     }
     found
 }

@@ -137,24 +137,14 @@ pub fn is_file_of(library: &Library, path: &Path) -> bool {
 /// process can open it (through `/proc/<pid>/root`: a container's files
 /// are in its own mount namespace).
 fn mapped_files(library: &Library) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
     let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
+    for pid in super::procfs::pids() {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             continue;
         };
         for path in maps_paths(&maps) {
             if is_file_of(library, Path::new(path)) {
-                found.push(Path::new("/proc").join(pid).join("root").join(&path[1..]));
+                found.push(Path::new("/proc").join(&pid).join("root").join(&path[1..]));
             }
         }
     }

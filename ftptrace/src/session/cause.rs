@@ -1200,11 +1200,17 @@ mod tests {
     fn download(s: &mut Script) -> (Link, Link) {
         let control = s.connect(CLIENT, SERVER);
         s.login(&control);
-        s.pasv(&control, 30001);
-        let data = s.connect(DATA_CLIENT, DATA_SERVER);
-        s.command(&control, Verb::Retr, Some("file"));
-        s.reply(&control, 150, "Opening BINARY mode data connection.");
+        let data = retr(s, &control);
         (control, data)
+    }
+
+    /// PASV, RETR with its data connection, 150.
+    fn retr(s: &mut Script, control: &Link) -> Link {
+        s.pasv(control, 30001);
+        let data = s.connect(DATA_CLIENT, DATA_SERVER);
+        s.command(control, Verb::Retr, Some("file"));
+        s.reply(control, 150, "Opening BINARY mode data connection.");
+        data
     }
 
     fn quit(s: &mut Script, control: &Link) {
@@ -1694,10 +1700,7 @@ mod tests {
         auth_tls(&mut s, &control);
         s.command(&control, Verb::User, Some("alice"));
         s.reply(&control, 230, "Login successful.");
-        s.pasv(&control, 30001);
-        let data = s.connect(DATA_CLIENT, DATA_SERVER);
-        s.command(&control, Verb::Retr, Some("file"));
-        s.reply(&control, 150, "Opening BINARY mode data connection.");
+        let data = retr(&mut s, &control);
         s.fin(&data, Server);
         s.reply(&control, 226, "Transfer complete.");
         quit(&mut s, &control);
