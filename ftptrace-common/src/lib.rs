@@ -122,6 +122,11 @@ pub enum ProbeId {
     /// the plaintext bytes so far that way, `cookie` 0, and `header.pid_tgid`
     /// the calling thread.
     TlsPlaintext = 12,
+    /// A TLS library's certificate check on a control connection's TLS
+    /// object (`SSL_get_verify_result`, `gnutls_certificate_verify_peers2/3`,
+    /// `gnutls_session_get_verify_cert_status`): `arg1` the library's code
+    /// (0: the certificate passed), `arg2` the library (0 OpenSSL, 1 GnuTLS).
+    TlsVerify = 13,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -142,6 +147,7 @@ impl TryFrom<u16> for ProbeId {
             10 => Self::ControlSegment,
             11 => Self::DnsAnswer,
             12 => Self::TlsPlaintext,
+            13 => Self::TlsVerify,
             other => return Err(other),
         })
     }

@@ -31,7 +31,9 @@ use crate::{
     EVENTS, OFFSETS, TLS_CALLS, TLS_SOCKETS,
     control_channel::{clear_packet_fields, head_len, redact_and_mark, tail_len, within_budget},
     kernel_read::{net_inum, port_roles},
-    record::{count_lost, count_throttled, ftp_socket, header, sock_common, submit_record},
+    record::{
+        count_lost, count_throttled, ftp_socket, header, sock_common, submit_record, try_sock_event,
+    },
 };
 
 /// What a thread is doing inside the TLS library.
@@ -39,6 +41,21 @@ pub mod call_kind {
     pub const READ: u8 = 1;
     pub const WRITE: u8 = 2;
     pub const HANDSHAKE: u8 = 3;
+    /// `SSL_get_verify_result`: the return value is the `X509_V_*` code.
+    pub const VERIFY_RESULT: u8 = 4;
+    /// `gnutls_certificate_verify_peers2/3`: 0 returned, the status bits
+    /// are at `count_at`.
+    pub const VERIFY_STATUS_AT: u8 = 5;
+    /// `gnutls_session_get_verify_cert_status`: the return value is the
+    /// status bits.
+    pub const VERIFY_STATUS: u8 = 6;
+}
+
+/// Which library a verification result is of, a [`ProbeId::TlsVerify`]
+/// record's `arg2`.
+pub mod verifier {
+    pub const OPENSSL: i64 = 0;
+    pub const GNUTLS: i64 = 1;
 }
 
 /// A TLS call in progress, by thread (`TLS_CALLS`).
@@ -161,6 +178,44 @@ pub fn openssl_handshake(ctx: ProbeContext) -> u32 {
     enter(ssl, 0, 0, call_kind::HANDSHAKE, 1, 0)
 }
 
+/// `SSL_get_verify_result(ssl)`: what the certificate check said, which
+/// clients ask when a handshake fails (and curl when it succeeds).
+#[uprobe]
+pub fn openssl_verify_result(ctx: ProbeContext) -> u32 {
+    let Some(ssl) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    enter(ssl, 0, 0, call_kind::VERIFY_RESULT, 0, 0)
+}
+
+/// `gnutls_certificate_verify_peers2(session, unsigned *status)`
+#[uprobe]
+pub fn gnutls_verify_peers2(ctx: ProbeContext) -> u32 {
+    let (Some(session), Some(status)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    enter(session, 0, status, call_kind::VERIFY_STATUS_AT, 1, 0)
+}
+
+/// `gnutls_certificate_verify_peers3(session, hostname, unsigned *status)`
+#[uprobe]
+pub fn gnutls_verify_peers3(ctx: ProbeContext) -> u32 {
+    let (Some(session), Some(status)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(2)) else {
+        return 0;
+    };
+    enter(session, 0, status, call_kind::VERIFY_STATUS_AT, 1, 0)
+}
+
+/// `gnutls_session_get_verify_cert_status(session)`: the status of the
+/// check a handshake made itself (`gnutls_session_set_verify_cert`).
+#[uprobe]
+pub fn gnutls_verify_status(ctx: ProbeContext) -> u32 {
+    let Some(session) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    enter(session, 0, 0, call_kind::VERIFY_STATUS, 1, 0)
+}
+
 /// `gnutls_record_recv(session, data, size)`
 #[uprobe]
 pub fn gnutls_recv(ctx: ProbeContext) -> u32 {
@@ -256,6 +311,9 @@ fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
     } else {
         ret
     };
+    if call.kind >= call_kind::VERIFY_RESULT {
+        return verified(&call, ret, thread);
+    }
     if ret <= 0 {
         return Ok(());
     }
@@ -299,6 +357,46 @@ fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
         send(call.buf, count as u32, seq, false, sk)?;
     }
     Ok(())
+}
+
+/// A certificate check's result on a tied object, as a socket record of
+/// its control connection: `arg1` the library's code (OpenSSL's `X509_V_*`,
+/// GnuTLS's status bits, 0 for a certificate that passed), `arg2` which
+/// library ([`verifier`]).
+#[inline(always)]
+fn verified(call: &TlsCall, ret: i64, thread: u64) -> Result<(), i64> {
+    let (code, library) = match call.kind {
+        call_kind::VERIFY_RESULT => (ret, verifier::OPENSSL),
+        call_kind::VERIFY_STATUS => (ret & 0xffff_ffff, verifier::GNUTLS),
+        _ => {
+            // The call failed: no status was written.
+            if ret != 0 {
+                return Ok(());
+            }
+            let mut status = 0u32;
+            // SAFETY: reads 4 bytes of the caller's memory into a local.
+            let read = unsafe {
+                bpf_probe_read_user(
+                    (&raw mut status).cast(),
+                    4,
+                    call.count_at as *const core::ffi::c_void,
+                )
+            };
+            if read != 0 {
+                return Ok(());
+            }
+            (i64::from(status), verifier::GNUTLS)
+        }
+    };
+    let key = TlsObject {
+        tgid: thread >> 32,
+        object: call.object,
+    };
+    // SAFETY: a map value read once.
+    let Some(tied) = (unsafe { TLS_SOCKETS.get(&key) }) else {
+        return Ok(());
+    };
+    try_sock_event(ProbeId::TlsVerify, tied.sk, false, code, library, 0)
 }
 
 /// Sends `len` bytes a thread read from or wrote to a tied object, within

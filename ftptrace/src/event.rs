@@ -171,6 +171,9 @@ pub enum EventKind {
     /// server is named by it (a DNS name that flips between addresses is a
     /// pattern across sessions).
     DnsAnswer(Option<Box<crate::dns::Answer>>),
+    /// This end's TLS library judged the peer's certificate (a control
+    /// connection's, `tls_plaintext`).
+    TlsVerify(crate::tls_verify::Verdict),
     /// What one side said on the control channel.
     Ftp {
         /// The peer that sent it.
@@ -359,6 +362,7 @@ impl fmt::Display for EventKind {
                 f.write_str(")")
             }
             Self::Ftp { from, event } => ftp_text(f, *from, event),
+            Self::TlsVerify(verdict) => write!(f, "{verdict}"),
             Self::ControlSegment(segment) => {
                 write!(f, "control segment, {} bytes", segment.payload_len)
             }

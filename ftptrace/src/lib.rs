@@ -28,4 +28,5 @@ pub mod printable;
 pub mod recording;
 pub mod replay;
 pub mod session;
+pub mod tls_verify;
 pub mod trace;

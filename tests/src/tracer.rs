@@ -283,6 +283,13 @@ pub enum Kind {
         tcp_flags: String,
         location: Option<String>,
     },
+    /// An end's TLS library judged its peer's certificate.
+    TlsVerify {
+        library: String,
+        passed: bool,
+        code: u32,
+        reasons: Vec<String>,
+    },
     /// A line of the control channel; every field is always there.
     Ftp {
         /// The peer that said it.
@@ -931,6 +938,7 @@ impl Trace {
                     location,
                 } => format!("drop {direction} {tcp_flags} {reason:?} in {location:?}"),
                 Kind::Ftp { .. } => "ftp".into(),
+                Kind::TlsVerify { passed, .. } => format!("tls_verify passed={passed}"),
             };
             *counts.entry(key).or_default() += 1;
         }

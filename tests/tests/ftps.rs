@@ -142,3 +142,130 @@ fn check_ftps(with_password: bool, client: impl FnOnce(&NetNs, &Path) -> Transfe
         "the client's pid on its ftp events{ctx}"
     );
 }
+
+/// curl trusts only the system's authorities, which never signed the
+/// self-signed test certificate: the session is a `tls_failure` whose
+/// evidence is OpenSSL's own reason, read at curl's `SSL_get_verify_result`.
+/// (A name the certificate lacks is curl's own check, after a handshake
+/// OpenSSL passed: no library says it.)
+#[test]
+fn a_self_signed_certificate_is_named_by_openssl() {
+    tests::root_test("a_self_signed_certificate_is_named_by_openssl", || {
+        let refused = check_refused(|client, _| {
+            Curl::new(format!("ftp://{SERVER_NAME}/file"))
+                .tls(Path::new(SYSTEM_AUTHORITIES))
+                .resolve(SERVER_NAME, 21, SERVER_V4)
+                .run(client)
+        });
+        assert_eq!(
+            refused.transfer.exit_code,
+            Some(60),
+            "curl: {}",
+            refused.transfer
+        );
+        assert_eq!(
+            (
+                refused.library.as_str(),
+                refused.code,
+                refused.reasons.as_slice()
+            ),
+            (
+                "OpenSSL",
+                18,
+                ["X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT".to_owned()].as_slice()
+            )
+        );
+    });
+}
+
+/// The system's certificate authorities (Debian's ca-certificates).
+const SYSTEM_AUTHORITIES: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// lftp trusts only the system's authorities: GnuTLS's status bits say why
+/// it refused. lftp checks after its handshake, and logs in before it hangs
+/// up (then tries once more): still a `tls_failure`, each time.
+#[test]
+fn an_untrusted_certificate_is_named_by_gnutls() {
+    tests::root_test("an_untrusted_certificate_is_named_by_gnutls", || {
+        let refused = check_refused(|client, _| {
+            Lftp::new(SERVER_V4, 21, "file")
+                .tls(Path::new(SYSTEM_AUTHORITIES))
+                .run(client)
+        });
+        assert_ne!(
+            refused.transfer.exit_code,
+            Some(0),
+            "lftp: {}",
+            refused.transfer
+        );
+        assert_eq!(refused.library, "GnuTLS");
+        assert!(
+            refused
+                .reasons
+                .iter()
+                .any(|r| r == "GNUTLS_CERT_SIGNER_NOT_FOUND"),
+            "{:?}",
+            refused.reasons
+        );
+    });
+}
+
+/// What a client's library said of the certificate it refused.
+struct Refused {
+    transfer: Transfer,
+    library: String,
+    code: u32,
+    reasons: Vec<String>,
+}
+
+/// One FTPS download by `client` that its TLS library refuses: the
+/// client's `tls_verify` event (its pid, not passed), and the session's
+/// `tls_failure` citing the same reasons.
+#[track_caller]
+fn check_refused(client: impl FnOnce(&NetNs, &Path) -> Transfer) -> Refused {
+    let net = NsPair::new();
+    let ftp = Vsftpd::start(
+        &net.server,
+        VsftpdConfig::new(Listen::V4(SERVER_V4)).with_tls(),
+    );
+    let run = observe(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+        client(&net.client, &ftp.certificate())
+    });
+    let ctx = run.context();
+    let verdicts: Vec<_> = run
+        .trace
+        .events
+        .iter()
+        .filter(|e| e.side == Side::Client)
+        .filter_map(|e| match &e.kind {
+            Kind::TlsVerify {
+                library,
+                passed: false,
+                code,
+                reasons,
+            } => Some((e.pid, library.clone(), *code, reasons.clone())),
+            _ => None,
+        })
+        .collect();
+    let Some((pid, library, code, reasons)) = verdicts.first().cloned() else {
+        panic!("no refusing tls_verify event from the client{ctx}");
+    };
+    assert_eq!(pid, Some(run.outcome.pid), "the client's own call{ctx}");
+    assert!(!run.trace.sessions.is_empty(), "no session{ctx}");
+    for session in &run.trace.sessions {
+        assert_cause(session, "tls_failure", Some("control"), &ctx);
+        for reason in &reasons {
+            assert!(
+                session.evidence.iter().any(|e| e.contains(reason.as_str())),
+                "{reason} in {:?}{ctx}",
+                session.evidence
+            );
+        }
+    }
+    Refused {
+        transfer: run.outcome,
+        library,
+        code,
+        reasons,
+    }
+}

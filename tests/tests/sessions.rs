@@ -429,6 +429,16 @@ fn tls_failure_on_an_untrusted_certificate() {
         // The client hangs up after its alert, the server on reading it:
         // either may close first.
         assert_cause(session, "tls_failure", Some("control"), &run.context());
+        // Python asked OpenSSL why (`SSL_get_verify_result`): the evidence
+        // says it in OpenSSL's words.
+        assert!(
+            session
+                .evidence
+                .iter()
+                .any(|e| e.contains("X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")),
+            "{:?}",
+            session.evidence
+        );
     });
 }
 

@@ -243,6 +243,14 @@ impl Decoder {
                 location: self.symbols.function(r.sk),
             },
             // Read as a control record by the caller.
+            ProbeId::TlsVerify => EventKind::TlsVerify(crate::tls_verify::Verdict {
+                verifier: if r.arg2 == 1 {
+                    crate::tls_verify::Verifier::GnuTls
+                } else {
+                    crate::tls_verify::Verifier::OpenSsl
+                },
+                code: r.arg1 as u32,
+            }),
             ProbeId::ControlSegment | ProbeId::DnsAnswer | ProbeId::TlsPlaintext => {
                 EventKind::DESTROYED
             }

@@ -62,6 +62,7 @@ pub const OPENSSL: Library = Library {
         ("SSL_write_ex", "openssl_write_ex"),
         // SSL_accept and SSL_connect call it.
         ("SSL_do_handshake", "openssl_handshake"),
+        ("SSL_get_verify_result", "openssl_verify_result"),
     ],
 };
 
@@ -72,6 +73,12 @@ pub const GNUTLS: Library = Library {
         ("gnutls_record_recv", "gnutls_recv"),
         ("gnutls_record_send", "gnutls_send"),
         ("gnutls_handshake", "gnutls_handshake"),
+        ("gnutls_certificate_verify_peers2", "gnutls_verify_peers2"),
+        ("gnutls_certificate_verify_peers3", "gnutls_verify_peers3"),
+        (
+            "gnutls_session_get_verify_cert_status",
+            "gnutls_verify_status",
+        ),
     ],
 };
 

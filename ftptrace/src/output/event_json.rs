@@ -110,6 +110,27 @@ fn details(out: &mut Vec<u8>, details: &Details) {
             field(out, "tcp_flags", |out| string(out, tcp_flags));
             field(out, "location", |out| optional(out, *location, string));
         }
+        Details::TlsVerify {
+            library,
+            passed,
+            code,
+            reasons,
+        } => {
+            string(out, "tls_verify");
+            field(out, "library", |out| string(out, library));
+            field(out, "passed", |out| boolean(out, *passed));
+            field(out, "code", |out| number(out, *code));
+            field(out, "reasons", |out| {
+                out.push(b'[');
+                for (n, reason) in reasons.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    string(out, reason);
+                }
+                out.push(b']');
+            });
+        }
         Details::Ftp(ftp) => {
             string(out, "ftp");
             ftp_fields(out, ftp);

@@ -221,6 +221,13 @@ pub enum Details<'a> {
         tcp_flags: String,
         location: Option<&'a str>,
     },
+    TlsVerify {
+        library: String,
+        passed: bool,
+        code: u32,
+        /// The library's names for the code.
+        reasons: Vec<String>,
+    },
     Ftp(FtpDetails<'a>),
 }
 
@@ -304,6 +311,16 @@ impl<'a> Details<'a> {
                 }
                 Self::Ftp(details)
             }
+            EventKind::TlsVerify(verdict) => Self::TlsVerify {
+                library: verdict.verifier.to_string(),
+                passed: verdict.passed(),
+                code: verdict.code,
+                reasons: verdict
+                    .reasons()
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect(),
+            },
             EventKind::ControlSegment(_) | EventKind::ResetTtl { .. } | EventKind::DnsAnswer(_) => {
                 return None;
             }

@@ -421,15 +421,19 @@ fn server_limit(session: &Session) -> Option<Diagnosis> {
 
 fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
     let tls_at = session.encrypted_ns?;
-    // Words in the clear after TLS began: the handshake completed.
-    if session.decrypted {
-        return None;
-    }
     let ended_at = control.at_ns?;
     let [client_segments, server_segments] = session.encrypted_segments;
     let soon = ended_at.saturating_sub(tls_at) <= TLS_HANDSHAKE_NS;
     let handshake_only = client_segments <= TLS_FAILED_CLIENT_SEGMENTS;
-    if !(soon && handshake_only && !session.data.iter().any(|c| c.established())) {
+    // An end's TLS library said why (`tls_plaintext` watched it).
+    let refusal = [Side::Client, Side::Server].into_iter().find_map(|end| {
+        let (at, verdict) = session.control.view(end)?.tls_verdict?;
+        (!verdict.passed()).then_some((end, at, verdict))
+    });
+    // Words in the clear after TLS began: the handshake completed, and only
+    // a library's refusal (a client that checks after it) makes it a failure.
+    let stopped = soon && handshake_only && !session.decrypted;
+    if !(stopped || refusal.is_some()) || session.data.iter().any(|c| c.established()) {
         return None;
     }
     let began = if session.control.server.port() == 990 {
@@ -446,23 +450,27 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
             ))
         )
     };
-    Some(found_at(
-        Cause::TlsFailure,
-        Some(ConnId::Control),
-        vec![
-            began,
-            format!(
-                "then the client sent {client_segments} and the server {server_segments} \
-                 encrypted segment(s): too few for a completed handshake and a login"
-            ),
-            format!(
-                "the control connection closed with {} by {} {} ms after TLS began",
-                control.close.as_str(),
-                control.closed_by.as_str(),
-                ended_at.saturating_sub(tls_at) / 1_000_000
-            ),
-        ],
-    ))
+    let mut evidence = vec![began];
+    if let Some((end, at, verdict)) = refusal {
+        evidence.push(format!(
+            "the {} end's {verdict} (+{} ms)",
+            end.as_str(),
+            session.offset_ms(at)
+        ));
+    }
+    if stopped {
+        evidence.push(format!(
+            "then the client sent {client_segments} and the server {server_segments} \
+             encrypted segment(s): too few for a completed handshake and a login"
+        ));
+    }
+    evidence.push(format!(
+        "the control connection closed with {} by {} {} ms after TLS began",
+        control.close.as_str(),
+        control.closed_by.as_str(),
+        ended_at.saturating_sub(tls_at) / 1_000_000
+    ));
+    Some(found_at(Cause::TlsFailure, Some(ConnId::Control), evidence))
 }
 
 fn data_refused(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diagnosis> {
@@ -1648,6 +1656,42 @@ mod tests {
         s.command(control, Verb::Auth, Some("TLS"));
         s.reply(control, 234, "Proceed with negotiation.");
         s.say(control, Server, ControlEvent::Encrypted);
+    }
+
+    /// The client's TLS library said why it refused the certificate: the
+    /// evidence names it, whatever the segments' count.
+    #[test]
+    fn tls_failure_names_the_libraries_reason() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        auth_tls(&mut s, &control);
+        for _ in 0..5 {
+            s.segment(&control, Client, Server, 300);
+        }
+        s.emit(
+            &control,
+            Client,
+            EventKind::TlsVerify(crate::tls_verify::Verdict {
+                verifier: crate::tls_verify::Verifier::OpenSsl,
+                code: 62,
+            }),
+        );
+        s.reset(&control, Client);
+        assert_eq!(seen(&s, BOTH), ["tls_failure control | reset/client"]);
+        let evidence = evidence(&s, BOTH);
+        assert!(
+            evidence[1].starts_with(
+                "the client end's OpenSSL refused the peer's certificate: the certificate's \
+                 names do not include the host the client asked for (X509_V_ERR_HOSTNAME_MISMATCH)"
+            ),
+            "{evidence:?}"
+        );
+        // Without the library's word, five segments would have been too many
+        // for a failed handshake.
+        assert!(
+            !evidence.iter().any(|e| e.contains("too few")),
+            "{evidence:?}"
+        );
     }
 
     #[test]

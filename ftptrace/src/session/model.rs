@@ -86,6 +86,9 @@ pub struct View {
     pub destroyed: bool,
     /// The socket's own retransmit counts, read as it was freed.
     pub retransmit_counts: Option<RetransmitCounts>,
+    /// This end's TLS library's check of the peer's certificate, when
+    /// ftptrace watched it (the first refusal, else the last pass), and when.
+    pub tls_verdict: Option<(u64, crate::tls_verify::Verdict)>,
 }
 
 /// What went wrong at one end.

@@ -607,6 +607,7 @@ impl Sessions {
                 | EventKind::ResetTtl { .. }
                 | EventKind::ControlSegment(_)
                 | EventKind::DnsAnswer(_)
+                | EventKind::TlsVerify(_)
         ) {
             return None;
         }
@@ -944,6 +945,11 @@ impl Sessions {
             }
             EventKind::KeepaliveProbe { .. } => view.keepalive_probes += 1,
             EventKind::ZeroWindowProbe { .. } => view.zero_window_probes += 1,
+            EventKind::TlsVerify(verdict) => {
+                if view.tls_verdict.is_none_or(|(_, kept)| kept.passed()) {
+                    view.tls_verdict = Some((ns, *verdict));
+                }
+            }
             EventKind::Drop {
                 reason,
                 tcp_flags,
