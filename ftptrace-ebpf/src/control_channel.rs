@@ -391,6 +391,19 @@ pub(crate) unsafe fn mark_announcement(
 pub(crate) unsafe fn redact_and_mark(segment: *mut ControlSegment, from_server: u32) {
     // SAFETY: the caller's slot.
     unsafe {
+        redact(segment);
+        mark(segment, from_server);
+    }
+}
+
+/// The masking half of [`redact_and_mark`].
+///
+/// # Safety
+/// As [`redact_and_mark`].
+#[inline(always)]
+pub(crate) unsafe fn redact(segment: *mut ControlSegment) {
+    // SAFETY: the caller's slot.
+    unsafe {
         let d = &mut *(&raw mut (*segment).data);
         // The length and flags read back from the record before each loop:
         // a loop narrows the verifier's idea of a value at every exit.
@@ -410,7 +423,20 @@ pub(crate) unsafe fn redact_and_mark(segment: *mut ControlSegment, from_server: 
                 core::ptr::read_volatile(flags) | segment_flags::REDACTED,
             )
         });
-        mark_announcement(segment, d, fresh(), from_server);
+    }
+}
+
+/// The marking half of [`redact_and_mark`], after [`redact`].
+///
+/// # Safety
+/// As [`redact_and_mark`].
+#[inline(always)]
+pub(crate) unsafe fn mark(segment: *mut ControlSegment, from_server: u32) {
+    // SAFETY: the caller's slot.
+    unsafe {
+        let d = &*(&raw const (*segment).data);
+        let captured = u32::from(core::ptr::read_volatile(&raw const (*segment).captured_len));
+        mark_announcement(segment, d, captured, from_server);
     }
 }
 

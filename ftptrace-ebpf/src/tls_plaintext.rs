@@ -23,13 +23,13 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use ftptrace_common::{
-    CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES, CONTROL_TAIL_BYTES, ControlRecord, ProbeId,
-    direction, port_role, segment_flags,
+    CONTROL_CAPTURE_BYTES, CONTROL_HEAD_BYTES, CONTROL_TAIL_BYTES, ControlRecord, ControlSegment,
+    ProbeId, direction, port_role, segment_flags,
 };
 
 use crate::{
     EVENTS, OFFSETS, TLS_CALLS, TLS_SOCKETS,
-    control_channel::{clear_packet_fields, head_len, redact_and_mark, tail_len, within_budget},
+    control_channel::{clear_packet_fields, head_len, mark, redact, tail_len, within_budget},
     kernel_read::{net_inum, port_roles},
     record::{
         count_lost, count_throttled, ftp_socket, header, sock_common, submit_record, try_sock_event,
@@ -430,15 +430,14 @@ fn copy(
     ends: ftptrace_common::Endpoints,
     from_server: u32,
 ) {
-    let head = head_len(len);
     let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
         count_lost();
         return;
     };
     let record = entry.as_mut_ptr();
     // SAFETY: `record` is the reserved, exclusively owned ring buffer slot;
-    // every field is written below before it is submitted.
-    unsafe {
+    // every field is written here or by `capture` before it is submitted.
+    let captured = unsafe {
         let segment = &raw mut (*record).segment;
         (*segment).sk = sk;
         (*segment).cookie = 0;
@@ -451,10 +450,45 @@ fn copy(
             direction::INGRESS
         };
         clear_packet_fields(segment);
+        let netns = match OFFSETS.get(0) {
+            Some(o) => net_inum(sk, o.sock_net, o),
+            None => 0,
+        };
+        // The calling thread: the plaintext is copied in its own call.
+        (*record).header = header(ProbeId::TlsPlaintext, netns);
+        capture(segment, buf, len, from_server)
+    };
+    if captured {
+        submit_record(entry);
+    } else {
+        entry.discard(0);
+    }
+}
+
+/// Copies the head and tail of `len` bytes at `buf` into the record's
+/// segment, then redacts and marks them; false if the head is unreadable.
+///
+/// Not inlined, nor are the redaction and the marking in it, and called
+/// with the rest of the record written: 5.10's verifier stops tracking
+/// which values matter at a call (LLVM's `memset`s) and then tells states
+/// apart by every value they hold. Inlined, the masking and port loops
+/// were walked once per path to them (socket family, failed reads, the
+/// return value's width, the head loop's exits...), and `tls_return` and
+/// `openssl_write` ran past the limit of a million instructions; a
+/// subprogram is walked once per state its caller keeps, here little more
+/// than the slot.
+///
+/// # Safety
+/// `segment` is in a reserved ring buffer slot this program owns, every
+/// field but `data` and `captured_len` written.
+#[inline(never)]
+unsafe fn capture(segment: *mut ControlSegment, buf: u64, len: u32, from_server: u32) -> bool {
+    let head = head_len(len);
+    // SAFETY: the caller's slot; `head` and `tail` are within `data`.
+    unsafe {
         let data = &raw mut (*segment).data;
         if bpf_probe_read_user(data.cast(), head, buf as *const core::ffi::c_void) != 0 {
-            entry.discard(0);
-            return;
+            return false;
         }
         (*segment).captured_len = head as u16;
         if len > CONTROL_HEAD_BYTES as u32 {
@@ -469,15 +503,30 @@ fn copy(
                 }
             }
         }
-        redact_and_mark(segment, from_server);
-        let netns = match OFFSETS.get(0) {
-            Some(o) => net_inum(sk, o.sock_net, o),
-            None => 0,
-        };
-        // The calling thread: the plaintext is copied in its own call.
-        (*record).header = header(ProbeId::TlsPlaintext, netns);
+        redact_apart(segment);
+        mark_apart(segment, from_server);
     }
-    submit_record(entry);
+    true
+}
+
+/// [`redact`] as its own subprogram, for the reason `capture` is one.
+///
+/// # Safety
+/// As [`redact`].
+#[inline(never)]
+unsafe fn redact_apart(segment: *mut ControlSegment) {
+    // SAFETY: the caller's guarantee.
+    unsafe { redact(segment) }
+}
+
+/// [`mark`] as its own subprogram, like [`redact_apart`].
+///
+/// # Safety
+/// As [`mark`].
+#[inline(never)]
+unsafe fn mark_apart(segment: *mut ControlSegment, from_server: u32) {
+    // SAFETY: the caller's guarantee.
+    unsafe { mark(segment, from_server) }
 }
 
 // Keeps CONTROL_CAPTURE_BYTES in view: the record's `data` holds the head
