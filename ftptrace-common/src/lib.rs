@@ -127,6 +127,12 @@ pub enum ProbeId {
     /// `gnutls_session_get_verify_cert_status`): `arg1` the library's code
     /// (0: the certificate passed), `arg2` the library (0 OpenSSL, 1 GnuTLS).
     TlsVerify = 13,
+    /// A TLS handshake call's end on an FTP connection's TLS object (the
+    /// socket the call read, control or data): `arg1` the return value
+    /// (OpenSSL 1 done, 0 refused; GnuTLS 0 done, else its error; the
+    /// "call again" returns are not sent), `arg2` the library (0 OpenSSL,
+    /// 1 GnuTLS).
+    TlsHandshake = 14,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -148,6 +154,7 @@ impl TryFrom<u16> for ProbeId {
             11 => Self::DnsAnswer,
             12 => Self::TlsPlaintext,
             13 => Self::TlsVerify,
+            14 => Self::TlsHandshake,
             other => return Err(other),
         })
     }

@@ -73,6 +73,8 @@ pub struct TlsCall {
     /// The return value is a C `int` (OpenSSL), not a `ssize_t` (GnuTLS).
     int_return: u8,
     _pad: [u8; 6],
+    /// A handshake's FTP socket (control or data), once the call read it.
+    sk: u64,
 }
 
 /// A TLS object of one process, the key of `TLS_SOCKETS`.
@@ -106,6 +108,7 @@ fn enter(object: u64, buf: u64, count_at: u64, kind: u8, int_return: u8, len: u6
         kind,
         int_return,
         _pad: [0; 6],
+        sk: 0,
     };
     let _ = TLS_CALLS.insert(&thread, &call, 0);
     if kind == call_kind::WRITE && len > 0 && len <= u64::from(u32::MAX) {
@@ -247,8 +250,10 @@ pub fn gnutls_handshake(ctx: ProbeContext) -> u32 {
 
 /// `tcp_rcv_space_adjust(sk)`: a `recvmsg` on `sk` copied bytes. If the
 /// thread is inside a TLS call and `sk` is a control connection, the call's
-/// object speaks through it. Every TCP read on the host passes here: the
-/// port test comes first.
+/// object speaks through it; a handshake on any FTP connection notes the
+/// socket for its end (a data connection's object is never tied: its
+/// plaintext is a file's). Every TCP read on the host passes here: the port
+/// test comes first.
 #[raw_tracepoint(tracepoint = "tcp_rcv_space_adjust")]
 pub fn tls_socket_read(ctx: RawTracePointContext) -> i32 {
     let sk: u64 = ctx.arg(0);
@@ -262,17 +267,26 @@ fn tie(sk: u64) -> Result<(), i64> {
     let common = sock_common(sk, o)?;
     let local_port = u16::from_ne_bytes([common[2], common[3]]);
     let remote_port = u16::from_be_bytes([common[0], common[1]]);
-    if (port_roles(local_port) | port_roles(remote_port)) & port_role::CONTROL == 0 {
+    let roles = port_roles(local_port) | port_roles(remote_port);
+    if roles & port_role::TRACED == 0 {
         return Ok(());
     }
     let thread = bpf_get_current_pid_tgid();
-    // SAFETY: a map value read once.
-    let Some(call) = (unsafe { TLS_CALLS.get(&thread) }) else {
+    let Some(call) = TLS_CALLS.get_ptr_mut(&thread) else {
         return Ok(());
     };
+    // SAFETY: a map value, read and written in place by this thread only.
+    let (kind, object) = unsafe { ((*call).kind, (*call).object) };
+    if kind == call_kind::HANDSHAKE {
+        // SAFETY: as above.
+        unsafe { (*call).sk = sk };
+    }
+    if roles & port_role::CONTROL == 0 {
+        return Ok(());
+    }
     let key = TlsObject {
         tgid: thread >> 32,
-        object: call.object,
+        object,
     };
     // SAFETY: a map value read once.
     if let Some(known) = unsafe { TLS_SOCKETS.get(&key) }
@@ -302,15 +316,15 @@ fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
         None => return Ok(()),
     };
     let _ = TLS_CALLS.remove(&thread);
-    if call.kind == call_kind::HANDSHAKE {
-        return Ok(());
-    }
     let ret: i64 = ctx.ret();
     let ret = if call.int_return != 0 {
         i64::from(ret as i32)
     } else {
         ret
     };
+    if call.kind == call_kind::HANDSHAKE {
+        return handshake_ended(&call, ret);
+    }
     if call.kind >= call_kind::VERIFY_RESULT {
         return verified(&call, ret, thread);
     }
@@ -357,6 +371,34 @@ fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
         send(call.buf, count as u32, seq, false, sk)?;
     }
     Ok(())
+}
+
+/// GnuTLS's returns that do not end a handshake: call again
+/// (`GNUTLS_E_AGAIN`, `GNUTLS_E_INTERRUPTED`), or a warning the caller may
+/// pass over (`GNUTLS_E_WARNING_ALERT_RECEIVED`, `GNUTLS_E_REHANDSHAKE`,
+/// `GNUTLS_E_GOT_APPLICATION_DATA`).
+const GNUTLS_NOT_OVER: [i64; 5] = [-28, -52, -16, -37, -38];
+
+/// A handshake call that read an FTP socket returned: sent unless the
+/// return only asks to call again (OpenSSL's negative return may also be a
+/// failure; only `SSL_get_error` could tell, which a probe cannot call).
+#[inline(always)]
+fn handshake_ended(call: &TlsCall, ret: i64) -> Result<(), i64> {
+    if call.sk == 0 {
+        return Ok(());
+    }
+    let library = if call.int_return != 0 {
+        if ret < 0 {
+            return Ok(());
+        }
+        verifier::OPENSSL
+    } else {
+        if GNUTLS_NOT_OVER.contains(&ret) {
+            return Ok(());
+        }
+        verifier::GNUTLS
+    };
+    try_sock_event(ProbeId::TlsHandshake, call.sk, false, ret, library, 0)
 }
 
 /// A certificate check's result on a tied object, as a socket record of

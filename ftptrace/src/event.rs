@@ -174,6 +174,9 @@ pub enum EventKind {
     /// This end's TLS library judged the peer's certificate (a control
     /// connection's, `tls_plaintext`).
     TlsVerify(crate::tls_verify::Verdict),
+    /// A TLS handshake on this connection ended, as this end's library
+    /// returned it (`tls_plaintext`).
+    TlsHandshake(crate::tls_handshake::Handshake),
     /// What one side said on the control channel.
     Ftp {
         /// The peer that sent it.
@@ -363,6 +366,7 @@ impl fmt::Display for EventKind {
             }
             Self::Ftp { from, event } => ftp_text(f, *from, event),
             Self::TlsVerify(verdict) => write!(f, "{verdict}"),
+            Self::TlsHandshake(handshake) => write!(f, "{handshake}"),
             Self::ControlSegment(segment) => {
                 write!(f, "control segment, {} bytes", segment.payload_len)
             }

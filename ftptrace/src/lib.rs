@@ -28,5 +28,6 @@ pub mod printable;
 pub mod recording;
 pub mod replay;
 pub mod session;
+pub mod tls_handshake;
 pub mod tls_verify;
 pub mod trace;

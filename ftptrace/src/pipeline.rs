@@ -26,6 +26,7 @@ use crate::{
         handshakes::Handshakes,
         patterns::{PatternRules, Patterns},
     },
+    tls_handshake::HandshakeRate,
 };
 
 /// What the kernel said it lost or skipped, as the final and periodic
@@ -89,6 +90,7 @@ pub struct Pipeline {
     patterns: Patterns,
     dns_flips: DnsFlips,
     handshakes: Handshakes,
+    tls_handshakes: HandshakeRate,
     nat: Box<dyn NatLookup>,
     /// Answers since the last [`Self::take_nat_answers`].
     nat_answers: Vec<NatAnswer>,
@@ -110,6 +112,7 @@ impl Pipeline {
             patterns: Patterns::new(PatternRules::default()),
             dns_flips: DnsFlips::default(),
             handshakes: Handshakes::default(),
+            tls_handshakes: HandshakeRate::default(),
             nat: Box::new(NoNat),
             nat_answers: Vec::new(),
         }
@@ -236,6 +239,9 @@ impl Pipeline {
                     self.control.forget_socket(sk);
                 }
             }
+            EventKind::TlsHandshake(handshake) if handshake.succeeded() => {
+                self.tls_handshakes.note(event.boot_ns);
+            }
             _ => {}
         }
         if let Some((local, peer)) = self.sessions.nat_question(&event) {
@@ -285,7 +291,7 @@ impl Pipeline {
         output.flush()
     }
 
-    pub fn stats(&self, loss: KernelLoss, is_final: bool) -> Stats {
+    pub fn stats(&mut self, loss: KernelLoss, is_final: bool) -> Stats {
         Stats {
             events: self.events,
             lost: loss.lost,
@@ -320,6 +326,8 @@ impl Pipeline {
                     data_retried: t.data_retried,
                 })
                 .collect(),
+            tls_handshakes: self.tls_handshakes.total(),
+            tls_handshakes_peak_per_s: self.tls_handshakes.take_peak(),
             is_final,
         }
     }

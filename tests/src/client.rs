@@ -256,6 +256,8 @@ pub struct Lftp {
     timeout: Duration,
     /// FTPS: the certificate authority lftp trusts.
     ca: Option<std::path::PathBuf>,
+    /// Downloads of `path` in the one session, each its own data connection.
+    times: usize,
 }
 
 impl Lftp {
@@ -267,7 +269,16 @@ impl Lftp {
             path: path.into(),
             timeout: Duration::from_secs(5),
             ca: None,
+            times: 1,
         }
+    }
+
+    /// Downloads `path` `times` times in the one session (the last copy is
+    /// the transfer's body): many small files, each a data connection.
+    #[must_use]
+    pub fn times(mut self, times: usize) -> Self {
+        self.times = times.max(1);
+        self
     }
 
     /// Explicit FTPS with protected data (`AUTH TLS`, `PROT P`), trusting
@@ -292,13 +303,12 @@ impl Lftp {
             ),
             None => String::new(),
         };
+        let gets = format!("get {} -o {}; ", self.path, out.display()).repeat(self.times);
         let script = format!(
-            "set net:max-retries 1; set net:timeout {}; set ftp:passive-mode on; {tls}\
-             open {}; get {} -o {}; bye",
+            "set net:max-retries 1; set net:timeout {}; set ftp:passive-mode on; set xfer:clobber on; {tls}\
+             open {}; {gets}bye",
             self.timeout.as_secs().max(1),
             url("ftp", self.host, self.port, ""),
-            self.path,
-            out.display()
         );
         let mut command = ns.command("lftp");
         command.args(["-c", &script]);

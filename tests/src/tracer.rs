@@ -145,6 +145,8 @@ pub struct Stats {
     pub sessions_evicted: u64,
     pub dropped: Dropped,
     pub handshakes: Vec<Handshakes>,
+    pub tls_handshakes: u64,
+    pub tls_handshakes_peak_per_s: u64,
     #[serde(rename = "final")]
     pub is_final: bool,
 }
@@ -290,6 +292,13 @@ pub enum Kind {
         code: u32,
         reasons: Vec<String>,
     },
+    /// A TLS handshake on an FTP connection ended at this end.
+    TlsHandshake {
+        library: String,
+        done: bool,
+        code: i32,
+        error: Option<String>,
+    },
     /// A line of the control channel; every field is always there.
     Ftp {
         /// The peer that said it.
@@ -414,6 +423,10 @@ pub struct Conn {
     /// Through a NAT on this host: the connection as the server sees it.
     #[serde(default)]
     pub behind_nat: Option<NatView>,
+    #[serde(default)]
+    pub tls_handshake_us: Option<u64>,
+    #[serde(default)]
+    pub tls_handshake_failed: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -939,6 +952,7 @@ impl Trace {
                 } => format!("drop {direction} {tcp_flags} {reason:?} in {location:?}"),
                 Kind::Ftp { .. } => "ftp".into(),
                 Kind::TlsVerify { passed, .. } => format!("tls_verify passed={passed}"),
+                Kind::TlsHandshake { done, .. } => format!("tls_handshake done={done}"),
             };
             *counts.entry(key).or_default() += 1;
         }

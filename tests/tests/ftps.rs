@@ -52,6 +52,42 @@ fn ftps_with_lftp_reads_the_control_channel_in_the_clear() {
     );
 }
 
+/// Many small files over TLS, each its own TLS data connection: every
+/// handshake counted, at both ends, and timed on its connection.
+#[test]
+fn many_small_files_over_tls_count_their_handshakes() {
+    tests::root_test("many_small_files_over_tls_count_their_handshakes", || {
+        const FILES: usize = 12;
+        let net = NsPair::new();
+        let ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4))
+                .with_tls()
+                .with_file("small", 1000),
+        );
+        let run = observe(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+            Lftp::new(SERVER_V4, 21, "small")
+                .tls(&ftp.certificate())
+                .times(FILES)
+                .run(&net.client)
+        });
+        let ctx = run.context();
+        run.outcome.assert_downloaded(&ftp.expected("small"));
+        let session = only_session(&run.trace);
+        assert_eq!(session.data.len(), FILES, "{}{ctx}", session.brief());
+        assert_eq!(
+            run.server.get("Tcp.PassiveOpens"),
+            1 + FILES as i64,
+            "connections{ctx}"
+        );
+        let conns: Vec<_> = std::iter::once(&session.control)
+            .chain(&session.data)
+            .collect();
+        check_handshakes(&run, &conns);
+        assert_cause(session, "clean", None, "");
+    });
+}
+
 /// One FTPS download by `client` (given the namespace and the certificate
 /// to trust), the tracer given no passive range: every command and reply
 /// read from both ends as vsftpd logged them, the user, and the data
@@ -129,6 +165,7 @@ fn check_ftps(with_password: bool, client: impl FnOnce(&NetNs, &Path) -> Transfe
     );
     assert_eq!(data.seen_from, [Side::Client, Side::Server], "{ctx}");
     assert_cause(session, "clean", None, "");
+    check_handshakes(&run, &[&session.control, data]);
     // The plaintext came from the processes' own calls: their pids.
     let pids: Vec<u32> = run
         .trace
@@ -141,6 +178,57 @@ fn check_ftps(with_password: bool, client: impl FnOnce(&NetNs, &Path) -> Transfe
         pids.contains(&run.outcome.pid),
         "the client's pid on its ftp events{ctx}"
     );
+}
+
+/// Every connection's TLS handshake completed at both ends, as each
+/// library returned it: one per end for each connection the server's kernel
+/// accepted (`Tcp.PassiveOpens`), each timed on its connection's record,
+/// and the busiest second shown in `stats`.
+#[track_caller]
+fn check_handshakes<T>(run: &tests::observe::Observed<T>, conns: &[&tests::tracer::Conn]) {
+    let ctx = run.context();
+    let accepted = u64::try_from(run.server.get("Tcp.PassiveOpens")).expect("a count");
+    let stats = run.trace.stats.last().expect("final stats");
+    assert_eq!(
+        stats.tls_handshakes,
+        2 * accepted,
+        "handshakes, both ends, of {accepted} connections{ctx}"
+    );
+    let peak = run
+        .trace
+        .stats
+        .iter()
+        .map(|s| s.tls_handshakes_peak_per_s)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        (1..=stats.tls_handshakes).contains(&peak),
+        "peak {peak}/s of {}{ctx}",
+        stats.tls_handshakes
+    );
+    for conn in conns {
+        assert!(
+            conn.tls_handshake_us.is_some() && conn.tls_handshake_failed.is_none(),
+            "{}: {:?} {:?}{ctx}",
+            conn.conn,
+            conn.tls_handshake_us,
+            conn.tls_handshake_failed
+        );
+    }
+    let done: Vec<Side> = run
+        .trace
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, Kind::TlsHandshake { done: true, .. }))
+        .map(|e| e.side)
+        .collect();
+    for end in [Side::Client, Side::Server] {
+        assert_eq!(
+            done.iter().filter(|&&s| s == end).count() as u64,
+            accepted,
+            "{end:?} end's completed handshakes{ctx}"
+        );
+    }
 }
 
 /// curl trusts only the system's authorities, which never signed the

@@ -251,6 +251,14 @@ impl Decoder {
                 },
                 code: r.arg1 as u32,
             }),
+            ProbeId::TlsHandshake => EventKind::TlsHandshake(crate::tls_handshake::Handshake {
+                library: if r.arg2 == 1 {
+                    crate::tls_verify::Verifier::GnuTls
+                } else {
+                    crate::tls_verify::Verifier::OpenSsl
+                },
+                code: r.arg1 as i32,
+            }),
             ProbeId::ControlSegment | ProbeId::DnsAnswer | ProbeId::TlsPlaintext => {
                 EventKind::DESTROYED
             }

@@ -131,6 +131,18 @@ fn details(out: &mut Vec<u8>, details: &Details) {
                 out.push(b']');
             });
         }
+        Details::TlsHandshake {
+            library,
+            done,
+            code,
+            error,
+        } => {
+            string(out, "tls_handshake");
+            field(out, "library", |out| string(out, library));
+            field(out, "done", |out| boolean(out, *done));
+            field(out, "code", |out| number(out, *code));
+            field(out, "error", |out| optional(out, *error, string));
+        }
         Details::Ftp(ftp) => {
             string(out, "ftp");
             ftp_fields(out, ftp);
@@ -322,6 +334,18 @@ mod tests {
             },
             Details::KeepaliveProbe { probes_out: 255 },
             Details::ZeroWindowProbe { probes_out: 0 },
+            Details::TlsHandshake {
+                library: "GnuTLS".into(),
+                done: false,
+                code: -348,
+                error: Some("GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR"),
+            },
+            Details::TlsHandshake {
+                library: "OpenSSL".into(),
+                done: true,
+                code: 1,
+                error: None,
+            },
             Details::Drop {
                 reason: None,
                 direction: "in",

@@ -63,6 +63,11 @@ pub struct Stats {
     /// SYN or SYN-ACK retransmit; the most retried first, at most
     /// [`HANDSHAKE_SERVERS_LISTED`].
     pub handshakes: Vec<HandshakeLine>,
+    /// TLS handshakes completed on FTP connections so far, as this host's
+    /// libraries returned them (one per end here), and the most completed
+    /// in one second since the last `stats` line.
+    pub tls_handshakes: u64,
+    pub tls_handshakes_peak_per_s: u64,
     #[serde(rename = "final")]
     pub is_final: bool,
 }
@@ -228,6 +233,13 @@ pub enum Details<'a> {
         /// The library's names for the code.
         reasons: Vec<String>,
     },
+    TlsHandshake {
+        library: String,
+        done: bool,
+        code: i32,
+        /// The library's name for a failure.
+        error: Option<&'static str>,
+    },
     Ftp(FtpDetails<'a>),
 }
 
@@ -320,6 +332,12 @@ impl<'a> Details<'a> {
                     .into_iter()
                     .map(|(name, _)| name)
                     .collect(),
+            },
+            EventKind::TlsHandshake(handshake) => Self::TlsHandshake {
+                library: handshake.library.to_string(),
+                done: handshake.succeeded(),
+                code: handshake.code,
+                error: handshake.reason().map(|(name, _)| name),
             },
             EventKind::ControlSegment(_) | EventKind::ResetTtl { .. } | EventKind::DnsAnswer(_) => {
                 return None;
@@ -414,6 +432,14 @@ pub struct ConnRecord {
     /// view), from the NAT's connection tracking.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub behind_nat: Option<NatView>,
+    /// Microseconds from the connection's TLS start to its handshake's end,
+    /// at the client end when seen there, else the server's; absent when
+    /// no handshake was watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_us: Option<u64>,
+    /// The handshake failed: the library's words, at the end that said so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_failed: Option<String>,
 }
 
 /// A connection's ends as the server sees them behind a NAT.

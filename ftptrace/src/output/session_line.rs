@@ -44,8 +44,12 @@ impl<'a> SessionRecord<'a> {
             commands: session.commands.clone(),
             replies: session.replies.iter().map(u16::to_string).collect(),
             encrypted: session.encrypted_ns.is_some(),
-            control: conn_record(&session.control, ts),
-            data: session.data.iter().map(|c| conn_record(c, ts)).collect(),
+            control: conn_record(session, &session.control, ts),
+            data: session
+                .data
+                .iter()
+                .map(|c| conn_record(session, c, ts))
+                .collect(),
             data_unlinked: session.data_unlinked,
             timeline: session
                 .timeline
@@ -66,8 +70,9 @@ impl<'a> SessionRecord<'a> {
     }
 }
 
-fn conn_record(conn: &Conn, ts: &dyn Fn(u64) -> Stamp) -> ConnRecord {
+fn conn_record(session: &Session, conn: &Conn, ts: &dyn Fn(u64) -> Stamp) -> ConnRecord {
     let ending = ending(conn);
+    let handshakes = tls_handshakes(session, conn);
     ConnRecord {
         conn: conn.id.label(),
         client: endpoint(conn.client),
@@ -92,6 +97,45 @@ fn conn_record(conn: &Conn, ts: &dyn Fn(u64) -> Stamp) -> ConnRecord {
             client: endpoint(client),
             server: endpoint(server),
         }),
+        tls_handshake_us: handshakes.took_us,
+        tls_handshake_failed: handshakes.failed,
+    }
+}
+
+/// A connection's TLS handshakes, as its record shows them.
+struct TlsHandshakes {
+    took_us: Option<u64>,
+    failed: Option<String>,
+}
+
+/// The client end's completed handshake when watched there, else the
+/// server's, timed from the connection's TLS start (a control connection:
+/// the switch to TLS; a data connection: its establishment at that end);
+/// else a failure, in its end's words.
+fn tls_handshakes(session: &Session, conn: &Conn) -> TlsHandshakes {
+    let mut failed = None;
+    for (end, view) in conn.seen() {
+        let Some((at, handshake)) = view.tls_handshake else {
+            continue;
+        };
+        if !handshake.succeeded() {
+            failed.get_or_insert_with(|| format!("{} end: {handshake}", end.as_str()));
+            continue;
+        }
+        let began = match conn.id {
+            ConnId::Control => session.encrypted_ns,
+            ConnId::Data(_) => view.established_ns,
+        };
+        if let Some(began) = began {
+            return TlsHandshakes {
+                took_us: Some(at.saturating_sub(began) / 1_000),
+                failed: None,
+            };
+        }
+    }
+    TlsHandshakes {
+        took_us: None,
+        failed,
     }
 }
 

@@ -170,8 +170,16 @@ pub fn stats(stats: &Stats) -> String {
     } else {
         format!("; retried handshakes: {}", retried.join(", "))
     };
+    let tls = if stats.tls_handshakes == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {} TLS handshakes, at most {}/s lately",
+            stats.tls_handshakes, stats.tls_handshakes_peak_per_s
+        )
+    };
     format!(
-        "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted{handshakes}",
+        "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted{handshakes}{tls}",
         if stats.is_final {
             "final stats"
         } else {

@@ -430,10 +430,21 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
         let (at, verdict) = session.control.view(end)?.tls_verdict?;
         (!verdict.passed()).then_some((end, at, verdict))
     });
+    // A library's handshake that failed, or that completed (then too few
+    // segments do not mean it stopped).
+    let handshake = |done: bool| {
+        [Side::Client, Side::Server].into_iter().find_map(|end| {
+            let (at, handshake) = session.control.view(end)?.tls_handshake?;
+            (handshake.succeeded() == done).then_some((end, at, handshake))
+        })
+    };
+    let handshake_failed = handshake(false);
     // Words in the clear after TLS began: the handshake completed, and only
     // a library's refusal (a client that checks after it) makes it a failure.
-    let stopped = soon && handshake_only && !session.decrypted;
-    if !(stopped || refusal.is_some()) || session.data.iter().any(|c| c.established()) {
+    let stopped = soon && handshake_only && !session.decrypted && handshake(true).is_none();
+    if !(stopped || refusal.is_some() || handshake_failed.is_some())
+        || session.data.iter().any(|c| c.established())
+    {
         return None;
     }
     let began = if session.control.server.port() == 990 {
@@ -454,6 +465,13 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
     if let Some((end, at, verdict)) = refusal {
         evidence.push(format!(
             "the {} end's {verdict} (+{} ms)",
+            end.as_str(),
+            session.offset_ms(at)
+        ));
+    }
+    if let Some((end, at, handshake)) = handshake_failed {
+        evidence.push(format!(
+            "the {} end's {handshake} (+{} ms)",
             end.as_str(),
             session.offset_ms(at)
         ));
@@ -1691,6 +1709,65 @@ mod tests {
         assert!(
             !evidence.iter().any(|e| e.contains("too few")),
             "{evidence:?}"
+        );
+    }
+
+    fn handshake(library: crate::tls_verify::Verifier, code: i32) -> EventKind {
+        EventKind::TlsHandshake(crate::tls_handshake::Handshake { library, code })
+    }
+
+    /// The client's GnuTLS ended the handshake with an error: the evidence
+    /// names it.
+    #[test]
+    fn tls_failure_names_the_handshakes_error() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        auth_tls(&mut s, &control);
+        for _ in 0..5 {
+            s.segment(&control, Client, Server, 300);
+        }
+        s.emit(
+            &control,
+            Client,
+            handshake(crate::tls_verify::Verifier::GnuTls, -110),
+        );
+        s.reset(&control, Client);
+        assert_eq!(seen(&s, BOTH), ["tls_failure control | reset/client"]);
+        let evidence = evidence(&s, BOTH);
+        assert!(
+            evidence[1].starts_with(
+                "the client end's TLS handshake failed: the connection closed during the \
+                 handshake (GnuTLS GNUTLS_E_PREMATURE_TERMINATION)"
+            ),
+            "{evidence:?}"
+        );
+    }
+
+    /// A handshake the library completed did not stop, however few the
+    /// segments after it.
+    #[test]
+    fn a_completed_handshake_is_no_tls_failure() {
+        let mut s = Script::new();
+        let control = s.connect(CLIENT, SERVER);
+        auth_tls(&mut s, &control);
+        for (from, at) in [
+            (Client, Client),
+            (Client, Server),
+            (Server, Server),
+            (Server, Client),
+        ] {
+            s.segment(&control, from, at, 500);
+        }
+        s.emit(
+            &control,
+            Server,
+            handshake(crate::tls_verify::Verifier::OpenSsl, 1),
+        );
+        s.reset(&control, Client);
+        assert!(
+            !seen(&s, BOTH)[0].starts_with("tls_failure"),
+            "{:?}",
+            seen(&s, BOTH)
         );
     }
 

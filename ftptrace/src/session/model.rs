@@ -89,6 +89,9 @@ pub struct View {
     /// This end's TLS library's check of the peer's certificate, when
     /// ftptrace watched it (the first refusal, else the last pass), and when.
     pub tls_verdict: Option<(u64, crate::tls_verify::Verdict)>,
+    /// How this end's TLS handshake ended, when ftptrace watched it (the
+    /// first that completed, else the last failure), and when.
+    pub tls_handshake: Option<(u64, crate::tls_handshake::Handshake)>,
 }
 
 /// What went wrong at one end.

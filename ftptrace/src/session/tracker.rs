@@ -608,6 +608,7 @@ impl Sessions {
                 | EventKind::ControlSegment(_)
                 | EventKind::DnsAnswer(_)
                 | EventKind::TlsVerify(_)
+                | EventKind::TlsHandshake(_)
         ) {
             return None;
         }
@@ -948,6 +949,11 @@ impl Sessions {
             EventKind::TlsVerify(verdict) => {
                 if view.tls_verdict.is_none_or(|(_, kept)| kept.passed()) {
                     view.tls_verdict = Some((ns, *verdict));
+                }
+            }
+            EventKind::TlsHandshake(handshake) => {
+                if view.tls_handshake.is_none_or(|(_, kept)| !kept.succeeded()) {
+                    view.tls_handshake = Some((ns, *handshake));
                 }
             }
             EventKind::Drop {
