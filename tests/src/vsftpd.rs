@@ -44,6 +44,8 @@ pub struct VsftpdConfig {
     pub log_protocol: bool,
     /// Offer `AUTH TLS` with a self-signed certificate made at start.
     pub tls: bool,
+    /// That certificate expired long ago.
+    pub tls_expired: bool,
     /// More `key=value` lines (e.g. `idle_session_timeout`, `max_clients`).
     pub settings: Vec<(String, String)>,
     /// A directory of the anonymous root that anonymous users may upload
@@ -62,6 +64,7 @@ impl VsftpdConfig {
             anonymous_password: false,
             log_protocol: false,
             tls: false,
+            tls_expired: false,
             settings: Vec::new(),
             upload_dir: None,
         }
@@ -79,6 +82,14 @@ impl VsftpdConfig {
     #[must_use]
     pub fn with_tls(mut self) -> Self {
         self.tls = true;
+        self
+    }
+
+    /// [`Self::with_tls`] with a certificate valid only in 2020.
+    #[must_use]
+    pub fn with_expired_tls(mut self) -> Self {
+        self.tls = true;
+        self.tls_expired = true;
         self
     }
 
@@ -206,6 +217,68 @@ fn make_self_signed_certificate(dir: &Path) {
     );
 }
 
+/// A self-signed certificate for the same name, valid only on 1 January
+/// 2020: `openssl ca` signs a request with its own key at those dates
+/// (`req -x509` cannot date a certificate in the past).
+#[track_caller]
+fn make_expired_certificate(dir: &Path) {
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n\
+         serial = serial\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+    )
+    .expect("writing ca.cnf");
+    std::fs::write(dir.join("index.txt"), "").expect("writing index.txt");
+    std::fs::write(dir.join("serial"), "01\n").expect("writing serial");
+    let steps: [&[&str]; 2] = [
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=ftp.example.org",
+            "-keyout",
+            TLS_KEY,
+            "-out",
+            "request.pem",
+        ],
+        &[
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-selfsign",
+            "-keyfile",
+            TLS_KEY,
+            "-in",
+            "request.pem",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+            "-notext",
+            "-out",
+            TLS_CERT,
+        ],
+    ];
+    for args in steps {
+        let out = crate::process::run(
+            Command::new("openssl").current_dir(dir).args(args),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "openssl {} could not make an expired certificate: {}",
+            args[0],
+            out.stderr
+        );
+    }
+}
+
 /// The content of a served file of `len` bytes: a repeating pattern with a
 /// prime period, so shifted or truncated data does not compare equal.
 /// The bytes a server configured with `files` serves as `name`.
@@ -258,7 +331,11 @@ impl Vsftpd {
                 .unwrap_or_else(|e| panic!("cannot make {} writable: {e}", path.display()));
         }
         if config.tls {
-            make_self_signed_certificate(dir.path());
+            if config.tls_expired {
+                make_expired_certificate(dir.path());
+            } else {
+                make_self_signed_certificate(dir.path());
+            }
         }
         let conf: PathBuf = dir.path().join("vsftpd.conf");
         std::fs::write(&conf, config.render(&root, &dir.path().join(PROTOCOL_LOG)))

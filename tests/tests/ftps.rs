@@ -4,17 +4,22 @@
 //! vsftpd's own log of every command and reply (`log_ftp_protocol`), which
 //! it writes from the same plaintext.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use tests::{
     client::{Curl, Lftp, Transfer},
     conversation::{ftp_by_socket, reported, said, said_in_log},
     netns::{CLIENT_V4, NetNs, NsPair, SERVER_V4},
+    nft::{self, Rule},
     observe::observe,
     sessions::{assert_cause, only_session},
-    tracer::{Kind, NO_PASSIVE_RANGE_ARGS, Side, Tracer},
-    vsftpd::{Listen, Vsftpd, VsftpdConfig},
+    tracer::{Kind, Side, Tracer},
+    vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
+
+/// Explicit (21) and implicit (990) FTPS, no passive range: data
+/// connections are found by their decrypted announcements alone.
+const FTPS_ARGS: &[&str] = &["trace", "--format", "json", "--ports", "21,990"];
 
 /// The name in the test certificate (`vsftpd::make_self_signed_certificate`).
 const SERVER_NAME: &str = "ftp.example.org";
@@ -28,10 +33,27 @@ fn ftps_with_curl_reads_the_control_channel_in_the_clear() {
     tests::root_test(
         "ftps_with_curl_reads_the_control_channel_in_the_clear",
         || {
-            check_ftps(true, |client, ca| {
+            check_ftps(true, 21, |client, ca| {
                 Curl::new(format!("ftp://{SERVER_NAME}/file"))
                     .tls(ca)
                     .resolve(SERVER_NAME, 21, SERVER_V4)
+                    .credentials("anonymous", PASSWORD)
+                    .run(client)
+            });
+        },
+    );
+}
+
+/// Implicit FTPS (port 990): curl's `ftps://`, TLS before the greeting.
+#[test]
+fn implicit_ftps_with_curl_reads_the_control_channel_in_the_clear() {
+    tests::root_test(
+        "implicit_ftps_with_curl_reads_the_control_channel_in_the_clear",
+        || {
+            check_ftps(true, 990, |client, ca| {
+                Curl::new(format!("ftps://{SERVER_NAME}/file"))
+                    .tls(ca)
+                    .resolve(SERVER_NAME, 990, SERVER_V4)
                     .credentials("anonymous", PASSWORD)
                     .run(client)
             });
@@ -45,7 +67,7 @@ fn ftps_with_lftp_reads_the_control_channel_in_the_clear() {
     tests::root_test(
         "ftps_with_lftp_reads_the_control_channel_in_the_clear",
         || {
-            check_ftps(false, |client, ca| {
+            check_ftps(false, 21, |client, ca| {
                 Lftp::new(SERVER_V4, 21, "file").tls(ca).run(client)
             });
         },
@@ -65,7 +87,7 @@ fn many_small_files_over_tls_count_their_handshakes() {
                 .with_tls()
                 .with_file("small", 1000),
         );
-        let run = observe(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+        let run = observe(&net, Tracer::start_with(FTPS_ARGS), || {
             Lftp::new(SERVER_V4, 21, "small")
                 .tls(&ftp.certificate())
                 .times(FILES)
@@ -88,22 +110,83 @@ fn many_small_files_over_tls_count_their_handshakes() {
     });
 }
 
+/// A firewall drops the SYNs to the passive ports of an FTPS server: the
+/// data connection, found by the decrypted `227` alone, is
+/// `data_connection_blocked`, as specific as on a clear channel; every SYN
+/// the firewall counted is a drop on it.
+#[test]
+fn a_blocked_data_connection_under_tls_is_named_as_in_the_clear() {
+    tests::root_test(
+        "a_blocked_data_connection_under_tls_is_named_as_in_the_clear",
+        || {
+            let net = NsPair::new();
+            let ftp = Vsftpd::start(
+                &net.server,
+                VsftpdConfig::new(Listen::V4(SERVER_V4))
+                    .with_tls()
+                    .with("accept_timeout", "3"),
+            );
+            nft::apply(&net.server, &[Rule::drop_syn_to(&PASSIVE_PORTS)]);
+            let run = observe(&net, Tracer::start_with(FTPS_ARGS), || {
+                Curl::new(format!("ftp://{SERVER_NAME}/file"))
+                    .tls(&ftp.certificate())
+                    .resolve(SERVER_NAME, 21, SERVER_V4)
+                    .connect_timeout(Duration::from_secs(2))
+                    .run(&net.client)
+            });
+            let ctx = run.context();
+            assert_ne!(run.outcome.exit_code, Some(0), "curl: {}{ctx}", run.outcome);
+            let session = only_session(&run.trace);
+            assert!(session.encrypted, "{}", session.brief());
+            assert_cause(session, "data_connection_blocked", Some("data:1"), &ctx);
+            let data = &session.data[0];
+            assert_eq!(
+                (data.linked_by.as_deref(), data.established),
+                (Some("announcement"), false),
+                "{}{ctx}",
+                session.brief()
+            );
+            let dropped = run
+                .trace
+                .events
+                .iter()
+                .filter(|e| {
+                    e.conn.as_deref() == Some("data:1")
+                        && matches!(&e.kind, Kind::Drop { tcp_flags, .. } if tcp_flags == "SYN")
+                })
+                .count();
+            let hits: u64 = nft::hits(&net.server).iter().sum();
+            assert!(hits >= 1, "{ctx}");
+            assert_eq!(
+                u64::try_from(dropped).unwrap(),
+                hits,
+                "{}{ctx}",
+                session.brief()
+            );
+        },
+    );
+}
+
 /// One FTPS download by `client` (given the namespace and the certificate
 /// to trust), the tracer given no passive range: every command and reply
 /// read from both ends as vsftpd logged them, the user, and the data
 /// connection found and linked by the decrypted `227`/`229` alone (the
-/// kernel marked its port). `with_password`: the client sent [`PASSWORD`].
+/// kernel marked its port). `with_password`: the client sent [`PASSWORD`];
+/// `port` 990: implicit FTPS, TLS from the connection's first byte.
 #[track_caller]
-fn check_ftps(with_password: bool, client: impl FnOnce(&NetNs, &Path) -> Transfer) {
+fn check_ftps(with_password: bool, port: u16, client: impl FnOnce(&NetNs, &Path) -> Transfer) {
     let net = NsPair::new();
-    let ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4))
-            .with_tls()
-            .with_file("file", 100_000)
-            .with_password_and_protocol_log(),
-    );
-    let run = observe(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+    let mut config = VsftpdConfig::new(Listen::V4(SERVER_V4))
+        .with_tls()
+        .with_file("file", 100_000)
+        .with_password_and_protocol_log();
+    let implicit = port == 990;
+    if implicit {
+        config = config.with("implicit_ssl", "YES");
+    }
+    config.port = port;
+    let ftp = Vsftpd::start(&net.server, config);
+    let run = observe(&net, Tracer::start_with(FTPS_ARGS), || {
         client(&net.client, &ftp.certificate())
     });
     let ctx = run.context();
@@ -127,7 +210,7 @@ fn check_ftps(with_password: bool, client: impl FnOnce(&NetNs, &Path) -> Transfe
         .map(said_in_log)
         .collect();
     assert!(
-        logged.iter().any(|l| l.starts_with("client: AUTH "))
+        logged.iter().any(|l| l.starts_with("client: AUTH ")) != implicit
             && logged.iter().any(|l| l == "client: RETR file"),
         "vsftpd's log: {logged:?}"
     );
@@ -148,7 +231,11 @@ fn check_ftps(with_password: bool, client: impl FnOnce(&NetNs, &Path) -> Transfe
     assert!(session.encrypted, "{}", session.brief());
     assert_eq!(session.user.as_deref(), Some("anonymous"), "{ctx}");
     assert_eq!(session.seen_from, [Side::Client, Side::Server], "{ctx}");
-    for verb in ["AUTH", "PBSZ", "PROT", "USER", "PASS", "RETR", "QUIT"] {
+    let auth = (!implicit).then_some("AUTH");
+    for verb in auth
+        .into_iter()
+        .chain(["PBSZ", "PROT", "USER", "PASS", "RETR", "QUIT"])
+    {
         assert!(
             session.commands.iter().any(|c| c == verb),
             "{verb} in {:?}{ctx}",
@@ -298,6 +385,43 @@ fn an_untrusted_certificate_is_named_by_gnutls() {
     });
 }
 
+/// The server's certificate expired: curl's OpenSSL and lftp's GnuTLS say
+/// so, each in its own words, though the client trusts the certificate.
+#[test]
+fn an_expired_certificate_is_named_by_both_libraries() {
+    tests::root_test("an_expired_certificate_is_named_by_both_libraries", || {
+        let refused = check_refused_by(VsftpdConfig::with_expired_tls, |client, ca| {
+            Curl::new(format!("ftp://{SERVER_NAME}/file"))
+                .tls(ca)
+                .resolve(SERVER_NAME, 21, SERVER_V4)
+                .run(client)
+        });
+        assert_eq!(
+            (
+                refused.library.as_str(),
+                refused.code,
+                refused.reasons.as_slice()
+            ),
+            (
+                "OpenSSL",
+                10,
+                ["X509_V_ERR_CERT_HAS_EXPIRED".to_owned()].as_slice()
+            ),
+            "curl: {}",
+            refused.transfer
+        );
+        let refused = check_refused_by(VsftpdConfig::with_expired_tls, |client, ca| {
+            Lftp::new(SERVER_V4, 21, "file").tls(ca).run(client)
+        });
+        assert_eq!(refused.library, "GnuTLS", "lftp: {}", refused.transfer);
+        assert!(
+            refused.reasons.iter().any(|r| r == "GNUTLS_CERT_EXPIRED"),
+            "{:?}",
+            refused.reasons
+        );
+    });
+}
+
 /// What a client's library said of the certificate it refused.
 struct Refused {
     transfer: Transfer,
@@ -311,12 +435,18 @@ struct Refused {
 /// `tls_failure` citing the same reasons.
 #[track_caller]
 fn check_refused(client: impl FnOnce(&NetNs, &Path) -> Transfer) -> Refused {
+    check_refused_by(VsftpdConfig::with_tls, client)
+}
+
+/// [`check_refused`] against a server whose TLS `tls` sets up.
+#[track_caller]
+fn check_refused_by(
+    tls: fn(VsftpdConfig) -> VsftpdConfig,
+    client: impl FnOnce(&NetNs, &Path) -> Transfer,
+) -> Refused {
     let net = NsPair::new();
-    let ftp = Vsftpd::start(
-        &net.server,
-        VsftpdConfig::new(Listen::V4(SERVER_V4)).with_tls(),
-    );
-    let run = observe(&net, Tracer::start_with(NO_PASSIVE_RANGE_ARGS), || {
+    let ftp = Vsftpd::start(&net.server, tls(VsftpdConfig::new(Listen::V4(SERVER_V4))));
+    let run = observe(&net, Tracer::start_with(FTPS_ARGS), || {
         client(&net.client, &ftp.certificate())
     });
     let ctx = run.context();
