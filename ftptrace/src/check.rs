@@ -15,6 +15,7 @@ use crate::{
         privileges,
         probes::ProbeStatus,
         tls_libraries::TlsWatch,
+        tls_reach::{self, Unreached},
         tracefs,
     },
 };
@@ -39,6 +40,10 @@ struct Report {
     /// attached (`unreadable` in `stats`): other than 0, some field this
     /// kernel has is not where BTF said.
     unreadable: u64,
+    /// Processes with an FTP control port open whose TLS, if they speak
+    /// it, the `tls_plaintext` uprobes cannot reach (no OpenSSL or GnuTLS
+    /// mapped: statically linked, or no TLS at all).
+    tls_unreached: Vec<Unreached>,
     /// Whether `ftptrace trace` can run: the state-change probe attaches.
     ready: bool,
 }
@@ -94,6 +99,7 @@ fn preflight() -> Report {
         },
         probes: Vec::new(),
         unreadable: 0,
+        tls_unreached: tls_reach::unreached(&crate::cli::PortList::default().port_set().control),
         ready: false,
     };
     let tracefs = match tracefs::find_or_mount() {
@@ -215,6 +221,14 @@ fn render(report: &Report) -> String {
             "reads       {}{} kernel reads failed while attached\n",
             mark(report.unreadable == 0),
             report.unreadable
+        );
+    }
+    for process in &report.tls_unreached {
+        text += &format!(
+            "tls         -- pid {} ({}) has FTP port {} open and maps no OpenSSL or GnuTLS: \
+             if it speaks FTPS, its TLS is built in (statically linked) and out of the \
+             uprobes' reach; its sessions are followed from the outside\n",
+            process.pid, process.name, process.port
         );
     }
     text += if report.ready {

@@ -5,8 +5,11 @@ use std::{process::Command, time::Duration};
 
 use serde_json::Value;
 use tests::{
-    process::run,
+    netns::{NsPair, SERVER_V4},
+    process::{Daemon, run},
+    tmp::TempDir,
     tracer::{FORCE_HOOK_ENV, binary, expected_ladder_hook, forced_tier},
+    vsftpd::{Listen, Vsftpd, VsftpdConfig},
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -214,4 +217,62 @@ fn check_without_privileges_is_not_ready() {
         "{done}"
     );
     assert!(done.stdout.contains("NOT READY"), "{done}");
+}
+
+/// A process with an FTP port open and no TLS library mapped (Python
+/// without its `ssl` module, standing in for a statically linked server) is
+/// named as out of the TLS uprobes' reach; vsftpd, which maps OpenSSL, is
+/// not.
+#[test]
+fn check_names_an_ftp_process_the_tls_probe_cannot_reach() {
+    if !tests::root_or_skip("check_names_an_ftp_process_the_tls_probe_cannot_reach") {
+        return;
+    }
+    let net = NsPair::new();
+    let ftp = Vsftpd::start(
+        &net.server,
+        VsftpdConfig::new(Listen::V4(SERVER_V4)).with_tls(),
+    );
+    let scratch = TempDir::new("listener");
+    let mut listener = Daemon::spawn(
+        net.client.command("python3").args([
+            "-c",
+            "import socket, time\n\
+             s = socket.socket()\n\
+             s.bind(('0.0.0.0', 21))\n\
+             s.listen()\n\
+             time.sleep(120)\n",
+        ]),
+        &scratch.path().join("listener.log"),
+    );
+    net.client.wait_listening(&mut listener, 21, "python3");
+    let done = run(
+        Command::new(binary()).args(["check", "--format", "json"]),
+        TIMEOUT,
+    );
+    assert_eq!(done.status.code(), Some(0), "{done}");
+    let report: Value =
+        serde_json::from_str(done.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {done}"));
+    let unreached: Vec<(u64, &str, u64)> = report["tls_unreached"]
+        .as_array()
+        .expect("tls_unreached")
+        .iter()
+        .map(|p| {
+            (
+                p["pid"].as_u64().expect("pid"),
+                p["name"].as_str().expect("name"),
+                p["port"].as_u64().expect("port"),
+            )
+        })
+        .collect();
+    assert!(
+        unreached.contains(&(u64::from(listener.pid()), "python3", 21)),
+        "{unreached:?}: {done}"
+    );
+    assert!(
+        !unreached
+            .iter()
+            .any(|&(pid, ..)| pid == u64::from(ftp.pid())),
+        "vsftpd maps OpenSSL: {unreached:?}"
+    );
 }

@@ -23,5 +23,6 @@ pub mod procfs;
 pub mod prog_stats;
 pub mod sock_diag;
 pub mod tls_libraries;
+pub mod tls_reach;
 pub mod tracefs;
 pub mod tracepoint_format;
