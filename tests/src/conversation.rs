@@ -3,6 +3,7 @@
 //! as `client: RETR file` / `server: 226 Transfer complete.` lines.
 
 use crate::{
+    observe::Observed,
     tracer::{Event, Kind, Side},
     vsftpd::ProtocolLine,
 };
@@ -73,4 +74,35 @@ pub fn ftp_by_socket<'a>(events: &[&'a Event]) -> Vec<Vec<&'a Event>> {
         "ftp events without a socket"
     );
     sockets.into_iter().map(|(_, list)| list).collect()
+}
+
+/// Neither the tracer's output nor its stderr holds `password`, and
+/// every PASS is without its argument. (An offending line is not shown:
+/// it would print the password.)
+#[track_caller]
+pub fn assert_no_password<T>(run: &Observed<T>, password: &str) {
+    for (n, line) in run.trace.lines.iter().enumerate() {
+        assert!(
+            !line.contains(password),
+            "line {} of the tracer's output holds the password",
+            n + 1
+        );
+    }
+    assert!(
+        !run.trace.stderr.contains(password),
+        "the tracer's stderr holds the password"
+    );
+    let pass: Vec<&Event> = run
+        .trace
+        .events
+        .iter()
+        .filter(|e| matches!(&e.kind, Kind::Ftp { command: Some(c), .. } if c == "PASS"))
+        .collect();
+    assert!(!pass.is_empty(), "no PASS seen");
+    for event in pass {
+        assert!(
+            matches!(event.kind, Kind::Ftp { arg: None, .. }),
+            "PASS with an argument (not shown)"
+        );
+    }
 }

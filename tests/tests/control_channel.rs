@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use tests::{
     client::{Curl, ftp_url},
-    conversation::{ftp_by_socket, said, said_in_log},
+    conversation::{assert_no_password, ftp_by_socket, said, said_in_log},
     netns::{CLIENT_V4, CLIENT_V6, NsPair, SERVER_V4, SERVER_V6},
     observe::{Observed, observe},
     tracer::{DataEndpoint, Event, Kind, Side, Tracer},
@@ -84,7 +84,7 @@ fn check_sessions(listen: Listen, server: IpAddr, client: IpAddr, sessions: &[Pa
     for transfer in &run.outcome {
         transfer.assert_downloaded(&ftp.expected("file"));
     }
-    assert_no_password(&run);
+    assert_no_password(&run, PASSWORD);
     let ctx = run.context();
 
     // vsftpd's log: one session per greeting.
@@ -191,37 +191,6 @@ fn assert_client_segments<T>(run: &Observed<T>, ctx: &str) {
         run.client.get("TcpExt.TCPOrigDataSent"),
         "client: {commands} commands + {fins} FINs vs TcpExt.TCPOrigDataSent{ctx}"
     );
-}
-
-/// Neither the tracer's output nor its stderr holds the password, and
-/// every PASS is without its argument. (An offending line is not shown:
-/// it would print the password.)
-#[track_caller]
-fn assert_no_password<T>(run: &Observed<T>) {
-    for (n, line) in run.trace.lines.iter().enumerate() {
-        assert!(
-            !line.contains(PASSWORD),
-            "line {} of the tracer's output holds the password",
-            n + 1
-        );
-    }
-    assert!(
-        !run.trace.stderr.contains(PASSWORD),
-        "the tracer's stderr holds the password"
-    );
-    let pass: Vec<&Event> = run
-        .trace
-        .events
-        .iter()
-        .filter(|e| matches!(&e.kind, Kind::Ftp { command: Some(c), .. } if c == "PASS"))
-        .collect();
-    assert!(!pass.is_empty(), "no PASS seen");
-    for event in pass {
-        assert!(
-            matches!(event.kind, Kind::Ftp { arg: None, .. }),
-            "PASS with an argument (not shown)"
-        );
-    }
 }
 
 /// The lines a download must have, in this order, whatever else the

@@ -8,7 +8,7 @@ use std::{path::Path, time::Duration};
 
 use tests::{
     client::{Curl, Lftp, Transfer},
-    conversation::{ftp_by_socket, reported, said, said_in_log},
+    conversation::{assert_no_password, ftp_by_socket, reported, said, said_in_log},
     netns::{CLIENT_V4, NetNs, NsPair, SERVER_V4},
     nft::{self, Rule},
     observe::observe,
@@ -192,13 +192,7 @@ fn check_ftps(with_password: bool, port: u16, client: impl FnOnce(&NetNs, &Path)
     let ctx = run.context();
     run.outcome.assert_downloaded(&ftp.expected("file"));
     if with_password {
-        for (n, line) in run.trace.lines.iter().enumerate() {
-            assert!(
-                !line.contains(PASSWORD),
-                "line {} holds the password",
-                n + 1
-            );
-        }
+        assert_no_password(&run, PASSWORD);
     }
 
     // What vsftpd logged, from the greeting on.

@@ -113,9 +113,14 @@ pub fn session(record: &SessionRecord) -> String {
                 )
             })
             .unwrap_or_default();
+        let tls = match (conn.tls_handshake_us, &conn.tls_handshake_failed) {
+            (Some(us), _) => format!(", TLS handshake {:.1} ms", us as f64 / 1000.0),
+            (None, Some(failed)) => format!(", {failed}"),
+            (None, None) => String::new(),
+        };
         let _ = writeln!(
             out,
-            "   {} {}:{} -> {}:{}{nat} closed {} by {}",
+            "   {} {}:{} -> {}:{}{nat} closed {} by {}{tls}",
             conn.conn,
             conn.client.addr,
             conn.client.port,
