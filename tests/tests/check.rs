@@ -145,18 +145,23 @@ fn check_reports_every_probe_as_it_attaches() {
             }
             // Uprobes on the TLS libraries this host has: vsftpd's and
             // curl's OpenSSL, lftp's GnuTLS (`cargo xtask setup`).
+            // Every function of each: one whose program the verifier
+            // refused would drop out of the list, and be named in `reason`.
             ("tls_plaintext", _) => {
                 assert_eq!(hook, "uprobe", "{probe}");
                 for watched in [
                     "OpenSSL ",
                     "libssl.so",
-                    "SSL_read",
-                    "SSL_write",
+                    "(SSL_read, SSL_read_ex, SSL_write, SSL_write_ex, SSL_do_handshake, \
+                     SSL_get_verify_result)",
                     "GnuTLS ",
-                    "gnutls_record_recv",
+                    "(gnutls_record_recv, gnutls_record_send, gnutls_handshake, \
+                     gnutls_certificate_verify_peers2, gnutls_certificate_verify_peers3, \
+                     gnutls_session_get_verify_cert_status)",
                 ] {
                     assert!(target.contains(watched), "{watched}: {probe}");
                 }
+                assert!(probe["reason"].is_null(), "{probe}");
                 assert!(fell_back.is_empty(), "{probe}");
             }
             ("control_channel" | "dns_answers", _) => {

@@ -235,14 +235,15 @@ impl Tracer {
             },
         });
         statuses.push(match attach_tls(&mut ebpf, tls) {
-            Ok((target, programs)) => {
-                attached_programs.extend(programs);
+            Ok(tls) => {
+                attached_programs.extend(tls.programs);
                 ProbeStatus {
                     name: TLS_PROBE.into(),
                     hook: "uprobe".into(),
-                    target: Some(target),
+                    target: Some(tls.watched),
                     attached: true,
-                    reason: None,
+                    reason: (!tls.not_watched.is_empty())
+                        .then(|| format!("not watched: {}", tls.not_watched.join("; "))),
                     fell_back: Vec::new(),
                 }
             }
@@ -542,10 +543,7 @@ pub const TLS_PROBE: &str = "tls_plaintext";
 /// theirs on this host, and the program that ties their objects to
 /// sockets. Returns what is watched (each library's files and functions)
 /// and the programs attached; an error when no function of any library is.
-fn attach_tls(
-    ebpf: &mut Ebpf,
-    tls: &tls_libraries::TlsWatch,
-) -> Result<(String, Vec<&'static str>), String> {
+fn attach_tls(ebpf: &mut Ebpf, tls: &tls_libraries::TlsWatch) -> Result<TlsAttached, String> {
     use tls_libraries::{LIBRARIES, RETURN_PROGRAM, TIE_PROGRAM, TIE_TRACEPOINT};
     if tls.off {
         return Err("turned off (--no-tls-plaintext)".into());
@@ -611,7 +609,19 @@ fn attach_tls(
             failures.join("; ")
         ));
     }
-    Ok((watched.join("; "), programs))
+    Ok(TlsAttached {
+        watched: watched.join("; "),
+        programs,
+        not_watched: failures,
+    })
+}
+
+/// What [`attach_tls`] attached, and what it could not (a library absent, a
+/// program the verifier refused, a function a file lacks).
+struct TlsAttached {
+    watched: String,
+    programs: Vec<&'static str>,
+    not_watched: Vec<String>,
 }
 
 /// The root of the cgroup v2 hierarchy, its path and an open handle.
