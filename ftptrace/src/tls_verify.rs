@@ -13,6 +13,17 @@ pub enum Verifier {
     GnuTls,
 }
 
+impl Verifier {
+    /// The library a TLS record's `arg2` names (1 GnuTLS, else OpenSSL).
+    pub fn of_record(arg2: i64) -> Self {
+        if arg2 == 1 {
+            Self::GnuTls
+        } else {
+            Self::OpenSsl
+        }
+    }
+}
+
 /// One certificate check's result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Verdict {

@@ -11,6 +11,29 @@ use crate::{
     vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
 };
 
+/// Every SYN the firewall in `ns` dropped (its rules' own counters, at
+/// least one) is a drop event on `conn` of the trace.
+#[track_caller]
+pub fn assert_syn_drops_counted<T>(run: &Observed<T>, conn: &str, ns: &crate::netns::NetNs) {
+    let ctx = run.context();
+    let dropped = run
+        .trace
+        .events
+        .iter()
+        .filter(|e| {
+            e.conn.as_deref() == Some(conn)
+                && matches!(&e.kind, Kind::Drop { tcp_flags, .. } if tcp_flags == "SYN")
+        })
+        .count();
+    let hits: u64 = crate::nft::hits(ns).iter().sum();
+    assert!(hits >= 1, "no SYN dropped{ctx}");
+    assert_eq!(
+        u64::try_from(dropped).expect("fits"),
+        hits,
+        "SYN drops on {conn} vs the firewall's count{ctx}"
+    );
+}
+
 /// The number of events, as the kernel counters' type.
 pub fn count(events: &[&Event]) -> i64 {
     i64::try_from(events.len()).expect("event count fits i64")

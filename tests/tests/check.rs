@@ -39,11 +39,10 @@ fn kprobes_exist() -> bool {
         || std::path::Path::new("/sys/kernel/tracing/kprobe_events").exists()
 }
 
-#[test]
-fn check_reports_every_probe_as_it_attaches() {
-    if !tests::root_or_skip("check_reports_every_probe_as_it_attaches") {
-        return;
-    }
+/// `ftptrace check --format json`, which must exit 0: its report, and the
+/// run for messages.
+#[track_caller]
+fn check_report() -> (Value, tests::process::Finished) {
     let done = run(
         Command::new(binary()).args(["check", "--format", "json"]),
         TIMEOUT,
@@ -51,6 +50,15 @@ fn check_reports_every_probe_as_it_attaches() {
     assert_eq!(done.status.code(), Some(0), "{done}");
     let report: Value =
         serde_json::from_str(done.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {done}"));
+    (report, done)
+}
+
+#[test]
+fn check_reports_every_probe_as_it_attaches() {
+    if !tests::root_or_skip("check_reports_every_probe_as_it_attaches") {
+        return;
+    }
+    let (report, done) = check_report();
     assert_eq!(report["type"], "check");
     assert_eq!(report["ready"], true, "{done}");
     for finding in ["privileges", "tracefs", "btf"] {
@@ -251,13 +259,7 @@ fn check_names_an_ftp_process_the_tls_probe_cannot_reach() {
         &scratch.path().join("listener.log"),
     );
     net.client.wait_listening(&mut listener, 21, "python3");
-    let done = run(
-        Command::new(binary()).args(["check", "--format", "json"]),
-        TIMEOUT,
-    );
-    assert_eq!(done.status.code(), Some(0), "{done}");
-    let report: Value =
-        serde_json::from_str(done.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {done}"));
+    let (report, done) = check_report();
     let unreached: Vec<(u64, &str, u64)> = report["tls_unreached"]
         .as_array()
         .expect("tls_unreached")

@@ -7,6 +7,7 @@
 use std::{path::Path, time::Duration};
 
 use tests::{
+    checks::assert_syn_drops_counted,
     client::{Curl, Lftp, Transfer},
     conversation::{assert_no_password, ftp_by_socket, reported, said, said_in_log},
     netns::{CLIENT_V4, NetNs, NsPair, SERVER_V4},
@@ -146,23 +147,7 @@ fn a_blocked_data_connection_under_tls_is_named_as_in_the_clear() {
                 "{}{ctx}",
                 session.brief()
             );
-            let dropped = run
-                .trace
-                .events
-                .iter()
-                .filter(|e| {
-                    e.conn.as_deref() == Some("data:1")
-                        && matches!(&e.kind, Kind::Drop { tcp_flags, .. } if tcp_flags == "SYN")
-                })
-                .count();
-            let hits: u64 = nft::hits(&net.server).iter().sum();
-            assert!(hits >= 1, "{ctx}");
-            assert_eq!(
-                u64::try_from(dropped).unwrap(),
-                hits,
-                "{}{ctx}",
-                session.brief()
-            );
+            assert_syn_drops_counted(&run, "data:1", &net.server);
         },
     );
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use tests::{
+    checks::assert_syn_drops_counted,
     client::{Curl, ftp_url, spawn_download, wait_for_download},
     deadline::wait_for,
     netns::{CLIENT_V4, NsPair, SERVER_V4},
@@ -215,23 +216,7 @@ fn data_connection_blocked_by_a_firewall() {
         let data = &session.data[0];
         assert!(!data.established, "{}", session.brief());
         // Every dropped SYN is on data:1, and the nft counter is the truth.
-        let dropped = run
-            .trace
-            .events
-            .iter()
-            .filter(|e| {
-                e.conn.as_deref() == Some("data:1")
-                    && matches!(&e.kind, Kind::Drop { tcp_flags, .. } if tcp_flags == "SYN")
-            })
-            .count();
-        let hits: u64 = nft::hits(&net.server).iter().sum();
-        assert_eq!(
-            u64::try_from(dropped).unwrap(),
-            hits,
-            "{}{ctx}",
-            session.brief()
-        );
-        assert!(hits >= 1, "{ctx}");
+        assert_syn_drops_counted(&run, "data:1", &net.server);
     });
 }
 

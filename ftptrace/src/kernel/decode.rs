@@ -244,19 +244,11 @@ impl Decoder {
             },
             // Read as a control record by the caller.
             ProbeId::TlsVerify => EventKind::TlsVerify(crate::tls_verify::Verdict {
-                verifier: if r.arg2 == 1 {
-                    crate::tls_verify::Verifier::GnuTls
-                } else {
-                    crate::tls_verify::Verifier::OpenSsl
-                },
+                verifier: crate::tls_verify::Verifier::of_record(r.arg2),
                 code: r.arg1 as u32,
             }),
             ProbeId::TlsHandshake => EventKind::TlsHandshake(crate::tls_handshake::Handshake {
-                library: if r.arg2 == 1 {
-                    crate::tls_verify::Verifier::GnuTls
-                } else {
-                    crate::tls_verify::Verifier::OpenSsl
-                },
+                library: crate::tls_verify::Verifier::of_record(r.arg2),
                 code: r.arg1 as i32,
             }),
             ProbeId::ControlSegment | ProbeId::DnsAnswer | ProbeId::TlsPlaintext => {

@@ -1712,6 +1712,18 @@ mod tests {
         );
     }
 
+    /// A TLS handshake's four flights, seen at both ends.
+    fn handshake_segments(s: &mut Script, control: &Link) {
+        for (from, at) in [
+            (Client, Client),
+            (Client, Server),
+            (Server, Server),
+            (Server, Client),
+        ] {
+            s.segment(control, from, at, 500);
+        }
+    }
+
     fn handshake(library: crate::tls_verify::Verifier, code: i32) -> EventKind {
         EventKind::TlsHandshake(crate::tls_handshake::Handshake { library, code })
     }
@@ -1750,14 +1762,7 @@ mod tests {
         let mut s = Script::new();
         let control = s.connect(CLIENT, SERVER);
         auth_tls(&mut s, &control);
-        for (from, at) in [
-            (Client, Client),
-            (Client, Server),
-            (Server, Server),
-            (Server, Client),
-        ] {
-            s.segment(&control, from, at, 500);
-        }
+        handshake_segments(&mut s, &control);
         s.emit(
             &control,
             Server,
@@ -1776,14 +1781,7 @@ mod tests {
         let mut s = Script::new();
         let control = s.connect(CLIENT, SERVER);
         auth_tls(&mut s, &control);
-        for (from, at) in [
-            (Client, Client),
-            (Client, Server),
-            (Server, Server),
-            (Server, Client),
-        ] {
-            s.segment(&control, from, at, 500);
-        }
+        handshake_segments(&mut s, &control);
         s.segment(&control, Client, Server, 7);
         s.segment(&control, Client, Client, 7);
         s.reset(&control, Client);
