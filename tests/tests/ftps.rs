@@ -401,6 +401,53 @@ fn an_expired_certificate_is_named_by_both_libraries() {
     });
 }
 
+/// curl asks for a host the certificate does not name: OpenSSL passes the
+/// handshake (curl trusts the certificate), curl checks the name itself
+/// and hangs up without a word. No library names that; the session is a
+/// `tls_failure` whose evidence says what the kernel and the library saw.
+#[test]
+fn a_name_the_certificate_lacks_is_a_tls_failure_after_the_handshake() {
+    tests::root_test(
+        "a_name_the_certificate_lacks_is_a_tls_failure_after_the_handshake",
+        || {
+            const OTHER_NAME: &str = "other.example.org";
+            let net = NsPair::new();
+            let ftp = Vsftpd::start(
+                &net.server,
+                VsftpdConfig::new(Listen::V4(SERVER_V4)).with_tls(),
+            );
+            let run = observe(&net, Tracer::start_with(FTPS_ARGS), || {
+                Curl::new(format!("ftp://{OTHER_NAME}/file"))
+                    .tls(&ftp.certificate())
+                    .resolve(OTHER_NAME, 21, SERVER_V4)
+                    .run(&net.client)
+            });
+            let ctx = run.context();
+            // CURLE_PEER_FAILED_VERIFICATION.
+            assert_eq!(run.outcome.exit_code, Some(60), "curl: {}", run.outcome);
+            assert!(
+                !run.trace
+                    .events
+                    .iter()
+                    .any(|e| matches!(e.kind, Kind::TlsVerify { passed: false, .. })),
+                "no library refused the certificate{ctx}"
+            );
+            let session = only_session(&run.trace);
+            assert_cause(session, "tls_failure", Some("control"), &ctx);
+            assert!(
+                session
+                    .evidence
+                    .iter()
+                    .any(|e| e.contains("TLS handshake done (OpenSSL)")
+                        && e.contains("hung up")
+                        && e.contains("do not include the host it asked for")),
+                "{:?}{ctx}",
+                session.evidence
+            );
+        },
+    );
+}
+
 /// What a client's library said of the certificate it refused.
 struct Refused {
     transfer: Transfer,

@@ -22,6 +22,9 @@ const TLS_HANDSHAKE_NS: u64 = 10_000_000_000;
 /// ChangeCipherSpec, an alert); one that completes it and logs in sends at
 /// least five (ClientHello, Finished, USER, PASS, QUIT).
 const TLS_FAILED_CLIENT_SEGMENTS: u32 = 3;
+/// A client that refuses the server after its library completed the
+/// handshake (its own check of the certificate's names) hangs up this soon.
+const CLIENT_OWN_CHECK_NS: u64 = 1_000_000_000;
 /// The control connection's words that open a transfer (the command, the
 /// `150`) come this soon after its data connection is established; any
 /// later word means the control connection was not idle during it.
@@ -439,10 +442,19 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
         })
     };
     let handshake_failed = handshake(false);
+    let handshake_done = handshake(true);
     // Words in the clear after TLS began: the handshake completed, and only
     // a library's refusal (a client that checks after it) makes it a failure.
-    let stopped = soon && handshake_only && !session.decrypted && handshake(true).is_none();
-    if !(stopped || refusal.is_some() || handshake_failed.is_some())
+    let stopped = soon && handshake_only && !session.decrypted && handshake_done.is_none();
+    // The library completed the handshake, then the client hung up without
+    // a word: it refused the server itself (curl and lftp check the
+    // certificate's names after the library passed it).
+    let refused_after = handshake_done.filter(|&(_, done_at, _)| {
+        !session.decrypted
+            && control.closed_by == ClosedBy::Client
+            && ended_at.saturating_sub(done_at) <= CLIENT_OWN_CHECK_NS
+    });
+    if !(stopped || refusal.is_some() || handshake_failed.is_some() || refused_after.is_some())
         || session.data.iter().any(|c| c.established())
     {
         return None;
@@ -480,6 +492,17 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
         evidence.push(format!(
             "then the client sent {client_segments} and the server {server_segments} \
              encrypted segment(s): too few for a completed handshake and a login"
+        ));
+    }
+    if let (Some((end, at, handshake)), None) = (refused_after, refusal) {
+        evidence.push(format!(
+            "the {} end's {handshake} (+{} ms), and the client hung up {} ms later without \
+             a word: it refused the server after its library passed the handshake, most often \
+             because the certificate's names do not include the host it asked for (a check \
+             curl and lftp make themselves, which no library reports)",
+            end.as_str(),
+            session.offset_ms(at),
+            ended_at.saturating_sub(at) / 1_000_000
         ));
     }
     evidence.push(format!(
@@ -1768,12 +1791,49 @@ mod tests {
             Server,
             handshake(crate::tls_verify::Verifier::OpenSsl, 1),
         );
+        // Long after: not a refusal of the server's certificate.
+        s.after_ms(1_500);
         s.reset(&control, Client);
         assert!(
             !seen(&s, BOTH)[0].starts_with("tls_failure"),
             "{:?}",
             seen(&s, BOTH)
         );
+    }
+
+    /// curl's check of the certificate's names: OpenSSL completed the
+    /// handshake, then curl hung up without a word. Not so a client that
+    /// hangs up only after it spoke.
+    #[test]
+    fn a_client_that_hangs_up_after_a_completed_handshake_refused_the_server() {
+        for (words, cause) in [(false, "tls_failure control | fin/client"), (true, "")] {
+            let mut s = Script::new();
+            let control = s.connect(CLIENT, SERVER);
+            auth_tls(&mut s, &control);
+            handshake_segments(&mut s, &control);
+            s.emit(
+                &control,
+                Client,
+                handshake(crate::tls_verify::Verifier::OpenSsl, 1),
+            );
+            if words {
+                s.login(&control);
+            }
+            s.after_ms(2);
+            s.fin(&control, Client);
+            let seen = seen(&s, BOTH);
+            if words {
+                assert!(!seen[0].starts_with("tls_failure"), "{seen:?}");
+                continue;
+            }
+            assert_eq!(seen, [cause]);
+            let evidence = evidence(&s, BOTH);
+            assert!(
+                evidence[1].starts_with("the client end's TLS handshake done (OpenSSL) (+")
+                    && evidence[1].contains("and the client hung up 2 ms later without a word"),
+                "{evidence:?}"
+            );
+        }
     }
 
     #[test]
