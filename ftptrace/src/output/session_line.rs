@@ -4,7 +4,8 @@
 
 use super::lines::{ConnRecord, Endpoint, NatView, SessionRecord, TimelineEntry};
 use crate::{
-    ftp::Side,
+    event::EventKind,
+    ftp::{ControlEvent, Side},
     kernel::clock::Stamp,
     session::{
         cause::Diagnosis,
@@ -110,8 +111,10 @@ struct TlsHandshakes {
 
 /// The client end's completed handshake when watched there, else the
 /// server's, timed from the connection's TLS start (a control connection:
-/// the switch to TLS; a data connection: its establishment at that end);
-/// else a failure, in its end's words.
+/// the switch to TLS; a data connection: its establishment at that end, or
+/// the `150`/`125` said after it, since a server begins the data
+/// connection's handshake only once it has said that, and a client such as
+/// curl too); else a failure, in its end's words.
 fn tls_handshakes(session: &Session, conn: &Conn) -> TlsHandshakes {
     let mut failed = None;
     for (end, view) in conn.seen() {
@@ -124,7 +127,9 @@ fn tls_handshakes(session: &Session, conn: &Conn) -> TlsHandshakes {
         }
         let began = match conn.id {
             ConnId::Control => session.encrypted_ns,
-            ConnId::Data(_) => view.established_ns,
+            ConnId::Data(_) => view
+                .established_ns
+                .map(|established| established.max(transfer_opened(session, at))),
         };
         if let Some(began) = began {
             return TlsHandshakes {
@@ -137,6 +142,31 @@ fn tls_handshakes(session: &Session, conn: &Conn) -> TlsHandshakes {
         took_us: None,
         failed,
     }
+}
+
+/// When the last `150` or `125` on the control connection before `before`
+/// was seen (at either end: with both on this host, one account of the
+/// words is kept); 0 if never (or not in the timeline kept).
+fn transfer_opened(session: &Session, before: u64) -> u64 {
+    session
+        .timeline
+        .entries()
+        .filter(|e| e.conn == ConnId::Control && e.ns <= before)
+        .filter(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Ftp {
+                    event: ControlEvent::Reply {
+                        code: 125 | 150,
+                        ..
+                    },
+                    ..
+                }
+            )
+        })
+        .map(|e| e.ns)
+        .max()
+        .unwrap_or(0)
 }
 
 /// What the record cannot vouch for: a seeded session's past, and any
@@ -317,6 +347,37 @@ mod tests {
                 "whether any of the 5 kernel event(s) lost while it was open (stats: lost, missed) were its own"
             ]
         );
+    }
+
+    /// curl opens the data connection, then asks for the file: its TLS
+    /// handshake begins at the `150`, not at the connection.
+    #[test]
+    fn a_data_connections_handshake_is_timed_from_the_transfers_start() {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        s.pasv(&control, 30001);
+        let data = s.connect("192.0.2.2:50000", "192.0.2.1:30001");
+        s.command(&control, Verb::Retr, Some("file"));
+        s.after_ms(200);
+        s.reply(&control, 150, "Opening BINARY mode data connection.");
+        s.after_ms(3);
+        s.emit(
+            &data,
+            Client,
+            EventKind::TlsHandshake(crate::tls_handshake::Handshake {
+                library: crate::tls_verify::Verifier::OpenSsl,
+                code: 1,
+            }),
+        );
+        let sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
+        let clock = WallClock::with_offset(0);
+        let record = SessionRecord::new(&sessions[0], false, diagnose(&sessions[0]), &|ns| {
+            clock.rfc3339(ns)
+        });
+        let took = record.data[0].tls_handshake_us.expect("timed");
+        // The 150 is said 1 ms before the script moves on.
+        assert!((3_000..=4_001).contains(&took), "{took} us");
     }
 
     #[test]
