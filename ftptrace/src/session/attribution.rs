@@ -127,9 +127,12 @@ fn is_opening(kind: &EventKind) -> bool {
 /// (CLOSE→SYN_SENT), listen() (CLOSE→LISTEN) and close()/shutdown()
 /// (ESTABLISHED→FIN_WAIT1, CLOSE_WAIT→LAST_ACK).
 fn made_by_owner(kind: &EventKind) -> bool {
-    // The TLS library's plaintext is copied in the calling thread.
-    if let EventKind::ControlSegment(segment) = kind {
-        return segment.decrypted;
+    // The TLS library's plaintext, handshakes and certificate checks are
+    // read in the calling thread.
+    match kind {
+        EventKind::ControlSegment(segment) => return segment.decrypted,
+        EventKind::TlsHandshake(_) | EventKind::TlsVerify(_) => return true,
+        _ => {}
     }
     let EventKind::State { old, new } = kind else {
         return false;
@@ -189,6 +192,23 @@ mod tests {
             Some("curl")
         );
         assert_eq!(established.socket, connect.socket);
+    }
+
+    /// A server's accepted socket is its process's from the TLS handshake
+    /// its library made on it (a uprobe, in the process's own thread).
+    #[test]
+    fn a_tls_handshake_names_the_owner_of_an_accepted_socket() {
+        let mut table = SocketTable::default();
+        table.observe(&event(0xc, 9, "swapper/1", state("LISTEN", "SYN_RECV")));
+        let handshake = EventKind::TlsHandshake(crate::tls_handshake::Handshake {
+            library: crate::tls_verify::Verifier::OpenSsl,
+            code: 1,
+        });
+        let done = table.observe(&event(0xc, 300, "vsftpd", handshake));
+        assert_eq!(
+            done.owner.as_ref().map(|t| (t.pid, t.comm.as_str())),
+            Some((300, "vsftpd"))
+        );
     }
 
     #[test]
