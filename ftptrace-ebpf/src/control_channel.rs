@@ -352,25 +352,41 @@ pub(crate) unsafe fn mark_announcement(
             (*segment).flags |= segment_flags::MARKED;
         } else {
             *role |= port_role::ACTIVE_EXPECTED;
-            // The client's own address: the source of what it sends,
-            // which is the socket's local end when it sends (egress) and
-            // the remote end when it arrives.
-            let ends = &raw const (*segment).ends;
-            let addr = if (*segment).direction == direction::EGRESS {
-                (*ends).local_addr
-            } else {
-                (*ends).remote_addr
-            };
-            let key = ActiveEndpoint {
-                addr,
-                port: port as u16,
-                family: (*ends).family,
-                _pad: 0,
-            };
-            let _ = ACTIVE_EXPECT.insert(&key, &bpf_ktime_get_boot_ns(), 0);
-            (*segment).flags |= segment_flags::ACTIVE_MARKED;
+            expect_active(segment, port);
         }
         (*segment).marked_port = port as u16;
+    }
+}
+
+/// Notes the client's own endpoint a `PORT`/`EPRT` in `segment` announces
+/// (`ACTIVE_EXPECT`) and says so in the record. A subprogram: its key on
+/// the stack would make the marking's stack 64 bytes, and a uprobe
+/// program's function that large runs on a per-CPU stack where a kernel
+/// gives it one (see `record::write_socket_ends`).
+///
+/// # Safety
+/// `segment` is in a reserved ring buffer slot this program owns.
+#[inline(never)]
+unsafe fn expect_active(segment: *mut ControlSegment, port: u32) {
+    // SAFETY: the caller's slot.
+    unsafe {
+        // The client's own address: the source of what it sends, which is
+        // the socket's local end when it sends (egress) and the remote end
+        // when it arrives.
+        let ends = &raw const (*segment).ends;
+        let addr = if (*segment).direction == direction::EGRESS {
+            (*ends).local_addr
+        } else {
+            (*ends).remote_addr
+        };
+        let key = ActiveEndpoint {
+            addr,
+            port: port as u16,
+            family: (*ends).family,
+            _pad: 0,
+        };
+        let _ = ACTIVE_EXPECT.insert(&key, &bpf_ktime_get_boot_ns(), 0);
+        (*segment).flags |= segment_flags::ACTIVE_MARKED;
     }
 }
 

@@ -154,34 +154,42 @@ pub fn traced(ends: &Endpoints, roles: u8) -> bool {
 /// is still fresh; a hit keeps it fresh while the connection lives.
 #[inline(always)]
 pub fn active_expected(ends: &Endpoints) -> bool {
+    endpoint_expected(ends, true) || endpoint_expected(ends, false)
+}
+
+/// Whether one end of `ends` (the remote one, or the local one) is an
+/// active-mode data endpoint a `PORT`/`EPRT` announced, within the marks'
+/// lifetime; a mark past half of it is renewed.
+#[inline(always)]
+pub fn endpoint_expected(ends: &Endpoints, remote: bool) -> bool {
     let ttl = match SETTINGS.get(0) {
         Some(settings) => settings.expect_ttl_ns,
         None => return false,
     };
     // SAFETY: a helper call with no arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    for (addr, port) in [
-        (ends.remote_addr, ends.remote_port),
-        (ends.local_addr, ends.local_port),
-    ] {
-        let key = ActiveEndpoint {
-            addr,
-            port,
-            family: ends.family,
-            _pad: 0,
-        };
-        // SAFETY: a map value read by value at once.
-        let at = match unsafe { ACTIVE_EXPECT.get(&key) } {
-            Some(at) => *at,
-            None => continue,
-        };
-        let age = now.wrapping_sub(at);
-        if age < ttl {
-            if age > ttl / 2 {
-                let _ = ACTIVE_EXPECT.insert(&key, &now, 0);
-            }
-            return true;
-        }
+    let (addr, port) = if remote {
+        (ends.remote_addr, ends.remote_port)
+    } else {
+        (ends.local_addr, ends.local_port)
+    };
+    let key = ActiveEndpoint {
+        addr,
+        port,
+        family: ends.family,
+        _pad: 0,
+    };
+    // SAFETY: a map value read by value at once.
+    let at = match unsafe { ACTIVE_EXPECT.get(&key) } {
+        Some(at) => *at,
+        None => return false,
+    };
+    let age = now.wrapping_sub(at);
+    if age >= ttl {
+        return false;
     }
-    false
+    if age > ttl / 2 {
+        let _ = ACTIVE_EXPECT.insert(&key, &now, 0);
+    }
+    true
 }

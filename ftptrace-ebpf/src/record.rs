@@ -7,18 +7,19 @@ use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
-        bpf_ktime_get_boot_ns,
+        bpf_ktime_get_boot_ns, generated,
     },
 };
 use ftptrace_common::{
     AF_INET, AF_INET6, Endpoints, Event, EventHeader, IPPROTO_TCP, KernelOffsets, ProbeId,
-    SockRecord, WIRE_VERSION, record_flags,
+    SockRecord, WIRE_VERSION, port_role, record_flags,
 };
 
 use crate::{
     EVENTS, LOST, OFFSETS, THROTTLED, UNREADABLE,
     kernel_read::{
-        IPPROTO_TCP_U8, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, net_inum, port_roles, read_kernel, traced,
+        IPPROTO_TCP_U8, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, endpoint_expected, net_inum, port_roles,
+        read_kernel, traced,
     },
 };
 
@@ -284,6 +285,209 @@ pub fn header(probe: ProbeId, netns: u32) -> EventHeader {
     }
 }
 
+/// [`header`], written field by field into a ring buffer slot rather than
+/// built on the stack (see [`write_socket_ends`]).
+///
+/// # Safety
+/// `at` is in a reserved ring buffer slot this program owns.
+#[inline(always)]
+pub unsafe fn write_header(at: *mut EventHeader, probe: ProbeId, netns: u32) {
+    // SAFETY: the caller's slot; plain helper calls, the comm written
+    // straight into it.
+    unsafe {
+        (*at).version = WIRE_VERSION;
+        (*at).probe = probe as u16;
+        (*at).cpu = bpf_get_smp_processor_id();
+        (*at).boot_ns = bpf_ktime_get_boot_ns();
+        (*at).pid_tgid = bpf_get_current_pid_tgid();
+        let comm = &raw mut (*at).comm;
+        if generated::bpf_get_current_comm(comm.cast(), 16) != 0 {
+            *comm = [0; 16];
+        }
+        (*at).netns = netns;
+        (*at)._pad = 0;
+    }
+}
+
+/// The ends of socket `sk` written into `ends` (a ring buffer slot), with
+/// its port roles and state: `roles | state << 8`, or -1 when it is not
+/// (or no longer) an FTP socket the settings trace, or cannot be read.
+///
+/// For the uprobe programs, which the kernel may preempt: a kernel that
+/// gives a program's function a per-CPU private stack once it uses 64
+/// bytes or more (7.x does for uprobes) lets another task's run of the
+/// same program overwrite it mid-run, and a spilled pointer read back as
+/// garbage oopses the kernel. So no [`FtpSocket`] on the stack here: the
+/// addresses go from the socket straight into the slot. A subprogram of
+/// its own, to count its stack apart from its callers'.
+///
+/// # Safety
+/// `ends` is in a reserved ring buffer slot this program owns.
+#[inline(never)]
+pub unsafe fn write_socket_ends(ends: *mut Endpoints, sk: u64) -> i64 {
+    // SAFETY: the caller's slot.
+    unsafe {
+        let found = write_socket_ports(ends, sk);
+        if found < 0 {
+            return -1;
+        }
+        read_socket_addresses(ends, sk);
+        // As `traced`, each lookup a subprogram of its own.
+        let roles = found as u8;
+        let traced = roles & port_role::TRACED != 0
+            || (roles & port_role::ACTIVE_EXPECTED != 0
+                && (endpoint_expected_apart(ends, true) || endpoint_expected_apart(ends, false)));
+        if !traced {
+            return -1;
+        }
+        found
+    }
+}
+
+/// [`endpoint_expected`] as a subprogram, for [`write_socket_ends`]: its
+/// key stays on its own stack.
+///
+/// # Safety
+/// `ends` is in a reserved ring buffer slot this program owns, written.
+#[inline(never)]
+unsafe fn endpoint_expected_apart(ends: *const Endpoints, remote: bool) -> bool {
+    // SAFETY: the caller's slot.
+    endpoint_expected(unsafe { &*ends }, remote)
+}
+
+/// [`port_test`] for [`write_socket_ends`]: the [`sock_common`] bytes read
+/// into the slot and the family and ports written there at once, so that
+/// little stays in registers (and on the stack) across the calls.
+///
+/// # Safety
+/// As [`write_socket_ends`].
+#[inline(never)]
+unsafe fn write_socket_ports(ends: *mut Endpoints, sk: u64) -> i64 {
+    let Some(o) = OFFSETS.get(0) else {
+        return -1;
+    };
+    // SAFETY: the caller's slot, whose first 8 bytes hold the read until
+    // they are rewritten as the family and ports; the helper faults safely.
+    unsafe {
+        let raw = ends.cast::<[u8; 8]>();
+        if o.sock_dport == ftptrace_common::NO_FIELD
+            || sk == 0
+            || generated::bpf_probe_read_kernel(
+                raw.cast(),
+                8,
+                (sk + u64::from(o.sock_dport)) as *const core::ffi::c_void,
+            ) != 0
+        {
+            return -1;
+        }
+        let common = *raw;
+        let state = common_state(&common);
+        (*ends).remote_port = u16::from_be_bytes([common[0], common[1]]);
+        (*ends).local_port = u16::from_ne_bytes([common[2], common[3]]);
+        (*ends).family = u16::from_ne_bytes([common[4], common[5]]);
+        (*ends)._pad = 0;
+        // As `port_test`: a closing socket's port is in `inet_sport`.
+        let local = &raw mut (*ends).local_port;
+        if *local == 0 && full_socket(state) {
+            if o.inet_sport == ftptrace_common::NO_FIELD
+                || generated::bpf_probe_read_kernel(
+                    local.cast(),
+                    2,
+                    (sk + u64::from(o.inet_sport)) as *const core::ffi::c_void,
+                ) != 0
+            {
+                return -1;
+            }
+            *local = u16::from_be(*local);
+        }
+        let roles = port_roles(*local) | port_roles((*ends).remote_port);
+        if roles == 0 {
+            return -1;
+        }
+        i64::from(roles) | i64::from(state) << 8
+    }
+}
+
+/// The addresses of socket `sk`, of the family `ends` already holds, read
+/// straight into `ends`; zeros for what cannot be read. A subprogram of
+/// its own for the reason [`write_socket_ends`] is one.
+///
+/// # Safety
+/// As [`write_socket_ends`].
+#[inline(never)]
+unsafe fn read_socket_addresses(ends: *mut Endpoints, sk: u64) {
+    // SAFETY: the caller's slot.
+    unsafe {
+        (*ends).local_addr = [0; 16];
+        (*ends).remote_addr = [0; 16];
+        let Some(o) = OFFSETS.get(0) else {
+            return;
+        };
+        if (*ends).family == AF_INET {
+            read_address(&raw mut (*ends).local_addr, 4, sk, o.sock_saddr);
+            read_address(&raw mut (*ends).remote_addr, 4, sk, o.sock_daddr);
+        } else {
+            read_address(&raw mut (*ends).local_addr, 16, sk, o.sock_v6_saddr);
+            read_address(&raw mut (*ends).remote_addr, 16, sk, o.sock_v6_daddr);
+        }
+    }
+}
+
+/// Reads `len` bytes of socket `sk` at `offset` into `to`, zeroed again if
+/// the read fails.
+///
+/// # Safety
+/// `to` is in a reserved ring buffer slot this program owns.
+#[inline(always)]
+unsafe fn read_address(to: *mut [u8; 16], len: u32, sk: u64, offset: u16) {
+    if offset == ftptrace_common::NO_FIELD {
+        return;
+    }
+    // SAFETY: the caller's slot; the helper faults safely.
+    unsafe {
+        let from = (sk + u64::from(offset)) as *const core::ffi::c_void;
+        if generated::bpf_probe_read_kernel(to.cast(), len, from) != 0 {
+            *to = [0; 16];
+        }
+    }
+}
+
+/// [`emit_sock`] for the uprobe programs: the record built in its slot
+/// (see [`write_socket_ends`]), not on the stack.
+#[inline(never)]
+pub fn emit_sock_in_place(probe: ProbeId, sk: u64, arg1: i64, arg2: i64) {
+    if sk == 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    // SAFETY: the reserved slot, every field written before it is
+    // submitted.
+    unsafe {
+        let record = &raw mut (*event).record;
+        let found = write_socket_ends(&raw mut (*record).ends, sk);
+        if found < 0 {
+            entry.discard(0);
+            return;
+        }
+        (*record).sk = sk;
+        (*record).arg1 = arg1;
+        (*record).arg2 = arg2;
+        (*record).state = (found >> 8) as u8;
+        (*record).flags = 0;
+        (*record)._pad = [0; 6];
+        let netns = match OFFSETS.get(0) {
+            Some(o) => net_inum(sk, o.sock_net, o),
+            None => 0,
+        };
+        write_header(&raw mut (*event).header, probe, netns);
+    }
+    submit_record(entry);
+}
+
 #[inline(always)]
 pub fn emit(probe: ProbeId, netns: u32, record: SockRecord) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -330,8 +534,9 @@ pub fn count_throttled() {
 #[inline(always)]
 pub fn count_lost() {
     if let Some(lost) = LOST.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot; preemption is off while a program runs, so
-        // nothing else writes it concurrently.
+        // SAFETY: per-CPU slot. Only a uprobe program can be preempted
+        // between the read and the write, and then lose a count to the
+        // same CPU's other task: rare, and never a wrong story.
         unsafe { *lost += 1 };
     }
 }

@@ -16,6 +16,15 @@
 //! The copy is the control channel's record, redacted in the same way
 //! (`mask_secrets`), and marks the data port a decrypted `227`/`229` or
 //! `PORT`/`EPRT` announces, as the clear channel's program does.
+//!
+//! Every function these programs run keeps its own stack under 64 bytes,
+//! hence the many small subprograms and the records written field by field
+//! into their ring buffer slots: a kernel may preempt a uprobe program, and
+//! one that gives a function of 64 bytes or more a per-CPU private stack
+//! (Debian's 7.2 does) lets another task's run of it overwrite that stack.
+//! A pointer read back as 0 oopsed 7.2. `kernel::stack_budget` in user
+//! space counts the stacks in the built object; the root tests read the
+//! kernel's JIT (`tests/src/jit.rs`).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_user},
@@ -32,7 +41,8 @@ use crate::{
     control_channel::{clear_packet_fields, head_len, mark, redact, tail_len, within_budget},
     kernel_read::{net_inum, port_roles},
     record::{
-        count_lost, count_throttled, ftp_socket, header, sock_common, submit_record, try_sock_event,
+        count_lost, count_throttled, emit_sock_in_place, sock_common, submit_record, write_header,
+        write_socket_ends,
     },
 };
 
@@ -100,31 +110,50 @@ pub struct TlsSocket {
 /// reach user space) before the client can connect to it.
 #[inline(always)]
 fn enter(object: u64, buf: u64, count_at: u64, kind: u8, int_return: u8, len: u64) -> u32 {
+    note_call(
+        object,
+        buf,
+        count_at,
+        u16::from(kind) | u16::from(int_return) << 8,
+    );
+    if kind == call_kind::WRITE && len > 0 && len <= u64::from(u32::MAX) {
+        write_entered(object, buf, len as u32, bpf_get_current_pid_tgid() >> 32);
+    }
+    0
+}
+
+/// Notes the thread's call in `TLS_CALLS`: the one function here with a
+/// [`TlsCall`] on its stack, and nothing else (`kind` and `int_return` in
+/// one argument: a fifth would be spilled to the stack across the helper
+/// call).
+#[inline(never)]
+fn note_call(object: u64, buf: u64, count_at: u64, kind_and_int_return: u16) {
     let thread = bpf_get_current_pid_tgid();
     let call = TlsCall {
         object,
         buf,
         count_at,
-        kind,
-        int_return,
+        kind: kind_and_int_return as u8,
+        int_return: (kind_and_int_return >> 8) as u8,
         _pad: [0; 6],
         sk: 0,
     };
     let _ = TLS_CALLS.insert(&thread, &call, 0);
-    if kind == call_kind::WRITE && len > 0 && len <= u64::from(u32::MAX) {
-        let key = TlsObject {
-            tgid: thread >> 32,
-            object,
-        };
-        // SAFETY: a map value read once.
-        if let Some(tied) = unsafe { TLS_SOCKETS.get(&key) } {
-            // Not counted yet: the return counts what was written, so a
-            // retried write repeats these bytes at the same place, and
-            // user space feeds them once.
-            let _ = send(buf, len as u32, tied.bytes[1], true, tied.sk);
-        }
+}
+
+/// A write on `object` of process `tgid` began: sends its bytes if the
+/// object is tied. A subprogram to keep each function's stack small (see
+/// the module's note).
+#[inline(never)]
+fn write_entered(object: u64, buf: u64, len: u32, tgid: u64) {
+    let key = TlsObject { tgid, object };
+    // SAFETY: a map value read once.
+    if let Some(tied) = unsafe { TLS_SOCKETS.get(&key) } {
+        // Not counted yet: the return counts what was written, so a
+        // retried write repeats these bytes at the same place, and
+        // user space feeds them once.
+        send(buf, len, tied.bytes[1], true, tied.sk);
     }
-    0
 }
 
 /// `SSL_read(ssl, buf, num)`
@@ -303,62 +332,70 @@ fn tie(sk: u64) -> Result<(), i64> {
 /// its bytes as a [`ProbeId::TlsPlaintext`] record.
 #[uretprobe]
 pub fn tls_return(ctx: RetProbeContext) -> u32 {
-    let _ = leave(&ctx);
-    0
-}
-
-#[inline(always)]
-fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
     let thread = bpf_get_current_pid_tgid();
-    // SAFETY: a map value, copied out before it is deleted.
-    let call = match unsafe { TLS_CALLS.get(&thread) } {
-        Some(call) => *call,
-        None => return Ok(()),
+    let Some(call) = TLS_CALLS.get_ptr(&thread) else {
+        return 0;
+    };
+    // SAFETY: a map value, read field by field (not copied onto the
+    // stack) before it is removed.
+    let (object, buf, count_at, kind, int_return, sk) = unsafe {
+        (
+            (*call).object,
+            (*call).buf,
+            (*call).count_at,
+            (*call).kind,
+            (*call).int_return,
+            (*call).sk,
+        )
     };
     let _ = TLS_CALLS.remove(&thread);
     let ret: i64 = ctx.ret();
-    let ret = if call.int_return != 0 {
+    let ret = if int_return != 0 {
         i64::from(ret as i32)
     } else {
         ret
     };
-    if call.kind == call_kind::HANDSHAKE {
-        return handshake_ended(&call, ret);
+    if kind == call_kind::HANDSHAKE {
+        handshake_ended(sk, ret, int_return != 0);
+    } else if kind >= call_kind::VERIFY_RESULT {
+        verified(kind, object, count_at, ret);
+    } else if ret > 0 {
+        transferred(object, buf, count_at, kind == call_kind::WRITE, ret);
     }
-    if call.kind >= call_kind::VERIFY_RESULT {
-        return verified(&call, ret, thread);
-    }
-    if ret <= 0 {
-        return Ok(());
-    }
-    let count = if call.count_at != 0 {
+    0
+}
+
+/// A read or write on `object` returned `ret` (> 0): counts its bytes on
+/// the tied object and sends a read's (a write was sent as it began).
+#[inline(never)]
+fn transferred(object: u64, buf: u64, count_at: u64, writing: bool, ret: i64) {
+    let count = if count_at != 0 {
         let mut count = 0u64;
         // SAFETY: reads 8 bytes of the caller's memory into a local.
         let read = unsafe {
             bpf_probe_read_user(
                 (&raw mut count).cast(),
                 8,
-                call.count_at as *const core::ffi::c_void,
+                count_at as *const core::ffi::c_void,
             )
         };
         if read != 0 {
-            return Ok(());
+            return;
         }
         count
     } else {
         ret as u64
     };
     if count == 0 || count > u64::from(u32::MAX) {
-        return Ok(());
+        return;
     }
     let key = TlsObject {
-        tgid: thread >> 32,
-        object: call.object,
+        tgid: bpf_get_current_pid_tgid() >> 32,
+        object,
     };
     let Some(tied) = TLS_SOCKETS.get_ptr_mut(&key) else {
-        return Ok(());
+        return;
     };
-    let writing = call.kind == call_kind::WRITE;
     // SAFETY: a map value, written in place.
     let (sk, seq) = unsafe {
         let at = &mut (*tied).bytes[usize::from(writing)];
@@ -366,11 +403,9 @@ fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
         *at = seq.wrapping_add(count as u32);
         ((*tied).sk, seq)
     };
-    // A write was sent as it began.
     if !writing {
-        send(call.buf, count as u32, seq, false, sk)?;
+        send(buf, count as u32, seq, false, sk);
     }
-    Ok(())
 }
 
 /// GnuTLS's returns that do not end a handshake: call again
@@ -379,41 +414,41 @@ fn leave(ctx: &RetProbeContext) -> Result<(), i64> {
 /// `GNUTLS_E_GOT_APPLICATION_DATA`).
 const GNUTLS_NOT_OVER: [i64; 5] = [-28, -52, -16, -37, -38];
 
-/// A handshake call that read an FTP socket returned: sent unless the
+/// A handshake call that read FTP socket `sk` returned: sent unless the
 /// return only asks to call again (OpenSSL's negative return may also be a
 /// failure; only `SSL_get_error` could tell, which a probe cannot call).
-#[inline(always)]
-fn handshake_ended(call: &TlsCall, ret: i64) -> Result<(), i64> {
-    if call.sk == 0 {
-        return Ok(());
+#[inline(never)]
+fn handshake_ended(sk: u64, ret: i64, openssl: bool) {
+    if sk == 0 {
+        return;
     }
-    let library = if call.int_return != 0 {
+    let library = if openssl {
         if ret < 0 {
-            return Ok(());
+            return;
         }
         verifier::OPENSSL
     } else {
         if GNUTLS_NOT_OVER.contains(&ret) {
-            return Ok(());
+            return;
         }
         verifier::GNUTLS
     };
-    try_sock_event(ProbeId::TlsHandshake, call.sk, false, ret, library, 0)
+    emit_sock_in_place(ProbeId::TlsHandshake, sk, ret, library);
 }
 
 /// A certificate check's result on a tied object, as a socket record of
 /// its control connection: `arg1` the library's code (OpenSSL's `X509_V_*`,
 /// GnuTLS's status bits, 0 for a certificate that passed), `arg2` which
 /// library ([`verifier`]).
-#[inline(always)]
-fn verified(call: &TlsCall, ret: i64, thread: u64) -> Result<(), i64> {
-    let (code, library) = match call.kind {
+#[inline(never)]
+fn verified(kind: u8, object: u64, status_at: u64, ret: i64) {
+    let (code, library) = match kind {
         call_kind::VERIFY_RESULT => (ret, verifier::OPENSSL),
         call_kind::VERIFY_STATUS => (ret & 0xffff_ffff, verifier::GNUTLS),
         _ => {
             // The call failed: no status was written.
             if ret != 0 {
-                return Ok(());
+                return;
             }
             let mut status = 0u32;
             // SAFETY: reads 4 bytes of the caller's memory into a local.
@@ -421,57 +456,35 @@ fn verified(call: &TlsCall, ret: i64, thread: u64) -> Result<(), i64> {
                 bpf_probe_read_user(
                     (&raw mut status).cast(),
                     4,
-                    call.count_at as *const core::ffi::c_void,
+                    status_at as *const core::ffi::c_void,
                 )
             };
             if read != 0 {
-                return Ok(());
+                return;
             }
             (i64::from(status), verifier::GNUTLS)
         }
     };
     let key = TlsObject {
-        tgid: thread >> 32,
-        object: call.object,
+        tgid: bpf_get_current_pid_tgid() >> 32,
+        object,
     };
     // SAFETY: a map value read once.
     let Some(tied) = (unsafe { TLS_SOCKETS.get(&key) }) else {
-        return Ok(());
+        return;
     };
-    try_sock_event(ProbeId::TlsVerify, tied.sk, false, code, library, 0)
+    emit_sock_in_place(ProbeId::TlsVerify, tied.sk, code, library);
 }
 
 /// Sends `len` bytes a thread read from or wrote to a tied object, within
-/// the connection's budget, if its socket is still an FTP control socket.
-#[inline(always)]
-fn send(buf: u64, len: u32, seq: u32, writing: bool, sk: u64) -> Result<(), i64> {
-    if !within_budget(sk) {
-        count_throttled();
-        return Ok(());
+/// the connection's budget, if its socket is still an FTP control socket:
+/// the record built in its ring buffer slot, not on the stack (see
+/// `record::write_socket_ends`).
+#[inline(never)]
+fn send(buf: u64, len: u32, seq: u32, writing: bool, sk: u64) {
+    if !budget_allows(sk) {
+        return;
     }
-    let o = OFFSETS.get(0).ok_or(0)?;
-    let Some(socket) = ftp_socket(sk, o, sock_common(sk, o)?, false)? else {
-        return Ok(());
-    };
-    let ends = socket.ends;
-    // The server's words: what a server end writes, or a client end reads.
-    let local_is_server = port_roles(ends.local_port) & port_role::CONTROL != 0;
-    let from_server = u32::from(local_is_server == writing);
-    copy(buf, len, seq, writing, sk, ends, from_server);
-    Ok(())
-}
-
-/// Sends `len` plaintext bytes at `buf` (the process's memory) as a record.
-#[inline(always)]
-fn copy(
-    buf: u64,
-    len: u32,
-    seq: u32,
-    writing: bool,
-    sk: u64,
-    ends: ftptrace_common::Endpoints,
-    from_server: u32,
-) {
     let Some(mut entry) = EVENTS.reserve::<ControlRecord>(0) else {
         count_lost();
         return;
@@ -479,32 +492,53 @@ fn copy(
     let record = entry.as_mut_ptr();
     // SAFETY: `record` is the reserved, exclusively owned ring buffer slot;
     // every field is written here or by `capture` before it is submitted.
+    // What a call below needs again is read back from the slot, not kept
+    // in a register the call would spill to the stack.
     let captured = unsafe {
         let segment = &raw mut (*record).segment;
         (*segment).sk = sk;
         (*segment).cookie = 0;
         (*segment).seq = seq;
         (*segment).payload_len = len;
-        (*segment).ends = ends;
         (*segment).direction = if writing {
             direction::EGRESS
         } else {
             direction::INGRESS
         };
         clear_packet_fields(segment);
+        if write_socket_ends(&raw mut (*segment).ends, sk) < 0 {
+            entry.discard(0);
+            return;
+        }
         let netns = match OFFSETS.get(0) {
             Some(o) => net_inum(sk, o.sock_net, o),
             None => 0,
         };
         // The calling thread: the plaintext is copied in its own call.
-        (*record).header = header(ProbeId::TlsPlaintext, netns);
-        capture(segment, buf, len, from_server)
+        write_header(&raw mut (*record).header, ProbeId::TlsPlaintext, netns);
+        // The server's words: what a server end writes, or a client end
+        // reads.
+        let local_is_server = port_roles((*segment).ends.local_port) & port_role::CONTROL != 0;
+        let writing = (*segment).direction == direction::EGRESS;
+        let from_server = u32::from(local_is_server == writing);
+        capture(segment, buf, (*segment).payload_len, from_server)
     };
     if captured {
         submit_record(entry);
     } else {
         entry.discard(0);
     }
+}
+
+/// [`within_budget`], counting a refusal: a subprogram for the stack's
+/// sake (see the module's note).
+#[inline(never)]
+fn budget_allows(sk: u64) -> bool {
+    if within_budget(sk) {
+        return true;
+    }
+    count_throttled();
+    false
 }
 
 /// Copies the head and tail of `len` bytes at `buf` into the record's

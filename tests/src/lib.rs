@@ -43,6 +43,8 @@
 //! - [`blind_spot`]: the witness of a host's blind spot (work done on top of
 //!   PID 1 runs no BPF program) and [`root_test`], which retries a failure
 //!   only when the witness saw the test's traffic there.
+//! - [`jit`]: the loaded programs' JIT images (a uprobe program must not
+//!   run on a per-CPU private stack).
 //! - [`checks`]: assertions shared by tests; [`deadline`], [`process`],
 //!   [`tmp`]: bounded waits, child processes, scratch directories.
 //!
@@ -69,6 +71,7 @@ pub mod conversation;
 pub mod counters;
 pub mod deadline;
 pub mod ftp_servers;
+pub mod jit;
 pub mod netns;
 pub mod nft;
 pub mod observe;

@@ -172,6 +172,9 @@ fn check_ftps(with_password: bool, port: u16, client: impl FnOnce(&NetNs, &Path)
     config.port = port;
     let ftp = Vsftpd::start(&net.server, config);
     let run = observe(&net, Tracer::start_with(FTPS_ARGS), || {
+        // Before the first TLS call: a uprobe program on a per-CPU stack
+        // can oops the kernel under it.
+        tests::jit::assert_uprobes_on_task_stack();
         client(&net.client, &ftp.certificate())
     });
     let ctx = run.context();

@@ -31,7 +31,8 @@ use super::{
 use crate::ports::{Mark, MarkUpdate, PortSet};
 
 /// The eBPF object built by build.rs from `ftptrace-ebpf`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ftptrace"));
+pub(super) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ftptrace"));
 
 pub struct Tracer {
     ebpf: Ebpf,

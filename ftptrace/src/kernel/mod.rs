@@ -22,6 +22,8 @@ pub mod probes;
 pub mod procfs;
 pub mod prog_stats;
 pub mod sock_diag;
+#[cfg(test)]
+mod stack_budget;
 pub mod tls_libraries;
 pub mod tls_reach;
 pub mod tracefs;
