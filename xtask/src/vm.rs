@@ -17,6 +17,7 @@ use std::{
     fmt::Write as _,
     fs,
     io::Write as _,
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -196,8 +197,31 @@ const VIRTME_NG: &str = "virtme-ng==1.42";
 /// of them, each a minute or so under TCG on 5.10) takes about 15 minutes.
 const EXECUTABLE_TIMEOUT: Duration = Duration::from_secs(1800);
 /// One whole guest: boot, the suite, shutdown (the full suite on 5.10 takes
-/// about 40 minutes; the quick one 5 to 8).
+/// about 40 minutes alone).
 const GUEST_TIMEOUT: Duration = Duration::from_secs(4800);
+/// One whole guest of `--quick` (CI's): 5.10's, the slowest, takes about
+/// 31 minutes beside another guest. A hung guest must fail CI, not outlast
+/// it.
+const QUICK_GUEST_TIMEOUT: Duration = Duration::from_secs(2700);
+/// How often a running guest's console is read for an oops.
+const CONSOLE_POLL: Duration = Duration::from_secs(2);
+
+/// What the guest kernel prints when it oopses or panics: after one, the
+/// rest of the suite runs on a broken kernel (tests hang until their
+/// timeouts), so the guest is stopped at once.
+const OOPS_MARKERS: [&str; 4] = [
+    "] BUG: ",
+    "] Oops: ",
+    "] general protection fault",
+    "Kernel panic - not syncing",
+];
+
+/// The first oops line in a console log, if any.
+fn oops_line(console: &str) -> Option<&str> {
+    console
+        .lines()
+        .find(|line| OOPS_MARKERS.iter().any(|m| line.contains(m)))
+}
 
 pub fn list() {
     for kernel in KERNELS {
@@ -598,8 +622,13 @@ fn boot(
     let console = out.join("console.log");
     let console_file =
         fs::File::create(&console).with_context(|| format!("creating {}", console.display()))?;
-    let status = Command::new("timeout")
-        .args(["--kill-after=10", &GUEST_TIMEOUT.as_secs().to_string()])
+    let limit = if plan.tests.is_some() {
+        QUICK_GUEST_TIMEOUT
+    } else {
+        GUEST_TIMEOUT
+    };
+    let mut child = Command::new("timeout")
+        .args(["--kill-after=10", &limit.as_secs().to_string()])
         .arg(vng.join("vng"))
         .arg("--run")
         .arg(&guest.vmlinuz)
@@ -614,14 +643,36 @@ fn boot(
         .stdin(Stdio::null())
         .stdout(console_file.try_clone()?)
         .stderr(console_file)
-        .status()
+        // Its own process group: an oops stops the whole guest.
+        .process_group(0)
+        .spawn()
         .context("running vng")?;
+    // Bounded by `timeout` above, which ends the child.
+    let (status, oops) = loop {
+        if let Some(status) = child.try_wait().context("waiting for vng")? {
+            break (status, None);
+        }
+        let text = fs::read(&console).unwrap_or_default();
+        if let Some(line) = oops_line(&String::from_utf8_lossy(&text)) {
+            let line = line.trim().to_owned();
+            // SAFETY: signals the process group the child leads.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            break (child.wait().context("waiting for vng")?, Some(line));
+        }
+        std::thread::sleep(CONSOLE_POLL);
+    };
     let mut outcome = Outcome::read(&out.join("suite.log"), &plan.tiers);
-    if !outcome.finished {
+    if let Some(line) = oops {
+        outcome.why_unfinished = Some(format!(
+            "the guest kernel oopsed, stopped: {line} (console: {})",
+            console.display()
+        ));
+        outcome.finished = false;
+    } else if !outcome.finished {
         outcome.why_unfinished = Some(if status.code() == Some(124) {
             format!(
                 "the guest ran out of time ({} s; console: {})",
-                GUEST_TIMEOUT.as_secs(),
+                limit.as_secs(),
                 console.display()
             )
         } else {
@@ -969,6 +1020,22 @@ test keepalive_probes ... FAILED
         assert_eq!(outcome.passed, 1);
         assert!(outcome.failed.is_empty());
         assert!(!outcome.ok());
+    }
+
+    #[test]
+    fn an_oops_on_the_console_is_found_and_a_healthy_console_passes() {
+        let console = "[    7.45] virtme-ng-init: starting script\n\
+                       [  142.36] BUG: kernel NULL pointer dereference, address: 0000000000000018\n\
+                       [  142.36] #PF: supervisor write access in kernel mode\n\
+                       [  142.36] Oops: Oops: 0002 [#1] SMP NOPTI\n";
+        assert_eq!(
+            oops_line(console),
+            Some("[  142.36] BUG: kernel NULL pointer dereference, address: 0000000000000018")
+        );
+        assert_eq!(
+            oops_line("[ 1.0] virtme-ng-init: BUG: report tool\n[ 2.0] evm: ok\n"),
+            None
+        );
     }
 
     #[test]
