@@ -133,6 +133,11 @@ pub enum ProbeId {
     /// "call again" returns are not sent), `arg2` the library (0 OpenSSL,
     /// 1 GnuTLS).
     TlsHandshake = 14,
+    /// A TLS library recorded why a call on an FTP connection failed
+    /// (OpenSSL's `ERR_vset_error` with `ERR_LIB_SSL`): `arg1` the reason
+    /// (`SSL_R_*`; from 1000, an alert the peer sent, 1000 + its
+    /// description), `arg2` the library (0 OpenSSL).
+    TlsError = 15,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -155,6 +160,7 @@ impl TryFrom<u16> for ProbeId {
             12 => Self::TlsPlaintext,
             13 => Self::TlsVerify,
             14 => Self::TlsHandshake,
+            15 => Self::TlsError,
             other => return Err(other),
         })
     }

@@ -220,6 +220,56 @@ pub fn openssl_verify_result(ctx: ProbeContext) -> u32 {
     enter(ssl, 0, 0, call_kind::VERIFY_RESULT, 0, 0)
 }
 
+/// OpenSSL's `ERR_LIB_SSL`: an error libssl recorded.
+const ERR_LIB_SSL: i32 = 20;
+
+/// `ERR_vset_error(lib, reason, fmt, args)` in libcrypto: OpenSSL records
+/// why a TLS call failed, a received alert among the reasons
+/// (`SSL_AD_REASON_OFFSET` + its description). Sent only from inside a TLS
+/// call on an FTP connection: the socket its handshake read, or its tied
+/// control connection.
+#[uprobe]
+pub fn openssl_error(ctx: ProbeContext) -> u32 {
+    let (Some(lib), Some(reason)) = (ctx.arg::<i32>(0), ctx.arg::<i32>(1)) else {
+        return 0;
+    };
+    if lib != ERR_LIB_SSL {
+        return 0;
+    }
+    ssl_error(i64::from(reason));
+    0
+}
+
+/// An `ERR_LIB_SSL` error with `reason` inside the thread's TLS call, sent
+/// on the socket its handshake read or its object's control connection.
+#[inline(never)]
+fn ssl_error(reason: i64) {
+    let thread = bpf_get_current_pid_tgid();
+    let Some(call) = TLS_CALLS.get_ptr(&thread) else {
+        return;
+    };
+    // SAFETY: a map value, read field by field.
+    let (sk, object) = unsafe { ((*call).sk, (*call).object) };
+    let sk = if sk != 0 {
+        sk
+    } else {
+        tied_socket(object, thread >> 32)
+    };
+    emit_sock_in_place(ProbeId::TlsError, sk, reason, verifier::OPENSSL);
+}
+
+/// The control connection's socket `object` of process `tgid` is tied to,
+/// 0 if none.
+#[inline(never)]
+fn tied_socket(object: u64, tgid: u64) -> u64 {
+    let key = TlsObject { tgid, object };
+    // SAFETY: a map value read once.
+    match unsafe { TLS_SOCKETS.get(&key) } {
+        Some(tied) => tied.sk,
+        None => 0,
+    }
+}
+
 /// `gnutls_certificate_verify_peers2(session, unsigned *status)`
 #[uprobe]
 pub fn gnutls_verify_peers2(ctx: ProbeContext) -> u32 {

@@ -177,6 +177,9 @@ pub enum EventKind {
     /// A TLS handshake on this connection ended, as this end's library
     /// returned it (`tls_plaintext`).
     TlsHandshake(crate::tls_handshake::Handshake),
+    /// This end's TLS library recorded why a call failed: a reason of its
+    /// own, or an alert the peer sent (`tls_plaintext`).
+    TlsError(crate::tls_error::LibraryError),
     /// What one side said on the control channel.
     Ftp {
         /// The peer that sent it.
@@ -367,6 +370,7 @@ impl fmt::Display for EventKind {
             Self::Ftp { from, event } => ftp_text(f, *from, event),
             Self::TlsVerify(verdict) => write!(f, "{verdict}"),
             Self::TlsHandshake(handshake) => write!(f, "{handshake}"),
+            Self::TlsError(error) => write!(f, "{error}"),
             Self::ControlSegment(segment) => {
                 write!(f, "control segment, {} bytes", segment.payload_len)
             }

@@ -292,6 +292,13 @@ pub enum Kind {
         code: u32,
         reasons: Vec<String>,
     },
+    /// This end's TLS library recorded why a call failed.
+    TlsError {
+        library: String,
+        code: u32,
+        alert_received: Option<String>,
+        reason: Option<String>,
+    },
     /// A TLS handshake on an FTP connection ended at this end.
     TlsHandshake {
         library: String,
@@ -953,6 +960,7 @@ impl Trace {
                 Kind::Ftp { .. } => "ftp".into(),
                 Kind::TlsVerify { passed, .. } => format!("tls_verify passed={passed}"),
                 Kind::TlsHandshake { done, .. } => format!("tls_handshake done={done}"),
+                Kind::TlsError { code, .. } => format!("tls_error {code}"),
             };
             *counts.entry(key).or_default() += 1;
         }

@@ -332,6 +332,21 @@ fn a_self_signed_certificate_is_named_by_openssl() {
                 ["X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT".to_owned()].as_slice()
             )
         );
+        // The alert OpenSSL sends for a certificate no authority signed,
+        // as vsftpd's OpenSSL received it.
+        assert_eq!(
+            refused.errors,
+            [
+                (
+                    Side::Client,
+                    None,
+                    Some("SSL_R_CERTIFICATE_VERIFY_FAILED".into())
+                ),
+                (Side::Server, Some("unknown_ca".into()), None),
+            ],
+            "curl: {}",
+            refused.transfer
+        );
     });
 }
 
@@ -389,6 +404,21 @@ fn an_expired_certificate_is_named_by_both_libraries() {
                 10,
                 ["X509_V_ERR_CERT_HAS_EXPIRED".to_owned()].as_slice()
             ),
+            "curl: {}",
+            refused.transfer
+        );
+        // curl's OpenSSL said so to the server: vsftpd's OpenSSL received
+        // the alert, and the session says both ends' words.
+        assert_eq!(
+            refused.errors,
+            [
+                (
+                    Side::Client,
+                    None,
+                    Some("SSL_R_CERTIFICATE_VERIFY_FAILED".into())
+                ),
+                (Side::Server, Some("certificate_expired".into()), None),
+            ],
             "curl: {}",
             refused.transfer
         );
@@ -457,6 +487,8 @@ struct Refused {
     library: String,
     code: u32,
     reasons: Vec<String>,
+    /// Each end's first `tls_error`: the alert it received, its reason.
+    errors: Vec<(Side, Option<String>, Option<String>)>,
 }
 
 /// One FTPS download by `client` that its TLS library refuses: the
@@ -509,10 +541,23 @@ fn check_refused_by(
             );
         }
     }
+    let mut errors = Vec::new();
+    for end in [Side::Client, Side::Server] {
+        let first = run.trace.events.iter().find_map(|e| match &e.kind {
+            Kind::TlsError {
+                alert_received,
+                reason,
+                ..
+            } if e.side == end => Some((end, alert_received.clone(), reason.clone())),
+            _ => None,
+        });
+        errors.extend(first);
+    }
     Refused {
         transfer: run.outcome,
         library,
         code,
         reasons,
+        errors,
     }
 }

@@ -251,6 +251,10 @@ impl Decoder {
                 library: crate::tls_verify::Verifier::of_record(r.arg2),
                 code: r.arg1 as i32,
             }),
+            ProbeId::TlsError => EventKind::TlsError(crate::tls_error::LibraryError {
+                library: crate::tls_verify::Verifier::of_record(r.arg2),
+                reason: r.arg1 as u32,
+            }),
             ProbeId::ControlSegment | ProbeId::DnsAnswer | ProbeId::TlsPlaintext => {
                 EventKind::DESTROYED
             }

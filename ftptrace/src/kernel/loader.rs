@@ -545,7 +545,7 @@ pub const TLS_PROBE: &str = "tls_plaintext";
 /// sockets. Returns what is watched (each library's files and functions)
 /// and the programs attached; an error when no function of any library is.
 fn attach_tls(ebpf: &mut Ebpf, tls: &tls_libraries::TlsWatch) -> Result<TlsAttached, String> {
-    use tls_libraries::{LIBRARIES, RETURN_PROGRAM, TIE_PROGRAM, TIE_TRACEPOINT};
+    use tls_libraries::{RETURN_PROGRAM, TIE_PROGRAM, TIE_TRACEPOINT, WATCHED};
     if tls.off {
         return Err("turned off (--no-tls-plaintext)".into());
     }
@@ -563,7 +563,7 @@ fn attach_tls(ebpf: &mut Ebpf, tls: &tls_libraries::TlsWatch) -> Result<TlsAttac
     programs.push(RETURN_PROGRAM);
     let mut watched = Vec::new();
     let mut failures = Vec::new();
-    for library in LIBRARIES {
+    for library in WATCHED {
         let files = tls_libraries::files_of(library, &tls.libraries);
         if files.is_empty() {
             failures.push(format!("{}: no file of it on this host", library.name));
@@ -583,6 +583,9 @@ fn attach_tls(ebpf: &mut Ebpf, tls: &tls_libraries::TlsWatch) -> Result<TlsAttac
                         .map(drop)
                 })
                 .and_then(|()| {
+                    if !library.returns {
+                        return Ok(());
+                    }
                     attach(ebpf, RETURN_PROGRAM, |p: &mut UProbe| {
                         p.attach(function, &file, UProbeScope::AllProcesses)
                             .map(drop)

@@ -23,8 +23,8 @@ impl TlsWatch {
     /// probe knows, with why.
     pub fn invalid(&self) -> Option<String> {
         self.libraries.iter().find_map(|path| {
-            if !LIBRARIES.iter().any(|l| is_file_of(l, path)) {
-                let names: Vec<&str> = LIBRARIES
+            if !WATCHED.iter().any(|l| is_file_of(l, path)) {
+                let names: Vec<&str> = WATCHED
                     .iter()
                     .flat_map(|l| l.file_names.iter().copied())
                     .collect();
@@ -44,12 +44,13 @@ impl TlsWatch {
 }
 
 /// A TLS library: the file names it goes by, and each watched function with
-/// the program its entry runs (every return runs `tls_return`).
+/// the program its entry runs (and whether its return runs `tls_return`).
 #[derive(Debug)]
 pub struct Library {
     pub name: &'static str,
     file_names: &'static [&'static str],
     pub functions: &'static [(&'static str, &'static str)],
+    pub returns: bool,
 }
 
 pub const OPENSSL: Library = Library {
@@ -64,6 +65,7 @@ pub const OPENSSL: Library = Library {
         ("SSL_do_handshake", "openssl_handshake"),
         ("SSL_get_verify_result", "openssl_verify_result"),
     ],
+    returns: true,
 };
 
 pub const GNUTLS: Library = Library {
@@ -80,9 +82,22 @@ pub const GNUTLS: Library = Library {
             "gnutls_verify_status",
         ),
     ],
+    returns: true,
 };
 
+/// OpenSSL's errors, recorded in libcrypto: why a TLS call failed, and the
+/// alerts the peer sent.
+pub const OPENSSL_ERRORS: Library = Library {
+    name: "OpenSSL errors",
+    file_names: &["libcrypto.so.3"],
+    functions: &[("ERR_vset_error", "openssl_error")],
+    returns: false,
+};
+
+/// The TLS libraries a process maps to have its plaintext watched.
 pub const LIBRARIES: [&Library; 2] = [&OPENSSL, &GNUTLS];
+/// Every library file the probe places uprobes on.
+pub const WATCHED: [&Library; 3] = [&OPENSSL, &GNUTLS, &OPENSSL_ERRORS];
 
 /// The program every watched function's return runs.
 pub const RETURN_PROGRAM: &str = "tls_return";

@@ -131,6 +131,20 @@ fn details(out: &mut Vec<u8>, details: &Details) {
                 out.push(b']');
             });
         }
+        Details::TlsError {
+            library,
+            code,
+            alert_received,
+            reason,
+        } => {
+            string(out, "tls_error");
+            field(out, "library", |out| string(out, library));
+            field(out, "code", |out| number(out, *code));
+            field(out, "alert_received", |out| {
+                optional(out, *alert_received, string)
+            });
+            field(out, "reason", |out| optional(out, *reason, string));
+        }
         Details::TlsHandshake {
             library,
             done,
@@ -334,6 +348,12 @@ mod tests {
             },
             Details::KeepaliveProbe { probes_out: 255 },
             Details::ZeroWindowProbe { probes_out: 0 },
+            Details::TlsError {
+                library: "OpenSSL".into(),
+                code: 1048,
+                alert_received: Some("unknown_ca"),
+                reason: None,
+            },
             Details::TlsHandshake {
                 library: "GnuTLS".into(),
                 done: false,

@@ -233,6 +233,14 @@ pub enum Details<'a> {
         /// The library's names for the code.
         reasons: Vec<String>,
     },
+    TlsError {
+        library: String,
+        code: u32,
+        /// The alert the peer sent, by its RFC name, when the code is one.
+        alert_received: Option<&'static str>,
+        /// The library's name for any other reason.
+        reason: Option<&'static str>,
+    },
     TlsHandshake {
         library: String,
         done: bool,
@@ -332,6 +340,12 @@ impl<'a> Details<'a> {
                     .into_iter()
                     .map(|(name, _)| name)
                     .collect(),
+            },
+            EventKind::TlsError(error) => Self::TlsError {
+                library: error.library.to_string(),
+                code: error.reason,
+                alert_received: error.alert_received().map(|(name, _)| name),
+                reason: error.reason().map(|(name, _)| name),
             },
             EventKind::TlsHandshake(handshake) => Self::TlsHandshake {
                 library: handshake.library.to_string(),

@@ -443,6 +443,8 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
     };
     let handshake_failed = handshake(false);
     let handshake_done = handshake(true);
+    // An end's library recorded why: an alert its peer sent, its own reason.
+    let library_error = session.control.seen().any(|(_, v)| v.tls_error.is_some());
     // Words in the clear after TLS began: the handshake completed, and only
     // a library's refusal (a client that checks after it) makes it a failure.
     let stopped = soon && handshake_only && !session.decrypted && handshake_done.is_none();
@@ -454,7 +456,11 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
             && control.closed_by == ClosedBy::Client
             && ended_at.saturating_sub(done_at) <= CLIENT_OWN_CHECK_NS
     });
-    if !(stopped || refusal.is_some() || handshake_failed.is_some() || refused_after.is_some())
+    if !(stopped
+        || refusal.is_some()
+        || handshake_failed.is_some()
+        || refused_after.is_some()
+        || library_error)
         || session.data.iter().any(|c| c.established())
     {
         return None;
@@ -480,6 +486,17 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
             end.as_str(),
             session.offset_ms(at)
         ));
+    }
+    // Both ends' words: the refusing end's reason, and the alert the other
+    // end received for it.
+    for end in [Side::Client, Side::Server] {
+        if let Some((at, error)) = session.control.view(end).and_then(|v| v.tls_error) {
+            evidence.push(format!(
+                "the {} end's {error} (+{} ms)",
+                end.as_str(),
+                session.offset_ms(at)
+            ));
+        }
     }
     if let Some((end, at, handshake)) = handshake_failed {
         evidence.push(format!(

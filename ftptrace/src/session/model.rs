@@ -92,6 +92,8 @@ pub struct View {
     /// How this end's TLS handshake ended, when ftptrace watched it (the
     /// first that completed, else the last failure), and when.
     pub tls_handshake: Option<(u64, crate::tls_handshake::Handshake)>,
+    /// The first failure this end's TLS library recorded, and when.
+    pub tls_error: Option<(u64, crate::tls_error::LibraryError)>,
 }
 
 /// What went wrong at one end.

@@ -609,6 +609,7 @@ impl Sessions {
                 | EventKind::DnsAnswer(_)
                 | EventKind::TlsVerify(_)
                 | EventKind::TlsHandshake(_)
+                | EventKind::TlsError(_)
         ) {
             return None;
         }
@@ -955,6 +956,9 @@ impl Sessions {
                 if view.tls_handshake.is_none_or(|(_, kept)| !kept.succeeded()) {
                     view.tls_handshake = Some((ns, *handshake));
                 }
+            }
+            EventKind::TlsError(error) => {
+                view.tls_error.get_or_insert((ns, *error));
             }
             EventKind::Drop {
                 reason,
