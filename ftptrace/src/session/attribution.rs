@@ -127,11 +127,13 @@ fn is_opening(kind: &EventKind) -> bool {
 /// (CLOSE→SYN_SENT), listen() (CLOSE→LISTEN) and close()/shutdown()
 /// (ESTABLISHED→FIN_WAIT1, CLOSE_WAIT→LAST_ACK).
 fn made_by_owner(kind: &EventKind) -> bool {
-    // The TLS library's plaintext, handshakes and certificate checks are
-    // read in the calling thread.
+    // The TLS library's plaintext, handshakes, certificate checks and
+    // errors are read in the calling thread.
     match kind {
         EventKind::ControlSegment(segment) => return segment.decrypted,
-        EventKind::TlsHandshake(_) | EventKind::TlsVerify(_) => return true,
+        EventKind::TlsHandshake(_) | EventKind::TlsVerify(_) | EventKind::TlsError(_) => {
+            return true;
+        }
         _ => {}
     }
     let EventKind::State { old, new } = kind else {
@@ -207,6 +209,22 @@ mod tests {
         let done = table.observe(&event(0xc, 300, "vsftpd", handshake));
         assert_eq!(
             done.owner.as_ref().map(|t| (t.pid, t.comm.as_str())),
+            Some((300, "vsftpd"))
+        );
+    }
+
+    /// ... and from the error its library recorded when the handshake failed.
+    #[test]
+    fn a_tls_error_names_the_owner_of_an_accepted_socket() {
+        let mut table = SocketTable::default();
+        table.observe(&event(0xc, 9, "swapper/1", state("LISTEN", "SYN_RECV")));
+        let error = EventKind::TlsError(crate::tls_error::LibraryError {
+            library: crate::tls_verify::Verifier::OpenSsl,
+            reason: 1045,
+        });
+        let failed = table.observe(&event(0xc, 300, "vsftpd", error));
+        assert_eq!(
+            failed.owner.as_ref().map(|t| (t.pid, t.comm.as_str())),
             Some((300, "vsftpd"))
         );
     }
