@@ -325,7 +325,7 @@ fn acceptable(sk: u64, tcp: &[u8; TCP_HEADER as usize]) -> bool {
 /// # Safety
 /// `segment` is in a reserved ring buffer slot this program owns.
 #[inline(always)]
-pub(crate) unsafe fn mark_announcement(
+pub(crate) unsafe fn mark_announcement<const APART: bool>(
     segment: *mut ControlSegment,
     d: &[u8; CONTROL_CAPTURE_BYTES],
     captured: u32,
@@ -352,21 +352,38 @@ pub(crate) unsafe fn mark_announcement(
             (*segment).flags |= segment_flags::MARKED;
         } else {
             *role |= port_role::ACTIVE_EXPECTED;
-            expect_active(segment, port);
+            if APART {
+                expect_active_apart(segment, port);
+            } else {
+                expect_active(segment, port);
+            }
         }
         (*segment).marked_port = port as u16;
     }
 }
 
+/// [`expect_active`] as a subprogram, for the uprobe programs (`APART`):
+/// its key on the stack would make the marking's stack 64 bytes, and a
+/// uprobe program's function that large runs on a per-CPU stack where a
+/// kernel gives it one (see `record::write_socket_ends`). Inlined in the
+/// `cgroup_skb` programs: there a call costs 5.10's verifier the liveness
+/// it prunes with, and the control channel's program ran past a million
+/// instructions.
+///
+/// # Safety
+/// As [`expect_active`].
+#[inline(never)]
+unsafe fn expect_active_apart(segment: *mut ControlSegment, port: u32) {
+    // SAFETY: the caller's guarantee.
+    unsafe { expect_active(segment, port) }
+}
+
 /// Notes the client's own endpoint a `PORT`/`EPRT` in `segment` announces
-/// (`ACTIVE_EXPECT`) and says so in the record. A subprogram: its key on
-/// the stack would make the marking's stack 64 bytes, and a uprobe
-/// program's function that large runs on a per-CPU stack where a kernel
-/// gives it one (see `record::write_socket_ends`).
+/// (`ACTIVE_EXPECT`) and says so in the record.
 ///
 /// # Safety
 /// `segment` is in a reserved ring buffer slot this program owns.
-#[inline(never)]
+#[inline(always)]
 unsafe fn expect_active(segment: *mut ControlSegment, port: u32) {
     // SAFETY: the caller's slot.
     unsafe {
@@ -408,7 +425,7 @@ pub(crate) unsafe fn redact_and_mark(segment: *mut ControlSegment, from_server: 
     // SAFETY: the caller's slot.
     unsafe {
         redact(segment);
-        mark(segment, from_server);
+        mark::<false>(segment, from_server);
     }
 }
 
@@ -442,17 +459,18 @@ pub(crate) unsafe fn redact(segment: *mut ControlSegment) {
     }
 }
 
-/// The marking half of [`redact_and_mark`], after [`redact`].
+/// The marking half of [`redact_and_mark`], after [`redact`]; `APART`
+/// for the uprobe programs (see [`expect_active_apart`]).
 ///
 /// # Safety
 /// As [`redact_and_mark`].
 #[inline(always)]
-pub(crate) unsafe fn mark(segment: *mut ControlSegment, from_server: u32) {
+pub(crate) unsafe fn mark<const APART: bool>(segment: *mut ControlSegment, from_server: u32) {
     // SAFETY: the caller's slot.
     unsafe {
         let d = &*(&raw const (*segment).data);
         let captured = u32::from(core::ptr::read_volatile(&raw const (*segment).captured_len));
-        mark_announcement(segment, d, captured, from_server);
+        mark_announcement::<APART>(segment, d, captured, from_server);
     }
 }
 

@@ -652,7 +652,7 @@ unsafe fn redact_apart(segment: *mut ControlSegment) {
 #[inline(never)]
 unsafe fn mark_apart(segment: *mut ControlSegment, from_server: u32) {
     // SAFETY: the caller's guarantee.
-    unsafe { mark(segment, from_server) }
+    unsafe { mark::<true>(segment, from_server) }
 }
 
 // Keeps CONTROL_CAPTURE_BYTES in view: the record's `data` holds the head
