@@ -46,6 +46,23 @@ pub fn count(events: &[&Event]) -> i64 {
 /// reset. Compare with `Tcp.OutRsts`.
 pub fn resets_sent(events: &[&Event], start: &Start) -> i64 {
     let socketless = !start.kernel_at_least(6, 10);
+    // A segment that reaches a TIME-WAIT socket (a retransmitted FIN) is
+    // answered with an ACK and freed in tcp_v4_rcv too: without a reason
+    // (before 5.17) its drop looks like NO_SOCKET's. Those connections'
+    // full sockets went FIN_WAIT2 or CLOSING -> CLOSE.
+    let tuple = |e: &Event| {
+        (
+            e.local_addr.clone(),
+            e.local_port,
+            e.remote_addr.clone(),
+            e.remote_port,
+        )
+    };
+    let time_wait: std::collections::HashSet<_> = events
+        .iter()
+        .filter(|e| e.is_transition("FIN_WAIT2", "CLOSE") || e.is_transition("CLOSING", "CLOSE"))
+        .map(|e| tuple(e))
+        .collect();
     let answered = |e: &&&Event| match &e.kind {
         Kind::ResetSent { .. } => true,
         Kind::Drop {
@@ -58,7 +75,10 @@ pub fn resets_sent(events: &[&Event], start: &Start) -> i64 {
             // a segment nobody took is the same fact.
             let no_socket = match reason {
                 Some(reason) => reason == "NO_SOCKET",
-                None => matches!(location.as_deref(), Some("tcp_v4_rcv" | "tcp_v6_rcv")),
+                None => {
+                    matches!(location.as_deref(), Some("tcp_v4_rcv" | "tcp_v6_rcv"))
+                        && !time_wait.contains(&tuple(e))
+                }
             };
             socketless
                 && no_socket
