@@ -105,8 +105,8 @@ pub struct TraceArgs {
     /// Seconds within which --repeat-failures failures are a pattern.
     #[arg(long, value_name = "SECS", default_value = "600")]
     pub repeat_window: NonZeroU64,
-    /// Also watch this TLS library file (libssl.so.*, libgnutls.so.*), e.g.
-    /// a program's own copy; the usual directories and the files running
+    /// Also watch this TLS library file (libssl.so.*, libgnutls.so.*, and
+    /// libcrypto.so.* for OpenSSL's errors), e.g. a program's own copy; the usual directories and the files running
     /// processes map are watched anyway. Repeatable.
     #[arg(long, value_name = "PATH")]
     pub tls_library: Vec<PathBuf>,

@@ -87,10 +87,10 @@ fn bad_flags_and_unwritable_output_are_refused() {
         |_| {},
     );
     assert_one_line_error(
-        &["--tls-library", "/usr/lib/libcrypto.so.3"],
+        &["--tls-library", "/usr/lib/libz.so.1"],
         1,
         &[
-            "--tls-library /usr/lib/libcrypto.so.3",
+            "--tls-library /usr/lib/libz.so.1",
             "not a library ftptrace watches",
             "libssl.so.3",
         ],
