@@ -189,6 +189,22 @@ def main():
         except ssl.SSLCertVerificationError:
             c.sock.close()
             return "CERTIFICATE_VERIFY_FAILED"
+    if scenario == "tls_name":
+        # TLS that trusts the server's certificate (ARG) but asks for a
+        # name the certificate does not carry: Python has OpenSSL check the
+        # name (check_hostname), and says what OpenSSL's check said.
+        c = Control(connect())
+        c.reply()
+        said = c.cmd("AUTH TLS")
+        if not said.startswith("234"):
+            return said
+        context = ssl.create_default_context(cafile=arg)
+        try:
+            context.wrap_socket(c.sock, server_hostname="other.example.org")
+            return "handshake completed"
+        except ssl.SSLCertVerificationError as e:
+            c.sock.close()
+            return e.verify_message
     if scenario == "ftps_download":
         # FTPS that trusts the server's certificate (ARG): AUTH TLS, login,
         # a protected download, QUIT.

@@ -13,6 +13,7 @@ use tests::{
     netns::{CLIENT_V4, NetNs, NsPair, SERVER_V4},
     nft::{self, Rule},
     observe::observe,
+    scenario::Scenario,
     sessions::{assert_cause, only_session},
     tracer::{Kind, Side, Tracer},
     vsftpd::{Listen, PASSIVE_PORTS, Vsftpd, VsftpdConfig},
@@ -474,6 +475,69 @@ fn a_name_the_certificate_lacks_is_a_tls_failure_after_the_handshake() {
                     .any(|e| e.contains("TLS handshake done (OpenSSL)")
                         && e.contains("hung up")
                         && e.contains("do not include the host it asked for")),
+                "{:?}{ctx}",
+                session.evidence
+            );
+        },
+    );
+}
+
+/// Python's ftplib/ssl asks OpenSSL to check the name it connects to
+/// (`check_hostname`): then the library names the mismatch, read by
+/// `SSL_get_verify_result` as Python builds its error.
+#[test]
+fn a_name_the_certificate_lacks_is_named_when_openssl_checks_it() {
+    tests::root_test(
+        "a_name_the_certificate_lacks_is_named_when_openssl_checks_it",
+        || {
+            let net = NsPair::new();
+            let ftp = Vsftpd::start(
+                &net.server,
+                VsftpdConfig::new(Listen::V4(SERVER_V4)).with_tls(),
+            );
+            let ca = ftp.certificate().display().to_string();
+            let run = observe(&net, Tracer::start_with(FTPS_ARGS), || {
+                Scenario::start(&net.client, "tls_name", SERVER_V4, Some(&ca)).finish()
+            });
+            let ctx = run.context();
+            // What OpenSSL's check told Python, independently of ftptrace.
+            assert!(
+                run.outcome.starts_with("Hostname mismatch"),
+                "python: {}{ctx}",
+                run.outcome
+            );
+            let refused: Vec<_> = run
+                .trace
+                .events
+                .iter()
+                .filter(|e| e.side == Side::Client)
+                .filter_map(|e| match &e.kind {
+                    Kind::TlsVerify {
+                        library,
+                        passed: false,
+                        code,
+                        reasons,
+                    } => Some((library.as_str(), *code, reasons.clone(), e.comm.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                refused,
+                [(
+                    "OpenSSL",
+                    62,
+                    vec!["X509_V_ERR_HOSTNAME_MISMATCH".to_owned()],
+                    Some("python3".to_owned())
+                )],
+                "{ctx}"
+            );
+            let session = only_session(&run.trace);
+            assert_cause(session, "tls_failure", Some("control"), &ctx);
+            assert!(
+                session
+                    .evidence
+                    .iter()
+                    .any(|e| e.contains("X509_V_ERR_HOSTNAME_MISMATCH")),
                 "{:?}{ctx}",
                 session.evidence
             );
