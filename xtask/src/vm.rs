@@ -203,7 +203,7 @@ const EXECUTABLE_TIMEOUT: Duration = Duration::from_secs(1800);
 /// about 40 minutes alone).
 const GUEST_TIMEOUT: Duration = Duration::from_secs(4800);
 /// One whole guest of `--quick` (CI's): 5.10's, the slowest, takes about
-/// 31 minutes beside another guest. A hung guest must fail CI, not outlast
+/// 16 minutes beside another guest. A hung guest must fail CI, not outlast
 /// it.
 const QUICK_GUEST_TIMEOUT: Duration = Duration::from_secs(2700);
 /// How often a running guest's console is read for an oops.
