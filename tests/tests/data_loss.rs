@@ -6,7 +6,7 @@ use std::time::Duration;
 use tests::{
     checks::{count, segments},
     client::{Curl, ftp_url, spawn_download, wait_for_download},
-    deadline::{Deadline, wait_for},
+    deadline::{Deadline, POLL_INTERVAL, wait_for},
     netns::{DEV, NsPair, SERVER_V4},
     nft::{self, Rule},
     observe::observe,
@@ -103,6 +103,10 @@ fn data_loss_retransmits_match_retrans_segs() {
     });
 }
 
+/// How many times the spurious-retransmit test holds the client's ACKs
+/// before it gives up waiting for a retransmit.
+const HOLDS: usize = 4;
+
 /// The client's ACKs are held back mid-download (a tbf at 8 kbit/s on the
 /// client's device queues them; its limit drops none) until the server's
 /// retransmission timer fires for segments that had arrived; then the queue
@@ -140,19 +144,37 @@ fn spurious_retransmits_behind_held_acks_are_not_loss() {
             );
             wait_for_download(&net.client);
             let retransmitted = || net.server.counters().get("Tcp.RetransSegs");
+            let arrived = || net.client.counters().get("Tcp.InSegs");
             let before = retransmitted();
-            tbf("add", "8kbit", "1600");
-            wait_for(
-                "a retransmit behind the held ACKs",
-                Duration::from_secs(20),
-                || {
-                    if retransmitted() > before {
+            // ACKs held while the server has data in flight fire its
+            // retransmission timer; held while curl's rate limit keeps the
+            // window shut, they only delay a window update and nothing is
+            // retransmitted. So hold, and if nothing came, let the data flow
+            // again and hold once more, a few times.
+            tbf("add", "10gbit", "64kb");
+            let mut held = false;
+            for _ in 0..HOLDS {
+                tbf("change", "8kbit", "1600");
+                let deadline = Deadline::after(Duration::from_secs(8));
+                while retransmitted() == before && !deadline.expired() {
+                    std::thread::sleep(POLL_INTERVAL);
+                }
+                if retransmitted() > before {
+                    held = true;
+                    break;
+                }
+                tbf("change", "10gbit", "64kb");
+                let flowing = arrived() + 10;
+                wait_for("data flowing after a hold", Duration::from_secs(10), || {
+                    let now = arrived();
+                    if now >= flowing {
                         Ok(())
                     } else {
-                        Err("none yet".into())
+                        Err(format!("{now} segments in"))
                     }
-                },
-            );
+                });
+            }
+            assert!(held, "no retransmit behind the ACKs held {HOLDS} times");
             // Let them all go (changing the rate keeps the queue).
             tbf("change", "10gbit", "64kb");
             let status = wait_until(&mut curl, Deadline::after(Duration::from_secs(60)));
