@@ -451,9 +451,17 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
     // The library completed the handshake, then the client hung up without
     // a word: it refused the server itself (curl and lftp check the
     // certificate's names after the library passed it).
+    // Who sent the first FIN need not say who hung up: the server answers
+    // the client's close_notify with its own FIN, which may cross the
+    // client's or go first. A client record after the handshake, with no
+    // word, before the close, is that close_notify.
+    let client_notified = |done_at: u64| {
+        session.encrypted_last_ns[Side::Client.index()]
+            .filter(|&ns| ns > done_at && ns <= ended_at && control.closed_by != ClosedBy::Client)
+    };
     let refused_after = handshake_done.filter(|&(_, done_at, _)| {
         !session.decrypted
-            && control.closed_by == ClosedBy::Client
+            && (control.closed_by == ClosedBy::Client || client_notified(done_at).is_some())
             && ended_at.saturating_sub(done_at) <= CLIENT_OWN_CHECK_NS
     });
     if !(stopped
@@ -512,14 +520,19 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
         ));
     }
     if let (Some((end, at, handshake)), None) = (refused_after, refusal) {
+        let notified = client_notified(at);
+        let how = match notified {
+            Some(_) => " (its last TLS record, a close_notify, which the server's FIN answered)",
+            None => "",
+        };
         evidence.push(format!(
             "the {} end's {handshake} (+{} ms), and the client hung up {} ms later without \
-             a word: it refused the server after its library passed the handshake, most often \
-             because the certificate's names do not include the host it asked for (a check \
-             curl and lftp make themselves, which no library reports)",
+             a word{how}: it refused the server after its library passed the handshake, most \
+             often because the certificate's names do not include the host it asked for (a \
+             check curl and lftp make themselves, which no library reports)",
             end.as_str(),
             session.offset_ms(at),
-            ended_at.saturating_sub(at) / 1_000_000
+            notified.unwrap_or(ended_at).saturating_sub(at) / 1_000_000
         ));
     }
     evidence.push(format!(
@@ -1849,6 +1862,53 @@ mod tests {
                 evidence[1].starts_with("the client end's TLS handshake done (OpenSSL) (+")
                     && evidence[1].contains("and the client hung up 2 ms later without a word"),
                 "{evidence:?}"
+            );
+        }
+    }
+
+    /// curl's close_notify reaches vsftpd, whose FIN may cross curl's or
+    /// go first: the client's record after the handshake says who hung up.
+    /// Without it, a server that closes first after the handshake is not
+    /// a client refusing it.
+    #[test]
+    fn a_close_notify_before_the_servers_fin_is_the_client_hanging_up() {
+        for (notify, crossing, cause) in [
+            (true, true, "tls_failure control | fin/server"),
+            (true, false, "tls_failure control | fin/server"),
+            (false, true, ""),
+            (false, false, ""),
+        ] {
+            let mut s = Script::new();
+            let control = s.connect(CLIENT, SERVER);
+            auth_tls(&mut s, &control);
+            handshake_segments(&mut s, &control);
+            s.emit(
+                &control,
+                Client,
+                handshake(crate::tls_verify::Verifier::OpenSsl, 1),
+            );
+            s.after_ms(1);
+            if notify {
+                s.segment(&control, Client, Client, 31);
+                s.segment(&control, Client, Server, 31);
+            }
+            s.after_ms(1);
+            if crossing {
+                s.crossing_fins(&control, Server);
+            } else {
+                s.fin(&control, Server);
+            }
+            let seen = seen(&s, BOTH);
+            let case = format!("notify {notify}, crossing {crossing}: {seen:?}");
+            if !notify {
+                assert!(!seen[0].starts_with("tls_failure"), "{case}");
+                continue;
+            }
+            assert_eq!(seen, [cause], "{case}");
+            let evidence = evidence(&s, BOTH);
+            assert!(
+                evidence[1].contains("and the client hung up 1 ms later without a word (its last TLS record, a close_notify"),
+                "{case} {evidence:?}"
             );
         }
     }

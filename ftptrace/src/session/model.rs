@@ -290,6 +290,10 @@ pub struct Session {
     /// Control segments carrying payload after encryption, by sender
     /// `[client, server]`: a TLS handshake that failed stops early.
     pub encrypted_segments: [u32; 2],
+    /// When each sender's last such segment was seen (boot ns), by sender
+    /// `[client, server]`: a client's close_notify after a completed
+    /// handshake says who hung up when both FINs cross.
+    pub encrypted_last_ns: [Option<u64>; 2],
     pub expectations: Vec<Expectation>,
     pub timeline: Timeline,
     /// Any `ftp` event was seen: the channel is readable.

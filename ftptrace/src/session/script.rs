@@ -233,6 +233,21 @@ impl Script {
         self.emit(link, at, kind);
     }
 
+    /// A simultaneous close: each end sends its FIN before the other's
+    /// arrives, `first` a moment earlier.
+    pub fn crossing_fins(&mut self, link: &Link, first: Side) {
+        for end in [first, first.other()] {
+            self.emit(link, end, state("ESTABLISHED", "FIN_WAIT1"));
+        }
+        for end in [first, first.other()] {
+            self.emit(link, end, state("FIN_WAIT1", "CLOSING"));
+        }
+        self.after_ms(1);
+        for end in [first, first.other()] {
+            self.emit(link, end, state("CLOSING", "CLOSE"));
+        }
+    }
+
     /// An orderly close: `closer` sends the first FIN.
     pub fn fin(&mut self, link: &Link, closer: Side) {
         let peer = closer.other();

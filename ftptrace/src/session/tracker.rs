@@ -667,6 +667,7 @@ impl Sessions {
             // Implicit FTPS: TLS from the first byte.
             encrypted_ns: (server.port() == 990).then_some(ns),
             encrypted_segments: [0, 0],
+            encrypted_last_ns: [None, None],
             expectations: Vec::new(),
             timeline: Timeline::default(),
             control_readable: false,
@@ -854,6 +855,7 @@ impl Sessions {
         }
         let from = if outgoing { end } else { end.other() };
         session.encrypted_segments[from.index()] += 1;
+        session.encrypted_last_ns[from.index()] = Some(event.boot_ns);
     }
 
     fn record(&mut self, key: Key, conn_id: ConnId, end: Side, event: &KernelEvent) {
