@@ -138,6 +138,10 @@ pub enum ProbeId {
     /// (`SSL_R_*`; from 1000, an alert the peer sent, 1000 + its
     /// description), `arg2` the library (0 OpenSSL).
     TlsError = 15,
+    /// A TLS library sends an alert on an FTP connection (GnuTLS's
+    /// `gnutls_alert_send`): `arg1` the level (1 warning, 2 fatal) << 8 |
+    /// the alert's description, `arg2` the library (1 GnuTLS).
+    TlsAlertSent = 16,
 }
 
 impl TryFrom<u16> for ProbeId {
@@ -161,6 +165,7 @@ impl TryFrom<u16> for ProbeId {
             13 => Self::TlsVerify,
             14 => Self::TlsHandshake,
             15 => Self::TlsError,
+            16 => Self::TlsAlertSent,
             other => return Err(other),
         })
     }

@@ -258,6 +258,41 @@ fn ssl_error(reason: i64) {
     emit_sock_in_place(ProbeId::TlsError, sk, reason, verifier::OPENSSL);
 }
 
+/// `gnutls_alert_send(session, level, desc)`: an alert this end sends. A
+/// GnuTLS handshake that refuses its peer sends one itself, `gnutls_bye`
+/// sends close_notify. Sent on the socket the thread's handshake read, or
+/// on the session's tied control connection (a data connection's closing
+/// alert, outside a handshake, is not sent: nothing ties its session).
+/// `arg1` is the level (1 warning, 2 fatal) << 8 | the description.
+#[uprobe]
+pub fn gnutls_alert_sent(ctx: ProbeContext) -> u32 {
+    let (Some(session), Some(level), Some(description)) =
+        (ctx.arg::<u64>(0), ctx.arg::<u32>(1), ctx.arg::<u32>(2))
+    else {
+        return 0;
+    };
+    let alert = (i64::from(level & 0xff) << 8) | i64::from(description & 0xff);
+    alert_sent(session, alert);
+    0
+}
+
+/// The alert `alert` that `session` sends, on its call's or tied socket.
+#[inline(never)]
+fn alert_sent(session: u64, alert: i64) {
+    let thread = bpf_get_current_pid_tgid();
+    let in_call = match TLS_CALLS.get_ptr(&thread) {
+        // SAFETY: a map value, read field by field.
+        Some(call) if unsafe { (*call).object } == session => unsafe { (*call).sk },
+        _ => 0,
+    };
+    let sk = if in_call != 0 {
+        in_call
+    } else {
+        tied_socket(session, thread >> 32)
+    };
+    emit_sock_in_place(ProbeId::TlsAlertSent, sk, alert, verifier::GNUTLS);
+}
+
 /// The control connection's socket `object` of process `tgid` is tied to,
 /// 0 if none.
 #[inline(never)]

@@ -180,6 +180,8 @@ pub enum EventKind {
     /// This end's TLS library recorded why a call failed: a reason of its
     /// own, or an alert the peer sent (`tls_plaintext`).
     TlsError(crate::tls_error::LibraryError),
+    /// This end's TLS library sent an alert (`tls_plaintext`).
+    TlsAlertSent(crate::tls_alert::SentAlert),
     /// What one side said on the control channel.
     Ftp {
         /// The peer that sent it.
@@ -371,6 +373,7 @@ impl fmt::Display for EventKind {
             Self::TlsVerify(verdict) => write!(f, "{verdict}"),
             Self::TlsHandshake(handshake) => write!(f, "{handshake}"),
             Self::TlsError(error) => write!(f, "{error}"),
+            Self::TlsAlertSent(alert) => write!(f, "{alert}"),
             Self::ControlSegment(segment) => {
                 write!(f, "control segment, {} bytes", segment.payload_len)
             }

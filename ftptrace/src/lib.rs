@@ -28,6 +28,7 @@ pub mod printable;
 pub mod recording;
 pub mod replay;
 pub mod session;
+pub mod tls_alert;
 pub mod tls_error;
 pub mod tls_handshake;
 pub mod tls_verify;

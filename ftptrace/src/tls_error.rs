@@ -176,14 +176,18 @@ const OPENSSL_REASONS: &[(u32, &str, &str)] = &[
     ),
 ];
 
+/// An alert's RFC name and what it means to its receiver.
+pub fn alert(description: u32) -> Option<(&'static str, &'static str)> {
+    ALERTS
+        .iter()
+        .find(|(code, ..)| *code == description)
+        .map(|&(_, name, meaning)| (name, meaning))
+}
+
 impl LibraryError {
     /// The description of the alert the peer sent, when the reason is one.
     pub fn alert_received(&self) -> Option<(&'static str, &'static str)> {
-        let description = self.reason.checked_sub(ALERT_OFFSET)?;
-        ALERTS
-            .iter()
-            .find(|(code, ..)| *code == description)
-            .map(|&(_, name, reason)| (name, reason))
+        alert(self.reason.checked_sub(ALERT_OFFSET)?)
     }
 
     /// The library's name for the reason, and what it means.

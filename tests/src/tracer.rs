@@ -299,6 +299,14 @@ pub enum Kind {
         alert_received: Option<String>,
         reason: Option<String>,
     },
+    /// This end's TLS library sent an alert.
+    TlsAlert {
+        library: String,
+        sent: bool,
+        level: Option<String>,
+        code: u8,
+        alert: Option<String>,
+    },
     /// A TLS handshake on an FTP connection ended at this end.
     TlsHandshake {
         library: String,
@@ -961,6 +969,7 @@ impl Trace {
                 Kind::TlsVerify { passed, .. } => format!("tls_verify passed={passed}"),
                 Kind::TlsHandshake { done, .. } => format!("tls_handshake done={done}"),
                 Kind::TlsError { code, .. } => format!("tls_error {code}"),
+                Kind::TlsAlert { level, alert, .. } => format!("tls_alert {level:?} {alert:?}"),
             };
             *counts.entry(key).or_default() += 1;
         }

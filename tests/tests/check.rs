@@ -168,6 +168,8 @@ fn check_reports_every_probe_as_it_attaches() {
                      gnutls_session_get_verify_cert_status)",
                     "OpenSSL errors ",
                     "libcrypto.so.3 (ERR_vset_error)",
+                    "GnuTLS alerts ",
+                    "libgnutls.so.30 (gnutls_alert_send)",
                 ] {
                     assert!(target.contains(watched), "{watched}: {probe}");
                 }

@@ -617,6 +617,43 @@ fn check_refused_by(
         });
         errors.extend(first);
     }
+    let alerts_sent: Vec<_> = run
+        .trace
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            Kind::TlsAlert {
+                sent: true,
+                level,
+                alert,
+                ..
+            } => Some((e.side, level.clone(), alert.clone())),
+            _ => None,
+        })
+        .collect();
+    // GnuTLS's alerts: lftp refuses after its handshake and closes the TLS
+    // session with close_notify, which each session's evidence names.
+    if library == "GnuTLS" {
+        assert!(
+            !alerts_sent.is_empty()
+                && alerts_sent
+                    .iter()
+                    .all(|(end, level, alert)| *end == Side::Client
+                        && level.as_deref() == Some("warning")
+                        && alert.as_deref() == Some("close_notify")),
+            "{alerts_sent:?}{ctx}"
+        );
+        for session in &run.trace.sessions {
+            assert!(
+                session
+                    .evidence
+                    .iter()
+                    .any(|e| e.starts_with("the client end's GnuTLS sent alert close_notify (+")),
+                "{:?}{ctx}",
+                session.evidence
+            );
+        }
+    }
     Refused {
         transfer: run.outcome,
         library,

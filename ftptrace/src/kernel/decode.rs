@@ -255,6 +255,12 @@ impl Decoder {
                 library: crate::tls_verify::Verifier::of_record(r.arg2),
                 reason: r.arg1 as u32,
             }),
+            ProbeId::TlsAlertSent => {
+                EventKind::TlsAlertSent(crate::tls_alert::SentAlert::of_record(
+                    crate::tls_verify::Verifier::of_record(r.arg2),
+                    r.arg1,
+                ))
+            }
             ProbeId::ControlSegment | ProbeId::DnsAnswer | ProbeId::TlsPlaintext => {
                 EventKind::DESTROYED
             }

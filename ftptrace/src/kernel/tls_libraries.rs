@@ -94,10 +94,19 @@ pub const OPENSSL_ERRORS: Library = Library {
     returns: false,
 };
 
+/// The alerts GnuTLS sends: entries only, as a return probe there would
+/// end the handshake call that sends one (`tls_return` keys by thread).
+pub const GNUTLS_ALERTS: Library = Library {
+    name: "GnuTLS alerts",
+    file_names: &["libgnutls.so.30"],
+    functions: &[("gnutls_alert_send", "gnutls_alert_sent")],
+    returns: false,
+};
+
 /// The TLS libraries a process maps to have its plaintext watched.
 pub const LIBRARIES: [&Library; 2] = [&OPENSSL, &GNUTLS];
 /// Every library file the probe places uprobes on.
-pub const WATCHED: [&Library; 3] = [&OPENSSL, &GNUTLS, &OPENSSL_ERRORS];
+pub const WATCHED: [&Library; 4] = [&OPENSSL, &GNUTLS, &OPENSSL_ERRORS, &GNUTLS_ALERTS];
 
 /// The program every watched function's return runs.
 pub const RETURN_PROGRAM: &str = "tls_return";

@@ -145,6 +145,20 @@ fn details(out: &mut Vec<u8>, details: &Details) {
             });
             field(out, "reason", |out| optional(out, *reason, string));
         }
+        Details::TlsAlert {
+            library,
+            sent,
+            level,
+            code,
+            alert,
+        } => {
+            string(out, "tls_alert");
+            field(out, "library", |out| string(out, library));
+            field(out, "sent", |out| boolean(out, *sent));
+            field(out, "level", |out| optional(out, *level, string));
+            field(out, "code", |out| number(out, *code));
+            field(out, "alert", |out| optional(out, *alert, string));
+        }
         Details::TlsHandshake {
             library,
             done,
@@ -353,6 +367,20 @@ mod tests {
                 code: 1048,
                 alert_received: Some("unknown_ca"),
                 reason: None,
+            },
+            Details::TlsAlert {
+                library: "GnuTLS".into(),
+                sent: true,
+                level: Some("fatal"),
+                code: 48,
+                alert: Some("unknown_ca"),
+            },
+            Details::TlsAlert {
+                library: "GnuTLS".into(),
+                sent: true,
+                level: None,
+                code: 255,
+                alert: None,
             },
             Details::TlsHandshake {
                 library: "GnuTLS".into(),

@@ -241,6 +241,17 @@ pub enum Details<'a> {
         /// The library's name for any other reason.
         reason: Option<&'static str>,
     },
+    TlsAlert {
+        library: String,
+        /// This end sent it (alerts received are `tls_error`'s).
+        sent: bool,
+        /// `warning`, `fatal`, or null for another level.
+        level: Option<&'static str>,
+        /// The alert's description.
+        code: u8,
+        /// Its RFC 8446 name, when known.
+        alert: Option<&'static str>,
+    },
     TlsHandshake {
         library: String,
         done: bool,
@@ -346,6 +357,13 @@ impl<'a> Details<'a> {
                 code: error.reason,
                 alert_received: error.alert_received().map(|(name, _)| name),
                 reason: error.reason().map(|(name, _)| name),
+            },
+            EventKind::TlsAlertSent(alert) => Self::TlsAlert {
+                library: alert.library.to_string(),
+                sent: true,
+                level: alert.level_name(),
+                code: alert.description,
+                alert: alert.name(),
             },
             EventKind::TlsHandshake(handshake) => Self::TlsHandshake {
                 library: handshake.library.to_string(),

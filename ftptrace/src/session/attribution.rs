@@ -127,11 +127,14 @@ fn is_opening(kind: &EventKind) -> bool {
 /// (CLOSE→SYN_SENT), listen() (CLOSE→LISTEN) and close()/shutdown()
 /// (ESTABLISHED→FIN_WAIT1, CLOSE_WAIT→LAST_ACK).
 fn made_by_owner(kind: &EventKind) -> bool {
-    // The TLS library's plaintext, handshakes, certificate checks and
-    // errors are read in the calling thread.
+    // The TLS library's plaintext, handshakes, certificate checks, errors
+    // and alerts are read in the calling thread.
     match kind {
         EventKind::ControlSegment(segment) => return segment.decrypted,
-        EventKind::TlsHandshake(_) | EventKind::TlsVerify(_) | EventKind::TlsError(_) => {
+        EventKind::TlsHandshake(_)
+        | EventKind::TlsVerify(_)
+        | EventKind::TlsError(_)
+        | EventKind::TlsAlertSent(_) => {
             return true;
         }
         _ => {}

@@ -443,8 +443,12 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
     };
     let handshake_failed = handshake(false);
     let handshake_done = handshake(true);
-    // An end's library recorded why: an alert its peer sent, its own reason.
-    let library_error = session.control.seen().any(|(_, v)| v.tls_error.is_some());
+    // An end's library recorded why (an alert its peer sent, its own
+    // reason) or sent a fatal alert: it refused its peer.
+    let library_error = session
+        .control
+        .seen()
+        .any(|(_, v)| v.tls_error.is_some() || v.tls_alert_sent.is_some_and(|(_, a)| a.fatal()));
     // Words in the clear after TLS began: the handshake completed, and only
     // a library's refusal (a client that checks after it) makes it a failure.
     let stopped = soon && handshake_only && !session.decrypted && handshake_done.is_none();
@@ -453,10 +457,16 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
     // certificate's names after the library passed it).
     // Who sent the first FIN need not say who hung up: the server answers
     // the client's close_notify with its own FIN, which may cross the
-    // client's or go first. A client record after the handshake, with no
-    // word, before the close, is that close_notify.
+    // client's or go first. The client's library says it sent one
+    // (GnuTLS); else a client record after the handshake, with no word,
+    // before the close, is that close_notify.
     let client_notified = |done_at: u64| {
-        session.encrypted_last_ns[Side::Client.index()]
+        let said = session
+            .control
+            .view(Side::Client)
+            .and_then(|v| v.tls_alert_sent)
+            .map(|(ns, _)| ns);
+        said.or(session.encrypted_last_ns[Side::Client.index()])
             .filter(|&ns| ns > done_at && ns <= ended_at && control.closed_by != ClosedBy::Client)
     };
     let refused_after = handshake_done.filter(|&(_, done_at, _)| {
@@ -495,12 +505,22 @@ fn tls_failure(session: &Session, control: Ending) -> Option<Diagnosis> {
             session.offset_ms(at)
         ));
     }
-    // Both ends' words: the refusing end's reason, and the alert the other
-    // end received for it.
+    // Both ends' words: the refusing end's reason and the alert it sent,
+    // and the alert the other end received for it.
     for end in [Side::Client, Side::Server] {
-        if let Some((at, error)) = session.control.view(end).and_then(|v| v.tls_error) {
+        let Some(view) = session.control.view(end) else {
+            continue;
+        };
+        if let Some((at, error)) = view.tls_error {
             evidence.push(format!(
                 "the {} end's {error} (+{} ms)",
+                end.as_str(),
+                session.offset_ms(at)
+            ));
+        }
+        if let Some((at, alert)) = view.tls_alert_sent {
+            evidence.push(format!(
+                "the {} end's {alert} (+{} ms)",
                 end.as_str(),
                 session.offset_ms(at)
             ));
@@ -1763,6 +1783,44 @@ mod tests {
             !evidence.iter().any(|e| e.contains("too few")),
             "{evidence:?}"
         );
+    }
+
+    /// GnuTLS's handshake refused the server and said so with a fatal
+    /// alert: the evidence names it from the client's end, though the
+    /// handshake took enough segments. A close_notify is no refusal.
+    #[test]
+    fn a_fatal_alert_sent_names_the_end_that_refused() {
+        for (level, refused) in [(2, true), (1, false)] {
+            let mut s = Script::new();
+            let control = s.connect(CLIENT, SERVER);
+            auth_tls(&mut s, &control);
+            // More than a handshake that stopped would take.
+            for _ in 0..5 {
+                handshake_segments(&mut s, &control);
+            }
+            s.emit(
+                &control,
+                Client,
+                EventKind::TlsAlertSent(crate::tls_alert::SentAlert {
+                    library: crate::tls_verify::Verifier::GnuTls,
+                    level,
+                    description: 48,
+                }),
+            );
+            s.after_ms(3_000);
+            s.fin(&control, Client);
+            let seen = seen(&s, BOTH);
+            if !refused {
+                assert!(!seen[0].starts_with("tls_failure"), "{seen:?}");
+                continue;
+            }
+            assert_eq!(seen, ["tls_failure control | fin/client"]);
+            let evidence = evidence(&s, BOTH);
+            assert!(
+                evidence[1].starts_with("the client end's GnuTLS sent fatal alert unknown_ca (+"),
+                "{evidence:?}"
+            );
+        }
     }
 
     /// A TLS handshake's four flights, seen at both ends.

@@ -94,6 +94,10 @@ pub struct View {
     pub tls_handshake: Option<(u64, crate::tls_handshake::Handshake)>,
     /// The first failure this end's TLS library recorded, and when.
     pub tls_error: Option<(u64, crate::tls_error::LibraryError)>,
+    /// The first fatal alert this end's TLS library sent (the end refused
+    /// its peer), else its first alert (a close_notify: it closed the TLS
+    /// session), and when.
+    pub tls_alert_sent: Option<(u64, crate::tls_alert::SentAlert)>,
 }
 
 /// What went wrong at one end.

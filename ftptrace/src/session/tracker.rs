@@ -610,6 +610,7 @@ impl Sessions {
                 | EventKind::TlsVerify(_)
                 | EventKind::TlsHandshake(_)
                 | EventKind::TlsError(_)
+                | EventKind::TlsAlertSent(_)
         ) {
             return None;
         }
@@ -961,6 +962,14 @@ impl Sessions {
             }
             EventKind::TlsError(error) => {
                 view.tls_error.get_or_insert((ns, *error));
+            }
+            EventKind::TlsAlertSent(alert) => {
+                if view
+                    .tls_alert_sent
+                    .is_none_or(|(_, kept)| !kept.fatal() && alert.fatal())
+                {
+                    view.tls_alert_sent = Some((ns, *alert));
+                }
             }
             EventKind::Drop {
                 reason,
