@@ -18,6 +18,7 @@ use crate::{
         tls_reach::{self, Unreached},
         tracefs,
     },
+    output::{HostLine, Origin},
 };
 
 /// One line of the preflight: what was checked, and the finding.
@@ -31,6 +32,11 @@ struct Finding {
 struct Report {
     #[serde(rename = "type")]
     line_type: &'static str,
+    schema: u32,
+    /// When the check ran.
+    ts: String,
+    host: HostLine,
+    run: String,
     kernel: String,
     privileges: Finding,
     tracefs: Finding,
@@ -85,8 +91,18 @@ fn preflight() -> Report {
             detail: format!("cannot read capabilities: {e}"),
         },
     };
+    let origin = crate::trace::this_run().unwrap_or_else(|_| Origin {
+        host: HostLine {
+            name: "unknown".into(),
+        },
+        run: String::new(),
+    });
     let mut report = Report {
         line_type: "check",
+        schema: crate::output::SCHEMA,
+        ts: crate::kernel::clock::now().to_string(),
+        host: origin.host,
+        run: origin.run,
         kernel: kernel_release(),
         privileges,
         tracefs: Finding {

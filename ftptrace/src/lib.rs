@@ -17,6 +17,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod community_id;
 pub mod dns;
 pub mod event;
 pub mod ftp;

@@ -94,6 +94,8 @@ pub struct Pipeline {
     nat: Box<dyn NatLookup>,
     /// Answers since the last [`Self::take_nat_answers`].
     nat_answers: Vec<NatAnswer>,
+    /// Boot time of the latest [`Self::end_batch`], or of the start.
+    last_batch_ns: u64,
 }
 
 impl Pipeline {
@@ -115,7 +117,15 @@ impl Pipeline {
             tls_handshakes: HandshakeRate::default(),
             nat: Box::new(NoNat),
             nat_answers: Vec::new(),
+            last_batch_ns: 0,
         }
+    }
+
+    /// The run began at boot time `ns`: a `stats` line before the first
+    /// batch says so.
+    pub fn starting_at(mut self, ns: u64) -> Self {
+        self.last_batch_ns = ns;
+        self
     }
 
     /// Where connections through a NAT on this host are looked up, so that
@@ -271,6 +281,7 @@ impl Pipeline {
         now_ns: u64,
         output: &mut Output,
     ) -> anyhow::Result<Vec<MarkUpdate>> {
+        self.last_batch_ns = self.last_batch_ns.max(now_ns);
         for session in std::mem::take(&mut self.evicted) {
             self.report(&session, true, output)?;
         }
@@ -293,6 +304,8 @@ impl Pipeline {
 
     pub fn stats(&mut self, loss: KernelLoss, is_final: bool) -> Stats {
         Stats {
+            // The latest batch's time: a replay's stats say the recorded run's.
+            ts: self.clock.rfc3339(self.last_batch_ns).to_string(),
             events: self.events,
             lost: loss.lost,
             missed: loss.missed,
@@ -368,7 +381,7 @@ impl Pipeline {
         let ts = |ns| clock.rfc3339(ns);
         let diagnosis = diagnose(session);
         let cause = diagnosis.cause;
-        output.session(&SessionRecord::new(session, evicted, diagnosis, &ts))?;
+        output.session(&mut SessionRecord::new(session, evicted, diagnosis, &ts))?;
         self.handshakes.session_ended(session);
         if let Some(found) = self.patterns.session_ended(session, cause) {
             output.pattern(&PatternLine::repeated_failure(

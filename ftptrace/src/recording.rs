@@ -85,6 +85,10 @@ pub struct Meta {
     /// Realtime minus boottime at the start, in nanoseconds.
     pub clock_offset_ns: i128,
     pub session_prefix: String,
+    /// The host and run its lines named (recordings before schema 2 have
+    /// none: their replay names host `unknown` and the session prefix).
+    #[serde(default)]
+    pub origin: Option<crate::output::Origin>,
     pub control_ports: Vec<u16>,
     pub passive_ports: Option<[u16; 2]>,
     pub start: Start,
@@ -489,12 +493,14 @@ mod tests {
             kernel: "6.18.0".into(),
             clock_offset_ns: 1_700_000_000_000_000_000,
             session_prefix: "abc".into(),
+            origin: None,
             max_sessions: 100_000,
             repeat_failures: 3,
             repeat_window_s: 600,
             control_ports: vec![21],
             passive_ports: Some([30000, 30009]),
             start: Start {
+                ts: String::new(),
                 version: "0.1.0".into(),
                 kernel: "6.18.0".into(),
                 ports: PortsLine {

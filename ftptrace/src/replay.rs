@@ -9,7 +9,7 @@ use crate::{
     kernel::decode::{self, Decoder},
     kernel::kallsyms::KernelSymbols,
     kernel::names::KernelNames,
-    output::Output,
+    output::{HostLine, Origin, Output},
     pipeline::{NatAnswer, NatLookup, Pipeline},
     recording::{Frame, Recording, Seeds},
     session::Tuple,
@@ -46,16 +46,41 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
         KernelNames::from(&meta.names),
         KernelSymbols::resolved(recording.symbols()),
     );
+    // The recorded run's first batch: when a recording without a start
+    // time began.
+    let first_batch = recording
+        .frames
+        .iter()
+        .find_map(|f| match f {
+            Frame::EndBatch(ns) => Some(*ns),
+            _ => None,
+        })
+        .unwrap_or(0);
     let mut pipeline = Pipeline::new(
         decoder,
         WallClock::with_offset(meta.clock_offset_ns),
         meta.ports(),
         &meta.session_prefix,
     )
+    .starting_at(first_batch)
     .with_max_sessions(meta.max_sessions)
     .with_pattern_rules(meta.pattern_rules())
     .with_nat_lookup(Box::new(RecordedNat::from(recording.nat_answers()?)));
-    output.start(&meta.start)?;
+    // The recorded run's host and run; a recording from before schema 2:
+    // host `unknown`, its session prefix (hex) padded to a run id.
+    output.set_origin(meta.origin.clone().unwrap_or_else(|| Origin {
+        host: HostLine {
+            name: "unknown".into(),
+        },
+        run: format!("{:0>32}", meta.session_prefix),
+    }));
+    let mut start = meta.start.clone();
+    if start.ts.is_empty() {
+        start.ts = WallClock::with_offset(meta.clock_offset_ns)
+            .rfc3339(first_batch)
+            .to_string();
+    }
+    output.start(&start)?;
     let mut finished = false;
     for frame in &recording.frames {
         match frame {

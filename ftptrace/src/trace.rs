@@ -20,7 +20,7 @@ use crate::{
         loader::{CONTROL_CHANNEL_PROBE, Tracer},
         priority, privileges, sock_diag, tracefs,
     },
-    output::{Output, PortsLine, Start},
+    output::{HostLine, Origin, Output, PortsLine, Start},
     pipeline::{KernelLoss, NatLookup, Pipeline},
     ports::ACTIVE_DATA_PORT,
     recording::{Meta, Recorder, Seeds},
@@ -58,7 +58,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     }
     // Open the output first: a bad path is a usage error worth reporting
     // before touching the kernel.
-    let mut output = Output::open(args.format(), args.output.as_deref())?;
+    let mut output = Output::open(args.format(), args.output.as_deref())?.with_origin(this_run()?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .enable_io()
@@ -104,6 +104,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         );
     }
     let start = Start {
+        ts: crate::kernel::clock::now().to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
         kernel: facts.release.clone(),
         ports: PortsLine {
@@ -114,7 +115,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         probes: tracer.probes.clone(),
     };
     let clock = WallClock::now()?;
-    let session_prefix = session_id_prefix();
+    let origin = output.origin().clone();
+    let session_prefix = origin.run.clone();
     let recorder = match &args.record {
         Some(path) => Some(Recorder::create(
             path,
@@ -124,6 +126,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                 kernel: facts.release.clone(),
                 clock_offset_ns: clock.offset_ns(),
                 session_prefix: session_prefix.clone(),
+                origin: Some(origin),
                 control_ports: ports.control.clone(),
                 passive_ports: start.ports.passive,
                 start: start.clone(),
@@ -139,6 +142,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
 
     let mut stream = Stream {
         pipeline: Pipeline::new(decoder, clock, ports, &session_prefix)
+            .starting_at(crate::kernel::clock::boot_ns()?)
             .with_max_sessions(args.max_sessions)
             .with_pattern_rules(args.pattern_rules())
             .with_nat_lookup(Box::new(LiveNat::spawn())),
@@ -457,12 +461,23 @@ impl NatLookup for LiveNat {
     }
 }
 
-/// Session ids are `<run>-<n>`: the run is the start time in seconds (hex),
-/// so ids from two runs feeding one log pipeline do not collide.
-fn session_id_prefix() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("{secs:x}")
+/// This host by its name, and a new run id: 128 random bits from the
+/// kernel (a version 4 UUID's, in hex). Session ids are `<run>-<n>`, so ids
+/// from every host and run feeding one pipeline do not collide.
+pub fn this_run() -> anyhow::Result<Origin> {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))
+    };
+    let name = read("/proc/sys/kernel/hostname")?;
+    let run: String = read("/proc/sys/kernel/random/uuid")?
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .collect();
+    anyhow::ensure!(run.len() == 32, "/proc/sys/kernel/random/uuid gave no UUID");
+    Ok(Origin {
+        host: HostLine { name },
+        run,
+    })
 }

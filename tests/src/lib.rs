@@ -78,6 +78,7 @@ pub mod observe;
 pub mod process;
 pub mod resolver;
 pub mod scenario;
+pub mod schema;
 pub mod sessions;
 pub mod tmp;
 pub mod tracer;

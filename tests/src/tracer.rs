@@ -54,7 +54,7 @@ pub fn binary() -> PathBuf {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Start {
-    pub schema: u32,
+    pub ts: String,
     pub version: String,
     pub kernel: String,
     pub ports: Ports,
@@ -133,6 +133,7 @@ pub fn expected_ladder_hook(probe: &str, tier: &str) -> Option<(&'static str, &'
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Stats {
+    pub ts: String,
     pub events: u64,
     pub lost: u64,
     pub missed: u64,
@@ -168,7 +169,7 @@ pub struct Handshakes {
 pub struct Pattern {
     pub ts: String,
     pub pattern: String,
-    pub client: String,
+    pub client: Addr,
     /// `dns_flip`: the name.
     #[serde(default)]
     pub name: Option<String>,
@@ -183,6 +184,13 @@ pub struct Pattern {
     pub servers: Vec<String>,
     pub session_ids: Vec<String>,
     pub evidence: String,
+}
+
+/// An address alone.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Addr {
+    pub addr: String,
 }
 
 /// What the tracer's capped tables left out.
@@ -224,9 +232,11 @@ struct Common {
     cpu: u32,
     session: Option<String>,
     conn: Option<String>,
+    community_id: Option<String>,
 }
 
 const COMMON_FIELDS: &[&str] = &[
+    "community_id",
     "ts",
     "side",
     "local_addr",
@@ -253,7 +263,7 @@ pub enum Kind {
     Retransmit {
         state: String,
         syn: bool,
-        error: Option<String>,
+        errno: Option<String>,
         /// Segments in the retransmitted skb (SACK merges segments).
         segs: Option<u32>,
     },
@@ -312,7 +322,7 @@ pub enum Kind {
         library: String,
         done: bool,
         code: i32,
-        error: Option<String>,
+        reason: Option<String>,
     },
     /// A line of the control channel; every field is always there.
     Ftp {
@@ -354,6 +364,8 @@ pub struct Event {
     /// The FTP session and connection (`control`, `data:N`) once known.
     pub session: Option<String>,
     pub conn: Option<String>,
+    /// The connection's Community ID (null while a port is 0).
+    pub community_id: Option<String>,
     /// The JSON line itself, for failure messages.
     pub line: String,
 }
@@ -384,7 +396,9 @@ pub enum Line {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Session {
+    pub ts: String,
     pub id: String,
+    pub community_id: String,
     pub start: String,
     pub end: String,
     pub state: String,
@@ -397,18 +411,25 @@ pub struct Session {
     #[serde(default)]
     pub server_name: Option<String>,
     pub seen_from: Vec<Side>,
-    pub user: Option<String>,
+    pub user: Option<User>,
     pub commands: Vec<String>,
     pub replies: Vec<String>,
     pub encrypted: bool,
     pub control: Conn,
     pub data: Vec<Conn>,
+    pub data_omitted: u64,
     pub data_unlinked: u64,
     pub timeline: Vec<TimelineEntry>,
     pub timeline_omitted: u64,
     pub cause: Option<String>,
     pub cause_conn: Option<String>,
     pub evidence: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -423,6 +444,7 @@ pub struct Endpoint {
 #[serde(deny_unknown_fields)]
 pub struct Conn {
     pub conn: String,
+    pub community_id: String,
     pub client: Endpoint,
     pub server: Endpoint,
     pub start: String,
@@ -447,6 +469,7 @@ pub struct Conn {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NatView {
+    pub community_id: String,
     pub client: Endpoint,
     pub server: Endpoint,
 }
@@ -462,6 +485,11 @@ pub struct TimelineEntry {
 }
 
 impl Session {
+    /// The name the client logged in with.
+    pub fn user_name(&self) -> Option<&str> {
+        self.user.as_ref().map(|u| u.name.as_str())
+    }
+
     /// The timeline, one entry per line, for failure messages.
     pub fn timeline_text(&self) -> String {
         self.timeline
@@ -504,6 +532,38 @@ impl Session {
     }
 }
 
+/// The JSON lines contract's version the suite reads.
+pub const SCHEMA: u64 = 2;
+
+/// Takes every line's `schema`, `host` and `run` out of `map`, and checks
+/// them: this schema, a host name, a run id of 32 hex digits.
+fn envelope(map: &mut Map<String, Value>) -> Result<(), String> {
+    let schema = map.remove("schema").and_then(|v| v.as_u64());
+    if schema != Some(SCHEMA) {
+        return Err(format!("schema {schema:?}, not {SCHEMA}"));
+    }
+    let host = map.remove("host");
+    let named = host
+        .as_ref()
+        .and_then(|h| h.as_object())
+        .filter(|h| h.len() == 1)
+        .and_then(|h| h.get("name"))
+        .and_then(Value::as_str)
+        .is_some_and(|name| !name.is_empty());
+    if !named {
+        return Err(format!("host {host:?} is not {{\"name\": <its name>}}"));
+    }
+    let run = map.remove("run");
+    let run_id = run
+        .as_ref()
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !run_id {
+        return Err(format!("run {run:?} is not 32 hex digits"));
+    }
+    Ok(())
+}
+
 /// Parses one JSON line strictly: unknown types, kinds and fields are errors.
 pub fn parse_line(line: &str) -> Result<Line, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
@@ -513,6 +573,7 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
     let line_type = map
         .remove("type")
         .ok_or_else(|| format!("no \"type\": {line}"))?;
+    envelope(&mut map).map_err(|e| format!("{e}: {line}"))?;
     let bad = |e: serde_json::Error| format!("{e}: {line}");
     match line_type.as_str() {
         Some("start") => Ok(Line::Start(
@@ -548,6 +609,7 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
                 cpu: common.cpu,
                 session: common.session,
                 conn: common.conn,
+                community_id: common.community_id,
                 line: line.to_owned(),
             })))
         }
@@ -679,11 +741,9 @@ impl Tracer {
             .iter()
             .filter(|p| !p.attached && !turned_off(p))
             .collect();
-        if start.schema != 1 || start.probes.is_empty() || !detached.is_empty() {
+        if start.probes.is_empty() || !detached.is_empty() {
             kill_and_reap(&mut child);
-            panic!(
-                "the tracer did not start as the contract says (schema 1, every probe attached): {first}"
-            );
+            panic!("the tracer did not start as the contract says (every probe attached): {first}");
         }
         if let Some(tier) = forced_tier() {
             for probe in &start.probes {
@@ -811,6 +871,25 @@ impl Tracer {
                 Err(e) => panic!("line {} breaks the contract: {e}\nstderr:\n{stderr}", n + 1),
             }
         }
+        // Every line names one host and one run; session ids begin with it.
+        let origins: std::collections::BTreeSet<(String, String)> = lines
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|v| (v["host"]["name"].to_string(), v["run"].to_string()))
+            .collect();
+        assert_eq!(origins.len(), 1, "lines of one run name {origins:?}");
+        let run = origins
+            .first()
+            .map(|(_, run)| run.trim_matches('"').to_owned());
+        for session in &sessions {
+            assert!(
+                run.as_ref()
+                    .is_some_and(|r| session.id.starts_with(&format!("{r}-"))),
+                "session id {} is not <run>-<n> of run {run:?}",
+                session.id
+            );
+        }
+        crate::schema::assert_valid("tracer", &lines.join("\n"));
         let last = lines.last().expect("the start line at least");
         match parse_line(last) {
             Ok(Line::Stats(s)) => {
@@ -950,8 +1029,8 @@ impl Trace {
                     old_state,
                     new_state,
                 } => format!("state {old_state}->{new_state}"),
-                Kind::Retransmit { syn, error, .. } => {
-                    format!("retransmit syn={syn} error={error:?}")
+                Kind::Retransmit { syn, errno, .. } => {
+                    format!("retransmit syn={syn} errno={errno:?}")
                 }
                 Kind::ResetSent { reason, .. } => format!("reset_sent {reason:?}"),
                 Kind::ResetReceived { .. } => "reset_received".into(),
@@ -985,9 +1064,9 @@ impl Trace {
 mod tests {
     use super::*;
 
-    const START: &str = r#"{"type":"start","schema":1,"version":"0.1.0","kernel":"6.18.44","ports":{"control":[21,2121],"active_data":20,"passive":[30000,30009]},"probes":[{"name":"sock:inet_sock_set_state","hook":"tracepoint","attached":true}]}"#;
-    const EVENT: &str = r#"{"type":"event","ts":"2026-11-25T02:15:22.259505404Z","kind":"socket_error","errno":"ECONNREFUSED","code":111,"side":"client","local_addr":"192.0.2.2","local_port":42212,"remote_addr":"192.0.2.1","remote_port":21,"netns":4026531833,"pid":12781,"comm":"curl","socket":1,"cpu":1,"session":"6a0b1c2d-1","conn":"control"}"#;
-    const STATS: &str = r#"{"type":"stats","events":6,"lost":0,"missed":0,"undecodable":0,"unreadable":0,"throttled":0,"sockets":0,"sessions":1,"sessions_open":0,"sessions_evicted":0,"dropped":{"expectations":0,"marks":0,"pending":0,"orphans":0,"parsers":0,"sockets":0,"patterns":0,"handshakes":0,"dns_names":0},"handshakes":[{"server":"192.0.2.1","control":1,"control_retried":0,"data":0,"data_retried":0}],"tls_handshakes":0,"tls_handshakes_peak_per_s":0,"final":true}"#;
+    const START: &str = r#"{"type":"start","schema":2,"host":{"name":"ftp1"},"run":"0123456789abcdef0123456789abcdef","ts":"2026-11-25T02:15:22.259505404Z","version":"0.1.0","kernel":"6.18.44","ports":{"control":[21,2121],"active_data":20,"passive":[30000,30009]},"probes":[{"name":"sock:inet_sock_set_state","hook":"tracepoint","attached":true}]}"#;
+    const EVENT: &str = r#"{"type":"event","schema":2,"host":{"name":"ftp1"},"run":"0123456789abcdef0123456789abcdef","ts":"2026-11-25T02:15:22.259505404Z","kind":"socket_error","errno":"ECONNREFUSED","code":111,"side":"client","local_addr":"192.0.2.2","local_port":42212,"remote_addr":"192.0.2.1","remote_port":21,"netns":4026531833,"pid":12781,"comm":"curl","socket":1,"cpu":1,"session":"6a0b1c2d-1","conn":"control","community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="}"#;
+    const STATS: &str = r#"{"type":"stats","schema":2,"host":{"name":"ftp1"},"run":"0123456789abcdef0123456789abcdef","ts":"2026-11-25T02:15:22.259505404Z","events":6,"lost":0,"missed":0,"undecodable":0,"unreadable":0,"throttled":0,"sockets":0,"sessions":1,"sessions_open":0,"sessions_evicted":0,"dropped":{"expectations":0,"marks":0,"pending":0,"orphans":0,"parsers":0,"sockets":0,"patterns":0,"handshakes":0,"dns_names":0},"handshakes":[{"server":"192.0.2.1","control":1,"control_retried":0,"data":0,"data_retried":0}],"tls_handshakes":0,"tls_handshakes_peak_per_s":0,"final":true}"#;
 
     #[test]
     fn parses_the_documented_lines() {
@@ -1099,5 +1178,24 @@ mod tests {
     #[test]
     fn missing_common_fields_are_errors() {
         assert!(parse_line(&EVENT.replace(r#","cpu":1"#, "")).is_err());
+    }
+
+    /// Every line names the schema, its host and its run.
+    #[test]
+    fn the_envelope_is_checked() {
+        for line in [START, EVENT, STATS] {
+            assert!(parse_line(line).is_ok(), "{line}");
+            for broken in [
+                line.replace(r#""schema":2"#, r#""schema":1"#),
+                line.replace(r#""host":{"name":"ftp1"},"#, ""),
+                line.replace(r#""host":{"name":"ftp1"}"#, r#""host":"ftp1""#),
+                line.replace(
+                    r#""run":"0123456789abcdef0123456789abcdef""#,
+                    r#""run":"x""#,
+                ),
+            ] {
+                assert!(parse_line(&broken).is_err(), "{broken}");
+            }
+        }
     }
 }

@@ -41,7 +41,7 @@ fn data_loss_retransmits_match_retrans_segs() {
                 &e.kind,
                 Kind::Retransmit {
                     syn: false,
-                    error: None,
+                    errno: None,
                     ..
                 }
             )
@@ -67,7 +67,7 @@ fn data_loss_retransmits_match_retrans_segs() {
         // is still queued in the host (TcpExt.TCPSpuriousRtxHostQueues), any
         // other error counted in TcpExt.TCPRetransFail.
         let busy = run.server_where(
-            |e| matches!(&e.kind, Kind::Retransmit { error: Some(err), .. } if err == "EBUSY"),
+            |e| matches!(&e.kind, Kind::Retransmit { errno: Some(err), .. } if err == "EBUSY"),
         );
         assert_eq!(
             count(&busy),
@@ -75,7 +75,7 @@ fn data_loss_retransmits_match_retrans_segs() {
             "server retransmit events with error EBUSY vs TcpExt.TCPSpuriousRtxHostQueues{ctx}"
         );
         let failed = run.server_where(
-            |e| matches!(&e.kind, Kind::Retransmit { error: Some(err), .. } if err != "EBUSY"),
+            |e| matches!(&e.kind, Kind::Retransmit { errno: Some(err), .. } if err != "EBUSY"),
         );
         assert_eq!(
             segments(&failed),

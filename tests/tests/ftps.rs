@@ -212,7 +212,7 @@ fn check_ftps(with_password: bool, port: u16, client: impl FnOnce(&NetNs, &Path)
 
     let session = only_session(&run.trace);
     assert!(session.encrypted, "{}", session.brief());
-    assert_eq!(session.user.as_deref(), Some("anonymous"), "{ctx}");
+    assert_eq!(session.user_name(), Some("anonymous"), "{ctx}");
     assert_eq!(session.seen_from, [Side::Client, Side::Server], "{ctx}");
     let auth = (!implicit).then_some("AUTH");
     for verb in auth

@@ -139,7 +139,7 @@ fn forged_segments_open_no_session_and_change_none() {
         let session = &run.trace.sessions[0];
         assert_eq!(session.client.addr, CLIENT_V4.to_string());
         assert_eq!(
-            session.user.as_deref(),
+            session.user_name(),
             Some("anonymous"),
             "{}",
             session.brief()
@@ -265,7 +265,7 @@ fn assert_real_sessions_beside_a_flood(trace: &tests::tracer::Trace, expected: u
 fn real_sessions(run: &tests::tracer::Trace) -> Vec<&Session> {
     run.sessions
         .iter()
-        .filter(|s| s.user.as_deref() == Some("anonymous"))
+        .filter(|s| s.user_name() == Some("anonymous"))
         .collect()
 }
 
@@ -475,7 +475,7 @@ fn thousands_of_simultaneous_sessions_are_each_reported() {
             let mut inexact = Vec::new();
             for session in &trace.sessions {
                 ports.insert(session.client.port);
-                let exact = session.user.as_deref() == Some("anonymous")
+                let exact = session.user_name() == Some("anonymous")
                     && session.commands == ["USER", "QUIT"]
                     && session.cause.as_deref() == Some("clean");
                 if exact {

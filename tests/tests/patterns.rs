@@ -63,7 +63,7 @@ fn a_client_failing_again_and_again_makes_one_pattern_line() {
             assert_eq!(run.trace.patterns.len(), 1, "{:?}{ctx}", run.trace.patterns);
             let pattern = &run.trace.patterns[0];
             assert_eq!(pattern.pattern, "repeated_failure");
-            assert_eq!(pattern.client, CLIENT_V4.to_string());
+            assert_eq!(pattern.client.addr, CLIENT_V4.to_string());
             assert_eq!(pattern.cause, "data_connection_blocked");
             assert_eq!(pattern.sessions, 3);
             assert_eq!(pattern.window_s, 600);
@@ -204,7 +204,7 @@ fn a_name_that_flips_to_a_dead_server_makes_a_dns_flip_pattern() {
                 .collect();
             assert_eq!(flips.len(), 2, "{:?}{ctx}", run.trace.patterns);
             for (flip, pair) in flips.iter().zip([[0, 1], [1, 2]]) {
-                assert_eq!(flip.client, CLIENT_V4.to_string());
+                assert_eq!(flip.client.addr, CLIENT_V4.to_string());
                 assert_eq!(flip.name, named);
                 assert_eq!(flip.cause, "connection_refused");
                 assert_eq!(flip.servers, pair.map(|i| went[i].0.clone()));

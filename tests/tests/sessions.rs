@@ -52,7 +52,7 @@ fn clean_download_links_its_data_connection_by_announcement_alone() {
             let session = only_session(&run.trace);
             assert_ended_normally(session);
             assert_eq!(session.seen_from, [Side::Client, Side::Server], "{ctx}");
-            assert_eq!(session.user.as_deref(), Some("anonymous"));
+            assert_eq!(session.user_name(), Some("anonymous"));
             assert_eq!(
                 (
                     session.client.addr.as_str(),

@@ -88,7 +88,7 @@ fn dropped_data_syns_show_syn_retransmits_and_etimedout() {
                     &e.kind,
                     Kind::Retransmit {
                         syn: true,
-                        error: None,
+                        errno: None,
                         ..
                     }
                 ) && PASSIVE_PORTS.contains(&e.remote_port)

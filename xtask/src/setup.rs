@@ -10,8 +10,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{is_root, output, run};
 
-/// Debian packages the tests use. g++ builds libFuzzer (`cargo xtask fuzz`).
+/// Debian packages the tests use. g++ builds libFuzzer (`cargo xtask fuzz`);
+/// python3-jsonschema validates every JSON line against schema/.
 const PACKAGES: &[&str] = &[
+    "python3-jsonschema",
     "vsftpd",
     "curl",
     "lftp",

@@ -107,6 +107,14 @@ impl PartialEq<&str> for Stamp {
     }
 }
 
+/// The wall-clock time now (a `start` or `check` line's).
+pub fn now() -> Stamp {
+    let unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    rfc3339_from_unix_ns(unix_ns)
+}
+
 /// Written digit by digit into a fixed buffer: every event line has one,
 /// and `format!` with its 128-bit arithmetic was a tenth of a line's cost.
 pub fn rfc3339_from_unix_ns(unix_ns: i128) -> Stamp {

@@ -13,7 +13,14 @@ use crate::session::ConnId;
 pub fn write(out: &mut Vec<u8>, line: &EventLine) {
     out.extend_from_slice(b"{\"type\":");
     string(out, line.line_type);
+    field(out, "schema", |out| number(out, line.schema));
     field(out, "ts", |out| string(out, line.ts));
+    field(out, "host", |out| {
+        out.extend_from_slice(b"{\"name\":");
+        string(out, &line.host.name);
+        out.push(b'}');
+    });
+    field(out, "run", |out| string(out, line.run));
     details(out, &line.details);
     field(out, "side", |out| string(out, line.side.as_str()));
     field(out, "local_addr", |out| address(out, line.local_addr));
@@ -39,6 +46,9 @@ pub fn write(out: &mut Vec<u8>, line: &EventLine) {
             }
         })
     });
+    field(out, "community_id", |out| {
+        optional(out, line.community_id, string)
+    });
     out.push(b'}');
 }
 
@@ -57,13 +67,13 @@ fn details(out: &mut Vec<u8>, details: &Details) {
         Details::Retransmit {
             state,
             syn,
-            error,
+            errno,
             segs,
         } => {
             string(out, "retransmit");
             field(out, "state", |out| string(out, state));
             field(out, "syn", |out| boolean(out, *syn));
-            field(out, "error", |out| optional(out, error.as_deref(), string));
+            field(out, "errno", |out| optional(out, errno.as_deref(), string));
             field(out, "segs", |out| optional(out, *segs, number));
         }
         Details::ResetSent { reason, state } => {
@@ -163,13 +173,13 @@ fn details(out: &mut Vec<u8>, details: &Details) {
             library,
             done,
             code,
-            error,
+            reason,
         } => {
             string(out, "tls_handshake");
             field(out, "library", |out| string(out, library));
             field(out, "done", |out| boolean(out, *done));
             field(out, "code", |out| number(out, *code));
-            field(out, "error", |out| optional(out, *error, string));
+            field(out, "reason", |out| optional(out, *reason, string));
         }
         Details::Ftp(ftp) => {
             string(out, "ftp");
@@ -295,14 +305,17 @@ mod tests {
     use super::*;
     use crate::{
         ftp::Side,
-        output::lines::{DataEndpoint, Details, FtpDetails},
+        output::lines::{DataEndpoint, Details, FtpDetails, HostLine},
         session::ConnId,
     };
 
-    fn line<'a>(details: Details<'a>, comm: Option<&'a str>) -> EventLine<'a> {
+    fn line<'a>(details: Details<'a>, comm: Option<&'a str>, host: &'a HostLine) -> EventLine<'a> {
         EventLine {
             line_type: "event",
+            schema: 2,
             ts: "2026-12-03T06:00:00.000000001Z",
+            host,
+            run: "0123456789abcdef0123456789abcdef",
             details,
             side: Side::Server,
             local_addr: "192.0.2.1".parse().unwrap(),
@@ -316,6 +329,7 @@ mod tests {
             cpu: 1,
             session: Some("6b10-1"),
             conn: Some(ConnId::Data(3)),
+            community_id: Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg="),
         }
     }
 
@@ -332,13 +346,13 @@ mod tests {
             Details::Retransmit {
                 state: "ESTABLISHED",
                 syn: true,
-                error: Some("EHOSTUNREACH".into()),
+                errno: Some("EHOSTUNREACH".into()),
                 segs: Some(3),
             },
             Details::Retransmit {
                 state: "SYN_SENT",
                 syn: false,
-                error: None,
+                errno: None,
                 segs: None,
             },
             Details::ResetSent {
@@ -386,13 +400,13 @@ mod tests {
                 library: "GnuTLS".into(),
                 done: false,
                 code: -348,
-                error: Some("GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR"),
+                reason: Some("GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR"),
             },
             Details::TlsHandshake {
                 library: "OpenSSL".into(),
                 done: true,
                 code: 1,
-                error: None,
+                reason: None,
             },
             Details::Drop {
                 reason: None,
@@ -426,9 +440,21 @@ mod tests {
                 ..FtpDetails::default()
             }),
         ];
+        let hosts = [
+            HostLine {
+                name: hostile.into(),
+            },
+            HostLine {
+                name: "ftp1".into(),
+            },
+        ];
         for details in kinds {
-            for comm in [None, Some(hostile), Some("curl")] {
-                let mut event = line(details.clone(), comm);
+            for (comm, host) in [
+                (None, &hosts[0]),
+                (Some(hostile), &hosts[1]),
+                (Some("curl"), &hosts[1]),
+            ] {
+                let mut event = line(details.clone(), comm, host);
                 for _ in 0..2 {
                     let mut fast = Vec::new();
                     write(&mut fast, &event);
@@ -439,6 +465,7 @@ mod tests {
                     );
                     (event.netns, event.socket, event.session, event.conn) =
                         (None, None, None, None);
+                    event.community_id = None;
                     event.conn = Some(ConnId::Control);
                     event.local_addr = "10.0.100.255".parse().unwrap();
                     event.remote_addr = "::ffff:0.9.99.100".parse().unwrap();

@@ -14,11 +14,30 @@ use crate::{
     session::ConnId,
 };
 
-/// Version of the JSON lines contract; bumped only for incompatible changes.
-pub const SCHEMA: u32 = 1;
+/// Version of the JSON lines contract; bumped only for incompatible changes
+/// (docs/json-lines.md says what changed, schema/lines.schema.json is it).
+pub const SCHEMA: u32 = 2;
+
+/// Who wrote a line, on every line: the host by its name (an object, as
+/// the Elastic Common Schema's `host.name`), and this run of ftptrace.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Origin {
+    pub host: HostLine,
+    /// A random id per run (128 bits, hex): session ids begin with it.
+    pub run: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostLine {
+    pub name: String,
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Start {
+    /// When the run started (RFC 3339, UTC). Recordings before schema 2
+    /// have none: their replay says the first batch's time.
+    #[serde(default)]
+    pub ts: String,
     pub version: String,
     pub kernel: String,
     pub ports: PortsLine,
@@ -35,6 +54,8 @@ pub struct PortsLine {
 
 #[derive(Debug, Serialize)]
 pub struct Stats {
+    /// The time of the latest batch it counts.
+    pub ts: String,
     /// Event lines written so far.
     pub events: u64,
     /// Events the kernel could not queue (ring buffer full), summed over CPUs.
@@ -123,7 +144,7 @@ pub struct PatternLine {
     /// When the latest of them ended.
     pub ts: String,
     pub pattern: &'static str,
-    pub client: IpAddr,
+    pub client: AddrLine,
     /// `dns_flip`: the server name the sessions resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -142,11 +163,21 @@ pub struct PatternLine {
     pub evidence: String,
 }
 
+/// An address alone, as an object (`client` is one in the Elastic Common
+/// Schema).
+#[derive(Clone, Debug, Serialize)]
+pub struct AddrLine {
+    pub addr: IpAddr,
+}
+
 #[derive(Serialize)]
 pub struct EventLine<'a> {
     #[serde(rename = "type")]
     pub line_type: &'static str,
+    pub schema: u32,
     pub ts: &'a str,
+    pub host: &'a HostLine,
+    pub run: &'a str,
     #[serde(flatten)]
     pub details: Details<'a>,
     /// The end of the connection this host's socket is.
@@ -166,6 +197,9 @@ pub struct EventLine<'a> {
     pub session: Option<&'a str>,
     #[serde(serialize_with = "shown_or_null")]
     pub conn: Option<ConnId>,
+    /// The connection's Community ID; null while a port is 0 (a client's
+    /// socket before its SYN has one).
+    pub community_id: Option<&'a str>,
 }
 
 /// A value as its `Display` writes it, straight into the line (no `String`
@@ -194,7 +228,8 @@ pub enum Details<'a> {
     Retransmit {
         state: &'a str,
         syn: bool,
-        error: Option<String>,
+        /// The socket's pending error (`EHOSTUNREACH`), by name.
+        errno: Option<String>,
         segs: Option<u32>,
     },
     ResetSent {
@@ -257,7 +292,7 @@ pub enum Details<'a> {
         done: bool,
         code: i32,
         /// The library's name for a failure.
-        error: Option<&'static str>,
+        reason: Option<&'static str>,
     },
     Ftp(FtpDetails<'a>),
 }
@@ -285,7 +320,7 @@ impl<'a> Details<'a> {
             } => Self::Retransmit {
                 state,
                 syn: *syn,
-                error: error.map(errno_name),
+                errno: error.map(errno_name),
                 segs: *segs,
             },
             EventKind::ResetSent { reason, state } => Self::ResetSent {
@@ -369,7 +404,7 @@ impl<'a> Details<'a> {
                 library: handshake.library.to_string(),
                 done: handshake.succeeded(),
                 code: handshake.code,
-                error: handshake.reason().map(|(name, _)| name),
+                reason: handshake.reason().map(|(name, _)| name),
             },
             EventKind::ControlSegment(_) | EventKind::ResetTtl { .. } | EventKind::DnsAnswer(_) => {
                 return None;
@@ -390,19 +425,28 @@ pub struct FtpDetails<'a> {
     pub encrypted: bool,
 }
 
+/// A line of any type but `event`: its type, the schema and who wrote it,
+/// then its own fields.
 #[derive(Serialize)]
 pub struct Tagged<'a, T> {
     #[serde(rename = "type")]
     pub line_type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schema: Option<u32>,
+    pub schema: u32,
+    pub host: &'a HostLine,
+    pub run: &'a str,
     #[serde(flatten)]
     pub body: &'a T,
 }
 
 #[derive(Debug, Serialize)]
 pub struct SessionRecord<'a> {
+    /// The time the line describes: the session's end (its last event).
+    pub ts: String,
+    /// `<run>-<n>`: unique across hosts and runs.
     pub id: String,
+    /// The control connection's Community ID (each connection has its own
+    /// below).
+    pub community_id: String,
     pub start: String,
     pub end: String,
     /// `closed`, or `open` for a session still open when ftptrace stopped.
@@ -420,12 +464,17 @@ pub struct SessionRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
     pub seen_from: Vec<&'static str>,
-    pub user: Option<String>,
+    /// The name the client logged in with (`USER`), an object as the
+    /// Elastic Common Schema's `user.name`.
+    pub user: Option<UserLine>,
     pub commands: Vec<String>,
     pub replies: Vec<String>,
     pub encrypted: bool,
     pub control: ConnRecord,
     pub data: Vec<ConnRecord>,
+    /// Data connections left out of `data` to keep the line under
+    /// [`super::session_line::LINE_BUDGET`] bytes (the middle ones).
+    pub data_omitted: u64,
     /// Data connections beyond the 256 kept per session (not linked).
     pub data_unlinked: u64,
     pub timeline: Vec<TimelineEntry<'a>>,
@@ -437,6 +486,11 @@ pub struct SessionRecord<'a> {
 }
 
 #[derive(Debug, Serialize)]
+pub struct UserLine {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Endpoint {
     pub addr: String,
     pub port: u16,
@@ -445,6 +499,7 @@ pub struct Endpoint {
 #[derive(Debug, Serialize)]
 pub struct ConnRecord {
     pub conn: String,
+    pub community_id: String,
     pub client: Endpoint,
     pub server: Endpoint,
     pub start: String,
@@ -477,6 +532,8 @@ pub struct ConnRecord {
 /// A connection's ends as the server sees them behind a NAT.
 #[derive(Debug, Serialize)]
 pub struct NatView {
+    /// The Community ID of the connection as the server sees it.
+    pub community_id: String,
     pub client: Endpoint,
     pub server: Endpoint,
 }

@@ -1,6 +1,6 @@
 //! The `pattern` line: a finding across sessions (docs/json-lines.md).
 
-use super::lines::PatternLine;
+use super::lines::{AddrLine, PatternLine};
 use crate::{
     kernel::clock::Stamp,
     session::{
@@ -27,7 +27,7 @@ impl PatternLine {
         Self {
             ts: ts(found.last_ns).to_string(),
             pattern: "repeated_failure",
-            client: found.client,
+            client: AddrLine { addr: found.client },
             name: None,
             cause: found.cause.as_str(),
             causes: None,
@@ -57,7 +57,7 @@ impl PatternLine {
         Self {
             ts: ts(flip.after.end_ns).to_string(),
             pattern: "dns_flip",
-            client: flip.client,
+            client: AddrLine { addr: flip.client },
             name: Some(flip.name.to_string()),
             cause: flip.cause().as_str(),
             causes: Some(vec![cause(flip.before.cause), cause(flip.after.cause)]),

@@ -2,8 +2,9 @@
 //! when ftptrace stops), with its disconnect timeline and cause. The JSON
 //! shape is part of the contract in docs/json-lines.md.
 
-use super::lines::{ConnRecord, Endpoint, NatView, SessionRecord, TimelineEntry};
+use super::lines::{ConnRecord, Endpoint, NatView, SessionRecord, TimelineEntry, UserLine};
 use crate::{
+    community_id,
     event::EventKind,
     ftp::{ControlEvent, Side},
     kernel::clock::Stamp,
@@ -29,10 +30,13 @@ impl<'a> SessionRecord<'a> {
             evidence,
         } = diagnosis;
         let open = !session.is_done();
+        let end = ts(session.last_ns).to_string();
         Self {
+            ts: end.clone(),
             id: session.id.to_string(),
+            community_id: community_id::tcp(session.control.client, session.control.server, 0),
             start: ts(session.start_ns).to_string(),
-            end: ts(session.last_ns).to_string(),
+            end,
             state: if open { "open" } else { "closed" },
             seeded: session.seeded,
             server_name: session.server_name.as_ref().map(ToString::to_string),
@@ -41,7 +45,7 @@ impl<'a> SessionRecord<'a> {
             client: endpoint(session.control.client),
             server: endpoint(session.control.server),
             seen_from: session.seen_from().into_iter().map(Side::as_str).collect(),
-            user: session.user.clone(),
+            user: session.user.clone().map(|name| UserLine { name }),
             commands: session.commands.clone(),
             replies: session.replies.iter().map(u16::to_string).collect(),
             encrypted: session.encrypted_ns.is_some(),
@@ -51,6 +55,7 @@ impl<'a> SessionRecord<'a> {
                 .iter()
                 .map(|c| conn_record(session, c, ts))
                 .collect(),
+            data_omitted: 0,
             data_unlinked: session.data_unlinked,
             timeline: session
                 .timeline
@@ -71,11 +76,75 @@ impl<'a> SessionRecord<'a> {
     }
 }
 
+/// The longest line a session may be, newline included: Fluent Bit's
+/// default buffer (Docker splits a log line at 16 KiB; ftptrace writes to
+/// its own file or a pipe).
+pub const LINE_LIMIT: usize = 32 * 1024;
+
+impl SessionRecord<'_> {
+    /// Makes room when the line written would be `written` bytes, more
+    /// than [`LINE_LIMIT`]: leaves out the middle of the timeline first,
+    /// then of the data connections, then of the commands and replies,
+    /// counting what it left out, and cuts long evidence. False when there
+    /// is nothing left to leave out.
+    pub fn shrink(&mut self, written: usize) -> bool {
+        let excess = written.saturating_sub(LINE_LIMIT);
+        if excess == 0 {
+            return false;
+        }
+        if self.timeline.len() > 2 {
+            self.timeline_omitted += leave_out_middle(&mut self.timeline, excess, written);
+            return true;
+        }
+        if self.data.len() > 2 {
+            self.data_omitted += leave_out_middle(&mut self.data, excess, written);
+            return true;
+        }
+        if self.commands.len() > 2 || self.replies.len() > 2 {
+            leave_out_middle(&mut self.commands, excess, written);
+            leave_out_middle(&mut self.replies, excess, written);
+            return true;
+        }
+        let long = self.evidence.iter().any(|e| e.len() > EVIDENCE_CUT);
+        for evidence in &mut self.evidence {
+            if evidence.len() > EVIDENCE_CUT {
+                let mut at = EVIDENCE_CUT;
+                while !evidence.is_char_boundary(at) {
+                    at -= 1;
+                }
+                evidence.truncate(at);
+                evidence.push_str("...");
+            }
+        }
+        long
+    }
+}
+
+/// Leaves out entries in the middle of `list`, its first and last kept: as
+/// large a share of them as `excess` is of the `written` line, and at least
+/// a quarter (a few rounds at most). Returns how many.
+fn leave_out_middle<T>(list: &mut Vec<T>, excess: usize, written: usize) -> u64 {
+    let len = list.len();
+    if len <= 2 {
+        return 0;
+    }
+    let n = (excess * len / written.max(1) + 1)
+        .max(len / 4)
+        .min(len - 2);
+    let mid = (len - n) / 2;
+    list.drain(mid..mid + n);
+    n as u64
+}
+
+/// What a piece of evidence keeps of itself when a line must shrink.
+const EVIDENCE_CUT: usize = 1024;
+
 fn conn_record(session: &Session, conn: &Conn, ts: &dyn Fn(u64) -> Stamp) -> ConnRecord {
     let ending = ending(conn);
     let handshakes = tls_handshakes(session, conn);
     ConnRecord {
         conn: conn.id.label(),
+        community_id: community_id::tcp(conn.client, conn.server, 0),
         client: endpoint(conn.client),
         server: endpoint(conn.server),
         start: ts(conn.first_ns).to_string(),
@@ -95,6 +164,7 @@ fn conn_record(session: &Session, conn: &Conn, ts: &dyn Fn(u64) -> Stamp) -> Con
         syn_retransmits: conn.seen().map(|(_, v)| v.syn_retransmits).sum(),
         seen_from: conn.seen().map(|(end, _)| Side::as_str(end)).collect(),
         behind_nat: conn.behind_nat.as_deref().map(|&(client, server)| NatView {
+            community_id: community_id::tcp(client, server, 0),
             client: endpoint(client),
             server: endpoint(server),
         }),
@@ -235,6 +305,71 @@ mod tests {
         ))
     }
 
+    /// The largest session a stranger can make: every data connection the
+    /// tracker keeps, long hostile replies in every timeline entry. Its
+    /// line stays under [`LINE_LIMIT`], and says what it left out.
+    #[test]
+    fn the_largest_session_line_fits_a_log_shippers_buffer() {
+        let mut s = Script::new();
+        let control = s.connect("192.0.2.2:40000", "192.0.2.1:21");
+        s.login(&control);
+        let hostile = "\u{1b}[2J\"\\\u{202e}東".repeat(40);
+        for n in 0..300u16 {
+            let port = 30000 + n;
+            s.pasv(&control, port);
+            let data = s.connect(
+                &format!("192.0.2.2:{}", 41000 + n),
+                &format!("192.0.2.1:{port}"),
+            );
+            s.reply(&control, 150, &hostile);
+            s.fin(&data, Server);
+            s.reply(&control, 226, &hostile);
+        }
+        s.fin(&control, Server);
+        let sessions = sessions_of(&s.seen_from(&[Client, Server]), s.end_ns());
+        let clock = WallClock::with_offset(0);
+        let mut record = SessionRecord::new(&sessions[0], false, diagnose(&sessions[0]), &|ns| {
+            clock.rfc3339(ns)
+        });
+        let (timeline, data) = (record.timeline.len(), record.data.len());
+        let unshrunk = serde_json::to_vec(&record).unwrap().len();
+        assert!(unshrunk > 4 * LINE_LIMIT, "{unshrunk}");
+        let sink = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Shared {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut output =
+            crate::output::Output::new(crate::output::Format::Json, Box::new(Shared(sink.clone())));
+        output.session(&mut record).unwrap();
+        output.flush().unwrap();
+        let written = sink.lock().unwrap().clone();
+        assert!(written.len() <= LINE_LIMIT, "{}", written.len());
+        let line: serde_json::Value = serde_json::from_slice(&written).unwrap();
+        let kept = |field: &str| line[field].as_array().unwrap().len() as u64;
+        assert_eq!(
+            kept("timeline") + line["timeline_omitted"].as_u64().unwrap(),
+            (timeline as u64) + sessions[0].timeline.omitted
+        );
+        assert_eq!(
+            kept("data") + line["data_omitted"].as_u64().unwrap(),
+            data as u64
+        );
+        assert_eq!(data, crate::session::tracker::MAX_DATA_CONNS);
+        // The first and the last of each are kept.
+        assert_eq!(line["data"][0]["conn"], "data:1");
+        assert_eq!(
+            line["data"][kept("data") as usize - 1]["conn"],
+            format!("data:{data}")
+        );
+    }
+
     /// docs/json-lines.md: the `session` line's fields.
     #[test]
     fn the_session_line_keeps_the_contract() {
@@ -252,8 +387,10 @@ mod tests {
                 "cause_conn",
                 "client",
                 "commands",
+                "community_id",
                 "control",
                 "data",
+                "data_omitted",
                 "data_unlinked",
                 "encrypted",
                 "end",
@@ -267,6 +404,7 @@ mod tests {
                 "state",
                 "timeline",
                 "timeline_omitted",
+                "ts",
                 "unknown",
                 "user"
             ]
@@ -274,7 +412,9 @@ mod tests {
         assert_eq!(value["state"], "closed");
         assert_eq!(value["cause"], "clean");
         assert_eq!(value["cause_conn"], serde_json::Value::Null);
-        assert_eq!(value["user"], "alice");
+        assert_eq!(value["user"]["name"], "alice");
+        assert_eq!(value["community_id"], value["control"]["community_id"]);
+        assert!(value["community_id"].as_str().unwrap().starts_with("1:"));
         assert_eq!(value["seen_from"], serde_json::json!(["client", "server"]));
         assert_eq!(
             value["commands"],
@@ -295,6 +435,7 @@ mod tests {
                 "client",
                 "close",
                 "closed_by",
+                "community_id",
                 "conn",
                 "end",
                 "established",

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::lines::{PatternLine, SessionRecord, Start, Stats};
+use super::lines::{Origin, PatternLine, SessionRecord, Start, Stats};
 use crate::{
     event::KernelEvent,
     ftp::Side,
@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// The start line, and a line for each probe off or on a lesser rung.
-pub fn start(start: &Start) -> Vec<String> {
+pub fn start(start: &Start, origin: &Origin) -> Vec<String> {
     let attached = start.probes.iter().filter(|p| p.attached).count();
     let passive = match start.ports.passive {
         Some([lo, hi]) => format!("passive data {lo}-{hi}"),
@@ -21,9 +21,12 @@ pub fn start(start: &Start) -> Vec<String> {
     };
     let control: Vec<String> = start.ports.control.iter().map(u16::to_string).collect();
     let mut lines = vec![format!(
-        "ftptrace {} on Linux {}: control ports {}, active data {}, {passive}; {attached}/{} probes attached",
+        "ftptrace {} on {} (Linux {}, run {}): control ports {}, active data {}, {passive}; \
+         {attached}/{} probes attached",
         start.version,
+        origin.host.name,
         start.kernel,
+        origin.run,
         control.join(","),
         start.ports.active_data,
         start.probes.len()
@@ -92,7 +95,7 @@ pub fn session(record: &SessionRecord) -> String {
             .as_deref()
             .map(|name| format!(" ({name})"))
             .unwrap_or_default(),
-        record.user.as_deref().unwrap_or("?"),
+        record.user.as_ref().map_or("?", |u| u.name.as_str()),
         record.state,
         if record.seeded { ", seeded" } else { "" },
         record.cause.unwrap_or("no cause yet"),

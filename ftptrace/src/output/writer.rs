@@ -13,10 +13,12 @@ use serde::Serialize;
 
 use super::{
     event_json,
-    lines::{Details, EventLine, PatternLine, SCHEMA, SessionRecord, Start, Stats, Tagged},
+    lines::{Details, EventLine, Origin, PatternLine, SCHEMA, SessionRecord, Start, Stats, Tagged},
+    session_line::LINE_LIMIT,
     text,
 };
 use crate::{
+    community_id,
     event::KernelEvent,
     ftp::Side,
     printable::printable,
@@ -43,6 +45,8 @@ pub struct Output {
     pending: Vec<u8>,
     /// The file written to, reopened on SIGHUP; `None` for standard output.
     path: Option<PathBuf>,
+    /// The host and run every line names.
+    origin: Origin,
 }
 
 /// What [`Output`] holds before it writes to its sink.
@@ -66,7 +70,27 @@ impl Output {
             sink,
             pending: Vec::with_capacity(PENDING_BYTES + 4096),
             path: None,
+            origin: Origin {
+                host: super::lines::HostLine {
+                    name: "unknown".into(),
+                },
+                run: String::new(),
+            },
         }
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Every line from now on names `origin`'s host and run.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.set_origin(origin);
+        self
+    }
+
+    pub fn set_origin(&mut self, origin: Origin) {
+        self.origin = origin;
     }
 
     /// Flushes, and opens the output file again (after `logrotate` moved
@@ -82,13 +106,9 @@ impl Output {
 
     pub fn start(&mut self, start: &Start) -> anyhow::Result<()> {
         match self.format {
-            Format::Json => self.json(&Tagged {
-                line_type: "start",
-                schema: Some(SCHEMA),
-                body: start,
-            })?,
+            Format::Json => self.json_line("start", start)?,
             Format::Text => {
-                for line in text::start(start) {
+                for line in text::start(start, &self.origin) {
                     self.text(&line)?;
                 }
             }
@@ -110,24 +130,38 @@ impl Output {
                 "internal error: a raw record (control segment, reset TTL) reached the output"
             );
         };
+        let (local, remote) = (event.local, event.remote);
+        let community_id =
+            (local.port() != 0 && remote.port() != 0).then(|| community_id::tcp(local, remote, 0));
         match self.format {
-            Format::Json => self.event_json(&EventLine {
-                line_type: "event",
-                ts,
-                details,
-                side,
-                local_addr: event.local.ip(),
-                local_port: event.local.port(),
-                remote_addr: event.remote.ip(),
-                remote_port: event.remote.port(),
-                netns: event.netns,
-                pid: who.owner.as_ref().map(|t| t.pid),
-                comm: who.owner.as_ref().map(|t| t.comm.as_str()),
-                socket: who.socket,
-                cpu: event.cpu,
-                session: place.map(|p| p.session.as_str()),
-                conn: place.map(|p| p.conn),
-            }),
+            Format::Json => {
+                event_json::write(
+                    &mut self.pending,
+                    &EventLine {
+                        line_type: "event",
+                        schema: SCHEMA,
+                        ts,
+                        host: &self.origin.host,
+                        run: &self.origin.run,
+                        details,
+                        side,
+                        local_addr: event.local.ip(),
+                        local_port: event.local.port(),
+                        remote_addr: event.remote.ip(),
+                        remote_port: event.remote.port(),
+                        netns: event.netns,
+                        pid: who.owner.as_ref().map(|t| t.pid),
+                        comm: who.owner.as_ref().map(|t| t.comm.as_str()),
+                        socket: who.socket,
+                        cpu: event.cpu,
+                        session: place.map(|p| p.session.as_str()),
+                        conn: place.map(|p| p.conn),
+                        community_id: community_id.as_deref(),
+                    },
+                );
+                self.pending.push(b'\n');
+                self.added()
+            }
             Format::Text => self.text(&text::event(ts, event, side, who, place)),
         }
     }
@@ -135,13 +169,18 @@ impl Output {
     /// A session that ended (or, at the end of the run, is still open).
     /// Buffered like event lines: the caller flushes at the end of a batch
     /// (under churn, a write per session was most of a run's system time).
-    pub fn session(&mut self, record: &SessionRecord) -> anyhow::Result<()> {
+    /// A JSON line longer than [`LINE_LIMIT`] is written again with less
+    /// of its middle ([`SessionRecord::shrink`]).
+    pub fn session(&mut self, record: &mut SessionRecord) -> anyhow::Result<()> {
         match self.format {
-            Format::Json => self.json(&Tagged {
-                line_type: "session",
-                schema: None,
-                body: record,
-            }),
+            Format::Json => loop {
+                let before = self.pending.len();
+                let written = self.encode("session", &*record)?;
+                if written <= LINE_LIMIT || !record.shrink(written) {
+                    return self.added();
+                }
+                self.pending.truncate(before);
+            },
             Format::Text => self.text(&text::session(record)),
         }
     }
@@ -149,22 +188,14 @@ impl Output {
     /// A pattern across sessions; buffered like session lines.
     pub fn pattern(&mut self, line: &PatternLine) -> anyhow::Result<()> {
         match self.format {
-            Format::Json => self.json(&Tagged {
-                line_type: "pattern",
-                schema: None,
-                body: line,
-            }),
+            Format::Json => self.json_line("pattern", line),
             Format::Text => self.text(&text::pattern(line)),
         }
     }
 
     pub fn stats(&mut self, stats: &Stats) -> anyhow::Result<()> {
         match self.format {
-            Format::Json => self.json(&Tagged {
-                line_type: "stats",
-                schema: None,
-                body: stats,
-            })?,
+            Format::Json => self.json_line("stats", stats)?,
             Format::Text => self.text(&text::stats(stats))?,
         }
         self.flush()
@@ -192,21 +223,30 @@ impl Output {
         Ok(())
     }
 
-    fn event_json(&mut self, line: &EventLine) -> anyhow::Result<()> {
-        event_json::write(&mut self.pending, line);
-        self.pending.push(b'\n');
+    /// A line of `line_type` with `body`'s fields, and the newline.
+    fn json_line(&mut self, line_type: &'static str, body: &impl Serialize) -> anyhow::Result<()> {
+        self.encode(line_type, body)?;
         self.added()
     }
 
-    fn json(&mut self, line: &impl Serialize) -> anyhow::Result<()> {
+    /// Appends the line to [`Self::pending`] (not written out yet, so the
+    /// caller may take it back) and returns its length.
+    fn encode(&mut self, line_type: &'static str, body: &impl Serialize) -> anyhow::Result<usize> {
         let start = self.pending.len();
-        if let Err(e) = serde_json::to_writer(&mut self.pending, line) {
+        let line = Tagged {
+            line_type,
+            schema: SCHEMA,
+            host: &self.origin.host,
+            run: &self.origin.run,
+            body,
+        };
+        if let Err(e) = serde_json::to_writer(&mut self.pending, &line) {
             // Half a line is no line.
             self.pending.truncate(start);
             anyhow::bail!("cannot encode a JSON line: {e}");
         }
         self.pending.push(b'\n');
-        self.added()
+        Ok(self.pending.len() - start)
     }
 
     /// Text lines for a person, each made [`printable`] whole: whatever a
@@ -356,6 +396,7 @@ mod tests {
         let mut output = Output::new(Format::Text, Box::new(shared.clone()));
         output
             .start(&Start {
+                ts: "2026-12-04T15:00:00.000000000Z".into(),
                 version: "0.1.0".into(),
                 kernel: "6.1.0".into(),
                 ports: PortsLine {
@@ -380,6 +421,7 @@ mod tests {
 
     fn stats(is_final: bool) -> Stats {
         Stats {
+            ts: "2026-12-04T15:00:00.000000000Z".into(),
             events: 3,
             lost: 1,
             missed: 0,
@@ -448,7 +490,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0,\"dns_names\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"tls_handshakes\":0,\"tls_handshakes_peak_per_s\":0,\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"schema\":2,\"host\":{\"name\":\"unknown\"},\"run\":\"\",\"ts\":\"2026-12-04T15:00:00.000000000Z\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0,\"dns_names\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"tls_handshakes\":0,\"tls_handshakes_peak_per_s\":0,\"final\":true}\n"
         );
     }
 
@@ -635,7 +677,7 @@ mod tests {
                 (&line["type"], &line["kind"], &line["side"], &line["socket"]),
                 (&"event".into(), &"ftp".into(), &"server".into(), &3.into())
             );
-            assert_eq!(line.as_object().unwrap().len(), 22, "{line}");
+            assert_eq!(line.as_object().unwrap().len(), 26, "{line}");
         }
     }
 
@@ -726,7 +768,7 @@ mod tests {
             s.end_ns(),
         );
         output
-            .session(&SessionRecord::new(
+            .session(&mut SessionRecord::new(
                 &sessions[0],
                 false,
                 crate::session::cause::diagnose(&sessions[0]),
