@@ -1,59 +1,65 @@
 //! Every JSON line the suite sees, held to schema/lines.schema.json by a
-//! real validator: Python's `jsonschema` (Debian's python3-jsonschema,
-//! which `cargo xtask setup` installs), formats checked.
+//! real validator (the `jsonschema` crate: draft 2020-12, formats checked,
+//! the JSON-Schema test suite's), compiled once per test process.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::sync::OnceLock;
 
-use crate::{process, unique_name, workspace_root};
+use serde_json::Value;
 
-/// The validator's exit code when its package is missing.
-const NO_VALIDATOR: i32 = 2;
-const VALIDATE_TIMEOUT: Duration = Duration::from_secs(120);
+use crate::workspace_root;
 
-pub fn schema_path() -> PathBuf {
-    workspace_root().join("schema/lines.schema.json")
-}
+/// Invalid lines a failure names at most.
+const NAMED: usize = 20;
 
-/// The lines of `text` that break the schema, each with why (empty: all
-/// valid). `None` when the validator is not installed, outside CI; in CI
-/// that panics.
-#[track_caller]
-pub fn invalid_lines(label: &str, text: &str) -> Option<String> {
-    let file = std::env::temp_dir().join(unique_name(&format!("{label}.jsonl")));
-    std::fs::write(&file, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
-    let finished = process::run(
-        Command::new("/usr/bin/python3")
-            .arg(workspace_root().join("tests/scripts/validate_lines.py"))
-            .arg(schema_path())
-            .arg(&file),
-        VALIDATE_TIMEOUT,
-    );
-    let _ = std::fs::remove_file(&file);
-    if finished.status.code() == Some(NO_VALIDATOR) {
-        let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-        assert!(
-            !in_ci,
-            "{label}: no JSON Schema validator, and CI is set: {finished}"
-        );
-        eprintln!(
-            "{label}: lines not validated: python3-jsonschema is missing (cargo xtask setup)"
-        );
-        return None;
-    }
-    Some(if finished.success() {
-        String::new()
-    } else {
-        format!("{}{}", finished.stdout, finished.stderr)
+fn validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let path = workspace_root().join("schema/lines.schema.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()))
     })
 }
 
-/// Panics, naming each invalid line, unless every line of `text` is valid.
-#[track_caller]
-pub fn assert_valid(label: &str, text: &str) {
-    if let Some(invalid) = invalid_lines(label, text) {
-        assert!(
-            invalid.is_empty(),
-            "{label}: lines break the schema:\n{invalid}"
-        );
+/// The lines of `lines` that break the schema, each with why (at most
+/// [`NAMED`], then a count); empty when all are valid.
+pub fn invalid_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
+    let validator = validator();
+    let mut named = Vec::new();
+    let mut invalid = 0;
+    for (n, line) in lines.into_iter().enumerate() {
+        let errors: Vec<String> = match serde_json::from_str::<Value>(line) {
+            Err(e) => vec![format!("not JSON: {e}")],
+            Ok(value) if validator.is_valid(&value) => continue,
+            Ok(value) => validator
+                .iter_errors(&value)
+                .map(|e| format!("{}: {e}", e.instance_path()))
+                .collect(),
+        };
+        invalid += 1;
+        if named.len() < NAMED {
+            let line: String = line.chars().take(400).collect();
+            named.push(format!("line {}: {}\n  {line}", n + 1, errors.join("; ")));
+        }
     }
+    if invalid > named.len() {
+        named.push(format!("... {} more", invalid - named.len()));
+    }
+    named.join("\n")
+}
+
+/// Panics, naming the invalid lines, unless every one is valid.
+#[track_caller]
+pub fn assert_valid<'a>(label: &str, lines: impl IntoIterator<Item = &'a str>) {
+    let invalid = invalid_lines(lines);
+    assert!(
+        invalid.is_empty(),
+        "{label}: lines break schema/lines.schema.json:\n{invalid}"
+    );
 }

@@ -889,7 +889,7 @@ impl Tracer {
                 session.id
             );
         }
-        crate::schema::assert_valid("tracer", &lines.join("\n"));
+        crate::schema::assert_valid("the tracer's lines", lines.iter().map(String::as_str));
         let last = lines.last().expect("the start line at least");
         match parse_line(last) {
             Ok(Line::Stats(s)) => {

@@ -10,10 +10,8 @@ use anyhow::{Context as _, bail};
 
 use crate::{is_root, output, run};
 
-/// Debian packages the tests use. g++ builds libFuzzer (`cargo xtask fuzz`);
-/// python3-jsonschema validates every JSON line against schema/.
+/// Debian packages the tests use. g++ builds libFuzzer (`cargo xtask fuzz`).
 const PACKAGES: &[&str] = &[
-    "python3-jsonschema",
     "vsftpd",
     "curl",
     "lftp",
