@@ -47,6 +47,7 @@ pub struct Output {
     path: Option<PathBuf>,
     /// The host and run every line names.
     origin: Origin,
+    community_ids: community_id::Recent,
 }
 
 /// What [`Output`] holds before it writes to its sink.
@@ -70,6 +71,7 @@ impl Output {
             sink,
             pending: Vec::with_capacity(PENDING_BYTES + 4096),
             path: None,
+            community_ids: community_id::Recent::default(),
             origin: Origin {
                 host: super::lines::HostLine {
                     name: "unknown".into(),
@@ -130,11 +132,11 @@ impl Output {
                 "internal error: a raw record (control segment, reset TTL) reached the output"
             );
         };
-        let (local, remote) = (event.local, event.remote);
-        let community_id =
-            (local.port() != 0 && remote.port() != 0).then(|| community_id::tcp(local, remote, 0));
         match self.format {
             Format::Json => {
+                let (local, remote) = (event.local, event.remote);
+                let community_id = (local.port() != 0 && remote.port() != 0)
+                    .then(|| self.community_ids.tcp(local, remote));
                 event_json::write(
                     &mut self.pending,
                     &EventLine {
@@ -156,7 +158,7 @@ impl Output {
                         cpu: event.cpu,
                         session: place.map(|p| p.session.as_str()),
                         conn: place.map(|p| p.conn),
-                        community_id: community_id.as_deref(),
+                        community_id,
                     },
                 );
                 self.pending.push(b'\n');
