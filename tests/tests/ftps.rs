@@ -627,31 +627,33 @@ fn check_refused_by(
                 level,
                 alert,
                 ..
-            } => Some((e.side, level.clone(), alert.clone())),
+            } => Some((e.side, e.session.clone(), level.clone(), alert.clone())),
             _ => None,
         })
         .collect();
     // GnuTLS's alerts: lftp refuses after its handshake and closes the TLS
-    // session with close_notify, which each session's evidence names.
+    // session with close_notify, which that session's evidence names. Not
+    // every time: in a loaded run one of lftp's two attempts closed with the
+    // server's reply unread (a TCPAbortOnData reset) and no alert.
     if library == "GnuTLS" {
         assert!(
             !alerts_sent.is_empty()
                 && alerts_sent
                     .iter()
-                    .all(|(end, level, alert)| *end == Side::Client
+                    .all(|(end, _, level, alert)| *end == Side::Client
                         && level.as_deref() == Some("warning")
                         && alert.as_deref() == Some("close_notify")),
             "{alerts_sent:?}{ctx}"
         );
         for session in &run.trace.sessions {
-            assert!(
-                session
-                    .evidence
-                    .iter()
-                    .any(|e| e.starts_with("the client end's GnuTLS sent alert close_notify (+")),
-                "{:?}{ctx}",
-                session.evidence
-            );
+            let sent = alerts_sent
+                .iter()
+                .any(|(_, id, ..)| id.as_deref() == Some(session.id.as_str()));
+            let cited = session
+                .evidence
+                .iter()
+                .any(|e| e.starts_with("the client end's GnuTLS sent alert close_notify (+"));
+            assert_eq!(sent, cited, "{}: {:?}{ctx}", session.id, session.evidence);
         }
     }
     Refused {
