@@ -91,12 +91,7 @@ fn preflight() -> Report {
             detail: format!("cannot read capabilities: {e}"),
         },
     };
-    let origin = crate::trace::this_run().unwrap_or_else(|_| Origin {
-        host: HostLine {
-            name: "unknown".into(),
-        },
-        run: String::new(),
-    });
+    let origin = crate::trace::this_run().unwrap_or_else(|_| Origin::unknown(None));
     let mut report = Report {
         line_type: "check",
         schema: crate::output::SCHEMA,

@@ -9,7 +9,7 @@ use crate::{
     kernel::decode::{self, Decoder},
     kernel::kallsyms::KernelSymbols,
     kernel::names::KernelNames,
-    output::{HostLine, Origin, Output},
+    output::{Origin, Output},
     pipeline::{NatAnswer, NatLookup, Pipeline},
     recording::{Frame, Recording, Seeds},
     session::Tuple,
@@ -68,12 +68,11 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
     .with_nat_lookup(Box::new(RecordedNat::from(recording.nat_answers()?)));
     // The recorded run's host and run; a recording from before schema 2:
     // host `unknown`, its session prefix (hex) padded to a run id.
-    output.set_origin(meta.origin.clone().unwrap_or_else(|| Origin {
-        host: HostLine {
-            name: "unknown".into(),
-        },
-        run: format!("{:0>32}", meta.session_prefix),
-    }));
+    output.set_origin(
+        meta.origin
+            .clone()
+            .unwrap_or_else(|| Origin::unknown(Some(format!("{:0>32}", meta.session_prefix)))),
+    );
     let mut start = meta.start.clone();
     if start.ts.is_empty() {
         start.ts = WallClock::with_offset(meta.clock_offset_ns)

@@ -16,7 +16,7 @@ use crate::{
         clock::{WallClock, boot_ns},
         conntrack::Conntrack,
         decode::{self, Decoder},
-        facts::KernelFacts,
+        facts::{self, KernelFacts},
         loader::{CONTROL_CHANNEL_PROBE, Tracer},
         priority, privileges, sock_diag, tracefs,
     },
@@ -465,19 +465,10 @@ impl NatLookup for LiveNat {
 /// kernel (a version 4 UUID's, in hex). Session ids are `<run>-<n>`, so ids
 /// from every host and run feeding one pipeline do not collide.
 pub fn this_run() -> anyhow::Result<Origin> {
-    let read = |path: &str| {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_owned())
-            .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))
-    };
-    let name = read("/proc/sys/kernel/hostname")?;
-    let run: String = read("/proc/sys/kernel/random/uuid")?
-        .chars()
-        .filter(char::is_ascii_hexdigit)
-        .collect();
-    anyhow::ensure!(run.len() == 32, "/proc/sys/kernel/random/uuid gave no UUID");
     Ok(Origin {
-        host: HostLine { name },
-        run,
+        host: HostLine {
+            name: facts::host_name()?,
+        },
+        run: facts::random_id()?,
     })
 }

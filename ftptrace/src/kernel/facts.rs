@@ -171,6 +171,27 @@ fn kprobes_available(tracefs: &Path) -> Result<(), String> {
     }
 }
 
+/// This host's name, as the kernel holds it (`uname -n`).
+pub fn host_name() -> anyhow::Result<String> {
+    read_trimmed("/proc/sys/kernel/hostname")
+}
+
+/// 128 random bits from the kernel, in hex: a version 4 UUID's digits.
+pub fn random_id() -> anyhow::Result<String> {
+    let id: String = read_trimmed("/proc/sys/kernel/random/uuid")?
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .collect();
+    anyhow::ensure!(id.len() == 32, "/proc/sys/kernel/random/uuid gave no UUID");
+    Ok(id)
+}
+
+fn read_trimmed(path: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_owned())
+        .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))
+}
+
 /// `uname -r`.
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")

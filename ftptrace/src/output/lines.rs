@@ -27,6 +27,19 @@ pub struct Origin {
     pub run: String,
 }
 
+impl Origin {
+    /// A host whose name is not known, and the run `run` (32 zeros when
+    /// that is not known either).
+    pub fn unknown(run: Option<String>) -> Self {
+        Self {
+            host: HostLine {
+                name: "unknown".into(),
+            },
+            run: run.unwrap_or_else(|| "0".repeat(32)),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostLine {
     pub name: String,

@@ -72,12 +72,7 @@ impl Output {
             pending: Vec::with_capacity(PENDING_BYTES + 4096),
             path: None,
             community_ids: community_id::Recent::default(),
-            origin: Origin {
-                host: super::lines::HostLine {
-                    name: "unknown".into(),
-                },
-                run: String::new(),
-            },
+            origin: Origin::unknown(None),
         }
     }
 
@@ -492,7 +487,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"schema\":2,\"host\":{\"name\":\"unknown\"},\"run\":\"\",\"ts\":\"2026-12-04T15:00:00.000000000Z\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0,\"dns_names\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"tls_handshakes\":0,\"tls_handshakes_peak_per_s\":0,\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"schema\":2,\"host\":{\"name\":\"unknown\"},\"run\":\"00000000000000000000000000000000\",\"ts\":\"2026-12-04T15:00:00.000000000Z\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0,\"dns_names\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"tls_handshakes\":0,\"tls_handshakes_peak_per_s\":0,\"final\":true}\n"
         );
     }
 
