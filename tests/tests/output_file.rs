@@ -2,6 +2,7 @@
 //! 0600 and never through a symlink; SIGHUP (logrotate, a dropped SSH
 //! session) reopens it instead of killing the run; a signal right after the
 //! start line ends the run cleanly, with open sessions and final stats.
+//! Issue 15: Debian's logrotate rotates it under load and no line is lost.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -13,11 +14,13 @@ use std::{
 
 use tests::{
     client::{Curl, ftp_url},
+    counters::Counters,
     deadline::{Deadline, wait_for},
     netns::{NsPair, SERVER_V4},
     process::{kill_and_reap, wait_until},
+    scenario::Scenario,
     tmp::TempDir,
-    tracer::{DEFAULT_ARGS, START_TIMEOUT, STOP_TIMEOUT, binary},
+    tracer::{DEFAULT_ARGS, NO_PASSIVE_RANGE_ARGS, START_TIMEOUT, STOP_TIMEOUT, binary},
     vsftpd::{Listen, Vsftpd, VsftpdConfig},
 };
 
@@ -121,6 +124,165 @@ fn sighup_reopens_the_output_and_the_run_goes_on() {
                 "{line}"
             );
         }
+    });
+}
+
+/// Debian's logrotate (`create`, then `kill -HUP` in `postrotate`) rotates
+/// `--output` five times while 400 sessions run: the files hold, in order,
+/// one start line, every session, every connection's first event, and the
+/// final stats last, each line whole. The truth is the server's kernel:
+/// each connection it accepted (`Tcp.PassiveOpens`) is one `LISTEN ->
+/// SYN_RECV` event line and one control or data connection of a session.
+#[test]
+fn logrotate_rotates_under_load_and_no_line_is_lost() {
+    tests::root_test("logrotate_rotates_under_load_and_no_line_is_lost", || {
+        const SESSIONS: usize = 400;
+        const ROTATIONS: usize = 5;
+        let net = NsPair::new();
+        let ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4))
+                .with_file("file", 16 << 10)
+                .with("max_per_ip", "0")
+                .with("max_clients", "0"),
+        );
+        let _ = ftp.expected("file");
+        let dir = TempDir::new("logrotate");
+        let path = dir.path().join("ftptrace.jsonl");
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let before = Counters::read(&net.server);
+        let mut child = Command::new(binary())
+            .args(NO_PASSIVE_RANGE_ARGS)
+            .arg("--output")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the tracer");
+        wait_for(
+            "the start line in --output",
+            START_TIMEOUT,
+            || match lines_of(&path).first() {
+                Some(line) if line.contains(r#""type":"start""#) => Ok(()),
+                _ => Err("no start line yet".into()),
+            },
+        );
+        let config = dir.path().join("logrotate.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "{} {{\n  rotate 20\n  create 0600 root root\n  nocompress\n  missingok\n  \
+                 postrotate\n    kill -HUP {}\n  endscript\n}}\n",
+                path.display(),
+                child.id()
+            ),
+        )
+        .expect("write logrotate.conf");
+        let state = dir.path().join("logrotate.state");
+        let load = Scenario::start(&net.client, "many", SERVER_V4, Some(&SESSIONS.to_string()));
+        for rotation in 1..=ROTATIONS {
+            // Each rotation once the current file has a session: spread
+            // over the load, never of an empty file.
+            wait_for(
+                &format!("a session line before rotation {rotation}"),
+                Duration::from_secs(30),
+                || match lines_of(&path)
+                    .iter()
+                    .any(|l| l.contains(r#""type":"session""#))
+                {
+                    true => Ok(()),
+                    false => Err("none yet".into()),
+                },
+            );
+            let rotated = tests::process::run(
+                Command::new("logrotate")
+                    .arg("--force")
+                    .arg("--state")
+                    .arg(&state)
+                    .arg(&config),
+                Duration::from_secs(30),
+            );
+            assert!(rotated.status.success(), "logrotate: {}", rotated.stderr);
+        }
+        assert_eq!(load.finish(), SESSIONS.to_string());
+        let files: Vec<_> = (1..=ROTATIONS)
+            .rev()
+            .map(|n| dir.path().join(format!("ftptrace.jsonl.{n}")))
+            .chain([path.clone()])
+            .collect();
+        let all_lines = || files.iter().flat_map(|f| lines_of(f)).collect::<Vec<_>>();
+        wait_for("every session's line", Duration::from_secs(30), || {
+            let sessions = all_lines()
+                .iter()
+                .filter(|l| l.contains(r#""type":"session""#))
+                .count();
+            if sessions >= SESSIONS {
+                Ok(())
+            } else {
+                Err(format!("{sessions} session lines"))
+            }
+        });
+        signal(child.id(), libc::SIGTERM);
+        let status = wait_until(&mut child, Deadline::after(STOP_TIMEOUT));
+        if status.is_none() {
+            kill_and_reap(&mut child);
+        }
+        let errors = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the run did not end cleanly: {status:?}: {errors}"
+        );
+        let accepted = before
+            .delta(&Counters::read(&net.server))
+            .get("Tcp.PassiveOpens");
+        // Sessions in every file, the last one included: each rotation
+        // happened while sessions were being written.
+        let per_file: Vec<usize> = files
+            .iter()
+            .map(|f| {
+                lines_of(f)
+                    .iter()
+                    .filter(|l| l.contains(r#""type":"session""#))
+                    .count()
+            })
+            .collect();
+        eprintln!("session lines per file, oldest first: {per_file:?}");
+        assert!(per_file.iter().all(|&n| n > 0), "{per_file:?}");
+        let lines = all_lines();
+        let values: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line ({e}): {l}")))
+            .collect();
+        tests::schema::assert_valid("the rotated files", lines.iter().map(String::as_str));
+        let of_type = |t: &'static str| values.iter().filter(move |v| v["type"] == t);
+        assert_eq!(of_type("start").count(), 1);
+        assert_eq!(values[0]["type"], "start", "{}", lines[0]);
+        let last = values.last().expect("lines");
+        assert_eq!(
+            (&last["type"], &last["final"]),
+            (&"stats".into(), &true.into())
+        );
+        let sessions: Vec<_> = of_type("session").collect();
+        let ids: std::collections::BTreeSet<_> = sessions
+            .iter()
+            .map(|s| s["id"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!((sessions.len(), ids.len()), (SESSIONS, SESSIONS));
+        let connections: i64 = sessions
+            .iter()
+            .map(|s| 1 + s["data"].as_array().map_or(0, Vec::len) as i64)
+            .sum();
+        let accepts = of_type("event")
+            .filter(|e| {
+                e["side"] == "server" && e["old_state"] == "LISTEN" && e["new_state"] == "SYN_RECV"
+            })
+            .count() as i64;
+        assert_eq!(
+            (connections, accepts),
+            (accepted, accepted),
+            "connections in the sessions and accepts in the events vs the server's \
+             Tcp.PassiveOpens"
+        );
     });
 }
 

@@ -24,6 +24,8 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "g++",
     "busybox-static",
+    // The rotation test runs Debian's own logrotate against --output.
+    "logrotate",
 ];
 
 /// Debian packages `cargo xtask vm` adds: QEMU, depmod for the guest
