@@ -341,6 +341,8 @@ impl Pipeline {
                 .collect(),
             tls_handshakes: self.tls_handshakes.total(),
             tls_handshakes_peak_per_s: self.tls_handshakes.take_peak(),
+            // The writer's to count.
+            unwritten: 0,
             is_final,
         }
     }

@@ -180,7 +180,15 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         recorder.finish()?;
     }
     warn_of_misses(&tracer)?;
-    stream.stats(&tracer, &mut output, true)
+    stream.stats(&tracer, &mut output, true)?;
+    if output.unwritten() > 0 {
+        // The final stats may be among them: say it where it is read.
+        eprintln!(
+            "ftptrace: warning: {} lines could not be written to the output file",
+            output.unwritten()
+        );
+    }
+    Ok(())
 }
 
 /// Names the programs behind the final stats' `missed`, for whoever has to

@@ -2,7 +2,8 @@
 //! 0600 and never through a symlink; SIGHUP (logrotate, a dropped SSH
 //! session) reopens it instead of killing the run; a signal right after the
 //! start line ends the run cleanly, with open sessions and final stats.
-//! Issue 15: Debian's logrotate rotates it under load and no line is lost.
+//! Issue 15: Debian's logrotate rotates it under load and no line is lost;
+//! a full disk is one error, counted, and the run goes on.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -284,6 +285,171 @@ fn logrotate_rotates_under_load_and_no_line_is_lost() {
              Tcp.PassiveOpens"
         );
     });
+}
+
+/// A tmpfs of 1 MiB holds `--output`; a filler takes the rest, FTP sessions
+/// run: stderr says once that the file refuses lines, the run goes on,
+/// and once the filler is gone the file takes lines again. No line in the
+/// file is torn, and what it lacks is counted: the final stats' `unwritten`
+/// (also on stderr) at least covers the accepted connections (the server's
+/// `Tcp.PassiveOpens`) whose first event the file does not hold.
+#[test]
+fn a_full_disk_is_one_error_counted_and_the_run_goes_on() {
+    tests::root_test(
+        "a_full_disk_is_one_error_counted_and_the_run_goes_on",
+        || {
+            let net = NsPair::new();
+            let ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
+            let dir = TempDir::new("full-disk");
+            let disk = Tmpfs::mount(&dir.subdir("disk"), "1m");
+            let path = disk.0.join("ftptrace.jsonl");
+            let errors = dir.path().join("stderr");
+            let before = Counters::read(&net.server);
+            let mut child = Command::new(binary())
+                .args(DEFAULT_ARGS)
+                .arg("--output")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&errors).expect("stderr file"))
+                .spawn()
+                .expect("start the tracer");
+            wait_for(
+                "the start line in --output",
+                START_TIMEOUT,
+                || match lines_of(&path).first() {
+                    Some(line) if line.contains(r#""type":"start""#) => Ok(()),
+                    _ => Err("no start line yet".into()),
+                },
+            );
+            let filler = disk.0.join("filler");
+            fill(&filler);
+            let stderr = || std::fs::read_to_string(&errors).unwrap_or_default();
+            let mut downloads = 0;
+            wait_for(
+                "the output file's refusal on stderr",
+                Duration::from_secs(60),
+                || {
+                    Curl::new(ftp_url(SERVER_V4, 21, "file"))
+                        .run(&net.client)
+                        .assert_downloaded(&ftp.expected("file"));
+                    downloads += 1;
+                    if stderr().contains("error: cannot write output file") {
+                        Ok(())
+                    } else {
+                        Err(format!("{downloads} downloads, stderr: {}", stderr()))
+                    }
+                },
+            );
+            std::fs::remove_file(&filler).expect("remove the filler");
+            wait_for(
+                "the output file taking lines again",
+                Duration::from_secs(60),
+                || {
+                    Curl::new(ftp_url(SERVER_V4, 21, "file"))
+                        .run(&net.client)
+                        .assert_downloaded(&ftp.expected("file"));
+                    if stderr().contains("output file writable again") {
+                        Ok(())
+                    } else {
+                        Err(format!("stderr: {}", stderr()))
+                    }
+                },
+            );
+            signal(child.id(), libc::SIGTERM);
+            let status = wait_until(&mut child, Deadline::after(STOP_TIMEOUT));
+            if status.is_none() {
+                kill_and_reap(&mut child);
+            }
+            let stderr = stderr();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "the run did not end cleanly: {status:?}: {stderr}"
+            );
+            let accepted = before
+                .delta(&Counters::read(&net.server))
+                .get("Tcp.PassiveOpens");
+            let refusals: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains("error: cannot write output file"))
+                .collect();
+            assert_eq!(refusals.len(), 1, "{stderr}");
+            assert!(refusals[0].contains("No space left on device"), "{stderr}");
+            let lines = lines_of(&path);
+            tests::schema::assert_valid("the output file", lines.iter().map(String::as_str));
+            let values: Vec<serde_json::Value> = lines
+                .iter()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line ({e}): {l}"))
+                })
+                .collect();
+            let last = values.last().expect("lines");
+            assert_eq!(
+                (&last["type"], &last["final"]),
+                (&"stats".into(), &true.into())
+            );
+            let unwritten = last["unwritten"].as_i64().expect("unwritten");
+            assert!(
+                stderr.contains(&format!("warning: {unwritten} lines could not be written")),
+                "{stderr}"
+            );
+            let accepts = values
+                .iter()
+                .filter(|e| {
+                    e["type"] == "event"
+                        && e["side"] == "server"
+                        && e["old_state"] == "LISTEN"
+                        && e["new_state"] == "SYN_RECV"
+                })
+                .count() as i64;
+            assert!(
+                accepts < accepted && accepts + unwritten >= accepted,
+                "{accepts} accepts in the file, {unwritten} lines unwritten, Tcp.PassiveOpens \
+             {accepted}"
+            );
+            assert!(
+                values.iter().any(|v| v["type"] == "session"),
+                "no session written after the disk had room again"
+            );
+        },
+    );
+}
+
+/// A tmpfs mounted for one test, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    #[track_caller]
+    fn mount(at: &Path, size: &str) -> Self {
+        let mounted = tests::process::run(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0755"))
+                .arg("ftptrace-test")
+                .arg(at),
+            Duration::from_secs(10),
+        );
+        assert!(mounted.status.success(), "mount: {}", mounted.stderr);
+        Self(at.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until its file system is full.
+fn fill(path: &Path) {
+    use std::io::Write as _;
+    let mut file = std::fs::File::create(path).expect("create the filler");
+    let chunk = vec![0u8; 4096];
+    for _ in 0..(1 << 20) {
+        if file.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+    panic!("{} never filled its file system", path.display());
 }
 
 /// The handlers are installed before the start line: SIGINT the moment it

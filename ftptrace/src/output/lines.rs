@@ -65,7 +65,7 @@ pub struct PortsLine {
     pub passive: Option<[u16; 2]>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Stats {
     /// The time of the latest batch it counts.
     pub ts: String,
@@ -102,6 +102,9 @@ pub struct Stats {
     /// in one second since the last `stats` line.
     pub tls_handshakes: u64,
     pub tls_handshakes_peak_per_s: u64,
+    /// Lines `--output`'s file refused so far (a full disk, a vanished
+    /// directory): the writer's count, 0 on standard output.
+    pub unwritten: u64,
     #[serde(rename = "final")]
     pub is_final: bool,
 }

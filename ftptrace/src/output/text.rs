@@ -186,8 +186,13 @@ pub fn stats(stats: &Stats) -> String {
             stats.tls_handshakes, stats.tls_handshakes_peak_per_s
         )
     };
+    let unwritten = if stats.unwritten == 0 {
+        String::new()
+    } else {
+        format!("; {} lines unwritten", stats.unwritten)
+    };
     format!(
-        "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted{handshakes}{tls}",
+        "-- {}: {} events, {} lost, {} missed, {} undecodable; {} sessions, {} open, {} evicted{handshakes}{tls}{unwritten}",
         if stats.is_final {
             "final stats"
         } else {

@@ -38,16 +38,28 @@ pub enum Format {
 
 pub struct Output {
     format: Format,
-    sink: Box<dyn Write>,
+    sink: Sink,
     /// Lines not written to the sink yet: event lines are written straight
     /// in here (a `BufWriter` would copy each once more), and go out when
     /// it holds [`PENDING_BYTES`] or at a flush.
     pending: Vec<u8>,
     /// The file written to, reopened on SIGHUP; `None` for standard output.
     path: Option<PathBuf>,
+    /// Lines the output file did not take (a full disk, a vanished
+    /// directory), and why it last refused while it still does.
+    unwritten: u64,
+    refusing: Option<String>,
     /// The host and run every line names.
     origin: Origin,
     community_ids: community_id::Recent,
+}
+
+/// Where lines go: a stream (standard output: a failure ends the run, a
+/// closed pipe quietly), or `--output`'s file, which may refuse for a while
+/// (a full disk) without ending the run.
+enum Sink {
+    Stream(Box<dyn Write>),
+    File(File),
 }
 
 /// What [`Output`] holds before it writes to its sink.
@@ -56,19 +68,20 @@ const PENDING_BYTES: usize = 64 * 1024;
 impl Output {
     /// Standard output, or `path` opened for appending (see [`open_file`]).
     pub fn open(format: Format, path: Option<&Path>) -> anyhow::Result<Self> {
-        let sink: Box<dyn Write> = match path {
-            None => Box::new(io::stdout()),
-            Some(path) => Box::new(open_file(path)?),
-        };
-        let mut output = Self::new(format, sink);
-        output.path = path.map(Path::to_owned);
+        let mut output = Self::new(format, Box::new(io::stdout()));
+        if let Some(path) = path {
+            output.sink = Sink::File(open_file(path)?);
+            output.path = Some(path.to_owned());
+        }
         Ok(output)
     }
 
     pub fn new(format: Format, sink: Box<dyn Write>) -> Self {
         Self {
             format,
-            sink,
+            sink: Sink::Stream(sink),
+            unwritten: 0,
+            refusing: None,
             pending: Vec::with_capacity(PENDING_BYTES + 4096),
             path: None,
             community_ids: community_id::Recent::default(),
@@ -92,13 +105,19 @@ impl Output {
 
     /// Flushes, and opens the output file again (after `logrotate` moved
     /// it away, say): lines from now on go to whatever file is at the path.
+    /// When that fails the lines go on to the old file, unless it was
+    /// removed: then they are unwritten, and each write tries the path again.
     pub fn reopen(&mut self) -> anyhow::Result<()> {
         self.flush()?;
         if let Some(path) = &self.path {
-            let file = open_file(path)?;
-            self.sink = Box::new(file);
+            self.sink = Sink::File(open_file(path)?);
         }
         Ok(())
+    }
+
+    /// Lines the output file refused so far (0 for standard output).
+    pub fn unwritten(&self) -> u64 {
+        self.unwritten
     }
 
     pub fn start(&mut self, start: &Start) -> anyhow::Result<()> {
@@ -190,26 +209,68 @@ impl Output {
         }
     }
 
+    /// The stats line, with the lines the output file refused so far (this
+    /// one, if refused too, counts in the next).
     pub fn stats(&mut self, stats: &Stats) -> anyhow::Result<()> {
+        let stats = Stats {
+            unwritten: self.unwritten,
+            ..stats.clone()
+        };
         match self.format {
-            Format::Json => self.json_line("stats", stats)?,
-            Format::Text => self.text(&text::stats(stats))?,
+            Format::Json => self.json_line("stats", &stats)?,
+            Format::Text => self.text(&text::stats(&stats))?,
         }
         self.flush()
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
         self.write_pending()?;
-        self.sink.flush().map_err(write_error)
+        match &mut self.sink {
+            Sink::Stream(stream) => stream.flush().map_err(write_error),
+            // Written straight to the file: nothing held.
+            Sink::File(_) => Ok(()),
+        }
     }
 
     fn write_pending(&mut self) -> anyhow::Result<()> {
-        if !self.pending.is_empty() {
-            let written = self.sink.write_all(&self.pending);
-            self.pending.clear();
-            written.map_err(write_error)?;
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let written = match &mut self.sink {
+            Sink::Stream(stream) => stream.write_all(&self.pending).map_err(write_error),
+            Sink::File(file) => {
+                let refused = self
+                    .path
+                    .as_deref()
+                    .and_then(|path| append_whole(file, path, &self.pending).err());
+                match refused {
+                    None => {
+                        if let Some(why) = self.refusing.take() {
+                            eprintln!(
+                                "ftptrace: output file writable again ({why} before); {} lines \
+                                 unwritten so far",
+                                self.unwritten
+                            );
+                        }
+                    }
+                    Some(why) => {
+                        // Once per spell, not per batch: tracing goes on,
+                        // the lines are counted (`stats`: `unwritten`).
+                        if self.refusing.is_none() {
+                            eprintln!(
+                                "ftptrace: error: {why}; tracing goes on, lines are counted \
+                                 as unwritten until a write succeeds"
+                            );
+                        }
+                        self.refusing = Some(why);
+                        self.unwritten += line_count(&self.pending);
+                    }
+                }
+                Ok(())
+            }
+        };
+        self.pending.clear();
+        written
     }
 
     /// A line was added to [`Self::pending`]: out with them when full.
@@ -298,6 +359,28 @@ fn open_file(path: &Path) -> anyhow::Result<File> {
         path.display()
     );
     Ok(file)
+}
+
+/// Appends `bytes` (whole lines) to `file`, or nothing: a write the disk
+/// cut short is cut back to where it began, so no line is ever torn. A file
+/// removed from under the run (its directory gone, say) is opened again at
+/// `path`; while that fails, nothing is written.
+fn append_whole(file: &mut File, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let failed = |e: io::Error| format!("cannot write output file {}: {e}", path.display());
+    if file.metadata().map_err(failed)?.nlink() == 0 {
+        // The lines would go to a file nobody can open any more.
+        *file = open_file(path).map_err(|e| format!("{e:#}"))?;
+    }
+    let start = file.metadata().map_err(failed)?.len();
+    file.write_all(bytes).map_err(|e| {
+        let _ = file.set_len(start);
+        failed(e)
+    })
+}
+
+/// Lines in `bytes`, each ending in a newline.
+fn line_count(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 fn write_error(error: io::Error) -> anyhow::Error {
@@ -439,6 +522,7 @@ mod tests {
             }],
             tls_handshakes: 0,
             tls_handshakes_peak_per_s: 0,
+            unwritten: 0,
             is_final,
         }
     }
@@ -487,7 +571,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"schema\":2,\"host\":{\"name\":\"unknown\"},\"run\":\"00000000000000000000000000000000\",\"ts\":\"2026-12-04T15:00:00.000000000Z\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0,\"dns_names\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"tls_handshakes\":0,\"tls_handshakes_peak_per_s\":0,\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"schema\":2,\"host\":{\"name\":\"unknown\"},\"run\":\"00000000000000000000000000000000\",\"ts\":\"2026-12-04T15:00:00.000000000Z\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0,\"dns_names\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"tls_handshakes\":0,\"tls_handshakes_peak_per_s\":0,\"unwritten\":0,\"final\":true}\n"
         );
     }
 
@@ -556,6 +640,56 @@ mod tests {
         let fresh = std::fs::read_to_string(&path).unwrap();
         assert_eq!((rotated.lines().count(), fresh.lines().count()), (2, 1));
         assert!(fresh.contains("\"final\":true"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A full disk (`/dev/full` refuses every write with ENOSPC): no error
+    /// ends the run, every refused line is counted, and the stats say so.
+    #[test]
+    fn a_full_disk_counts_lines_and_the_run_goes_on() {
+        let mut output = Output::new(Format::Json, Box::new(io::sink()));
+        output.sink = Sink::File(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        output.path = Some("/dev/full".into());
+        output.stats(&stats(false)).unwrap();
+        output.stats(&stats(false)).unwrap();
+        assert_eq!(output.unwritten(), 2);
+        assert!(
+            output
+                .refusing
+                .as_deref()
+                .unwrap()
+                .contains("No space left")
+        );
+        // The disk has room again: the next stats line counts the two.
+        let dir = scratch("full");
+        output.sink = Sink::File(File::create(dir.join("out")).unwrap());
+        output.path = Some(dir.join("out"));
+        output.stats(&stats(true)).unwrap();
+        assert!(output.refusing.is_none());
+        let text = std::fs::read_to_string(dir.join("out")).unwrap();
+        assert!(text.contains("\"unwritten\":2,\"final\":true"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The output's directory removed: lines are counted, not written to
+    /// the unlinked file; once the directory is back the file is created
+    /// again and takes whole lines.
+    #[test]
+    fn a_vanished_directory_counts_lines_until_it_is_back() {
+        let dir = scratch("vanished");
+        let path = dir.join("out.jsonl");
+        let mut output = Output::open(Format::Json, Some(&path)).unwrap();
+        output.stats(&stats(false)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        output.stats(&stats(false)).unwrap();
+        output.stats(&stats(false)).unwrap();
+        assert_eq!(output.unwritten(), 2);
+        std::fs::create_dir(&dir).unwrap();
+        output.stats(&stats(true)).unwrap();
+        assert!(output.refusing.is_none());
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(fresh.lines().count(), 1, "{fresh}");
+        assert!(fresh.contains("\"unwritten\":2,\"final\":true"), "{fresh}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
