@@ -14,7 +14,10 @@ use crate::{
     },
     output::{
         Output, PatternLine, SessionRecord, Stats,
-        lines::{DroppedLine, HANDSHAKE_SERVERS_LISTED, HandshakeLine},
+        lines::{
+            DroppedLine, FAILING_CLIENTS_LISTED, FailingClient, HANDSHAKE_SERVERS_LISTED,
+            HandshakeLine, Summary,
+        },
     },
     ports::{Mark, MarkUpdate, PortSet},
     session::{
@@ -25,6 +28,7 @@ use crate::{
         dns_flips::DnsFlips,
         handshakes::Handshakes,
         patterns::{PatternRules, Patterns},
+        tally::Tally,
     },
     tls_handshake::HandshakeRate,
 };
@@ -90,6 +94,7 @@ pub struct Pipeline {
     patterns: Patterns,
     dns_flips: DnsFlips,
     handshakes: Handshakes,
+    tally: Tally,
     tls_handshakes: HandshakeRate,
     nat: Box<dyn NatLookup>,
     /// Answers since the last [`Self::take_nat_answers`].
@@ -114,6 +119,7 @@ impl Pipeline {
             patterns: Patterns::new(PatternRules::default()),
             dns_flips: DnsFlips::default(),
             handshakes: Handshakes::default(),
+            tally: Tally::default(),
             tls_handshakes: HandshakeRate::default(),
             nat: Box::new(NoNat),
             nat_answers: Vec::new(),
@@ -302,6 +308,28 @@ impl Pipeline {
         output.flush()
     }
 
+    /// What the sessions came to so far (SIGUSR1), as of the latest batch.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            ts: self.clock.rfc3339(self.last_batch_ns).to_string(),
+            sessions: self.sessions.started,
+            sessions_open: self.sessions.open_count(),
+            by_cause: self
+                .tally
+                .by_cause()
+                .into_iter()
+                .map(|(cause, n)| (cause.to_owned(), n))
+                .collect(),
+            failing_clients: self
+                .tally
+                .top_failing(FAILING_CLIENTS_LISTED)
+                .into_iter()
+                .map(|(addr, sessions)| FailingClient { addr, sessions })
+                .collect(),
+            failing_clients_dropped: self.tally.clients_dropped,
+        }
+    }
+
     pub fn stats(&mut self, loss: KernelLoss, is_final: bool) -> Stats {
         Stats {
             // The latest batch's time: a replay's stats say the recorded run's.
@@ -385,6 +413,7 @@ impl Pipeline {
         let cause = diagnosis.cause;
         output.session(&mut SessionRecord::new(session, evicted, diagnosis, &ts))?;
         self.handshakes.session_ended(session);
+        self.tally.session_ended(session, cause);
         if let Some(found) = self.patterns.session_ended(session, cause) {
             output.pattern(&PatternLine::repeated_failure(
                 &found,

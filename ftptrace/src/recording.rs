@@ -33,8 +33,8 @@ use crate::{
 
 /// The file's first bytes.
 const MAGIC: &[u8; 20] = b"ftptrace recording\n\0";
-/// Bumped on any change of the frames or [`Meta`].
-pub const FORMAT_VERSION: u16 = 5;
+/// Bumped on any change of the frames or [`Meta`] (6: `summary` frames).
+pub const FORMAT_VERSION: u16 = 6;
 /// The oldest format still read: 4 only added the NAT's answers (format 3
 /// recordings have none to give), 5 the time of each loss count (older
 /// ones charge a loss as they met it).
@@ -55,6 +55,7 @@ enum Tag {
     Symbols = 7,
     Finish = 8,
     Nat = 9,
+    Summary = 10,
 }
 
 impl Tag {
@@ -69,6 +70,7 @@ impl Tag {
             7 => Self::Symbols,
             8 => Self::Finish,
             9 => Self::Nat,
+            10 => Self::Summary,
             _ => return None,
         })
     }
@@ -201,6 +203,8 @@ pub enum Frame {
     Finish,
     /// What the NAT's connection tracking answered (JSON [`NatAnswer`]s).
     Nat(Vec<u8>),
+    /// A `summary` line was written (SIGUSR1).
+    Summary,
 }
 
 /// Appends frames to a recording file.
@@ -284,6 +288,10 @@ impl Recorder {
         }
         let json = serde_json::to_vec(answers)?;
         self.frame(Tag::Nat, &json)
+    }
+
+    pub fn summary(&mut self) -> anyhow::Result<()> {
+        self.frame(Tag::Summary, &[])
     }
 
     pub fn finish(&mut self) -> anyhow::Result<()> {
@@ -410,6 +418,7 @@ impl Recording {
                     symbols_of(payload).ok_or_else(|| malformed("cut symbol list"))?,
                 )),
                 Tag::Finish => frames.push(Frame::Finish),
+                Tag::Summary => frames.push(Frame::Summary),
                 Tag::Nat => frames.push(Frame::Nat(payload.to_vec())),
             }
             index += 1;

@@ -103,6 +103,7 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
                     .map_err(|e| anyhow::anyhow!("the recording's seeded sessions: {e}"))?;
                 pipeline.seed(&seeds.open, seeds.now_ns, output)?;
             }
+            Frame::Summary => output.summary(&pipeline.summary())?,
             Frame::Symbols(_) | Frame::Nat(_) => {}
             Frame::Finish => {
                 pipeline.finish(output)?;

@@ -65,7 +65,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         .build()?;
     // From here on a signal is handled (before the start line, which says
     // the run began): SIGINT and SIGTERM end it cleanly, SIGHUP (a dropped
-    // SSH session, logrotate) flushes and reopens the output.
+    // SSH session, logrotate) flushes and reopens the output, SIGUSR1 asks
+    // for a summary line.
     let signals = {
         let _runtime = runtime.enter();
         Signals::install()?
@@ -216,6 +217,8 @@ struct Signals {
     interrupt: Signal,
     terminate: Signal,
     hangup: Signal,
+    /// SIGUSR1: a `summary` line.
+    summary: Signal,
 }
 
 impl Signals {
@@ -225,6 +228,7 @@ impl Signals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
             hangup: signal(SignalKind::hangup())?,
+            summary: signal(SignalKind::user_defined1())?,
         })
     }
 }
@@ -271,6 +275,7 @@ impl Stream {
                         eprintln!("ftptrace: warning: SIGHUP: {error:#}; still writing where it was");
                     }
                 }
+                _ = signals.summary.recv() => self.summary(output)?,
                 () = &mut deadline => return Ok(()),
                 () = tokio::time::sleep_until(due) => {
                     let records = self.drain(tracer, output)?;
@@ -359,6 +364,14 @@ impl Stream {
             })?;
         }
         self.pipeline.seed(&open, now_ns, output)
+    }
+
+    /// The sessions so far (SIGUSR1), recorded so that a replay says it too.
+    fn summary(&mut self, output: &mut Output) -> anyhow::Result<()> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.summary()?;
+        }
+        output.summary(&self.pipeline.summary())
     }
 
     fn stats(

@@ -391,6 +391,26 @@ pub enum Line {
     Session(Box<Session>),
     Pattern(Box<Pattern>),
     Stats(Stats),
+    Summary(Summary),
+}
+
+/// A `summary` line (SIGUSR1).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub ts: String,
+    pub sessions: u64,
+    pub sessions_open: u64,
+    pub by_cause: BTreeMap<String, u64>,
+    pub failing_clients: Vec<FailingClient>,
+    pub failing_clients_dropped: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FailingClient {
+    pub addr: String,
+    pub sessions: u64,
 }
 
 /// A `session` line: one FTP session, its timeline and its cause.
@@ -583,6 +603,9 @@ pub fn parse_line(line: &str) -> Result<Line, String> {
         Some("stats") => Ok(Line::Stats(
             serde_json::from_value(Value::Object(map)).map_err(bad)?,
         )),
+        Some("summary") => Ok(Line::Summary(
+            serde_json::from_value(Value::Object(map)).map_err(bad)?,
+        )),
         Some("session") => Ok(Line::Session(Box::new(
             serde_json::from_value(Value::Object(map)).map_err(bad)?,
         ))),
@@ -629,6 +652,8 @@ pub struct Tracer {
     /// Where the run records its kernel records (`--record`): the replay of
     /// every run must print exactly the lines the run printed.
     recording: Option<(TempDir, PathBuf)>,
+    /// Lines read before the stop ([`Tracer::wait_for_line`]).
+    read: Vec<String>,
 }
 
 /// Keeps each run's recording and lines in this directory, named after the
@@ -767,6 +792,7 @@ impl Tracer {
             start_line: first,
             start,
             recording,
+            read: Vec::new(),
         }
     }
 
@@ -777,6 +803,40 @@ impl Tracer {
     /// The tracer's pid (a wrapper execs it in place).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` to the tracer.
+    pub fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits i32");
+        // SAFETY: kill(2) on our own child, not yet reaped (Drop reaps it).
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    /// Reads the tracer's lines until `wanted` takes one, for at most
+    /// `timeout`; the lines read stay part of the run ([`Tracer::stop`]).
+    #[track_caller]
+    pub fn wait_for_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut wanted: impl FnMut(&str) -> bool,
+    ) {
+        let deadline = Deadline::after(timeout);
+        loop {
+            match self.lines.recv_timeout(deadline.remaining()) {
+                Ok(line) => {
+                    let found = wanted(&line);
+                    self.read.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within {timeout:?}; lines so far:\n{}",
+                    self.read.join("\n")
+                ),
+            }
+        }
     }
 
     /// The tracer's peak resident memory so far (`VmHWM`), in KiB.
@@ -817,6 +877,7 @@ impl Tracer {
         let deadline = Deadline::after(STOP_TIMEOUT);
         let status = wait_until(&mut self.child, deadline);
         let mut lines = vec![std::mem::take(&mut self.start_line)];
+        lines.append(&mut self.read);
         loop {
             match self
                 .lines
@@ -853,6 +914,7 @@ impl Tracer {
         let mut sessions = Vec::new();
         let mut patterns = Vec::new();
         let mut stats = Vec::new();
+        let mut summaries = Vec::new();
         let all_lines = lines.clone();
         for line in &all_lines {
             crate::assert_no_secret("stdout", line);
@@ -868,6 +930,7 @@ impl Tracer {
                 Ok(Line::Session(session)) => sessions.push(*session),
                 Ok(Line::Pattern(pattern)) => patterns.push(*pattern),
                 Ok(Line::Stats(s)) => stats.push(s),
+                Ok(Line::Summary(s)) => summaries.push(s),
                 Ok(Line::Start(_)) => panic!("a second start line (line {}): {line}", n + 1),
                 Err(e) => panic!("line {} breaks the contract: {e}\nstderr:\n{stderr}", n + 1),
             }
@@ -930,6 +993,7 @@ impl Tracer {
             sessions,
             patterns,
             stats,
+            summaries,
             stderr,
             lines: all_lines,
         }
@@ -1007,6 +1071,8 @@ pub struct Trace {
     pub patterns: Vec<Pattern>,
     /// Every stats line, the final one last.
     pub stats: Vec<Stats>,
+    /// Every summary line (SIGUSR1).
+    pub summaries: Vec<Summary>,
     pub stderr: String,
     /// Every line printed on standard output, the start line first.
     pub lines: Vec<String>,

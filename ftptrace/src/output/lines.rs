@@ -65,6 +65,33 @@ pub struct PortsLine {
     pub passive: Option<[u16; 2]>,
 }
 
+/// Failing clients a `summary` line lists at most.
+pub const FAILING_CLIENTS_LISTED: usize = 10;
+
+/// What the sessions came to so far: written when SIGUSR1 asks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// The time of the latest batch it counts.
+    pub ts: String,
+    /// Sessions begun so far, and open now.
+    pub sessions: u64,
+    pub sessions_open: usize,
+    /// Sessions reported so far per cause, every cause named (`none`: ended
+    /// without one).
+    pub by_cause: std::collections::BTreeMap<String, u64>,
+    /// The clients with the most failed sessions, most first, at most
+    /// [`FAILING_CLIENTS_LISTED`]; failed sessions of clients past the
+    /// table's cap are only counted.
+    pub failing_clients: Vec<FailingClient>,
+    pub failing_clients_dropped: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FailingClient {
+    pub addr: std::net::IpAddr,
+    pub sessions: u64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Stats {
     /// The time of the latest batch it counts.

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::lines::{Origin, PatternLine, SessionRecord, Start, Stats};
+use super::lines::{Origin, PatternLine, SessionRecord, Start, Stats, Summary};
 use crate::{
     event::KernelEvent,
     ftp::Side,
@@ -161,6 +161,35 @@ pub fn pattern(line: &PatternLine) -> String {
     )
 }
 
+/// A summary (SIGUSR1): the counts of every cause met, the failing clients.
+pub fn summary(summary: &Summary) -> Vec<String> {
+    let causes: Vec<String> = summary
+        .by_cause
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cause, n)| format!("{cause} {n}"))
+        .collect();
+    let mut lines = vec![format!(
+        "-- summary: {} sessions, {} open; by cause: {}",
+        summary.sessions,
+        summary.sessions_open,
+        if causes.is_empty() {
+            "none ended yet".to_owned()
+        } else {
+            causes.join(", ")
+        }
+    )];
+    if !summary.failing_clients.is_empty() {
+        let clients: Vec<String> = summary
+            .failing_clients
+            .iter()
+            .map(|c| format!("{} {}", c.addr, c.sessions))
+            .collect();
+        lines.push(format!("   most failed sessions: {}", clients.join(", ")));
+    }
+    lines
+}
+
 pub fn stats(stats: &Stats) -> String {
     let retried: Vec<String> = stats
         .handshakes
@@ -206,4 +235,41 @@ pub fn stats(stats: &Stats) -> String {
         stats.sessions_open,
         stats.sessions_evicted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::lines::FailingClient;
+
+    #[test]
+    fn a_summary_names_the_causes_met_and_the_failing_clients() {
+        let mut line = Summary {
+            ts: String::new(),
+            sessions: 6,
+            sessions_open: 1,
+            by_cause: [("clean", 2), ("connection_refused", 3), ("tls_failure", 0)]
+                .into_iter()
+                .map(|(c, n)| (c.to_owned(), n))
+                .collect(),
+            failing_clients: vec![FailingClient {
+                addr: "192.0.2.2".parse().unwrap(),
+                sessions: 3,
+            }],
+            failing_clients_dropped: 0,
+        };
+        assert_eq!(
+            summary(&line),
+            [
+                "-- summary: 6 sessions, 1 open; by cause: clean 2, connection_refused 3",
+                "   most failed sessions: 192.0.2.2 3",
+            ]
+        );
+        line.by_cause.clear();
+        line.failing_clients.clear();
+        assert_eq!(
+            summary(&line),
+            ["-- summary: 6 sessions, 1 open; by cause: none ended yet"]
+        );
+    }
 }

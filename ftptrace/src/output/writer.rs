@@ -13,7 +13,10 @@ use serde::Serialize;
 
 use super::{
     event_json,
-    lines::{Details, EventLine, Origin, PatternLine, SCHEMA, SessionRecord, Start, Stats, Tagged},
+    lines::{
+        Details, EventLine, Origin, PatternLine, SCHEMA, SessionRecord, Start, Stats, Summary,
+        Tagged,
+    },
     session_line::LINE_LIMIT,
     text,
 };
@@ -207,6 +210,18 @@ impl Output {
             Format::Json => self.json_line("pattern", line),
             Format::Text => self.text(&text::pattern(line)),
         }
+    }
+
+    pub fn summary(&mut self, summary: &Summary) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json_line("summary", summary)?,
+            Format::Text => {
+                for line in text::summary(summary) {
+                    self.text(&line)?;
+                }
+            }
+        }
+        self.flush()
     }
 
     /// The stats line, with the lines the output file refused so far (this

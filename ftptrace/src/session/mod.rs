@@ -24,6 +24,7 @@ pub mod nat;
 pub mod patterns;
 #[cfg(test)]
 pub mod script;
+pub mod tally;
 pub mod tracker;
 pub mod tuple_index;
 
