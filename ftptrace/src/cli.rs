@@ -79,6 +79,14 @@ pub struct TraceArgs {
     /// Append to this file instead of writing to standard output.
     #[arg(long, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Rotate --output before it grows past SIZE (bytes, or K, M, G), as
+    /// logrotate would: PATH.1 is the newest old file. For hosts without
+    /// logrotate; never split a line.
+    #[arg(long, value_name = "SIZE", requires = "output", value_parser = crate::output::rotation::parse_size)]
+    pub output_max_size: Option<u64>,
+    /// Rotated files --output-max-size keeps (PATH.1 to PATH.N).
+    #[arg(long, value_name = "N", default_value = "5", requires = "output_max_size", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub output_keep: u32,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<NonZeroU64>,

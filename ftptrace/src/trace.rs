@@ -20,6 +20,7 @@ use crate::{
         loader::{CONTROL_CHANNEL_PROBE, Tracer},
         priority, privileges, sock_diag, tracefs,
     },
+    output::rotation::Rotation,
     output::{HostLine, Origin, Output, PortsLine, Start},
     pipeline::{KernelLoss, NatLookup, Pipeline},
     ports::ACTIVE_DATA_PORT,
@@ -58,7 +59,13 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     }
     // Open the output first: a bad path is a usage error worth reporting
     // before touching the kernel.
-    let mut output = Output::open(args.format(), args.output.as_deref())?.with_origin(this_run()?);
+    let rotation = args.output_max_size.map(|max_bytes| Rotation {
+        max_bytes,
+        keep: args.output_keep,
+    });
+    let mut output = Output::open(args.format(), args.output.as_deref())?
+        .with_rotation(rotation)
+        .with_origin(this_run()?);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .enable_io()

@@ -129,65 +129,31 @@ fn sighup_reopens_the_output_and_the_run_goes_on() {
 }
 
 /// Debian's logrotate (`create`, then `kill -HUP` in `postrotate`) rotates
-/// `--output` five times while 400 sessions run: the files hold, in order,
-/// one start line, every session, every connection's first event, and the
-/// final stats last, each line whole. The truth is the server's kernel:
-/// each connection it accepted (`Tcp.PassiveOpens`) is one `LISTEN ->
-/// SYN_RECV` event line and one control or data connection of a session.
+/// `--output` five times while 400 sessions run: see [`RotatedRun`].
 #[test]
 fn logrotate_rotates_under_load_and_no_line_is_lost() {
     tests::root_test("logrotate_rotates_under_load_and_no_line_is_lost", || {
-        const SESSIONS: usize = 400;
         const ROTATIONS: usize = 5;
-        let net = NsPair::new();
-        let ftp = Vsftpd::start(
-            &net.server,
-            VsftpdConfig::new(Listen::V4(SERVER_V4))
-                .with_file("file", 16 << 10)
-                .with("max_per_ip", "0")
-                .with("max_clients", "0"),
-        );
-        let _ = ftp.expected("file");
-        let dir = TempDir::new("logrotate");
-        let path = dir.path().join("ftptrace.jsonl");
-        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
-        let before = Counters::read(&net.server);
-        let mut child = Command::new(binary())
-            .args(NO_PASSIVE_RANGE_ARGS)
-            .arg("--output")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start the tracer");
-        wait_for(
-            "the start line in --output",
-            START_TIMEOUT,
-            || match lines_of(&path).first() {
-                Some(line) if line.contains(r#""type":"start""#) => Ok(()),
-                _ => Err("no start line yet".into()),
-            },
-        );
-        let config = dir.path().join("logrotate.conf");
+        let run = RotatedRun::start(&[]);
+        let config = run.dir.path().join("logrotate.conf");
         std::fs::write(
             &config,
             format!(
                 "{} {{\n  rotate 20\n  create 0600 root root\n  nocompress\n  missingok\n  \
                  postrotate\n    kill -HUP {}\n  endscript\n}}\n",
-                path.display(),
-                child.id()
+                run.path.display(),
+                run.tracer.id()
             ),
         )
         .expect("write logrotate.conf");
-        let state = dir.path().join("logrotate.state");
-        let load = Scenario::start(&net.client, "many", SERVER_V4, Some(&SESSIONS.to_string()));
+        let state = run.dir.path().join("logrotate.state");
         for rotation in 1..=ROTATIONS {
             // Each rotation once the current file has a session: spread
             // over the load, never of an empty file.
             wait_for(
                 &format!("a session line before rotation {rotation}"),
                 Duration::from_secs(30),
-                || match lines_of(&path)
+                || match lines_of(&run.path)
                     .iter()
                     .any(|l| l.contains(r#""type":"session""#))
                 {
@@ -205,50 +171,148 @@ fn logrotate_rotates_under_load_and_no_line_is_lost() {
             );
             assert!(rotated.status.success(), "logrotate: {}", rotated.stderr);
         }
-        assert_eq!(load.finish(), SESSIONS.to_string());
-        let files: Vec<_> = (1..=ROTATIONS)
-            .rev()
-            .map(|n| dir.path().join(format!("ftptrace.jsonl.{n}")))
-            .chain([path.clone()])
-            .collect();
-        let all_lines = || files.iter().flat_map(|f| lines_of(f)).collect::<Vec<_>>();
+        let files = run.finish();
+        assert_eq!(files.len(), ROTATIONS + 1);
+        // Sessions in every file: each rotation happened while sessions
+        // were being written.
+        let per_file: Vec<usize> = files.iter().map(|f| f.sessions).collect();
+        assert!(
+            per_file.iter().all(|&n| n > 0),
+            "sessions per file, oldest first: {per_file:?}"
+        );
+    });
+}
+
+/// `--output-max-size 128K --output-keep 100` while 400 sessions run: the
+/// file rotates by itself, no file grows past the size, and the files hold
+/// every line once ([`RotatedRun`]).
+#[test]
+fn output_max_size_rotates_under_load_and_no_line_is_lost() {
+    tests::root_test(
+        "output_max_size_rotates_under_load_and_no_line_is_lost",
+        || {
+            const MAX: u64 = 128 << 10;
+            let run = RotatedRun::start(&["--output-max-size", "128K", "--output-keep", "100"]);
+            let files = run.finish();
+            assert!(files.len() >= 4, "{} files", files.len());
+            for file in &files {
+                assert!(
+                    file.bytes <= MAX,
+                    "{} has {} bytes",
+                    file.path.display(),
+                    file.bytes
+                );
+            }
+        },
+    );
+}
+
+/// A tracer writing to `--output` while 400 sessions run.
+struct RotatedRun {
+    net: NsPair,
+    _ftp: Vsftpd,
+    dir: TempDir,
+    path: std::path::PathBuf,
+    tracer: std::process::Child,
+    before: Counters,
+    load: Scenario,
+}
+
+const ROTATED_SESSIONS: usize = 400;
+
+impl RotatedRun {
+    fn start(args: &[&str]) -> Self {
+        let net = NsPair::new();
+        let ftp = Vsftpd::start(
+            &net.server,
+            VsftpdConfig::new(Listen::V4(SERVER_V4))
+                .with_file("file", 16 << 10)
+                .with("max_per_ip", "0")
+                .with("max_clients", "0"),
+        );
+        let _ = ftp.expected("file");
+        let dir = TempDir::new("rotated");
+        let path = dir.path().join("ftptrace.jsonl");
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let before = Counters::read(&net.server);
+        let tracer = Command::new(binary())
+            .args(NO_PASSIVE_RANGE_ARGS)
+            .arg("--output")
+            .arg(&path)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the tracer");
+        wait_for(
+            "the start line in --output",
+            START_TIMEOUT,
+            || match lines_of(&path).first() {
+                Some(line) if line.contains(r#""type":"start""#) => Ok(()),
+                _ => Err("no start line yet".into()),
+            },
+        );
+        let load = Scenario::start(
+            &net.client,
+            "many",
+            SERVER_V4,
+            Some(&ROTATED_SESSIONS.to_string()),
+        );
+        Self {
+            net,
+            _ftp: ftp,
+            dir,
+            path,
+            tracer,
+            before,
+            load,
+        }
+    }
+
+    /// Ends the load and the run, and checks the files, oldest first
+    /// (`PATH.<n>` ... `PATH.1`, `PATH`, which it returns): one start line,
+    /// first; the final stats, last; every session once; every line whole
+    /// and valid; and, the truth being the server's kernel, each connection
+    /// it accepted (`Tcp.PassiveOpens`) one `LISTEN -> SYN_RECV` event line
+    /// and one control or data connection of a session.
+    fn finish(mut self) -> Vec<Written> {
+        assert_eq!(self.load.finish(), ROTATED_SESSIONS.to_string());
+        // Listed anew at each look: a rotation renumbers them.
+        let files = || {
+            let mut files: Vec<_> = (1..)
+                .map(|n| self.dir.path().join(format!("ftptrace.jsonl.{n}")))
+                .take_while(|f| f.exists())
+                .collect();
+            files.reverse();
+            files.push(self.path.clone());
+            files
+        };
+        let all_lines = || files().iter().flat_map(|f| lines_of(f)).collect::<Vec<_>>();
         wait_for("every session's line", Duration::from_secs(30), || {
             let sessions = all_lines()
                 .iter()
                 .filter(|l| l.contains(r#""type":"session""#))
                 .count();
-            if sessions >= SESSIONS {
+            if sessions >= ROTATED_SESSIONS {
                 Ok(())
             } else {
                 Err(format!("{sessions} session lines"))
             }
         });
-        signal(child.id(), libc::SIGTERM);
-        let status = wait_until(&mut child, Deadline::after(STOP_TIMEOUT));
+        signal(self.tracer.id(), libc::SIGTERM);
+        let status = wait_until(&mut self.tracer, Deadline::after(STOP_TIMEOUT));
         if status.is_none() {
-            kill_and_reap(&mut child);
+            kill_and_reap(&mut self.tracer);
         }
-        let errors = std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+        let errors = std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default();
         assert!(
             status.is_some_and(|s| s.success()),
             "the run did not end cleanly: {status:?}: {errors}"
         );
-        let accepted = before
-            .delta(&Counters::read(&net.server))
+        let accepted = self
+            .before
+            .delta(&Counters::read(&self.net.server))
             .get("Tcp.PassiveOpens");
-        // Sessions in every file, the last one included: each rotation
-        // happened while sessions were being written.
-        let per_file: Vec<usize> = files
-            .iter()
-            .map(|f| {
-                lines_of(f)
-                    .iter()
-                    .filter(|l| l.contains(r#""type":"session""#))
-                    .count()
-            })
-            .collect();
-        eprintln!("session lines per file, oldest first: {per_file:?}");
-        assert!(per_file.iter().all(|&n| n > 0), "{per_file:?}");
         let lines = all_lines();
         let values: Vec<serde_json::Value> = lines
             .iter()
@@ -268,7 +332,10 @@ fn logrotate_rotates_under_load_and_no_line_is_lost() {
             .iter()
             .map(|s| s["id"].as_str().unwrap_or_default())
             .collect();
-        assert_eq!((sessions.len(), ids.len()), (SESSIONS, SESSIONS));
+        assert_eq!(
+            (sessions.len(), ids.len()),
+            (ROTATED_SESSIONS, ROTATED_SESSIONS)
+        );
         let connections: i64 = sessions
             .iter()
             .map(|s| 1 + s["data"].as_array().map_or(0, Vec::len) as i64)
@@ -284,7 +351,25 @@ fn logrotate_rotates_under_load_and_no_line_is_lost() {
             "connections in the sessions and accepts in the events vs the server's \
              Tcp.PassiveOpens"
         );
-    });
+        files()
+            .into_iter()
+            .map(|path| Written {
+                bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+                sessions: lines_of(&path)
+                    .iter()
+                    .filter(|l| l.contains(r#""type":"session""#))
+                    .count(),
+                path,
+            })
+            .collect()
+    }
+}
+
+/// One file a [`RotatedRun`] wrote.
+struct Written {
+    path: std::path::PathBuf,
+    bytes: u64,
+    sessions: usize,
 }
 
 /// A tmpfs of 1 MiB holds `--output`; a filler takes the rest, FTP sessions

@@ -8,6 +8,7 @@
 pub mod event_json;
 pub mod lines;
 pub mod pattern_line;
+pub mod rotation;
 pub mod session_line;
 pub mod text;
 pub mod writer;

@@ -17,6 +17,7 @@ use super::{
         Details, EventLine, Origin, PatternLine, SCHEMA, SessionRecord, Start, Stats, Summary,
         Tagged,
     },
+    rotation::Rotation,
     session_line::LINE_LIMIT,
     text,
 };
@@ -52,6 +53,10 @@ pub struct Output {
     /// directory), and why it last refused while it still does.
     unwritten: u64,
     refusing: Option<String>,
+    /// `--output-max-size`: the file rotated by size; why it last could
+    /// not be, while it cannot.
+    rotation: Option<Rotation>,
+    rotation_failing: Option<String>,
     /// The host and run every line names.
     origin: Origin,
     community_ids: community_id::Recent,
@@ -85,6 +90,8 @@ impl Output {
             sink: Sink::Stream(sink),
             unwritten: 0,
             refusing: None,
+            rotation: None,
+            rotation_failing: None,
             pending: Vec::with_capacity(PENDING_BYTES + 4096),
             path: None,
             community_ids: community_id::Recent::default(),
@@ -116,6 +123,12 @@ impl Output {
             self.sink = Sink::File(open_file(path)?);
         }
         Ok(())
+    }
+
+    /// The output file rotates by size (see [`Rotation`]).
+    pub fn with_rotation(mut self, rotation: Option<Rotation>) -> Self {
+        self.rotation = rotation;
+        self
     }
 
     /// Lines the output file refused so far (0 for standard output).
@@ -254,6 +267,15 @@ impl Output {
         let written = match &mut self.sink {
             Sink::Stream(stream) => stream.write_all(&self.pending).map_err(write_error),
             Sink::File(file) => {
+                if let (Some(rotation), Some(path)) = (self.rotation, self.path.as_deref()) {
+                    rotate_if_due(
+                        file,
+                        path,
+                        rotation,
+                        self.pending.len(),
+                        &mut self.rotation_failing,
+                    );
+                }
                 let refused = self
                     .path
                     .as_deref()
@@ -391,6 +413,38 @@ fn append_whole(file: &mut File, path: &Path, bytes: &[u8]) -> Result<(), String
         let _ = file.set_len(start);
         failed(e)
     })
+}
+
+/// Rotates `file` at `path` if `adding` bytes would take it past the size,
+/// and opens `path` anew. A rotation that fails leaves the lines going to
+/// the file as it is, said once on stderr while it fails (`failing`).
+fn rotate_if_due(
+    file: &mut File,
+    path: &Path,
+    rotation: Rotation,
+    adding: usize,
+    failing: &mut Option<String>,
+) {
+    let Ok(meta) = file.metadata() else { return };
+    if !rotation.due(meta.len(), adding) {
+        return;
+    }
+    let rotated = rotation
+        .rotate(path)
+        .map_err(|e| format!("cannot rotate output file {}: {e}", path.display()))
+        .and_then(|()| open_file(path).map_err(|e| format!("{e:#}")));
+    match rotated {
+        Ok(fresh) => {
+            *file = fresh;
+            *failing = None;
+        }
+        Err(why) => {
+            if failing.is_none() {
+                eprintln!("ftptrace: error: {why}; still writing to the file as it is");
+            }
+            *failing = Some(why);
+        }
+    }
 }
 
 /// Lines in `bytes`, each ending in a newline.
