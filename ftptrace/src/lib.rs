@@ -28,6 +28,7 @@ pub mod ports;
 pub mod printable;
 pub mod recording;
 pub mod replay;
+pub mod service_manager;
 pub mod session;
 pub mod tls_alert;
 pub mod tls_error;

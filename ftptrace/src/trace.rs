@@ -20,11 +20,11 @@ use crate::{
         loader::{CONTROL_CHANNEL_PROBE, Tracer},
         priority, privileges, sock_diag, tracefs,
     },
-    output::rotation::Rotation,
-    output::{HostLine, Origin, Output, PortsLine, Start},
+    output::{HostLine, Origin, Output, PortsLine, Start, rotation::Rotation},
     pipeline::{KernelLoss, NatLookup, Pipeline},
     ports::ACTIVE_DATA_PORT,
     recording::{Meta, Recorder, Seeds},
+    service_manager::Notifier,
     session::Tuple,
 };
 
@@ -59,6 +59,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     }
     // Open the output first: a bad path is a usage error worth reporting
     // before touching the kernel.
+    let notifier = Notifier::from_env()?;
     let rotation = args.output_max_size.map(|max_bytes| Rotation {
         max_bytes,
         keep: args.output_keep,
@@ -147,6 +148,20 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         None => None,
     };
     output.start(&start)?;
+    // Every program attached, the start line out: ready.
+    Notifier::tell(
+        notifier.as_ref(),
+        &format!(
+            "READY=1\nSTATUS=tracing FTP on ports {}",
+            start
+                .ports
+                .control
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
 
     let mut stream = Stream {
         pipeline: Pipeline::new(decoder, clock, ports, &session_prefix)
@@ -171,6 +186,10 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         eprintln!("ftptrace: warning: could not drop capabilities after attaching: {e}");
     }
     let result = runtime.block_on(stream.follow(&mut tracer, &mut output, args, signals));
+    Notifier::tell(
+        notifier.as_ref(),
+        "STOPPING=1\nSTATUS=writing the open sessions and the final stats",
+    );
     // Detach before the last drain, so the final stats count everything.
     tracer.detach();
     result?;

@@ -128,21 +128,27 @@ fn sighup_reopens_the_output_and_the_run_goes_on() {
     });
 }
 
-/// Debian's logrotate (`create`, then `kill -HUP` in `postrotate`) rotates
-/// `--output` five times while 400 sessions run: see [`RotatedRun`].
+/// Debian's logrotate, with the configuration the package ships
+/// (packaging/ftptrace.logrotate: `create`, compressed but the newest, a
+/// SIGHUP in `postrotate`), rotates `--output` five times while 400
+/// sessions run: see [`RotatedRun`].
 #[test]
 fn logrotate_rotates_under_load_and_no_line_is_lost() {
     tests::root_test("logrotate_rotates_under_load_and_no_line_is_lost", || {
         const ROTATIONS: usize = 5;
         let run = RotatedRun::start(&[]);
         let config = run.dir.path().join("logrotate.conf");
+        let shipped =
+            std::fs::read_to_string(tests::workspace_root().join("packaging/ftptrace.logrotate"))
+                .expect("packaging/ftptrace.logrotate");
+        assert!(shipped.contains("/var/log/ftptrace/ftptrace.jsonl {"));
+        // Its path the test's; its `pkill -HUP -x ftptrace` (there is no
+        // systemd here) finds the one tracer the suite runs at a time.
         std::fs::write(
             &config,
-            format!(
-                "{} {{\n  rotate 20\n  create 0600 root root\n  nocompress\n  missingok\n  \
-                 postrotate\n    kill -HUP {}\n  endscript\n}}\n",
-                run.path.display(),
-                run.tracer.id()
+            shipped.replace(
+                "/var/log/ftptrace/ftptrace.jsonl",
+                &run.path.display().to_string(),
             ),
         )
         .expect("write logrotate.conf");
@@ -281,13 +287,18 @@ impl RotatedRun {
         let files = || {
             let mut files: Vec<_> = (1..)
                 .map(|n| self.dir.path().join(format!("ftptrace.jsonl.{n}")))
-                .take_while(|f| f.exists())
+                .take_while(|f| f.exists() || gzipped(f).exists())
                 .collect();
             files.reverse();
             files.push(self.path.clone());
             files
         };
-        let all_lines = || files().iter().flat_map(|f| lines_of(f)).collect::<Vec<_>>();
+        let all_lines = || {
+            files()
+                .iter()
+                .flat_map(|f| rotated_lines_of(f))
+                .collect::<Vec<_>>()
+        };
         wait_for("every session's line", Duration::from_secs(30), || {
             let sessions = all_lines()
                 .iter()
@@ -355,7 +366,7 @@ impl RotatedRun {
             .into_iter()
             .map(|path| Written {
                 bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
-                sessions: lines_of(&path)
+                sessions: rotated_lines_of(&path)
                     .iter()
                     .filter(|l| l.contains(r#""type":"session""#))
                     .count(),
@@ -363,6 +374,26 @@ impl RotatedRun {
             })
             .collect()
     }
+}
+
+/// `path.gz`.
+fn gzipped(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".gz");
+    name.into()
+}
+
+/// The lines of `path`, or of `path.gz` (logrotate's `compress`).
+fn rotated_lines_of(path: &Path) -> Vec<String> {
+    if path.exists() {
+        return lines_of(path);
+    }
+    let unzipped = tests::process::run(
+        Command::new("gzip").arg("-dc").arg(gzipped(path)),
+        Duration::from_secs(30),
+    );
+    assert!(unzipped.status.success(), "gzip -dc: {}", unzipped.stderr);
+    unzipped.stdout.lines().map(str::to_owned).collect()
 }
 
 /// One file a [`RotatedRun`] wrote.
