@@ -42,7 +42,7 @@ fn type_notify_is_ready_once_every_program_is_attached() {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start the tracer");
-            let mut receive = || {
+            let receive = || {
                 let mut buffer = [0; 512];
                 let n = manager
                     .recv(&mut buffer)
