@@ -87,6 +87,10 @@ pub struct TraceArgs {
     /// Rotated files --output-max-size keeps (PATH.1 to PATH.N).
     #[arg(long, value_name = "N", default_value = "5", requires = "output_max_size", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub output_keep: u32,
+    /// Serve metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9477; the text format, or OpenMetrics when asked).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<NonZeroU64>,

@@ -11,6 +11,7 @@ use crate::{
     kernel::{
         clock::WallClock,
         decode::{self, Decoder},
+        probes::ProbeStatus,
     },
     output::{
         Output, PatternLine, SessionRecord, Stats,
@@ -18,6 +19,7 @@ use crate::{
             DroppedLine, FAILING_CLIENTS_LISTED, FailingClient, HANDSHAKE_SERVERS_LISTED,
             HandshakeLine, Summary,
         },
+        metrics::{self, Metrics},
     },
     ports::{Mark, MarkUpdate, PortSet},
     session::{
@@ -95,6 +97,7 @@ pub struct Pipeline {
     dns_flips: DnsFlips,
     handshakes: Handshakes,
     tally: Tally,
+    metrics: Metrics,
     tls_handshakes: HandshakeRate,
     nat: Box<dyn NatLookup>,
     /// Answers since the last [`Self::take_nat_answers`].
@@ -120,6 +123,7 @@ impl Pipeline {
             dns_flips: DnsFlips::default(),
             handshakes: Handshakes::default(),
             tally: Tally::default(),
+            metrics: Metrics::default(),
             tls_handshakes: HandshakeRate::default(),
             nat: Box::new(NoNat),
             nat_answers: Vec::new(),
@@ -239,6 +243,7 @@ impl Pipeline {
                 let place = self.sessions.observe(&said, &mut self.evicted);
                 let side = self.side(&said, place.as_ref());
                 output.event(ts.as_str(), &said, side, &who, place.as_ref())?;
+                self.metrics.event(&said.kind);
                 self.events += 1;
                 self.wrote = true;
             }
@@ -274,6 +279,7 @@ impl Pipeline {
         let place = self.sessions.observe(&event, &mut self.evicted);
         let side = self.side(&event, place.as_ref());
         output.event(ts.as_str(), &event, side, &who, place.as_ref())?;
+        self.metrics.event(&event.kind);
         self.events += 1;
         self.wrote = true;
         Ok(())
@@ -306,6 +312,27 @@ impl Pipeline {
             self.report(&session, false, output)?;
         }
         output.flush()
+    }
+
+    /// The `--metrics` page: the counts so far, and `loss`, `unwritten` and
+    /// `probes` as the run knows them now.
+    pub fn metrics_page(
+        &self,
+        loss: KernelLoss,
+        unwritten: u64,
+        probes: &[ProbeStatus],
+        openmetrics: bool,
+    ) -> String {
+        self.metrics.render(
+            &metrics::Now {
+                sessions_open: self.sessions.open_count(),
+                lost: loss.lost,
+                missed: loss.missed,
+                unwritten,
+                probes,
+            },
+            openmetrics,
+        )
     }
 
     /// What the sessions came to so far (SIGUSR1), as of the latest batch.
@@ -414,6 +441,7 @@ impl Pipeline {
         output.session(&mut SessionRecord::new(session, evicted, diagnosis, &ts))?;
         self.handshakes.session_ended(session);
         self.tally.session_ended(session, cause);
+        self.metrics.session(session, cause);
         if let Some(found) = self.patterns.session_ended(session, cause) {
             output.pattern(&PatternLine::repeated_failure(
                 &found,

@@ -20,6 +20,7 @@ use crate::{
         loader::{CONTROL_CHANNEL_PROBE, Tracer},
         priority, privileges, sock_diag, tracefs,
     },
+    metrics_server::{self, PageWanted},
     output::{HostLine, Origin, Output, PortsLine, Start, rotation::Rotation},
     pipeline::{KernelLoss, NatLookup, Pipeline},
     ports::ACTIVE_DATA_PORT,
@@ -60,6 +61,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     // Open the output first: a bad path is a usage error worth reporting
     // before touching the kernel.
     let notifier = Notifier::from_env()?;
+    let metrics_listener = args.metrics.map(metrics_server::bind).transpose()?;
     let rotation = args.output_max_size.map(|max_bytes| Rotation {
         max_bytes,
         keep: args.output_keep,
@@ -185,7 +187,13 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     if let Err(e) = privileges::keep_only(&privileges::KEPT_WHILE_RUNNING) {
         eprintln!("ftptrace: warning: could not drop capabilities after attaching: {e}");
     }
-    let result = runtime.block_on(stream.follow(&mut tracer, &mut output, args, signals));
+    let (pages, pages_wanted) = tokio::sync::mpsc::channel(4);
+    if let Some(listener) = metrics_listener {
+        let _runtime = runtime.enter();
+        metrics_server::serve(listener, pages)?;
+    }
+    let result =
+        runtime.block_on(stream.follow(&mut tracer, &mut output, args, signals, pages_wanted));
     Notifier::tell(
         notifier.as_ref(),
         "STOPPING=1\nSTATUS=writing the open sessions and the final stats",
@@ -277,6 +285,7 @@ impl Stream {
         output: &mut Output,
         args: &TraceArgs,
         mut signals: Signals,
+        mut pages_wanted: tokio::sync::mpsc::Receiver<PageWanted>,
     ) -> anyhow::Result<()> {
         let mut wait = DRAIN_INTERVAL;
         let mut due = tokio::time::Instant::now() + wait;
@@ -302,6 +311,16 @@ impl Stream {
                     }
                 }
                 _ = signals.summary.recv() => self.summary(output)?,
+                Some(wanted) = pages_wanted.recv() => {
+                    let page = self.pipeline.metrics_page(
+                        self.loss(tracer)?,
+                        output.unwritten(),
+                        &tracer.probes,
+                        wanted.openmetrics,
+                    );
+                    // A scraper that hung up meanwhile wants nothing.
+                    let _ = wanted.reply.send(page);
+                }
                 () = &mut deadline => return Ok(()),
                 () = tokio::time::sleep_until(due) => {
                     let records = self.drain(tracer, output)?;
@@ -400,18 +419,23 @@ impl Stream {
         output.summary(&self.pipeline.summary())
     }
 
+    /// The kernel's counts of what it lost or skipped, now.
+    fn loss(&self, tracer: &Tracer) -> anyhow::Result<KernelLoss> {
+        Ok(KernelLoss {
+            lost: tracer.lost()?,
+            missed: tracer.missed()?,
+            unreadable: tracer.unreadable()?,
+            throttled: tracer.throttled()?,
+        })
+    }
+
     fn stats(
         &mut self,
         tracer: &Tracer,
         output: &mut Output,
         is_final: bool,
     ) -> anyhow::Result<()> {
-        let loss = KernelLoss {
-            lost: tracer.lost()?,
-            missed: tracer.missed()?,
-            unreadable: tracer.unreadable()?,
-            throttled: tracer.throttled()?,
-        };
+        let loss = self.loss(tracer)?;
         if let Some(recorder) = &mut self.recorder {
             recorder.stats(loss, is_final)?;
         }

@@ -26,6 +26,9 @@ const PACKAGES: &[&str] = &[
     "busybox-static",
     // The rotation test runs Debian's own logrotate against --output.
     "logrotate",
+    // The metrics test scrapes --metrics with Debian's Prometheus, and
+    // checks the shipped rules with its promtool.
+    "prometheus",
 ];
 
 /// Debian packages `cargo xtask vm` adds: QEMU, depmod for the guest

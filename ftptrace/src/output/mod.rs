@@ -7,6 +7,7 @@
 
 pub mod event_json;
 pub mod lines;
+pub mod metrics;
 pub mod pattern_line;
 pub mod rotation;
 pub mod session_line;
