@@ -37,6 +37,27 @@ pub enum Command {
     /// Replays a recording (`trace --record`) into the lines its run
     /// printed, without root or the kernel it came from.
     Replay(ReplayArgs),
+    /// Prints the completion script for a shell (bash, zsh, fish, ...).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the man page (roff), as the package installs it.
+    #[command(hide = true)]
+    Man,
+}
+
+impl Cli {
+    /// The completion script for `shell`.
+    pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+        let mut command = <Self as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "ftptrace", out);
+    }
+
+    /// The man page, in roff.
+    pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        clap_mangen::Man::new(<Self as clap::CommandFactory>::command()).render(out)
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -259,9 +280,35 @@ mod tests {
             .map_err(|e| e.to_string())?;
         Ok(match cli.command {
             Some(Command::Trace(args)) => args,
-            Some(Command::Check(_) | Command::Replay(_)) => panic!("not a trace command"),
+            Some(
+                Command::Check(_) | Command::Replay(_) | Command::Completions { .. } | Command::Man,
+            ) => panic!("not a trace command"),
             None => cli.trace,
         })
+    }
+
+    /// The completions and the man page come from the parser itself: they
+    /// know every flag (a new one cannot be forgotten).
+    #[test]
+    fn completions_and_the_man_page_know_every_flag() {
+        let mut bash = Vec::new();
+        Cli::completions(clap_complete::Shell::Bash, &mut bash);
+        let mut man = Vec::new();
+        Cli::man_page(&mut man).unwrap();
+        let (bash, man) = (
+            String::from_utf8(bash).unwrap(),
+            String::from_utf8(man).unwrap(),
+        );
+        for flag in [
+            "--output-max-size",
+            "--metrics",
+            "--passive-ports",
+            "--record",
+        ] {
+            assert!(bash.contains(flag), "{flag} in the bash completion");
+        }
+        assert!(man.contains(".TH ftptrace 1"), "{man}");
+        assert!(man.contains("completions"), "{man}");
     }
 
     #[test]

@@ -18,6 +18,16 @@ use ftptrace::{
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `bytes` on standard output; a reader that closed it (`| head`) had
+/// what it wanted.
+fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}")),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -28,6 +38,17 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Some(Command::Replay(args)) => replay::run(args),
+        Some(Command::Completions { shell }) => {
+            let mut script = Vec::new();
+            Cli::completions(*shell, &mut script);
+            print_all(&script)
+        }
+        Some(Command::Man) => {
+            let mut page = Vec::new();
+            Cli::man_page(&mut page)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| print_all(&page))
+        }
         None => trace::run(&cli.trace),
     };
     match result {

@@ -4,6 +4,7 @@ mod apt_sources;
 mod bench;
 mod ftp_servers;
 mod fuzz;
+mod package;
 mod setup;
 mod test;
 mod vm;
@@ -24,6 +25,9 @@ struct Cli {
 enum Task {
     /// Install what building and testing need (idempotent, quiet when done).
     Setup,
+    /// Build the Debian package (target/debian/ftptrace_<version>_<arch>.deb:
+    /// binary, systemd unit, logrotate file, man page, completions).
+    Package,
     /// Set up, build the release binary and run it with the given arguments.
     Run {
         /// Arguments for ftptrace, after `--`.
@@ -67,6 +71,10 @@ enum Task {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::all(),
+        Task::Package => {
+            setup::all()?;
+            package::build().map(drop)
+        }
         Task::Run { args } => {
             setup::build_chain()?;
             cargo(&["build", "--release", "-p", "ftptrace"])?;

@@ -31,6 +31,8 @@ pub fn run_tests(filter: Option<&str>) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    // The package-install test installs this (tests/tests/package.rs).
+    let deb = crate::package::build()?;
     let binary = workspace_root().join("target/release/ftptrace");
     let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo_bin);
@@ -39,6 +41,7 @@ pub fn run_tests(filter: Option<&str>) -> anyhow::Result<()> {
         .args(filter)
         .arg("--test-threads=1")
         .env("FTPTRACE_BIN", binary)
+        .env("FTPTRACE_DEB", deb)
         .current_dir(workspace_root());
     run(&mut command)
 }
