@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 pub use crate::output::Format;
 use crate::{
     kernel::tls_libraries::TlsWatch,
+    line_filter::{Cidr, Family, Wanted},
     ports::{DEFAULT_CONTROL_PORTS, PortSet},
     session::patterns::PatternRules,
 };
@@ -60,11 +61,59 @@ impl Cli {
     }
 }
 
+/// What is written, after the kernel's port filter (the counts still see
+/// everything).
+#[derive(Clone, Debug, Default, Args)]
+pub struct FilterArgs {
+    /// Only sessions and events whose FTP client is in CIDR (an address or
+    /// a block, IPv4 or IPv6; repeatable).
+    #[arg(long = "client", value_name = "CIDR", help_heading = "Filters")]
+    pub clients: Vec<Cidr>,
+    /// Only sessions and events whose FTP server is in CIDR (repeatable).
+    #[arg(long = "server", value_name = "CIDR", help_heading = "Filters")]
+    pub servers: Vec<Cidr>,
+    /// Only IPv4 connections.
+    #[arg(long, conflicts_with = "ipv6", help_heading = "Filters")]
+    pub ipv4: bool,
+    /// Only IPv6 connections.
+    #[arg(long, help_heading = "Filters")]
+    pub ipv6: bool,
+    /// Only what happened in this network namespace (its inode, as the
+    /// lines' `netns` say; repeatable).
+    #[arg(long, value_name = "INODE", help_heading = "Filters")]
+    pub netns: Vec<u64>,
+    /// Only sessions that ended with a failure cause, and their events
+    /// (held until the session ends).
+    #[arg(long, help_heading = "Filters")]
+    pub failures_only: bool,
+}
+
+impl FilterArgs {
+    pub fn wanted(&self) -> Wanted {
+        Wanted {
+            clients: self.clients.clone(),
+            servers: self.servers.clone(),
+            family: if self.ipv4 {
+                Some(Family::V4)
+            } else if self.ipv6 {
+                Some(Family::V6)
+            } else {
+                None
+            },
+            netns: self.netns.clone(),
+            failures_only: self.failures_only,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Args)]
 pub struct ReplayArgs {
     /// A recording made with `ftptrace trace --record FILE`.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    /// Filters in place of the run's own (without any, the run's apply).
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Output format [default: text on a terminal, json otherwise].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -147,6 +196,8 @@ pub struct TraceArgs {
     /// uprobes): encrypted sessions are followed from the outside only.
     #[arg(long)]
     pub no_tls_plaintext: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 }
 
 fn parse_repeat_failures(text: &str) -> Result<usize, String> {

@@ -22,6 +22,7 @@ pub mod dns;
 pub mod event;
 pub mod ftp;
 pub mod kernel;
+pub mod line_filter;
 pub mod metrics_server;
 pub mod output;
 pub mod pipeline;

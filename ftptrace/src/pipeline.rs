@@ -13,6 +13,7 @@ use crate::{
         decode::{self, Decoder},
         probes::ProbeStatus,
     },
+    line_filter::{EventFate, LineFilter, Wanted},
     output::{
         Output, PatternLine, SessionRecord, Stats,
         lines::{
@@ -24,7 +25,7 @@ use crate::{
     ports::{Mark, MarkUpdate, PortSet},
     session::{
         Placement, Session, Sessions, Tuple,
-        attribution::SocketTable,
+        attribution::{Attribution, SocketTable},
         cause::diagnose,
         control_stream::ControlChannels,
         dns_flips::DnsFlips,
@@ -98,6 +99,7 @@ pub struct Pipeline {
     handshakes: Handshakes,
     tally: Tally,
     metrics: Metrics,
+    filter: LineFilter,
     tls_handshakes: HandshakeRate,
     nat: Box<dyn NatLookup>,
     /// Answers since the last [`Self::take_nat_answers`].
@@ -124,11 +126,18 @@ impl Pipeline {
             handshakes: Handshakes::default(),
             tally: Tally::default(),
             metrics: Metrics::default(),
+            filter: LineFilter::default(),
             tls_handshakes: HandshakeRate::default(),
             nat: Box::new(NoNat),
             nat_answers: Vec::new(),
             last_batch_ns: 0,
         }
+    }
+
+    /// Only the lines `wanted` asks for are written (see [`LineFilter`]).
+    pub fn with_filter(mut self, wanted: Wanted) -> Self {
+        self.filter = LineFilter::new(wanted);
+        self
     }
 
     /// The run began at boot time `ns`: a `stats` line before the first
@@ -242,10 +251,7 @@ impl Pipeline {
                 let said = event.with_kind(kind);
                 let place = self.sessions.observe(&said, &mut self.evicted);
                 let side = self.side(&said, place.as_ref());
-                output.event(ts.as_str(), &said, side, &who, place.as_ref())?;
-                self.metrics.event(&said.kind);
-                self.events += 1;
-                self.wrote = true;
+                self.write_event(output, ts.as_str(), &said, side, &who, place.as_ref())?;
             }
             return Ok(());
         }
@@ -278,11 +284,7 @@ impl Pipeline {
         }
         let place = self.sessions.observe(&event, &mut self.evicted);
         let side = self.side(&event, place.as_ref());
-        output.event(ts.as_str(), &event, side, &who, place.as_ref())?;
-        self.metrics.event(&event.kind);
-        self.events += 1;
-        self.wrote = true;
-        Ok(())
+        self.write_event(output, ts.as_str(), &event, side, &who, place.as_ref())
     }
 
     /// The end of a batch of records, at boot time `now_ns`: sessions
@@ -380,6 +382,7 @@ impl Pipeline {
                 sockets: self.sockets.forgotten(),
                 patterns: self.patterns.unfollowed + self.dns_flips.unfollowed,
                 dns_names: self.sessions.names.forgotten,
+                held: self.filter.overflowed,
                 handshakes: self.handshakes.uncounted,
             },
             handshakes: self
@@ -438,20 +441,61 @@ impl Pipeline {
         let ts = |ns| clock.rfc3339(ns);
         let diagnosis = diagnose(session);
         let cause = diagnosis.cause;
-        output.session(&mut SessionRecord::new(session, evicted, diagnosis, &ts))?;
+        let (written, held, held_lines) = self.filter.session(session, cause);
+        if written {
+            output.write_held(&held)?;
+            self.events += held_lines;
+            output.session(&mut SessionRecord::new(session, evicted, diagnosis, &ts))?;
+        }
         self.handshakes.session_ended(session);
         self.tally.session_ended(session, cause);
         self.metrics.session(session, cause);
         if let Some(found) = self.patterns.session_ended(session, cause) {
-            output.pattern(&PatternLine::repeated_failure(
-                &found,
-                self.patterns.rules(),
-                &ts,
-            ))?;
+            let line = PatternLine::repeated_failure(&found, self.patterns.rules(), &ts);
+            if self.filter.pattern(line.client.addr) {
+                output.pattern(&line)?;
+            }
         }
         let rules = self.patterns.rules();
         if let Some(flip) = self.dns_flips.session_ended(session, cause, rules) {
-            output.pattern(&PatternLine::dns_flip(&flip, rules, &ts))?;
+            let line = PatternLine::dns_flip(&flip, rules, &ts);
+            if self.filter.pattern(line.client.addr) {
+                output.pattern(&line)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An event's line, unless the filters leave it out (or hold it for
+    /// its session: `--failures-only`).
+    fn write_event(
+        &mut self,
+        output: &mut Output,
+        ts: &str,
+        event: &KernelEvent,
+        side: Side,
+        who: &Attribution,
+        place: Option<&Placement>,
+    ) -> anyhow::Result<()> {
+        self.metrics.event(&event.kind);
+        self.wrote = true;
+        let fate = self.filter.event(
+            side,
+            event.local.ip(),
+            event.remote.ip(),
+            event.netns.map(u64::from),
+            place.map(|p| &p.session),
+        );
+        match fate {
+            EventFate::Write => {
+                output.event(ts, event, side, who, place)?;
+                self.events += 1;
+            }
+            EventFate::Hold(id) => {
+                let line = output.captured(|output| output.event(ts, event, side, who, place))?;
+                self.filter.hold(&id, &line);
+            }
+            EventFate::Drop => {}
         }
         Ok(())
     }

@@ -91,6 +91,9 @@ pub struct Meta {
     /// none: their replay names host `unknown` and the session prefix).
     #[serde(default)]
     pub origin: Option<crate::output::Origin>,
+    /// The run's filters (`--client` ...): a replay applies them too.
+    #[serde(default)]
+    pub filter: crate::line_filter::Wanted,
     pub control_ports: Vec<u16>,
     pub passive_ports: Option<[u16; 2]>,
     pub start: Start,
@@ -503,6 +506,7 @@ mod tests {
             clock_offset_ns: 1_700_000_000_000_000_000,
             session_prefix: "abc".into(),
             origin: None,
+            filter: Default::default(),
             max_sessions: 100_000,
             repeat_failures: 3,
             repeat_window_s: 600,

@@ -9,6 +9,7 @@ use crate::{
     kernel::decode::{self, Decoder},
     kernel::kallsyms::KernelSymbols,
     kernel::names::KernelNames,
+    line_filter::Wanted,
     output::{Origin, Output},
     pipeline::{NatAnswer, NatLookup, Pipeline},
     recording::{Frame, Recording, Seeds},
@@ -18,7 +19,9 @@ use crate::{
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut output = Output::open(args.format(), None)?;
     let recording = Recording::read(&args.file)?;
-    replay(&recording, &mut output)?;
+    let wanted = args.filter.wanted();
+    let filter = (!wanted.is_everything()).then_some(wanted);
+    replay_filtered(&recording, &mut output, filter)?;
     if recording.truncated_tail > 0 {
         eprintln!(
             "ftptrace: warning: {} ends with {} byte(s) of a cut frame (was its run killed?); \
@@ -33,6 +36,15 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
 /// Writes the lines of `recording` to `output`: the start line, then what
 /// each frame did in the live run.
 pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> {
+    replay_filtered(recording, output, None)
+}
+
+/// [`replay`] through `filter` instead of the run's own filters.
+pub fn replay_filtered(
+    recording: &Recording,
+    output: &mut Output,
+    filter: Option<Wanted>,
+) -> anyhow::Result<()> {
     let meta = &recording.meta;
     anyhow::ensure!(
         meta.wire_version == ftptrace_common::WIRE_VERSION,
@@ -65,7 +77,8 @@ pub fn replay(recording: &Recording, output: &mut Output) -> anyhow::Result<()> 
     .starting_at(first_batch)
     .with_max_sessions(meta.max_sessions)
     .with_pattern_rules(meta.pattern_rules())
-    .with_nat_lookup(Box::new(RecordedNat::from(recording.nat_answers()?)));
+    .with_nat_lookup(Box::new(RecordedNat::from(recording.nat_answers()?)))
+    .with_filter(filter.unwrap_or_else(|| meta.filter.clone()));
     // The recorded run's host and run; a recording from before schema 2:
     // host `unknown`, its session prefix (hex) padded to a run id.
     output.set_origin(
@@ -145,6 +158,15 @@ impl NatLookup for RecordedNat {
 
 /// For tests: a recording's lines in `format`.
 pub fn lines(recording: &Recording, format: Format) -> anyhow::Result<String> {
+    filtered_lines(recording, format, None)
+}
+
+/// For tests: [`lines`] through `filter` instead of the run's filters.
+pub fn filtered_lines(
+    recording: &Recording,
+    format: Format,
+    filter: Option<Wanted>,
+) -> anyhow::Result<String> {
     #[derive(Clone, Default)]
     struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
     impl std::io::Write for Shared {
@@ -161,7 +183,7 @@ pub fn lines(recording: &Recording, format: Format) -> anyhow::Result<String> {
     }
     let shared = Shared::default();
     let mut output = Output::new(format, Box::new(shared.clone()));
-    replay(recording, &mut output)?;
+    replay_filtered(recording, &mut output, filter)?;
     drop(output);
     let bytes = shared
         .0

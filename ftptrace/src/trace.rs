@@ -138,6 +138,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
                 clock_offset_ns: clock.offset_ns(),
                 session_prefix: session_prefix.clone(),
                 origin: Some(origin),
+                filter: args.filter.wanted(),
                 control_ports: ports.control.clone(),
                 passive_ports: start.ports.passive,
                 start: start.clone(),
@@ -170,7 +171,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
             .starting_at(crate::kernel::clock::boot_ns()?)
             .with_max_sessions(args.max_sessions)
             .with_pattern_rules(args.pattern_rules())
-            .with_nat_lookup(Box::new(LiveNat::spawn())),
+            .with_nat_lookup(Box::new(LiveNat::spawn()))
+            .with_filter(args.filter.wanted()),
         recorder,
         buffer: Vec::new(),
         loss_checked: Instant::now(),

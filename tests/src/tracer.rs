@@ -207,6 +207,7 @@ pub struct Dropped {
     pub patterns: u64,
     pub handshakes: u64,
     pub dns_names: u64,
+    pub held: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -1133,7 +1134,7 @@ mod tests {
 
     const START: &str = r#"{"type":"start","schema":2,"host":{"name":"ftp1"},"run":"0123456789abcdef0123456789abcdef","ts":"2026-11-25T02:15:22.259505404Z","version":"0.1.0","kernel":"6.18.44","ports":{"control":[21,2121],"active_data":20,"passive":[30000,30009]},"probes":[{"name":"sock:inet_sock_set_state","hook":"tracepoint","attached":true}]}"#;
     const EVENT: &str = r#"{"type":"event","schema":2,"host":{"name":"ftp1"},"run":"0123456789abcdef0123456789abcdef","ts":"2026-11-25T02:15:22.259505404Z","kind":"socket_error","errno":"ECONNREFUSED","code":111,"side":"client","local_addr":"192.0.2.2","local_port":42212,"remote_addr":"192.0.2.1","remote_port":21,"netns":4026531833,"pid":12781,"comm":"curl","socket":1,"cpu":1,"session":"6a0b1c2d-1","conn":"control","community_id":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="}"#;
-    const STATS: &str = r#"{"type":"stats","schema":2,"host":{"name":"ftp1"},"run":"0123456789abcdef0123456789abcdef","ts":"2026-11-25T02:15:22.259505404Z","events":6,"lost":0,"missed":0,"undecodable":0,"unreadable":0,"throttled":0,"sockets":0,"sessions":1,"sessions_open":0,"sessions_evicted":0,"dropped":{"expectations":0,"marks":0,"pending":0,"orphans":0,"parsers":0,"sockets":0,"patterns":0,"handshakes":0,"dns_names":0},"handshakes":[{"server":"192.0.2.1","control":1,"control_retried":0,"data":0,"data_retried":0}],"tls_handshakes":0,"tls_handshakes_peak_per_s":0,"unwritten":0,"final":true}"#;
+    const STATS: &str = r#"{"type":"stats","schema":2,"host":{"name":"ftp1"},"run":"0123456789abcdef0123456789abcdef","ts":"2026-11-25T02:15:22.259505404Z","events":6,"lost":0,"missed":0,"undecodable":0,"unreadable":0,"throttled":0,"sockets":0,"sessions":1,"sessions_open":0,"sessions_evicted":0,"dropped":{"expectations":0,"marks":0,"pending":0,"orphans":0,"parsers":0,"sockets":0,"patterns":0,"handshakes":0,"dns_names":0,"held":0},"handshakes":[{"server":"192.0.2.1","control":1,"control_retried":0,"data":0,"data_retried":0}],"tls_handshakes":0,"tls_handshakes_peak_per_s":0,"unwritten":0,"final":true}"#;
 
     #[test]
     fn parses_the_documented_lines() {

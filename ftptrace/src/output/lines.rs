@@ -162,6 +162,10 @@ pub struct DroppedLine {
     /// 4096 addresses were named.
     #[serde(default)]
     pub dns_names: u64,
+    /// Event lines `--failures-only` did not hold for their session: past
+    /// 512 KiB a session or 64 MiB in all.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// Servers a `stats` line lists under `handshakes`.

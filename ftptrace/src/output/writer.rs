@@ -57,6 +57,8 @@ pub struct Output {
     /// not be, while it cannot.
     rotation: Option<Rotation>,
     rotation_failing: Option<String>,
+    /// Lines go aside, not out ([`Self::captured`]).
+    capturing: bool,
     /// The host and run every line names.
     origin: Origin,
     community_ids: community_id::Recent,
@@ -92,6 +94,7 @@ impl Output {
             refusing: None,
             rotation: None,
             rotation_failing: None,
+            capturing: false,
             pending: Vec::with_capacity(PENDING_BYTES + 4096),
             path: None,
             community_ids: community_id::Recent::default(),
@@ -129,6 +132,29 @@ impl Output {
     pub fn with_rotation(mut self, rotation: Option<Rotation>) -> Self {
         self.rotation = rotation;
         self
+    }
+
+    /// What `write` adds, taken aside rather than written (a line held for
+    /// later: `--failures-only`).
+    pub fn captured(
+        &mut self,
+        write: impl FnOnce(&mut Self) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Vec<u8>> {
+        let pending = std::mem::take(&mut self.pending);
+        self.capturing = true;
+        let written = write(self);
+        self.capturing = false;
+        let line = std::mem::replace(&mut self.pending, pending);
+        written.map(|()| line)
+    }
+
+    /// Lines [`Self::captured`] took aside, written now.
+    pub fn write_held(&mut self, lines: &[u8]) -> anyhow::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.pending.extend_from_slice(lines);
+        self.added()
     }
 
     /// Lines the output file refused so far (0 for standard output).
@@ -312,7 +338,7 @@ impl Output {
 
     /// A line was added to [`Self::pending`]: out with them when full.
     fn added(&mut self) -> anyhow::Result<()> {
-        if self.pending.len() >= PENDING_BYTES {
+        if self.pending.len() >= PENDING_BYTES && !self.capturing {
             self.write_pending()?;
         }
         Ok(())
@@ -640,7 +666,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(
             text,
-            "earlier\n{\"type\":\"stats\",\"schema\":2,\"host\":{\"name\":\"unknown\"},\"run\":\"00000000000000000000000000000000\",\"ts\":\"2026-12-04T15:00:00.000000000Z\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0,\"dns_names\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"tls_handshakes\":0,\"tls_handshakes_peak_per_s\":0,\"unwritten\":0,\"final\":true}\n"
+            "earlier\n{\"type\":\"stats\",\"schema\":2,\"host\":{\"name\":\"unknown\"},\"run\":\"00000000000000000000000000000000\",\"ts\":\"2026-12-04T15:00:00.000000000Z\",\"events\":3,\"lost\":1,\"missed\":0,\"undecodable\":0,\"unreadable\":0,\"throttled\":0,\"sockets\":2,\"sessions\":0,\"sessions_open\":0,\"sessions_evicted\":0,\"dropped\":{\"expectations\":0,\"marks\":0,\"pending\":0,\"orphans\":0,\"parsers\":0,\"sockets\":0,\"patterns\":0,\"handshakes\":0,\"dns_names\":0,\"held\":0},\"handshakes\":[{\"server\":\"192.0.2.1\",\"control\":4,\"control_retried\":1,\"data\":2,\"data_retried\":0}],\"tls_handshakes\":0,\"tls_handshakes_peak_per_s\":0,\"unwritten\":0,\"final\":true}\n"
         );
     }
 
