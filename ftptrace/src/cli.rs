@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use crate::output::Format;
 use crate::{
+    diagnostics::{LogFormat, LogLevel},
     kernel::tls_libraries::TlsWatch,
     line_filter::{Cidr, Family, Wanted},
     ports::{DEFAULT_CONTROL_PORTS, PortSet},
@@ -26,6 +27,13 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub trace: TraceArgs,
+    /// Diagnostics on stderr (warnings, errors, notes): text, or one JSON
+    /// object a line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// The least severe diagnostics shown.
+    #[arg(long, global = true, value_enum, default_value = "info")]
+    pub log_level: LogLevel,
 }
 
 #[derive(Debug, Subcommand)]

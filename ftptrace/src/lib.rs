@@ -18,6 +18,7 @@
 pub mod check;
 pub mod cli;
 pub mod community_id;
+pub mod diagnostics;
 pub mod dns;
 pub mod event;
 pub mod ftp;

@@ -6,6 +6,7 @@ use clap::Parser as _;
 use ftptrace::{
     check,
     cli::{Cli, Command},
+    diagnostics,
     output::OutputClosed,
     replay, trace,
 };
@@ -30,6 +31,7 @@ fn print_all(bytes: &[u8]) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    diagnostics::init(cli.log_format, cli.log_level);
     let result = match &cli.command {
         Some(Command::Trace(args)) => trace::run(args),
         Some(Command::Check(args)) => match check::run(args) {
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
         // `ftptrace | head`: the reader has what it wanted.
         Err(error) if error.is::<OutputClosed>() => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ftptrace: {error:#}");
+            log::error!(target: diagnostics::EXIT, "{error:#}");
             ExitCode::FAILURE
         }
     }

@@ -203,9 +203,7 @@ impl Pipeline {
             Ok(event) => event,
             Err(error) => {
                 if self.undecodable == 0 {
-                    eprintln!(
-                        "ftptrace: warning: cannot decode a kernel record ({error}); counting them in stats"
-                    );
+                    log::warn!("cannot decode a kernel record ({error}); counting them in stats");
                 }
                 self.undecodable += 1;
                 return Ok(());

@@ -23,8 +23,8 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let filter = (!wanted.is_everything()).then_some(wanted);
     replay_filtered(&recording, &mut output, filter)?;
     if recording.truncated_tail > 0 {
-        eprintln!(
-            "ftptrace: warning: {} ends with {} byte(s) of a cut frame (was its run killed?); \
+        log::warn!(
+            "{} ends with {} byte(s) of a cut frame (was its run killed?); \
              everything before them was replayed",
             args.file.display(),
             recording.truncated_tail

@@ -40,7 +40,7 @@ impl Notifier {
     /// trouble does not end the run.
     pub fn tell(notifier: Option<&Self>, state: &str) {
         if let Some(Err(e)) = notifier.map(|n| n.notify(state)) {
-            eprintln!("ftptrace: warning: {e:#}");
+            log::warn!("{e:#}");
         }
     }
 }

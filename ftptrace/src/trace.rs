@@ -94,12 +94,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     }
     let decoder = Decoder::new(facts.names.clone());
     for (name, what) in privileges::optional_missing(privileges::effective()?) {
-        eprintln!("ftptrace: warning: without {name}, off: {what}");
+        log::warn!("without {name}, off: {what}");
     }
     let mut tracer = Tracer::load(&facts, &ports, args.ring_buffer_bytes(), &tls)?;
     for probe in tracer.probes.iter().filter(|p| !p.attached) {
-        eprintln!(
-            "ftptrace: warning: {} not attached: {}",
+        log::warn!(
+            "{} not attached: {}",
             probe.name,
             probe.reason.as_deref().unwrap_or("unknown reason")
         );
@@ -109,8 +109,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         .iter()
         .any(|p| p.name == CONTROL_CHANNEL_PROBE && p.attached);
     if ports.passive.is_none() && !reads_control {
-        eprintln!(
-            "ftptrace: note: the control channel cannot be read and no --passive-ports was given, \
+        log::info!(
+            "the control channel cannot be read and no --passive-ports was given, \
              so passive data connections are not traced (vsftpd: pasv_min_port-pasv_max_port)"
         );
     }
@@ -182,12 +182,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     if let Err(e) = priority::raise()
         && privileges::has(privileges::CAP_SYS_NICE)
     {
-        eprintln!("ftptrace: warning: could not raise its scheduling priority: {e}");
+        log::warn!("could not raise its scheduling priority: {e}");
     }
     // Attached and seeded: from here the run only reads its maps and the
     // ring buffer, and parses what strangers sent.
     if let Err(e) = privileges::keep_only(&privileges::KEPT_WHILE_RUNNING) {
-        eprintln!("ftptrace: warning: could not drop capabilities after attaching: {e}");
+        log::warn!("could not drop capabilities after attaching: {e}");
     }
     let (pages, pages_wanted) = tokio::sync::mpsc::channel(4);
     if let Some(listener) = metrics_listener {
@@ -220,8 +220,8 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     stream.stats(&tracer, &mut output, true)?;
     if output.unwritten() > 0 {
         // The final stats may be among them: say it where it is read.
-        eprintln!(
-            "ftptrace: warning: {} lines could not be written to the output file",
+        log::warn!(
+            "{} lines could not be written to the output file",
             output.unwritten()
         );
     }
@@ -239,8 +239,8 @@ fn warn_of_misses(tracer: &Tracer) -> anyhow::Result<()> {
         .iter()
         .map(|(name, n)| format!("{name} {n}"))
         .collect();
-    eprintln!(
-        "ftptrace: warning: the kernel skipped programs already running on the CPU: {} \
+    log::warn!(
+        "the kernel skipped programs already running on the CPU: {} \
          (stats: missed, less {} the nested state program took)",
         each.join(", "),
         tracer.rescued()?
@@ -309,7 +309,7 @@ impl Stream {
                 _ = signals.hangup.recv() => {
                     if let Err(error) = output.reopen() {
                         // The old file keeps the lines; say why once per HUP.
-                        eprintln!("ftptrace: warning: SIGHUP: {error:#}; still writing where it was");
+                        log::warn!("SIGHUP: {error:#}; still writing where it was");
                     }
                 }
                 _ = signals.summary.recv() => self.summary(output)?,
@@ -396,8 +396,8 @@ impl Stream {
         let control = self.pipeline.control_ports().to_vec();
         let (open, skipped) = sock_diag::open_control_connections(&control);
         if let Some(first) = skipped.first() {
-            eprintln!(
-                "ftptrace: warning: sessions open before the start are not seeded in {} network \
+            log::warn!(
+                "sessions open before the start are not seeded in {} network \
                  namespace(s) ({first}; entering another namespace needs CAP_SYS_ADMIN); \
                  sessions that begin from now on are followed there",
                 skipped.len()
@@ -477,9 +477,7 @@ impl LiveNat {
                 // its questions need.
                 let kept = [privileges::CAP_NET_ADMIN, privileges::CAP_SYS_ADMIN];
                 if let Err(e) = privileges::keep_only(&kept) {
-                    eprintln!(
-                        "ftptrace: warning: the conntrack thread could not drop capabilities: {e}"
-                    );
+                    log::warn!("the conntrack thread could not drop capabilities: {e}");
                 }
                 let mut conntrack = Conntrack::new();
                 while let Ok((local, peer)) = asked.recv() {
@@ -514,8 +512,8 @@ impl NatLookup for LiveNat {
             .and_then(|()| self.answers.recv_timeout(NAT_ANSWER_TIMEOUT).ok());
         let Some((found, warnings)) = answer else {
             self.gone = true;
-            eprintln!(
-                "ftptrace: warning: the connection tracking lookup stopped answering: connections \
+            log::warn!(
+                "the connection tracking lookup stopped answering: connections \
                  through a NAT on this host are reported as two sessions, one per end, from now on"
             );
             return None;
@@ -524,8 +522,8 @@ impl NatLookup for LiveNat {
             && let Some(first) = warnings.first()
         {
             self.warned = true;
-            eprintln!(
-                "ftptrace: warning: cannot read the connection tracking of {} network namespace(s) \
+            log::warn!(
+                "cannot read the connection tracking of {} network namespace(s) \
                  ({first}): a connection through a NAT there is reported as two sessions, one per end",
                 warnings.len()
             );

@@ -146,3 +146,38 @@ fn a_closed_stdout_exits_zero() {
         "{stderr}"
     );
 }
+
+/// `--log-format json`: the failure is one JSON object on stderr, with its
+/// level and message, and the exit is non-zero; `--log-level error` keeps
+/// notes and warnings out.
+#[test]
+fn diagnostics_as_json_lines() {
+    let done = run(
+        Command::new(binary()).args([
+            "replay",
+            "--log-format",
+            "json",
+            "--log-level",
+            "error",
+            "/nonexistent-dir/run.rec",
+        ]),
+        TIMEOUT,
+    );
+    assert_eq!(done.status.code(), Some(1), "{done}");
+    let lines: Vec<&str> = done.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{done}");
+    let value: serde_json::Value =
+        serde_json::from_str(lines[0]).unwrap_or_else(|e| panic!("not JSON ({e}): {done}"));
+    assert_eq!(value["level"], "error", "{done}");
+    assert_eq!(value["program"], "ftptrace", "{done}");
+    assert!(
+        value["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("/nonexistent-dir/run.rec")),
+        "{done}"
+    );
+    assert!(
+        value["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{done}"
+    );
+}

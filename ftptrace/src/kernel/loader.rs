@@ -389,13 +389,13 @@ impl Tracer {
         for name in std::mem::take(&mut self.attached) {
             match self.missed_by(name) {
                 Ok(missed) => self.missed_before_detach.push((name, missed)),
-                Err(e) => eprintln!("ftptrace: warning: {e:#}"),
+                Err(e) => log::warn!("{e:#}"),
             }
             let Some(program) = self.ebpf.program_mut(name) else {
                 continue;
             };
             if let Err(e) = unload(program) {
-                eprintln!("ftptrace: warning: detaching {name}: {e}");
+                log::warn!("detaching {name}: {e}");
             }
         }
     }

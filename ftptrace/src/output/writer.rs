@@ -309,8 +309,8 @@ impl Output {
                 match refused {
                     None => {
                         if let Some(why) = self.refusing.take() {
-                            eprintln!(
-                                "ftptrace: output file writable again ({why} before); {} lines \
+                            log::info!(
+                                "output file writable again ({why} before); {} lines \
                                  unwritten so far",
                                 self.unwritten
                             );
@@ -320,8 +320,8 @@ impl Output {
                         // Once per spell, not per batch: tracing goes on,
                         // the lines are counted (`stats`: `unwritten`).
                         if self.refusing.is_none() {
-                            eprintln!(
-                                "ftptrace: error: {why}; tracing goes on, lines are counted \
+                            log::error!(
+                                "{why}; tracing goes on, lines are counted \
                                  as unwritten until a write succeeds"
                             );
                         }
@@ -466,7 +466,7 @@ fn rotate_if_due(
         }
         Err(why) => {
             if failing.is_none() {
-                eprintln!("ftptrace: error: {why}; still writing to the file as it is");
+                log::error!("{why}; still writing to the file as it is");
             }
             *failing = Some(why);
         }
