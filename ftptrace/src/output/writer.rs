@@ -53,6 +53,10 @@ pub struct Output {
     /// directory), and why it last refused while it still does.
     unwritten: u64,
     refusing: Option<String>,
+    /// When a refusal was last said on stderr: a nearly full disk takes a
+    /// small batch now and then, and is not said again within a minute.
+    refusal_said: Option<std::time::Instant>,
+    spell_said: bool,
     /// `--output-max-size`: the file rotated by size; why it last could
     /// not be, while it cannot.
     rotation: Option<Rotation>,
@@ -71,6 +75,9 @@ enum Sink {
     Stream(Box<dyn Write>),
     File(File),
 }
+
+/// How long a refusal of the output file, once said, is not said again.
+const REFUSAL_QUIET: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What [`Output`] holds before it writes to its sink.
 const PENDING_BYTES: usize = 64 * 1024;
@@ -92,6 +99,8 @@ impl Output {
             sink: Sink::Stream(sink),
             unwritten: 0,
             refusing: None,
+            refusal_said: None,
+            spell_said: false,
             rotation: None,
             rotation_failing: None,
             capturing: false,
@@ -308,7 +317,10 @@ impl Output {
                     .and_then(|path| append_whole(file, path, &self.pending).err());
                 match refused {
                     None => {
-                        if let Some(why) = self.refusing.take() {
+                        // Said only when its refusal was.
+                        if let Some(why) = self.refusing.take()
+                            && std::mem::take(&mut self.spell_said)
+                        {
                             log::info!(
                                 "output file writable again ({why} before); {} lines \
                                  unwritten so far",
@@ -317,9 +329,15 @@ impl Output {
                         }
                     }
                     Some(why) => {
-                        // Once per spell, not per batch: tracing goes on,
-                        // the lines are counted (`stats`: `unwritten`).
-                        if self.refusing.is_none() {
+                        // Once per spell, not per batch, and not again
+                        // within a minute: tracing goes on, the lines are
+                        // counted (`stats`: `unwritten`).
+                        let quiet = self
+                            .refusal_said
+                            .is_some_and(|at| at.elapsed() < REFUSAL_QUIET);
+                        if self.refusing.is_none() && !quiet {
+                            self.refusal_said = Some(std::time::Instant::now());
+                            self.spell_said = true;
                             log::error!(
                                 "{why}; tracing goes on, lines are counted \
                                  as unwritten until a write succeeds"
@@ -763,6 +781,31 @@ mod tests {
         assert!(output.refusing.is_none());
         let text = std::fs::read_to_string(dir.join("out")).unwrap();
         assert!(text.contains("\"unwritten\":2,\"final\":true"), "{text}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A nearly full disk takes a small batch now and then: the refusal is
+    /// said once, its recovery once, and a refusal again within the minute
+    /// is counted but not said.
+    #[test]
+    fn a_flapping_disk_is_said_once() {
+        let dir = scratch("flapping");
+        let mut output = Output::new(Format::Json, Box::new(io::sink()));
+        output.path = Some(dir.join("out"));
+        let full = || Sink::File(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        output.sink = full();
+        output.stats(&stats(false)).unwrap();
+        assert!(output.refusing.is_some() && output.spell_said);
+        output.sink = Sink::File(File::create(dir.join("out")).unwrap());
+        output.stats(&stats(false)).unwrap();
+        assert!(output.refusing.is_none() && !output.spell_said);
+        output.sink = full();
+        output.stats(&stats(false)).unwrap();
+        assert!(
+            output.refusing.is_some() && !output.spell_said,
+            "quiet within the minute"
+        );
+        assert_eq!(output.unwritten(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
