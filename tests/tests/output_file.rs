@@ -278,9 +278,12 @@ impl RotatedRun {
     /// Ends the load and the run, and checks the files, oldest first
     /// (`PATH.<n>` ... `PATH.1`, `PATH`, which it returns): one start line,
     /// first; the final stats, last; every session once; every line whole
-    /// and valid; and, the truth being the server's kernel, each connection
-    /// it accepted (`Tcp.PassiveOpens`) one `LISTEN -> SYN_RECV` event line
-    /// and one control or data connection of a session.
+    /// and valid; every event line the final stats count; and, the truth
+    /// being the server's kernel, each connection it accepted
+    /// (`Tcp.PassiveOpens`) one control or data connection of a session.
+    /// (Not one `LISTEN -> SYN_RECV` line each: a kernel that does a
+    /// handshake's work on top of a task where it runs no BPF program shows
+    /// no event for it, and a run this long meets that now and then.)
     fn finish(mut self) -> Vec<Written> {
         assert_eq!(self.load.finish(), ROTATED_SESSIONS.to_string());
         // Listed anew at each look: a rotation renumbers them.
@@ -299,17 +302,8 @@ impl RotatedRun {
                 .flat_map(|f| rotated_lines_of(f))
                 .collect::<Vec<_>>()
         };
-        wait_for("every session's line", Duration::from_secs(30), || {
-            let sessions = all_lines()
-                .iter()
-                .filter(|l| l.contains(r#""type":"session""#))
-                .count();
-            if sessions >= ROTATED_SESSIONS {
-                Ok(())
-            } else {
-                Err(format!("{sessions} session lines"))
-            }
-        });
+        // The connections over; the stop writes what is still open.
+        self.net.wait_quiet();
         signal(self.tracer.id(), libc::SIGTERM);
         let status = wait_until(&mut self.tracer, Deadline::after(STOP_TIMEOUT));
         if status.is_none() {
@@ -351,16 +345,17 @@ impl RotatedRun {
             .iter()
             .map(|s| 1 + s["data"].as_array().map_or(0, Vec::len) as i64)
             .sum();
-        let accepts = of_type("event")
-            .filter(|e| {
-                e["side"] == "server" && e["old_state"] == "LISTEN" && e["new_state"] == "SYN_RECV"
-            })
-            .count() as i64;
+        // Every event line the run says it wrote is in the files: none
+        // lost to a rotation.
+        let events = of_type("event").count() as u64;
         assert_eq!(
-            (connections, accepts),
-            (accepted, accepted),
-            "connections in the sessions and accepts in the events vs the server's \
-             Tcp.PassiveOpens"
+            Some(events),
+            last["events"].as_u64(),
+            "event lines vs the final stats"
+        );
+        assert_eq!(
+            connections, accepted,
+            "connections in the sessions vs the server's Tcp.PassiveOpens"
         );
         files()
             .into_iter()
