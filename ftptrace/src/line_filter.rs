@@ -128,9 +128,15 @@ impl Wanted {
     }
 
     fn ends_pass(&self, client: IpAddr, server: IpAddr) -> bool {
-        let (client, server) = (client.to_canonical(), server.to_canonical());
-        (self.clients.is_empty() || self.clients.iter().any(|c| c.contains(client)))
+        let server = server.to_canonical();
+        self.client_passes(client)
             && (self.servers.is_empty() || self.servers.iter().any(|c| c.contains(server)))
+    }
+
+    /// The client's block and family.
+    fn client_passes(&self, client: IpAddr) -> bool {
+        let client = client.to_canonical();
+        (self.clients.is_empty() || self.clients.iter().any(|c| c.contains(client)))
             && match self.family {
                 None => true,
                 Some(Family::V4) => client.is_ipv4(),
@@ -197,8 +203,9 @@ impl LineFilter {
             Side::Server => (remote, local),
         };
         let netns_ok = self.wanted.netns_passes(netns);
+        // Only a namespace filter asks, at its end, where a session was.
         if let Some(id) = session
-            && (netns_ok || !self.wanted.netns.is_empty())
+            && !self.wanted.netns.is_empty()
         {
             let open = self.open.entry(id.clone()).or_default();
             open.netns_met |= netns_ok;
@@ -247,13 +254,7 @@ impl LineFilter {
 
     /// Whether a pattern about `client` is written.
     pub fn pattern(&self, client: IpAddr) -> bool {
-        let client = client.to_canonical();
-        (self.wanted.clients.is_empty() || self.wanted.clients.iter().any(|c| c.contains(client)))
-            && match self.wanted.family {
-                None => true,
-                Some(Family::V4) => client.is_ipv4(),
-                Some(Family::V6) => client.is_ipv6(),
-            }
+        self.wanted.client_passes(client)
     }
 }
 
