@@ -38,6 +38,59 @@ fn lines_of(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A tracer writing to `--output`, started here to signal it as logrotate
+/// and systemd do; killed on drop unless stopped, so that a failed test
+/// leaves no tracer attached.
+struct FileTracer(std::process::Child);
+
+impl FileTracer {
+    /// `ftptrace <args> --output <path>`, its stderr to `stderr`; returns
+    /// once the start line is in `path`.
+    #[track_caller]
+    fn start(args: &[&str], path: &Path, stderr: impl Into<Stdio>) -> Self {
+        let child = Command::new(binary())
+            .args(args)
+            .arg("--output")
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start the tracer");
+        let tracer = Self(child);
+        wait_for(
+            "the start line in --output",
+            START_TIMEOUT,
+            || match lines_of(path).first() {
+                Some(line) if line.contains(r#""type":"start""#) => Ok(()),
+                _ => Err("no start line yet".into()),
+            },
+        );
+        tracer
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM, and its exit within [`STOP_TIMEOUT`] (`None`: killed).
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        signal(self.id(), libc::SIGTERM);
+        let status = wait_until(&mut self.0, Deadline::after(STOP_TIMEOUT));
+        if status.is_none() {
+            kill_and_reap(&mut self.0);
+        }
+        status
+    }
+}
+
+impl Drop for FileTracer {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            kill_and_reap(&mut self.0);
+        }
+    }
+}
+
 #[test]
 fn sighup_reopens_the_output_and_the_run_goes_on() {
     tests::root_test("sighup_reopens_the_output_and_the_run_goes_on", || {
@@ -46,23 +99,8 @@ fn sighup_reopens_the_output_and_the_run_goes_on() {
         let dir = TempDir::new("output");
         let path = dir.path().join("events.jsonl");
         let rotated = dir.path().join("events.jsonl.1");
-        let mut child = Command::new(binary())
-            .args(DEFAULT_ARGS)
-            .arg("--output")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the tracer");
-        let pid = child.id();
-        wait_for(
-            "the start line in --output",
-            START_TIMEOUT,
-            || match lines_of(&path).first() {
-                Some(line) if line.contains(r#""type":"start""#) => Ok(()),
-                _ => Err("no start line yet".into()),
-            },
-        );
+        let mut tracer = FileTracer::start(DEFAULT_ARGS, &path, Stdio::piped());
+        let pid = tracer.id();
         let mode = std::fs::metadata(&path)
             .expect("the output file")
             .permissions()
@@ -96,11 +134,7 @@ fn sighup_reopens_the_output_and_the_run_goes_on() {
                 false => Err("no session line yet".into()),
             },
         );
-        signal(pid, libc::SIGTERM);
-        let status = wait_until(&mut child, Deadline::after(STOP_TIMEOUT));
-        if status.is_none() {
-            kill_and_reap(&mut child);
-        }
+        let status = tracer.stop();
         assert!(
             status.is_some_and(|s| s.success()),
             "the run did not end cleanly: {status:?}"
@@ -219,7 +253,7 @@ struct RotatedRun {
     _ftp: Vsftpd,
     dir: TempDir,
     path: std::path::PathBuf,
-    tracer: std::process::Child,
+    tracer: FileTracer,
     before: Counters,
     load: Scenario,
 }
@@ -241,23 +275,7 @@ impl RotatedRun {
         let path = dir.path().join("ftptrace.jsonl");
         let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
         let before = Counters::read(&net.server);
-        let tracer = Command::new(binary())
-            .args(NO_PASSIVE_RANGE_ARGS)
-            .arg("--output")
-            .arg(&path)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("start the tracer");
-        wait_for(
-            "the start line in --output",
-            START_TIMEOUT,
-            || match lines_of(&path).first() {
-                Some(line) if line.contains(r#""type":"start""#) => Ok(()),
-                _ => Err("no start line yet".into()),
-            },
-        );
+        let tracer = FileTracer::start(&[NO_PASSIVE_RANGE_ARGS, args].concat(), &path, stderr);
         let load = Scenario::start(
             &net.client,
             "many",
@@ -304,11 +322,7 @@ impl RotatedRun {
         };
         // The connections over; the stop writes what is still open.
         self.net.wait_quiet();
-        signal(self.tracer.id(), libc::SIGTERM);
-        let status = wait_until(&mut self.tracer, Deadline::after(STOP_TIMEOUT));
-        if status.is_none() {
-            kill_and_reap(&mut self.tracer);
-        }
+        let status = self.tracer.stop();
         let errors = std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default();
         assert!(
             status.is_some_and(|s| s.success()),
@@ -420,21 +434,10 @@ fn a_full_disk_is_one_error_counted_and_the_run_goes_on() {
             let path = disk.0.join("ftptrace.jsonl");
             let errors = dir.path().join("stderr");
             let before = Counters::read(&net.server);
-            let mut child = Command::new(binary())
-                .args(DEFAULT_ARGS)
-                .arg("--output")
-                .arg(&path)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&errors).expect("stderr file"))
-                .spawn()
-                .expect("start the tracer");
-            wait_for(
-                "the start line in --output",
-                START_TIMEOUT,
-                || match lines_of(&path).first() {
-                    Some(line) if line.contains(r#""type":"start""#) => Ok(()),
-                    _ => Err("no start line yet".into()),
-                },
+            let mut tracer = FileTracer::start(
+                DEFAULT_ARGS,
+                &path,
+                std::fs::File::create(&errors).expect("stderr file"),
             );
             let filler = disk.0.join("filler");
             fill(&filler);
@@ -484,11 +487,7 @@ fn a_full_disk_is_one_error_counted_and_the_run_goes_on() {
                 "{}",
                 stderr()
             );
-            signal(child.id(), libc::SIGTERM);
-            let status = wait_until(&mut child, Deadline::after(STOP_TIMEOUT));
-            if status.is_none() {
-                kill_and_reap(&mut child);
-            }
+            let status = tracer.stop();
             let stderr = stderr();
             assert!(
                 status.is_some_and(|s| s.success()),
