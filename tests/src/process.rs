@@ -4,6 +4,7 @@
 use std::{
     fs::File,
     io::Read,
+    ops::{Deref, DerefMut},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::mpsc,
@@ -134,6 +135,29 @@ pub fn kill_and_reap(child: &mut Child) {
             deadline.timeout()
         );
         thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// A child killed and reaped on drop unless it has exited: a test that
+/// fails midway leaves no tracer attached and no client running.
+pub struct KillOnDrop(pub Child);
+
+impl Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.0);
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
 
 use tests::{
     deadline::Deadline,
-    process::{kill_and_reap, run, wait_until},
+    process::{KillOnDrop, kill_and_reap, run, wait_until},
     tracer::binary,
 };
 
@@ -120,13 +120,15 @@ fn a_closed_stdout_exits_zero() {
     if !tests::root_or_skip("a_closed_stdout_exits_zero") {
         return;
     }
-    let mut child = Command::new(binary())
-        .args(["--format", "json", "--stats-interval", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ftptrace");
+    let mut child = KillOnDrop(
+        Command::new(binary())
+            .args(["--format", "json", "--stats-interval", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ftptrace"),
+    );
     let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
     let mut first = String::new();
     stdout.read_line(&mut first).expect("read the start line");

@@ -11,7 +11,7 @@ use std::{
 
 use tests::{
     deadline::Deadline,
-    process::{kill_and_reap, run, wait_until},
+    process::{KillOnDrop, run, wait_until},
     tmp::TempDir,
     tracer::{DEFAULT_ARGS, START_TIMEOUT, STOP_TIMEOUT, binary},
     workspace_root,
@@ -33,15 +33,17 @@ fn type_notify_is_ready_once_every_program_is_attached() {
                 .set_read_timeout(Some(START_TIMEOUT))
                 .expect("a read timeout");
             let output = dir.path().join("ftptrace.jsonl");
-            let mut child = Command::new(binary())
-                .args(DEFAULT_ARGS)
-                .arg("--output")
-                .arg(&output)
-                .env("NOTIFY_SOCKET", &socket_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start the tracer");
+            let mut child = KillOnDrop(
+                Command::new(binary())
+                    .args(DEFAULT_ARGS)
+                    .arg("--output")
+                    .arg(&output)
+                    .env("NOTIFY_SOCKET", &socket_path)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start the tracer"),
+            );
             let receive = || {
                 let mut buffer = [0; 512];
                 let n = manager
@@ -74,9 +76,6 @@ fn type_notify_is_ready_once_every_program_is_attached() {
             let stopping = receive();
             assert!(stopping.starts_with("STOPPING=1"), "{stopping:?}");
             let status = wait_until(&mut child, Deadline::after(STOP_TIMEOUT));
-            if status.is_none() {
-                kill_and_reap(&mut child);
-            }
             assert!(status.is_some_and(|s| s.success()), "{status:?}");
             let text = std::fs::read_to_string(&output).unwrap_or_default();
             let last = text.lines().last().unwrap_or_default();
