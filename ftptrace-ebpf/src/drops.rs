@@ -3,33 +3,37 @@
 //! code that freed the packet. Fires for every dropped packet on the host:
 //! the port test comes first.
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use ftptrace_common::{ProbeId, record_flags};
 
 use crate::{
     OFFSETS,
     kernel_read::{read_kernel, skb_netns},
+    nesting::raw_tracepoint_pair,
     record::{count_unreadable, emit, packet_record},
 };
 
-/// `kfree_skb(struct sk_buff *skb, void *location)` (before 5.17: no reason).
-#[raw_tracepoint(tracepoint = "kfree_skb")]
-pub fn kfree_skb(ctx: RawTracePointContext) -> i32 {
-    count_unreadable(try_drop(ctx.arg(0), ctx.arg(1), 0, 0));
-    0
+raw_tracepoint_pair! {
+    /// `kfree_skb(struct sk_buff *skb, void *location)` (before 5.17: no reason).
+    kfree_skb, kfree_skb_nested,
+    tracepoint = "kfree_skb", copy_section = "kfree_skb_nested",
+    ProbeId::KfreeSkb, |ctx| {
+        count_unreadable(try_drop(ctx.arg(0), ctx.arg(1), 0, 0));
+    }
 }
 
-/// `kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`
-#[raw_tracepoint(tracepoint = "kfree_skb")]
-pub fn kfree_skb_reason(ctx: RawTracePointContext) -> i32 {
-    let reason: u32 = ctx.arg(2);
-    count_unreadable(try_drop(
-        ctx.arg(0),
-        ctx.arg(1),
-        i64::from(reason),
-        record_flags::HAS_ARG,
-    ));
-    0
+raw_tracepoint_pair! {
+    /// `kfree_skb(struct sk_buff *skb, void *location, enum skb_drop_reason reason, ...)`
+    kfree_skb_reason, kfree_skb_reason_nested,
+    tracepoint = "kfree_skb", copy_section = "kfree_skb_reason_nested",
+    ProbeId::KfreeSkb, |ctx| {
+        let reason: u32 = ctx.arg(2);
+        count_unreadable(try_drop(
+            ctx.arg(0),
+            ctx.arg(1),
+            i64::from(reason),
+            record_flags::HAS_ARG,
+        ));
+    }
 }
 
 /// A dropped packet of an FTP connection, described by its headers, with

@@ -30,6 +30,7 @@ mod drops;
 mod ip_packet;
 mod kernel_functions;
 mod kernel_read;
+mod nesting;
 mod record;
 mod tcp_tracepoints;
 mod timer_fallback;
@@ -93,13 +94,13 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static UNREADABLE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Whether `inet_sock_set_state` is in the middle of an event, per CPU:
-/// its nested copy acts only then.
+/// Whether a tracepoint's first program is in the middle of an event, per
+/// CPU and `ProbeId`: its nested copy acts only then (`nesting`).
 #[map]
-static SET_STATE_RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static RUNNING: PerCpuArray<u32> = PerCpuArray::with_max_entries(16, 0);
 
-/// Events the nested copy of `inet_sock_set_state` handled because the
-/// kernel skipped the first (each also one of its recursion misses), per CPU.
+/// Events the nested copies handled because the kernel skipped their first
+/// program (each also one of its recursion misses), per CPU.
 #[map]
 static RESCUED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 

@@ -5,65 +5,28 @@
 //! `format` file. `inet_sock_set_state`, which every socket on the host
 //! fires, is also a BTF tracepoint, tried first.
 
-use aya_ebpf::{
-    macros::{btf_tracepoint, raw_tracepoint},
-    programs::{BtfTracePointContext, RawTracePointContext},
-};
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use ftptrace_common::{KernelOffsets, ProbeId, record_flags};
 
 use crate::{
-    OFFSETS, RESCUED, SET_STATE_RUNNING, SETTINGS,
+    OFFSETS, SETTINGS,
     kernel_read::{
         TCP_CLOSE, TCP_LISTEN, TCP_SYN_SENT, btf_inet_sport, btf_sock_common, net_inum,
         read_kernel, skb_netns, skb_segs,
     },
+    nesting::{self, raw_tracepoint_pair},
     record::{
         FtpSocket, common_state, count_unreadable, emit, emit_sock, ftp_socket, ftp_socket_of,
         packet_record, port_test, sock_common, try_sock_event, try_sock_event_with,
     },
 };
 
-/// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`
-#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
-    let running = mark_set_state_running();
-    set_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    unmark_set_state_running(running);
-    0
-}
-
-/// The same event, for when the kernel skipped `inet_sock_set_state`: it
-/// does not run a program nested in itself on one CPU (since 6.x it counts
-/// a recursion miss), and an interrupt during a state change that changes
-/// another socket's state (the peer's, when both ends are on this host, or
-/// any under load) is just that. Attached after it, this copy runs every
-/// event too, and acts only while the first is in the middle of one. (Its
-/// own section name: two programs in one section do not load; user space
-/// attaches it to `inet_sock_set_state`.)
-#[raw_tracepoint(tracepoint = "inet_sock_set_state_nested")]
-pub fn inet_sock_set_state_nested(ctx: RawTracePointContext) -> i32 {
-    if set_state_running() {
-        count_rescued();
+raw_tracepoint_pair! {
+    /// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`
+    inet_sock_set_state, inet_sock_set_state_nested,
+    tracepoint = "inet_sock_set_state", copy_section = "inet_sock_set_state_nested",
+    ProbeId::InetSockSetState, |ctx| {
         set_state(ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    }
-    0
-}
-
-/// Whether the first `inet_sock_set_state` program is in the middle of an
-/// event on this CPU. It marks every event, FTP or not: the event it skips
-/// is another socket's, which may be FTP when its own is not.
-#[inline(always)]
-fn set_state_running() -> bool {
-    SET_STATE_RUNNING
-        .get(0)
-        .is_some_and(|running| *running != 0)
-}
-
-#[inline(always)]
-fn count_rescued() {
-    if let Some(rescued) = RESCUED.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, as in `count_lost`.
-        unsafe { *rescued += 1 };
     }
 }
 
@@ -74,39 +37,20 @@ fn count_rescued() {
 /// `bpf_probe_read_kernel` call, which was most of a hit's cost.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
-    let running = mark_set_state_running();
+    let running = nesting::mark_running(ProbeId::InetSockSetState);
     set_state_btf(ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    unmark_set_state_running(running);
+    nesting::unmark_running(running);
     0
 }
 
-/// [`inet_sock_set_state_nested`] for [`inet_sock_set_state_btf`].
+/// [`inet_sock_set_state_btf`] while it is interrupted by itself
+/// (`nesting`; its own section, as for the raw pair).
 #[btf_tracepoint(function = "inet_sock_set_state_nested")]
 pub fn inet_sock_set_state_btf_nested(ctx: BtfTracePointContext) -> i32 {
-    if set_state_running() {
-        count_rescued();
+    if nesting::take_nested(ProbeId::InetSockSetState) {
         set_state_btf(ctx.arg(0), ctx.arg(1), ctx.arg(2));
     }
     0
-}
-
-/// Marks `inet_sock_set_state` as running on this CPU; the slot, for
-/// [`unmark_set_state_running`] (one map lookup for both).
-#[inline(always)]
-fn mark_set_state_running() -> Option<*mut u32> {
-    let slot = SET_STATE_RUNNING.get_ptr_mut(0)?;
-    // SAFETY: per-CPU slot; only this CPU writes it.
-    unsafe { core::ptr::write_volatile(slot, 1) };
-    Some(slot)
-}
-
-#[inline(always)]
-fn unmark_set_state_running(slot: Option<*mut u32>) {
-    if let Some(slot) = slot {
-        // SAFETY: as in `mark_set_state_running`; a program that interrupted
-        // this one did not touch it (only this one writes it).
-        unsafe { core::ptr::write_volatile(slot, 0) };
-    }
 }
 
 #[inline(always)]
@@ -187,108 +131,124 @@ fn try_set_state_btf(sk: u64, old: i32, new: i32) -> Result<(), i64> {
     set_state_event(sk, o, &socket, old, new)
 }
 
-/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb)` (before 6.17)
-#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    let segs = skb_segs(ctx.arg(1));
-    count_unreadable(try_sock_event(
-        ProbeId::TcpRetransmitSkb,
-        sk,
-        false,
-        0,
-        segs,
-        0,
-    ));
-    0
+raw_tracepoint_pair! {
+    /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb)` (before 6.17)
+    tcp_retransmit_skb, tcp_retransmit_skb_nested,
+    tracepoint = "tcp_retransmit_skb", copy_section = "tcp_retransmit_skb_nested",
+    ProbeId::TcpRetransmitSkb, |ctx| {
+        let sk: u64 = ctx.arg(0);
+        let segs = skb_segs(ctx.arg(1));
+        count_unreadable(try_sock_event(
+            ProbeId::TcpRetransmitSkb,
+            sk,
+            false,
+            0,
+            segs,
+            0,
+        ));
+    }
 }
 
-/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)`
-#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
-pub fn tcp_retransmit_skb_err(ctx: RawTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    let err: i32 = ctx.arg(2);
-    let segs = skb_segs(ctx.arg(1));
-    count_unreadable(try_sock_event(
-        ProbeId::TcpRetransmitSkb,
-        sk,
-        false,
-        i64::from(err),
-        segs,
-        record_flags::HAS_ARG,
-    ));
-    0
+raw_tracepoint_pair! {
+    /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)`
+    tcp_retransmit_skb_err, tcp_retransmit_skb_err_nested,
+    tracepoint = "tcp_retransmit_skb", copy_section = "tcp_retransmit_skb_err_nested",
+    ProbeId::TcpRetransmitSkb, |ctx| {
+        let sk: u64 = ctx.arg(0);
+        let err: i32 = ctx.arg(2);
+        let segs = skb_segs(ctx.arg(1));
+        count_unreadable(try_sock_event(
+            ProbeId::TcpRetransmitSkb,
+            sk,
+            false,
+            i64::from(err),
+            segs,
+            record_flags::HAS_ARG,
+        ));
+    }
 }
 
-/// `tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req)`.
-/// A request socket begins with the same `struct sock_common` as a socket.
-#[raw_tracepoint(tracepoint = "tcp_retransmit_synack")]
-pub fn tcp_retransmit_synack(ctx: RawTracePointContext) -> i32 {
-    let req: u64 = ctx.arg(1);
-    count_unreadable(try_sock_event(
-        ProbeId::TcpRetransmitSynack,
-        req,
-        false,
-        0,
-        1,
-        0,
-    ));
-    0
+raw_tracepoint_pair! {
+    /// `tcp_retransmit_synack(const struct sock *sk, const struct request_sock *req)`.
+    /// A request socket begins with the same `struct sock_common` as a socket.
+    tcp_retransmit_synack, tcp_retransmit_synack_nested,
+    tracepoint = "tcp_retransmit_synack", copy_section = "tcp_retransmit_synack_nested",
+    ProbeId::TcpRetransmitSynack, |ctx| {
+        let req: u64 = ctx.arg(1);
+        count_unreadable(try_sock_event(
+            ProbeId::TcpRetransmitSynack,
+            req,
+            false,
+            0,
+            1,
+            0,
+        ));
+    }
 }
 
-/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb)` (before 6.10)
-#[raw_tracepoint(tracepoint = "tcp_send_reset")]
-pub fn tcp_send_reset(ctx: RawTracePointContext) -> i32 {
-    count_unreadable(try_send_reset(ctx.arg(0), ctx.arg(1), 0, 0));
-    0
+raw_tracepoint_pair! {
+    /// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb)` (before 6.10)
+    tcp_send_reset, tcp_send_reset_nested,
+    tracepoint = "tcp_send_reset", copy_section = "tcp_send_reset_nested",
+    ProbeId::TcpSendReset, |ctx| {
+        count_unreadable(try_send_reset(ctx.arg(0), ctx.arg(1), 0, 0));
+    }
 }
 
-/// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason reason)`
-#[raw_tracepoint(tracepoint = "tcp_send_reset")]
-pub fn tcp_send_reset_reason(ctx: RawTracePointContext) -> i32 {
-    let reason: u32 = ctx.arg(2);
-    count_unreadable(try_send_reset(
-        ctx.arg(0),
-        ctx.arg(1),
-        i64::from(reason),
-        record_flags::HAS_ARG,
-    ));
-    0
+raw_tracepoint_pair! {
+    /// `tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason reason)`
+    tcp_send_reset_reason, tcp_send_reset_reason_nested,
+    tracepoint = "tcp_send_reset", copy_section = "tcp_send_reset_reason_nested",
+    ProbeId::TcpSendReset, |ctx| {
+        let reason: u32 = ctx.arg(2);
+        count_unreadable(try_send_reset(
+            ctx.arg(0),
+            ctx.arg(1),
+            i64::from(reason),
+            record_flags::HAS_ARG,
+        ));
+    }
 }
 
-/// `tcp_receive_reset(struct sock *sk)`
-#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
-pub fn tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    count_unreadable(try_sock_event(ProbeId::TcpReceiveReset, sk, false, 0, 0, 0));
-    0
+raw_tracepoint_pair! {
+    /// `tcp_receive_reset(struct sock *sk)`
+    tcp_receive_reset, tcp_receive_reset_nested,
+    tracepoint = "tcp_receive_reset", copy_section = "tcp_receive_reset_nested",
+    ProbeId::TcpReceiveReset, |ctx| {
+        let sk: u64 = ctx.arg(0);
+        count_unreadable(try_sock_event(ProbeId::TcpReceiveReset, sk, false, 0, 0, 0));
+    }
 }
 
-/// `tcp_destroy_sock(struct sock *sk)`; `arg1` is the socket's
-/// `total_retrans`, `arg2` its `dsack_dups` (-1 where unknown): how many
-/// of its retransmits the peer reported as duplicates.
-#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
-pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    count_unreadable(try_sock_event_with(
-        ProbeId::TcpDestroySock,
-        sk,
-        false,
-        record_flags::HAS_ARG,
-        |o| {
-            let count = |offset| read_kernel::<u32>(sk, offset).map_or(-1, i64::from);
-            Ok((count(o.tcp_total_retrans), count(o.tcp_dsack_dups)))
-        },
-    ));
-    0
+raw_tracepoint_pair! {
+    /// `tcp_destroy_sock(struct sock *sk)`; `arg1` is the socket's
+    /// `total_retrans`, `arg2` its `dsack_dups` (-1 where unknown): how many
+    /// of its retransmits the peer reported as duplicates.
+    tcp_destroy_sock, tcp_destroy_sock_nested,
+    tracepoint = "tcp_destroy_sock", copy_section = "tcp_destroy_sock_nested",
+    ProbeId::TcpDestroySock, |ctx| {
+        let sk: u64 = ctx.arg(0);
+        count_unreadable(try_sock_event_with(
+            ProbeId::TcpDestroySock,
+            sk,
+            false,
+            record_flags::HAS_ARG,
+            |o| {
+                let count = |offset| read_kernel::<u32>(sk, offset).map_or(-1, i64::from);
+                Ok((count(o.tcp_total_retrans), count(o.tcp_dsack_dups)))
+            },
+        ));
+    }
 }
 
-/// `inet_sk_error_report(const struct sock *sk)` (5.13+); `arg1` is `sk_err`.
-#[raw_tracepoint(tracepoint = "inet_sk_error_report")]
-pub fn inet_sk_error_report(ctx: RawTracePointContext) -> i32 {
-    let sk: u64 = ctx.arg(0);
-    count_unreadable(try_error_report(sk));
-    0
+raw_tracepoint_pair! {
+    /// `inet_sk_error_report(const struct sock *sk)` (5.13+); `arg1` is `sk_err`.
+    inet_sk_error_report, inet_sk_error_report_nested,
+    tracepoint = "inet_sk_error_report", copy_section = "inet_sk_error_report_nested",
+    ProbeId::InetSkErrorReport, |ctx| {
+        let sk: u64 = ctx.arg(0);
+        count_unreadable(try_error_report(sk));
+    }
 }
 
 /// A socket's pending error, as its error callback reports it (read once

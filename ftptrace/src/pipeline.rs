@@ -320,6 +320,7 @@ impl Pipeline {
         &self,
         loss: KernelLoss,
         unwritten: u64,
+        ring: metrics::RingLevel,
         probes: &[ProbeStatus],
         openmetrics: bool,
     ) -> String {
@@ -329,6 +330,7 @@ impl Pipeline {
                 lost: loss.lost,
                 missed: loss.missed,
                 unwritten,
+                ring,
                 probes,
             },
             openmetrics,

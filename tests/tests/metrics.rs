@@ -154,6 +154,10 @@ fn prometheus_scrapes_the_numbers_the_json_lines_say() {
         let resets_sent = total("ftptrace_resets_sent_total").expect("resets sent");
         let resets_received = total("ftptrace_resets_received_total").expect("resets received");
         let probes = scraped("ftptrace_probe_info");
+        let ring = |name: &str| total(name).ok().and_then(|m| m.get("").copied());
+        let ring_size = ring("ftptrace_ring_buffer_size_bytes");
+        let ring_used = ring("ftptrace_ring_buffer_used_bytes");
+        let ring_peak = ring("ftptrace_ring_buffer_used_peak_bytes");
         let ratio = scraped("instance:ftptrace_control_connection_success:ratio_rate5m");
         let rules_health = http_get(prometheus_port, "/api/v1/rules").expect("rules");
         // The text format as promtool lints it (Prometheus itself took
@@ -222,6 +226,16 @@ fn prometheus_scrapes_the_numbers_the_json_lines_say() {
             })
             .collect();
         assert_eq!(probes, expected);
+        // The ring as the tracer mapped it: the default 32 MiB; events were
+        // read, so at some wake the reader found at least one record (64
+        // bytes of the ring or more) waiting.
+        let size = f64::from(32u32 << 20);
+        assert_eq!(ring_size, Some(size));
+        assert!(ring_used.is_some_and(|u| u <= size), "{ring_used:?}");
+        assert!(
+            ring_peak.is_some_and(|p| (64.0..=size).contains(&p)),
+            "{ring_peak:?}"
+        );
         // The shipped rules, loaded and evaluated.
         let rules: Value = serde_json::from_str(&rules_health).expect("rules JSON");
         let group = &rules["data"]["groups"][0];

@@ -144,16 +144,6 @@ pub const SET_STATE_RUNGS: [Rung; 2] = [
     },
 ];
 
-/// Whether `program` is a state rung's nested copy. Its own recursion
-/// misses lose nothing: the kernel skips it only while it runs, when the
-/// first program is free and takes the event. What the first program skips
-/// its own count holds, less what the copy rescued.
-pub fn is_nested_copy(program: &str) -> bool {
-    SET_STATE_RUNGS
-        .iter()
-        .any(|rung| rung.programs.get(1) == Some(&program))
-}
-
 /// `sock_def_error_report` is the callback every TCP socket's error report
 /// runs through; `inet_sk_error_report` is the tracepoint 5.13 added after it.
 pub const SOCKET_ERROR: Ladder = Ladder {
@@ -163,7 +153,7 @@ pub const SOCKET_ERROR: Ladder = Ladder {
         Rung {
             tier: Tier::RawTracepoint,
             hook: "raw_tracepoint",
-            programs: &["inet_sk_error_report"],
+            programs: &["inet_sk_error_report", "inet_sk_error_report_nested"],
             target: "sock:inet_sk_error_report",
         },
         Rung {
@@ -219,14 +209,19 @@ pub const LADDERS: [Ladder; 2] = [SOCKET_ERROR, PROBES_SENT];
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::probes;
 
     #[test]
-    fn only_the_state_programs_copies_are_nested_copies() {
-        assert!(is_nested_copy("inet_sock_set_state_btf_nested"));
-        assert!(is_nested_copy("inet_sock_set_state_nested"));
-        assert!(!is_nested_copy("inet_sock_set_state_btf"));
-        assert!(!is_nested_copy("inet_sock_set_state"));
-        assert!(!is_nested_copy("timer_expire_exit"));
+    fn tracepoint_rungs_attach_a_program_and_its_nested_copy() {
+        let ladders = LADDERS.iter().flat_map(|l| l.rungs.iter());
+        for rung in SET_STATE_RUNGS.iter().chain(ladders) {
+            if matches!(rung.tier, Tier::BtfTracepoint | Tier::RawTracepoint) {
+                let [first, copy] = rung.programs else {
+                    panic!("{rung:?}: a program and its nested copy")
+                };
+                assert_eq!(probes::nested_copy(first), Some(*copy));
+            }
+        }
     }
 
     #[test]
@@ -271,9 +266,6 @@ mod tests {
             tiers(Some(Tier::Fallback)),
             [Tier::BtfTracepoint, Tier::RawTracepoint]
         );
-        for rung in SET_STATE_RUNGS {
-            assert_eq!(rung.programs.len(), 2, "a program and its nested copy");
-        }
     }
 
     #[test]

@@ -25,8 +25,10 @@ use super::{
         tcp_receive_usable,
     },
     hook_ladder::{self, FORCE_HOOK_ENV, Observes, Rung, Tier},
-    probes::ProbeStatus,
-    prog_stats, tls_libraries,
+    probes::{self, ProbeStatus},
+    prog_stats,
+    ring_fill::RingFill,
+    tls_libraries,
 };
 use crate::ports::{Mark, MarkUpdate, PortSet};
 
@@ -37,6 +39,8 @@ pub(super) static OBJECT: &[u8] =
 pub struct Tracer {
     ebpf: Ebpf,
     pub ring: RingBuf<MapData>,
+    /// How full `ring` is, for the metrics.
+    pub ring_fill: RingFill,
     lost: PerCpuArray<MapData, u64>,
     unreadable: PerCpuArray<MapData, u64>,
     rescued: PerCpuArray<MapData, u64>,
@@ -127,12 +131,11 @@ impl Tracer {
                             },
                         )
                     }
-                    Ok(program) => {
-                        attach_raw_tracepoint(&mut ebpf, program, plan.probe.name).map(|()| {
-                            attached_programs.push(program);
+                    Ok(program) => attach_with_nested_copy(&mut ebpf, program, plan.probe.name)
+                        .map(|copy| {
+                            attached_programs.extend([program, copy]);
                             "raw_tracepoint"
-                        })
-                    }
+                        }),
                 };
                 match attached {
                     Ok(hook) => {
@@ -265,6 +268,8 @@ impl Tracer {
             .context("filling the settings map")?;
 
         let ring = RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)?;
+        let ring_fill =
+            RingFill::new(&ring, ring_bytes).context("mapping the ring buffer's positions")?;
         let lost = PerCpuArray::try_from(take_map(&mut ebpf, maps::LOST)?)?;
         let unreadable = PerCpuArray::try_from(take_map(&mut ebpf, maps::UNREADABLE)?)?;
         let throttled = PerCpuArray::try_from(take_map(&mut ebpf, maps::THROTTLED)?)?;
@@ -273,6 +278,7 @@ impl Tracer {
         Ok(Self {
             ebpf,
             ring,
+            ring_fill,
             lost,
             unreadable,
             throttled,
@@ -351,13 +357,14 @@ impl Tracer {
 
     /// Events the kernel skipped because a program was already running on
     /// the CPU (an interrupt arriving mid-program), summed over programs,
-    /// less those the nested copy of the state program handled.
+    /// less those the nested copies handled (`probes::NESTED_COPIES`).
     pub fn missed(&self) -> anyhow::Result<u64> {
         let missed: u64 = self.misses_by_program()?.iter().map(|(_, n)| n).sum();
         Ok(missed.saturating_sub(self.rescued()?))
     }
 
-    /// Nested state changes the copy of the state program handled.
+    /// Events a nested copy handled because the kernel skipped its first
+    /// program.
     pub fn rescued(&self) -> anyhow::Result<u64> {
         summed(&self.rescued, "rescued-event")
     }
@@ -369,7 +376,7 @@ impl Tracer {
         for &name in &self.attached {
             misses.push((name, self.missed_by(name)?));
         }
-        misses.retain(|&(name, n)| n > 0 && !hook_ladder::is_nested_copy(name));
+        misses.retain(|&(name, n)| n > 0 && !probes::is_nested_copy(name));
         Ok(misses)
     }
 
@@ -434,9 +441,7 @@ fn unload(program: &mut Program) -> Result<(), ProgramError> {
 
 /// Attaches `sock:inet_sock_set_state`'s programs on the first of its
 /// rungs that works here (`hook_ladder::SET_STATE_RUNGS`): the rung, and
-/// each rung tried before it with why it did not work. A rung that fails
-/// halfway is unloaded whole: a first program without its nested copy
-/// would miss events silently, a copy without its first would never act.
+/// each rung tried before it with why it did not work.
 fn attach_set_state(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
@@ -444,18 +449,34 @@ fn attach_set_state(
     kernel_btf: &OnceCell<Result<Btf, String>>,
 ) -> Result<(Rung, Vec<String>), String> {
     let rungs = hook_ladder::rungs_to_try(&hook_ladder::SET_STATE_RUNGS, forced);
-    let (chosen, fell_back) = climb(rungs, |rung| {
-        attach_rung(ebpf, facts, rung, kernel_btf).inspect_err(|_| {
-            for &name in rung.programs {
-                if let Some(program) = ebpf.program_mut(name) {
-                    let _ = unload(program);
-                }
-            }
-        })
-    });
+    let (chosen, fell_back) = climb(rungs, |rung| attach_rung(ebpf, facts, rung, kernel_btf));
     match chosen {
         Some(rung) => Ok((rung, fell_back)),
         None => Err(none_attached(forced, &fell_back, "")),
+    }
+}
+
+/// Attaches `program` to `tracepoint`, then its nested copy
+/// (`probes::NESTED_COPIES`); the copy's name. Both or neither: a first
+/// program without its copy would miss events silently.
+fn attach_with_nested_copy(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    tracepoint: &str,
+) -> Result<&'static str, String> {
+    let copy =
+        probes::nested_copy(program).ok_or_else(|| format!("{program} has no nested copy"))?;
+    attach_raw_tracepoint(ebpf, program, tracepoint)?;
+    attach_raw_tracepoint(ebpf, copy, tracepoint)
+        .inspect_err(|_| unload_all(ebpf, &[program]))
+        .map(|()| copy)
+}
+
+fn unload_all(ebpf: &mut Ebpf, programs: &[&str]) {
+    for &name in programs {
+        if let Some(program) = ebpf.program_mut(name) {
+            let _ = unload(program);
+        }
     }
 }
 
@@ -716,8 +737,21 @@ fn usable(
 }
 
 /// Loads and attaches the programs of one rung (none for the CLOSE
-/// fallback, which only needs a flag in the settings map).
+/// fallback, which only needs a flag in the settings map). A rung that
+/// fails halfway is unloaded whole: a first program without its nested
+/// copy would miss events silently, a copy without its first would never
+/// act.
 fn attach_rung(
+    ebpf: &mut Ebpf,
+    facts: &KernelFacts,
+    rung: &Rung,
+    kernel_btf: &OnceCell<Result<Btf, String>>,
+) -> Result<(), String> {
+    attach_rung_programs(ebpf, facts, rung, kernel_btf)
+        .inspect_err(|_| unload_all(ebpf, rung.programs))
+}
+
+fn attach_rung_programs(
     ebpf: &mut Ebpf,
     facts: &KernelFacts,
     rung: &Rung,

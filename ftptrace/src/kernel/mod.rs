@@ -21,6 +21,7 @@ pub mod privileges;
 pub mod probes;
 pub mod procfs;
 pub mod prog_stats;
+pub mod ring_fill;
 pub mod sock_diag;
 #[cfg(test)]
 mod stack_budget;

@@ -64,6 +64,41 @@ pub const PROBES: [Probe; 7] = [
     },
 ];
 
+/// Each tracepoint program and its nested copy (ftptrace-ebpf `nesting`):
+/// the kernel does not run a program nested in itself on one CPU, so the
+/// copy, attached after it to the same tracepoint, takes the events that
+/// arrive while the first is interrupted mid-event.
+pub const NESTED_COPIES: [(&str, &str); 12] = [
+    ("inet_sock_set_state", "inet_sock_set_state_nested"),
+    ("inet_sock_set_state_btf", "inet_sock_set_state_btf_nested"),
+    ("tcp_retransmit_skb", "tcp_retransmit_skb_nested"),
+    ("tcp_retransmit_skb_err", "tcp_retransmit_skb_err_nested"),
+    ("tcp_retransmit_synack", "tcp_retransmit_synack_nested"),
+    ("tcp_send_reset", "tcp_send_reset_nested"),
+    ("tcp_send_reset_reason", "tcp_send_reset_reason_nested"),
+    ("tcp_receive_reset", "tcp_receive_reset_nested"),
+    ("tcp_destroy_sock", "tcp_destroy_sock_nested"),
+    ("inet_sk_error_report", "inet_sk_error_report_nested"),
+    ("kfree_skb", "kfree_skb_nested"),
+    ("kfree_skb_reason", "kfree_skb_reason_nested"),
+];
+
+/// `program`'s nested copy.
+pub fn nested_copy(program: &str) -> Option<&'static str> {
+    NESTED_COPIES
+        .iter()
+        .find(|(first, _)| *first == program)
+        .map(|&(_, copy)| copy)
+}
+
+/// Whether `program` is a nested copy. Its own recursion misses lose
+/// nothing: the kernel skips it only while it runs, when its first program
+/// is free and takes the event. What the first skips, the first's count
+/// holds, less what the copies rescued.
+pub fn is_nested_copy(program: &str) -> bool {
+    NESTED_COPIES.iter().any(|&(_, copy)| copy == program)
+}
+
 /// What became of a probe on this kernel: the hook it attached with, or
 /// why it is off (the start line and `ftptrace check` list these).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -99,6 +134,19 @@ mod tests {
         assert_eq!(program(&PROBES[1]), "tcp_retransmit_skb_err");
         assert_eq!(program(&PROBES[3]), "tcp_send_reset_reason");
         assert_eq!(program(&PROBES[0]), "inet_sock_set_state");
+    }
+
+    #[test]
+    fn every_tracepoint_program_has_a_nested_copy() {
+        for probe in PROBES {
+            let variant = probe.with_field.map(|(_, program)| program);
+            for program in std::iter::once(probe.program).chain(variant) {
+                let copy = nested_copy(program).unwrap_or_else(|| panic!("{program}"));
+                assert_eq!(copy, format!("{program}_nested"));
+                assert!(is_nested_copy(copy) && !is_nested_copy(program));
+            }
+        }
+        assert!(!is_nested_copy("timer_expire_exit"));
     }
 
     #[test]

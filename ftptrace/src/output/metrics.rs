@@ -37,7 +37,19 @@ pub struct Now<'a> {
     pub lost: u64,
     pub missed: u64,
     pub unwritten: u64,
+    pub ring: RingLevel,
     pub probes: &'a [ProbeStatus],
+}
+
+/// The ring buffer's fill, in bytes (`kernel::ring_fill`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RingLevel {
+    pub size: u64,
+    /// Written by the kernel and not yet read, now.
+    pub used: u64,
+    /// The most it held when the reader woke, this run: how close a burst
+    /// came to `ftptrace_events_lost`.
+    pub peak: u64,
 }
 
 /// Counts by one label's value, capped at [`MAX_LABEL_VALUES`].
@@ -201,6 +213,21 @@ impl Metrics {
             &[(vec![], now.unwritten)],
         );
         page.gauge(
+            "ftptrace_ring_buffer_size_bytes",
+            "The ring buffer the kernel queues events in (--ring-buffer-mib)",
+            &[(vec![], now.ring.size)],
+        );
+        page.gauge(
+            "ftptrace_ring_buffer_used_bytes",
+            "Bytes queued in the ring buffer and not yet read, now",
+            &[(vec![], now.ring.used)],
+        );
+        page.gauge(
+            "ftptrace_ring_buffer_used_peak_bytes",
+            "The most bytes the ring buffer held when the reader woke, this run",
+            &[(vec![], now.ring.peak)],
+        );
+        page.gauge(
             "ftptrace_sessions_open",
             "FTP sessions open now",
             &[(vec![], now.sessions_open as u64)],
@@ -314,6 +341,11 @@ mod tests {
             lost: 0,
             missed: 1,
             unwritten: 0,
+            ring: RingLevel {
+                size: 32 << 20,
+                used: 128,
+                peak: 4096,
+            },
             probes: &[],
         }
     }
@@ -352,6 +384,9 @@ mod tests {
             "ftptrace_resets_sent_total{reason=\"unknown\"} 1",
             "ftptrace_sessions_open 2",
             "ftptrace_events_missed_total 1",
+            "ftptrace_ring_buffer_size_bytes 33554432",
+            "ftptrace_ring_buffer_used_bytes 128",
+            "ftptrace_ring_buffer_used_peak_bytes 4096",
             "ftptrace_sessions_ended_total{cause=\"tls_failure\"} 0",
             "# TYPE ftptrace_retransmits_total counter",
         ] {

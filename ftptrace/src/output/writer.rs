@@ -63,6 +63,8 @@ pub struct Output {
     rotation_failing: Option<String>,
     /// Lines go aside, not out ([`Self::captured`]).
     capturing: bool,
+    /// SIGUSR2's hold ([`Self::hold`]): since when, and its marker file.
+    held: Option<Held>,
     /// The host and run every line names.
     origin: Origin,
     community_ids: community_id::Recent,
@@ -74,6 +76,27 @@ pub struct Output {
 enum Sink {
     Stream(Box<dyn Write>),
     File(File),
+}
+
+/// A hold of the output file's writes (logrotate's `copytruncate`).
+struct Held {
+    since: std::time::Instant,
+    marker: PathBuf,
+}
+
+/// A hold lasts until the SIGHUP that ends it, or this long at most: a
+/// logrotate that died between its prerotate and postrotate must not stop
+/// the output for good.
+const HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a hold keeps in memory at most before it writes anyway.
+const HOLD_BYTES: usize = 64 << 20;
+
+/// The file whose existence says the output is held: `PATH.held`.
+pub fn hold_marker(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".held");
+    name.into()
 }
 
 /// How long a refusal of the output file, once said, is not said again.
@@ -89,6 +112,9 @@ impl Output {
         if let Some(path) = path {
             output.sink = Sink::File(open_file(path)?);
             output.path = Some(path.to_owned());
+            // A marker left by a run that was killed while held would tell
+            // the next prerotate a hold that nobody keeps.
+            let _ = std::fs::remove_file(hold_marker(path));
         }
         Ok(output)
     }
@@ -104,6 +130,7 @@ impl Output {
             rotation: None,
             rotation_failing: None,
             capturing: false,
+            held: None,
             pending: Vec::with_capacity(PENDING_BYTES + 4096),
             path: None,
             community_ids: community_id::Recent::default(),
@@ -130,11 +157,66 @@ impl Output {
     /// When that fails the lines go on to the old file, unless it was
     /// removed: then they are unwritten, and each write tries the path again.
     pub fn reopen(&mut self) -> anyhow::Result<()> {
+        self.release();
         self.flush()?;
         if let Some(path) = &self.path {
             self.sink = Sink::File(open_file(path)?);
         }
         Ok(())
+    }
+
+    /// SIGUSR2, for logrotate's `copytruncate`, which copies the file and
+    /// then truncates it: a line written between the two would be in
+    /// neither. Writes what is pending, then keeps lines in memory, and
+    /// says so by creating `PATH.held` ([`hold_marker`]), which the
+    /// prerotate script waits for. The SIGHUP of postrotate ends the hold
+    /// ([`Self::reopen`]), or [`HOLD_LIMIT`] or [`HOLD_BYTES`] does, with a
+    /// warning. Standard output is never held.
+    pub fn hold(&mut self) -> anyhow::Result<()> {
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        self.write_pending()?;
+        let marker = hold_marker(&path);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&marker)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", marker.display()))?;
+        self.held.get_or_insert(Held {
+            since: std::time::Instant::now(),
+            marker,
+        });
+        Ok(())
+    }
+
+    /// Ends a hold; what it kept goes out with the next write.
+    pub fn release(&mut self) {
+        if let Some(held) = self.held.take() {
+            let _ = std::fs::remove_file(&held.marker);
+        }
+    }
+
+    /// Whether a hold keeps lines back now; one past its limits ends.
+    fn holding(&mut self) -> bool {
+        let Some(held) = &self.held else {
+            return false;
+        };
+        let elapsed = held.since.elapsed();
+        if elapsed < HOLD_LIMIT && self.pending.len() < HOLD_BYTES {
+            return true;
+        }
+        log::warn!(
+            "output held for {}s and {} KiB without the SIGHUP that ends a hold \
+             (logrotate's postrotate): writing again",
+            elapsed.as_secs(),
+            self.pending.len() >> 10
+        );
+        self.release();
+        false
     }
 
     /// The output file rotates by size (see [`Rotation`]).
@@ -296,7 +378,7 @@ impl Output {
     }
 
     fn write_pending(&mut self) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.holding() {
             return Ok(());
         }
         let written = match &mut self.sink {
@@ -351,6 +433,8 @@ impl Output {
             }
         };
         self.pending.clear();
+        // A hold may have grown it far past a batch.
+        self.pending.shrink_to(PENDING_BYTES + 4096);
         written
     }
 
@@ -754,6 +838,61 @@ mod tests {
         assert_eq!((rotated.lines().count(), fresh.lines().count()), (2, 1));
         assert!(fresh.contains("\"final\":true"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// SIGUSR2 then `copytruncate` then SIGHUP: what was written before the
+    /// hold is in the copy, what came during it in the truncated file, and
+    /// the marker says the hold exactly while it lasts.
+    #[test]
+    fn a_hold_keeps_lines_from_a_copy_and_truncate() {
+        let dir = scratch("hold");
+        let path = dir.join("out.jsonl");
+        let marker = hold_marker(&path);
+        std::fs::write(&marker, "").unwrap();
+        let mut output = Output::open(Format::Json, Some(&path)).unwrap();
+        assert!(!marker.exists(), "a stale marker outlived the open");
+        output.stats(&stats(false)).unwrap();
+        output.hold().unwrap();
+        assert!(marker.exists());
+        output.stats(&stats(false)).unwrap();
+        output.stats(&stats(false)).unwrap();
+        // logrotate's copytruncate, between prerotate and postrotate.
+        std::fs::copy(&path, dir.join("out.jsonl.1")).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        output.reopen().unwrap();
+        assert!(!marker.exists());
+        output.stats(&stats(true)).unwrap();
+        let copied = std::fs::read_to_string(dir.join("out.jsonl.1")).unwrap();
+        let fresh = std::fs::read_to_string(&path).unwrap();
+        assert_eq!((copied.lines().count(), fresh.lines().count()), (1, 3));
+        assert!(fresh.ends_with("\"final\":true}\n"), "{fresh}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A hold nobody ends (logrotate died after its prerotate) ends by
+    /// itself at its limit; standard output is never held.
+    #[test]
+    fn a_hold_past_its_limit_writes_again() {
+        let dir = scratch("hold-limit");
+        let path = dir.join("out.jsonl");
+        let mut output = Output::open(Format::Json, Some(&path)).unwrap();
+        output.hold().unwrap();
+        output.stats(&stats(false)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        output.held.as_mut().unwrap().since -= HOLD_LIMIT;
+        output.stats(&stats(false)).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        assert!(!hold_marker(&path).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let mut stdout = Output::new(Format::Json, Box::new(io::sink()));
+        stdout.hold().unwrap();
+        assert!(stdout.held.is_none());
     }
 
     /// A full disk (`/dev/full` refuses every write with ENOSPC): no error
