@@ -13,6 +13,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::{
     cli::TraceArgs,
     kernel::{
+        allocator,
         clock::{WallClock, boot_ns},
         conntrack::Conntrack,
         decode::{self, Decoder},
@@ -85,7 +86,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
     privileges::check()?;
     let tracefs = tracefs::find_or_mount()?;
     let facts = KernelFacts::read(&tracefs)?;
-    return_freed_memory();
+    allocator::return_freed_memory();
     if let Some(set_state) = facts
         .probes
         .iter()
@@ -99,7 +100,7 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         log::warn!("without {name}, off: {what}");
     }
     let mut tracer = Tracer::load(&facts, &ports, args.ring_buffer_bytes(), &tls)?;
-    return_freed_memory();
+    allocator::return_freed_memory();
     for probe in tracer.probes.iter().filter(|p| !p.attached) {
         log::warn!(
             "{} not attached: {}",
@@ -232,18 +233,6 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Hands the pages freed since start-up back to the system. Start-up parses
-/// the kernel's BTF twice (ours for the facts, aya's for the BTF
-/// tracepoint), each some 30 MB freed soon after; mimalloc purges freed
-/// pages only as the thread that freed them allocates again, and this one
-/// then waits on the ring for weeks: without a collection after each parse
-/// they stayed resident (146 MB idle instead of 88 MB with the default
-/// ring), and the two parses added up in the peak.
-fn return_freed_memory() {
-    // SAFETY: mimalloc's own collection; no pointer crosses.
-    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// Names the programs behind the final stats' `missed`, for whoever has to

@@ -5,6 +5,7 @@
 //! decoder. The only room with `unsafe`, `libc` and system calls (as aya
 //! keeps them in its `sys/`); it never imports `session` or `output`.
 
+pub mod allocator;
 pub mod btf;
 pub mod clock;
 pub mod conntrack;
