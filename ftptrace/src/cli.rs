@@ -46,6 +46,10 @@ pub enum Command {
     /// Replays a recording (`trace --record`) into the lines its run
     /// printed, without root or the kernel it came from.
     Replay(ReplayArgs),
+    /// Writes one self-contained HTML report of recordings or JSON-lines
+    /// logs: sessions over time by cause, the most failing clients and
+    /// servers, and each session's ladder diagram.
+    Report(ReportArgs),
     /// Prints the completion script for a shell (bash, zsh, fish, ...).
     Completions {
         #[arg(value_enum)]
@@ -131,6 +135,17 @@ impl ReplayArgs {
     pub fn format(&self) -> Format {
         default_format(self.format, false)
     }
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct ReportArgs {
+    /// Recordings (`trace --record`) and JSON-lines files (`--output`, or
+    /// lines exported from a log pipeline), in any mix.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// The HTML file to write (replaced whole).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: PathBuf,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -340,7 +355,11 @@ mod tests {
         Ok(match cli.command {
             Some(Command::Trace(args)) => args,
             Some(
-                Command::Check(_) | Command::Replay(_) | Command::Completions { .. } | Command::Man,
+                Command::Check(_)
+                | Command::Replay(_)
+                | Command::Report(_)
+                | Command::Completions { .. }
+                | Command::Man,
             ) => panic!("not a trace command"),
             None => cli.trace,
         })

@@ -31,6 +31,7 @@ pub mod ports;
 pub mod printable;
 pub mod recording;
 pub mod replay;
+pub mod report;
 pub mod service_manager;
 pub mod session;
 pub mod tls_alert;

@@ -8,7 +8,7 @@ use ftptrace::{
     cli::{Cli, Command},
     diagnostics,
     output::OutputClosed,
-    replay, trace,
+    replay, report, trace,
 };
 
 /// Every kernel event allocates a little on its way to a line (names,
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Some(Command::Replay(args)) => replay::run(args),
+        Some(Command::Report(args)) => report::run(args),
         Some(Command::Completions { shell }) => {
             let mut script = Vec::new();
             Cli::completions(*shell, &mut script);

@@ -156,7 +156,7 @@ impl NatLookup for RecordedNat {
     }
 }
 
-/// For tests: a recording's lines in `format`.
+/// A recording's lines in `format`, in memory (`ftptrace report`, tests).
 pub fn lines(recording: &Recording, format: Format) -> anyhow::Result<String> {
     filtered_lines(recording, format, None)
 }

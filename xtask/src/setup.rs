@@ -29,6 +29,8 @@ const PACKAGES: &[&str] = &[
     // The metrics test scrapes --metrics with Debian's Prometheus, and
     // checks the shipped rules with its promtool.
     "prometheus",
+    // The report test opens `ftptrace report`'s page in headless Chromium.
+    "chromium",
 ];
 
 /// Debian packages `cargo xtask vm` adds: QEMU, depmod for the guest
