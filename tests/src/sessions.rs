@@ -131,8 +131,10 @@ pub fn assert_says_events_were_lost(session: &Session) {
             .unknown
             .iter()
             .any(|u| u.contains("lost while it was open")),
-        "an inexact session that does not say events were lost: {}{}",
+        "an inexact session that does not say events were lost: {} user {:?} commands {:?}{}",
         session.brief(),
+        session.user_name(),
+        session.commands,
         session.timeline_text()
     );
 }
