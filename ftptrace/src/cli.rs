@@ -120,9 +120,12 @@ impl FilterArgs {
 
 #[derive(Clone, Debug, Args)]
 pub struct ReplayArgs {
-    /// A recording made with `ftptrace trace --record FILE`.
-    #[arg(value_name = "FILE")]
-    pub file: PathBuf,
+    /// Recordings made with `ftptrace trace --record FILE`. Recordings of
+    /// the same hours on several hosts (the client's and the server's) are
+    /// joined into one run: each connection both traced is one session
+    /// with both ends; others are replayed one after another.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
     /// Filters in place of the run's own (without any, the run's apply).
     #[command(flatten)]
     pub filter: FilterArgs,

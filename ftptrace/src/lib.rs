@@ -22,6 +22,7 @@ pub mod diagnostics;
 pub mod dns;
 pub mod event;
 pub mod ftp;
+pub mod joined_replay;
 pub mod kernel;
 pub mod line_filter;
 pub mod metrics_server;

@@ -199,16 +199,33 @@ impl Pipeline {
     /// One ring buffer record. A control segment's bytes that may hold a
     /// secret are masked in `bytes` afterwards (the parser tells which).
     pub fn record(&mut self, bytes: &mut [u8], output: &mut Output) -> anyhow::Result<()> {
-        let mut event = match self.decoder.decode(bytes) {
-            Ok(event) => event,
+        let decoded = self.decoder.decode(bytes);
+        match decoded {
+            Ok(event) => self.event(event, Some(bytes), output),
             Err(error) => {
-                if self.undecodable == 0 {
-                    log::warn!("cannot decode a kernel record ({error}); counting them in stats");
-                }
-                self.undecodable += 1;
-                return Ok(());
+                self.undecodable(&error);
+                Ok(())
             }
-        };
+        }
+    }
+
+    /// A record that could not be decoded: counted in `stats`.
+    pub fn undecodable(&mut self, error: &dyn std::fmt::Display) {
+        if self.undecodable == 0 {
+            log::warn!("cannot decode a kernel record ({error}); counting them in stats");
+        }
+        self.undecodable += 1;
+    }
+
+    /// One decoded record (a joined replay decodes each host's with its
+    /// own decoder). A control segment's payload, masked where the parser
+    /// saw a secret, is put back into `bytes` when given.
+    pub fn event(
+        &mut self,
+        mut event: KernelEvent,
+        bytes: Option<&mut [u8]>,
+        output: &mut Output,
+    ) -> anyhow::Result<()> {
         if let EventKind::DnsAnswer(answer) = &event.kind {
             // Never a line, nor a socket to follow: it names servers.
             if let Some(answer) = answer {
@@ -243,7 +260,9 @@ impl Pipeline {
             let said = self
                 .control
                 .segment(event.sock, local_is_server, who.seen_opening, segment);
-            decode::put_control_payload(bytes, segment.payload.bytes());
+            if let Some(bytes) = bytes {
+                decode::put_control_payload(bytes, segment.payload.bytes());
+            }
             self.sessions.observe(&event, &mut self.evicted);
             for kind in said {
                 let said = event.with_kind(kind);

@@ -122,6 +122,27 @@ fn default_max_sessions() -> usize {
 }
 
 impl Meta {
+    /// Refuses a recording of kernel records this ftptrace cannot read.
+    pub fn check_wire_version(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.wire_version == ftptrace_common::WIRE_VERSION,
+            "the recording holds kernel records of wire version {} (ftptrace {}); this ftptrace \
+             reads version {}",
+            self.wire_version,
+            self.ftptrace,
+            ftptrace_common::WIRE_VERSION
+        );
+        Ok(())
+    }
+
+    /// The recorded run's host and run; a recording from before schema 2:
+    /// host `unknown`, its session prefix (hex) padded to a run id.
+    pub fn origin(&self) -> crate::output::Origin {
+        self.origin.clone().unwrap_or_else(|| {
+            crate::output::Origin::unknown(Some(format!("{:0>32}", self.session_prefix)))
+        })
+    }
+
     pub fn pattern_rules(&self) -> PatternRules {
         PatternRules {
             failures: self.repeat_failures,
@@ -491,6 +512,33 @@ fn symbols_of(mut bytes: &[u8]) -> Option<Vec<(u64, String)>> {
         bytes = rest;
     }
     Some(named)
+}
+
+/// The NAT's answers as the run got them: the same question gets the same
+/// answer.
+pub struct RecordedNat(
+    std::collections::HashMap<(std::net::SocketAddr, std::net::SocketAddr), crate::session::Tuple>,
+);
+
+impl From<Vec<NatAnswer>> for RecordedNat {
+    fn from(answers: Vec<NatAnswer>) -> Self {
+        Self(
+            answers
+                .into_iter()
+                .filter_map(|a| Some(((a.local, a.peer), a.before_nat?)))
+                .collect(),
+        )
+    }
+}
+
+impl crate::pipeline::NatLookup for RecordedNat {
+    fn before_nat(
+        &mut self,
+        local: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
+    ) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        self.0.get(&(local, peer)).copied()
+    }
 }
 
 #[cfg(test)]

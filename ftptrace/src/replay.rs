@@ -1,34 +1,62 @@
 //! `ftptrace replay FILE`: a recording fed through the same [`Pipeline`] as
 //! the live run, in the same batches, so it prints the same lines.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use crate::{
     cli::{Format, ReplayArgs},
+    joined_replay,
     kernel::clock::WallClock,
     kernel::decode::{self, Decoder},
     kernel::kallsyms::KernelSymbols,
     kernel::names::KernelNames,
     line_filter::Wanted,
-    output::{Origin, Output},
-    pipeline::{NatAnswer, NatLookup, Pipeline},
-    recording::{Frame, Recording, Seeds},
-    session::Tuple,
+    output::Output,
+    pipeline::Pipeline,
+    recording::{Frame, RecordedNat, Recording, Seeds},
 };
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut output = Output::open(args.format(), None)?;
-    let recording = Recording::read(&args.file)?;
+    let recordings = args
+        .files
+        .iter()
+        .map(|f| Recording::read(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let wanted = args.filter.wanted();
     let filter = (!wanted.is_everything()).then_some(wanted);
-    replay_filtered(&recording, &mut output, filter)?;
-    if recording.truncated_tail > 0 {
-        log::warn!(
-            "{} ends with {} byte(s) of a cut frame (was its run killed?); \
-             everything before them was replayed",
-            args.file.display(),
-            recording.truncated_tail
-        );
+    replay_all(&recordings, &args.files, &mut output, filter)?;
+    for (recording, file) in recordings.iter().zip(&args.files) {
+        if recording.truncated_tail > 0 {
+            log::warn!(
+                "{} ends with {} byte(s) of a cut frame (was its run killed?); \
+                 everything before them was replayed",
+                file.display(),
+                recording.truncated_tail
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Several recordings: those of the same hours (several hosts) joined into
+/// one run, the others one after another, earliest first.
+pub fn replay_all(
+    recordings: &[Recording],
+    names: &[PathBuf],
+    output: &mut Output,
+    filter: Option<Wanted>,
+) -> anyhow::Result<()> {
+    let all: Vec<&Recording> = recordings.iter().collect();
+    for group in joined_replay::groups(&all) {
+        match group.as_slice() {
+            [one] => replay_filtered(all[*one], output, filter.clone())?,
+            _ => {
+                let members: Vec<&Recording> = group.iter().map(|i| all[*i]).collect();
+                let names: Vec<PathBuf> = group.iter().map(|i| names[*i].clone()).collect();
+                joined_replay::replay(&members, &names, output, filter.clone())?;
+            }
+        }
     }
     Ok(())
 }
@@ -46,14 +74,7 @@ pub fn replay_filtered(
     filter: Option<Wanted>,
 ) -> anyhow::Result<()> {
     let meta = &recording.meta;
-    anyhow::ensure!(
-        meta.wire_version == ftptrace_common::WIRE_VERSION,
-        "the recording holds kernel records of wire version {} (ftptrace {}); this ftptrace reads \
-         version {}",
-        meta.wire_version,
-        meta.ftptrace,
-        ftptrace_common::WIRE_VERSION
-    );
+    meta.check_wire_version()?;
     let decoder = Decoder::with_symbols(
         KernelNames::from(&meta.names),
         KernelSymbols::resolved(recording.symbols()),
@@ -79,13 +100,7 @@ pub fn replay_filtered(
     .with_pattern_rules(meta.pattern_rules())
     .with_nat_lookup(Box::new(RecordedNat::from(recording.nat_answers()?)))
     .with_filter(filter.unwrap_or_else(|| meta.filter.clone()));
-    // The recorded run's host and run; a recording from before schema 2:
-    // host `unknown`, its session prefix (hex) padded to a run id.
-    output.set_origin(
-        meta.origin
-            .clone()
-            .unwrap_or_else(|| Origin::unknown(Some(format!("{:0>32}", meta.session_prefix)))),
-    );
+    output.set_origin(meta.origin());
     let mut start = meta.start.clone();
     if start.ts.is_empty() {
         start.ts = WallClock::with_offset(meta.clock_offset_ns)
@@ -131,31 +146,6 @@ pub fn replay_filtered(
     output.flush()
 }
 
-/// The NAT's answers as the run got them: the same question gets the same
-/// answer.
-struct RecordedNat(std::collections::HashMap<(SocketAddr, SocketAddr), Tuple>);
-
-impl From<Vec<NatAnswer>> for RecordedNat {
-    fn from(answers: Vec<NatAnswer>) -> Self {
-        Self(
-            answers
-                .into_iter()
-                .filter_map(|a| Some(((a.local, a.peer), a.before_nat?)))
-                .collect(),
-        )
-    }
-}
-
-impl NatLookup for RecordedNat {
-    fn before_nat(
-        &mut self,
-        local: SocketAddr,
-        peer: SocketAddr,
-    ) -> Option<(SocketAddr, SocketAddr)> {
-        self.0.get(&(local, peer)).copied()
-    }
-}
-
 /// A recording's lines in `format`, in memory (`ftptrace report`, tests).
 pub fn lines(recording: &Recording, format: Format) -> anyhow::Result<String> {
     filtered_lines(recording, format, None)
@@ -166,6 +156,24 @@ pub fn filtered_lines(
     recording: &Recording,
     format: Format,
     filter: Option<Wanted>,
+) -> anyhow::Result<String> {
+    in_memory(format, |output| replay_filtered(recording, output, filter))
+}
+
+/// Several recordings' lines in `format`, in memory, as [`replay_all`]
+/// writes them (those of the same hours joined).
+pub fn all_lines(
+    recordings: &[Recording],
+    names: &[PathBuf],
+    format: Format,
+) -> anyhow::Result<String> {
+    in_memory(format, |output| replay_all(recordings, names, output, None))
+}
+
+/// What `write` writes to an output in `format`, as a string.
+fn in_memory(
+    format: Format,
+    write: impl FnOnce(&mut Output) -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
     #[derive(Clone, Default)]
     struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
@@ -183,7 +191,7 @@ pub fn filtered_lines(
     }
     let shared = Shared::default();
     let mut output = Output::new(format, Box::new(shared.clone()));
-    replay_filtered(recording, &mut output, filter)?;
+    write(&mut output)?;
     drop(output);
     let bytes = shared
         .0

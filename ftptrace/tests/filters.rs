@@ -3,10 +3,9 @@
 //! what a filtered replay writes is exactly the part of the unfiltered
 //! replay's lines the filter describes, worked out here from those lines.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
-};
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use ftptrace::{
     cli::Format,
@@ -15,17 +14,6 @@ use ftptrace::{
     replay,
 };
 use serde_json::Value;
-
-fn recordings() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/recordings");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "rec"))
-        .collect();
-    found.sort();
-    found
-}
 
 /// A replay's lines, parsed, by type.
 struct Lines {
@@ -84,7 +72,7 @@ fn failed(session: &str) -> bool {
 #[test]
 fn failures_only_keeps_failed_sessions_and_exactly_their_events() {
     let mut seen_both = 0;
-    for path in recordings() {
+    for path in common::recordings() {
         let recording = Recording::read(&path).unwrap();
         let all = lines_of(&recording, None);
         let only = lines_of(
@@ -125,7 +113,7 @@ fn failures_only_keeps_failed_sessions_and_exactly_their_events() {
 
 #[test]
 fn address_family_and_namespace_filters_keep_their_part() {
-    for path in recordings() {
+    for path in common::recordings() {
         let recording = Recording::read(&path).unwrap();
         let all = lines_of(&recording, None);
         let name = path.display();

@@ -3,26 +3,11 @@
 //! (`.jsonl`) and the text timeline kept beside it (`.txt`). Any change in
 //! what ftptrace makes of the same kernel records shows here as a diff.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 
 use ftptrace::{cli::Format, recording::Recording, replay};
-
-fn recordings() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/recordings");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "rec"))
-        .collect();
-    found.sort();
-    assert!(
-        found.len() >= 20,
-        "only {} recordings in {}",
-        found.len(),
-        dir.display()
-    );
-    found
-}
 
 fn expected(recording: &Path, extension: &str) -> String {
     let path = recording.with_extension(extension);
@@ -40,7 +25,7 @@ fn first_difference(actual: &str, expected: &str) -> String {
 
 #[test]
 fn every_recording_replays_to_the_lines_of_its_run() {
-    for path in recordings() {
+    for path in common::recordings() {
         let recording = Recording::read(&path).unwrap();
         assert_eq!(recording.truncated_tail, 0, "{}", path.display());
         for (format, extension) in [(Format::Json, "jsonl"), (Format::Text, "txt")] {
@@ -60,7 +45,7 @@ fn every_recording_replays_to_the_lines_of_its_run() {
 /// with the recording.
 #[test]
 fn a_cut_recording_replays_what_it_has() {
-    let path = recordings()
+    let path = common::recordings()
         .into_iter()
         .find(|p| p.ends_with("clean_download_links_its_data_connection_by_announcement_alone.rec"))
         .expect("the clean download recording");

@@ -4,20 +4,11 @@
 //! the JSON lines of its replay make the same page, and hostile text from a
 //! log is escaped.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use ftptrace::report::{self, input};
-
-fn recordings() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/recordings");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "rec"))
-        .collect();
-    found.sort();
-    found
-}
 
 fn page_of(paths: &[PathBuf]) -> (input::Evidence, String) {
     let evidence = input::read(paths).expect("the inputs");
@@ -32,7 +23,7 @@ fn count(haystack: &str, needle: &str) -> usize {
 
 #[test]
 fn every_session_of_every_recording_is_in_the_page_with_its_cause() {
-    let all = recordings();
+    let all = common::recordings();
     assert!(all.len() > 20, "{} recordings", all.len());
     let (evidence, page) = page_of(&all);
     assert_eq!(evidence.skipped, 0);
@@ -61,7 +52,7 @@ fn every_session_of_every_recording_is_in_the_page_with_its_cause() {
 #[test]
 fn the_ladders_mark_each_reset_retransmit_drop_and_probe() {
     let mut marked = 0;
-    for recording in recordings() {
+    for recording in common::recordings() {
         let (evidence, page) = page_of(std::slice::from_ref(&recording));
         let drawn = |kind: &str| {
             evidence
@@ -107,7 +98,7 @@ fn the_ladders_mark_each_reset_retransmit_drop_and_probe() {
 /// the input's name.
 #[test]
 fn a_recording_and_its_json_lines_make_the_same_page() {
-    for recording in recordings().into_iter().take(8) {
+    for recording in common::recordings().into_iter().take(8) {
         let lines = recording.with_extension("jsonl");
         let (_, from_recording) = page_of(std::slice::from_ref(&recording));
         let (_, from_lines) = page_of(std::slice::from_ref(&lines));

@@ -66,6 +66,7 @@
 
 pub mod blind_spot;
 pub mod checks;
+pub mod chromium;
 pub mod client;
 pub mod conversation;
 pub mod counters;

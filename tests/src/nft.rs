@@ -133,6 +133,21 @@ pub fn render(rules: &[Rule]) -> String {
     text
 }
 
+/// A middlebox on the data path, in the client's namespace: data segments
+/// (longer than any bare ACK) from the server's passive ports never reach
+/// the client, and the server gets a reset "from the client" instead. The
+/// client's own packets leave with TTL 63, the forged resets with the
+/// stack's 64: a device one hop nearer than the peer.
+pub fn forge_resets_on_data(client: &NetNs) {
+    apply(
+        client,
+        &[
+            Rule::reset_data_from(&crate::vsftpd::PASSIVE_PORTS, 200),
+            Rule::ttl_except_resets(63),
+        ],
+    );
+}
+
 /// Loads `rules` into `ns` with `nft -f -`.
 #[track_caller]
 pub fn apply(ns: &NetNs, rules: &[Rule]) {

@@ -8,6 +8,7 @@ use std::{
 
 use crate::unique_name;
 
+#[derive(Debug)]
 pub struct TempDir(PathBuf);
 
 impl TempDir {

@@ -997,6 +997,7 @@ impl Tracer {
             summaries,
             stderr,
             lines: all_lines,
+            recording: self.recording.take(),
         }
     }
 }
@@ -1077,9 +1078,17 @@ pub struct Trace {
     pub stderr: String,
     /// Every line printed on standard output, the start line first.
     pub lines: Vec<String>,
+    /// The run's recording (`--record`), while the trace lives.
+    recording: Option<(TempDir, PathBuf)>,
 }
 
 impl Trace {
+    /// Where the run recorded its kernel records (a `trace` run always
+    /// does); removed with the trace.
+    pub fn recording(&self) -> Option<&std::path::Path> {
+        self.recording.as_ref().map(|(_, path)| path.as_path())
+    }
+
     /// Events in `ns` (the tracer sees every namespace).
     pub fn in_netns(&self, ns: &NetNs) -> Vec<&Event> {
         self.events

@@ -6,7 +6,7 @@ use tests::{
     checks::{count, resets_sent},
     client::Lftp,
     netns::{NsPair, SERVER_V4},
-    nft::{self, Rule},
+    nft,
     observe::observe,
     sessions::only_session,
     tracer::{Kind, Side, Tracer},
@@ -20,17 +20,7 @@ fn forged_reset_on_data_connection_matches_estab_resets() {
         || {
             let net = NsPair::new();
             let _ftp = Vsftpd::start(&net.server, VsftpdConfig::new(Listen::V4(SERVER_V4)));
-            // Data segments (longer than any bare ACK) from the server's passive
-            // ports never reach curl; the server gets a RST "from the client".
-            // The client's own packets leave with TTL 63, the forged resets
-            // with the stack's 64: a device one hop nearer than the peer.
-            nft::apply(
-                &net.client,
-                &[
-                    Rule::reset_data_from(&PASSIVE_PORTS, 200),
-                    Rule::ttl_except_resets(63),
-                ],
-            );
+            nft::forge_resets_on_data(&net.client);
             // lftp, not curl: on vsftpd's "426 Failure writing network stream" it
             // ends the session with QUIT. curl would wait for data until its own
             // timeout and then close the control connection with that reply unread,

@@ -6,10 +6,11 @@
 //! `TcpExt.TCPSynRetrans` in both namespaces) and no console error; a
 //! screenshot is kept under target/test-artifacts/.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use tests::{
     checks::segments,
+    chromium::{count, dom_without_console_errors, keep_screenshot},
     client::{Curl, ftp_url},
     netns::{NsPair, SERVER_V4},
     nft::{self, Rule},
@@ -22,30 +23,6 @@ use tests::{
 
 /// In the tracer's port set, and nothing listens on it.
 const CLOSED_PORT: u16 = 2121;
-
-/// Chromium, headless, on `page`: `--dump-dom` after the page's script ran,
-/// or a screenshot; its stderr has the console's messages.
-fn chromium(page: &Path, mode: &[String]) -> tests::process::Finished {
-    run(
-        Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--enable-logging=stderr",
-                "--v=0",
-                "--window-size=1280,1600",
-            ])
-            .args(mode)
-            .arg(format!("file://{}", page.display())),
-        Duration::from_secs(120),
-    )
-}
-
-fn count(haystack: &str, needle: &str) -> i64 {
-    haystack.matches(needle).count() as i64
-}
 
 #[test]
 fn the_report_opens_in_chromium_with_every_session_and_the_kernels_marks() {
@@ -83,17 +60,7 @@ fn the_report_opens_in_chromium_with_every_session_and_the_kernels_marks() {
             );
             assert!(made.success(), "ftptrace report: {made:?}");
 
-            let dom = chromium(&page, &["--dump-dom".into()]);
-            assert!(dom.success(), "chromium --dump-dom: {}", dom.stderr);
-            let html = &dom.stdout;
-            // No console error: Chromium logs the page's console messages
-            // and uncaught exceptions on stderr.
-            for line in dom.stderr.lines() {
-                assert!(
-                    !(line.contains("CONSOLE") || line.contains("Uncaught")),
-                    "a console message: {line}"
-                );
-            }
+            let html = &dom_without_console_errors(&page);
             // The script ran: it counted the sessions it shows.
             let shown = format!("{} shown", trace.sessions.len());
             assert!(html.contains(&shown), "no \"{shown}\" in the DOM");
@@ -158,9 +125,6 @@ fn the_report_opens_in_chromium_with_every_session_and_the_kernels_marks() {
             assert_eq!(count(html, "class=\"dot drop\""), drops, "{ctx}");
 
             // The picture, kept for a person to look at.
-            let artifacts = tests::workspace_root().join("target/test-artifacts");
-            std::fs::create_dir_all(&artifacts).expect("target/test-artifacts");
-            let shot = artifacts.join("report.png");
             let opened = format!(
                 "{}#s-{}",
                 page.display(),
@@ -170,21 +134,88 @@ fn the_report_opens_in_chromium_with_every_session_and_the_kernels_marks() {
                     .find(|s| s.cause.as_deref() == Some("data_connection_blocked"))
                     .map_or("", |s| s.id.as_str())
             );
-            let screenshot = chromium(
-                Path::new(&opened),
-                &[format!("--screenshot={}", shot.display())],
+            keep_screenshot(&opened, "report.png");
+        },
+    );
+}
+
+/// The report of the whole suite: every scenario's recording (testdata,
+/// recorded by the root tests from real runs) in one page. In Chromium,
+/// after the script ran: every session of every run with its cause, as
+/// many marks of each kind as ftptrace wrote (none lost by the script),
+/// no console message; a screenshot of the overview is kept.
+#[test]
+fn the_whole_suites_report_opens_in_chromium_with_every_session() {
+    tests::root_test(
+        "the_whole_suites_report_opens_in_chromium_with_every_session",
+        || {
+            let dir = tests::workspace_root().join("ftptrace/testdata/recordings");
+            let mut recordings: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+                .expect("testdata/recordings")
+                .map(|e| e.expect("an entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rec"))
+                .collect();
+            recordings.sort();
+            assert!(recordings.len() >= 40, "{} recordings", recordings.len());
+            // Every session line of the runs, as their replays wrote them.
+            let mut sessions = std::collections::BTreeMap::new();
+            for recording in &recordings {
+                let lines = std::fs::read_to_string(recording.with_extension("jsonl"))
+                    .expect("the recording's lines");
+                for line in lines.lines() {
+                    let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+                    if value["type"] == "session" {
+                        let id = value["id"].as_str().unwrap_or_default().to_owned();
+                        let cause = value["cause"].as_str().unwrap_or("open").to_owned();
+                        let client = value["client"]["addr"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned();
+                        sessions.insert(id, (client, cause));
+                    }
+                }
+            }
+
+            let out = TempDir::new("suite-report");
+            let page = out.path().join("report.html");
+            let made = run(
+                Command::new(binary())
+                    .arg("report")
+                    .args(&recordings)
+                    .arg("-o")
+                    .arg(&page),
+                Duration::from_secs(120),
             );
+            assert!(made.success(), "ftptrace report: {made:?}");
+            let written = std::fs::read_to_string(&page).expect("the page");
+            let html = dom_without_console_errors(&page);
             assert!(
-                screenshot.success(),
-                "chromium --screenshot: {}",
-                screenshot.stderr
+                html.contains(&format!("{} shown", sessions.len())),
+                "the script did not count {} sessions",
+                sessions.len()
             );
-            let png = std::fs::read(&shot).expect("the screenshot");
-            assert!(
-                png.starts_with(b"\x89PNG") && png.len() > 10_000,
-                "{} bytes",
-                png.len()
+            assert_eq!(
+                count(&html, "<section class=\"session\""),
+                sessions.len() as i64
             );
+            for (id, (client, cause)) in &sessions {
+                let section = format!(
+                    "<section class=\"session\" id=\"s-{id}\" data-client=\"{client}\" data-cause=\"{cause}\""
+                );
+                assert_eq!(count(&html, &section), 1, "{section}");
+            }
+            for mark in [
+                "class=\"arrow reset-sent\"",
+                "class=\"arrow retransmit\"",
+                "class=\"dot reset-received\"",
+                "class=\"dot drop\"",
+                "class=\"arrow probe\"",
+            ] {
+                assert_eq!(count(&html, mark), count(&written, mark), "{mark}");
+            }
+            assert!(count(&html, "class=\"arrow reset-sent\"") >= 10);
+            assert!(count(&html, "class=\"arrow retransmit\"") >= 10);
+            keep_screenshot(&page.display().to_string(), "report-suite.png");
         },
     );
 }

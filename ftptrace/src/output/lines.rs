@@ -65,6 +65,30 @@ pub struct PortsLine {
     pub passive: Option<[u16; 2]>,
 }
 
+/// The first line of a joined replay (`ftptrace replay client.rec
+/// server.rec`): the recordings joined, each host's clock against the
+/// first's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinLine {
+    /// The joined run's first batch, on the first host's clock.
+    pub ts: String,
+    pub inputs: Vec<JoinedInput>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinedInput {
+    pub host: HostLine,
+    pub run: String,
+    /// This host's clock minus the first's, in nanoseconds, as estimated
+    /// (its events are moved back by it): 0 for the first.
+    pub clock_offset_ns: i64,
+    /// `[lowest, highest]` the offset can be, when segments both ways
+    /// bounded it; null when they did not (or disagreed).
+    pub offset_bounds_ns: Option<[i64; 2]>,
+    /// Connections this host and the first both traced that bound it.
+    pub connections: u64,
+}
+
 /// Failing clients a `summary` line lists at most.
 pub const FAILING_CLIENTS_LISTED: usize = 10;
 

@@ -14,5 +14,8 @@ pub mod session_line;
 pub mod text;
 pub mod writer;
 
-pub use lines::{HostLine, Origin, PatternLine, PortsLine, SCHEMA, SessionRecord, Start, Stats};
+pub use lines::{
+    HostLine, JoinLine, JoinedInput, Origin, PatternLine, PortsLine, SCHEMA, SessionRecord, Start,
+    Stats,
+};
 pub use writer::{Format, Output, OutputClosed};

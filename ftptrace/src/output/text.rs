@@ -5,12 +5,38 @@
 
 use std::fmt::Write as _;
 
-use super::lines::{Origin, PatternLine, SessionRecord, Start, Stats, Summary};
+use super::lines::{JoinLine, Origin, PatternLine, SessionRecord, Start, Stats, Summary};
 use crate::{
     event::KernelEvent,
     ftp::Side,
     session::{Placement, attribution::Attribution, model::TIMELINE_HEAD},
 };
+
+/// A joined replay's first lines: the hosts, and each one's clock.
+pub fn join(join: &JoinLine, origin: &Origin) -> Vec<String> {
+    let ms = |ns: i64| ns as f64 / 1e6;
+    let mut lines = vec![format!(
+        "{} recordings joined as run {} ({}), times on {}'s clock",
+        join.inputs.len(),
+        origin.run,
+        origin.host.name,
+        join.inputs.first().map_or("?", |i| i.host.name.as_str())
+    )];
+    for input in join.inputs.iter().skip(1) {
+        let bounds = match input.offset_bounds_ns {
+            Some([lo, hi]) => format!(" (between {:+.3} and {:+.3} ms)", ms(lo), ms(hi)),
+            None => String::new(),
+        };
+        lines.push(format!(
+            "  {} (run {}): clock {:+.3} ms{bounds}, from {} connection(s) both traced",
+            input.host.name,
+            input.run,
+            ms(input.clock_offset_ns),
+            input.connections
+        ));
+    }
+    lines
+}
 
 /// The start line, and a line for each probe off or on a lesser rung.
 pub fn start(start: &Start, origin: &Origin) -> Vec<String> {

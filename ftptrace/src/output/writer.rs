@@ -14,8 +14,8 @@ use serde::Serialize;
 use super::{
     event_json,
     lines::{
-        Details, EventLine, Origin, PatternLine, SCHEMA, SessionRecord, Start, Stats, Summary,
-        Tagged,
+        Details, EventLine, JoinLine, Origin, PatternLine, SCHEMA, SessionRecord, Start, Stats,
+        Summary, Tagged,
     },
     rotation::Rotation,
     session_line::LINE_LIMIT,
@@ -340,6 +340,18 @@ impl Output {
             Format::Json => self.json_line("pattern", line),
             Format::Text => self.text(&text::pattern(line)),
         }
+    }
+
+    pub fn join(&mut self, join: &JoinLine) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => self.json_line("join", join)?,
+            Format::Text => {
+                for line in text::join(join, &self.origin) {
+                    self.text(&line)?;
+                }
+            }
+        }
+        self.flush()
     }
 
     pub fn summary(&mut self, summary: &Summary) -> anyhow::Result<()> {

@@ -1,12 +1,12 @@
 //! What a report reads: recordings (replayed here, as `ftptrace replay`
-//! would) and JSON-lines files (`--output`, or lines exported from a log
+//! would: those of the same hours on several hosts joined) and JSON-lines files (`--output`, or lines exported from a log
 //! pipeline), into the sessions, each session's events, and each run's
 //! losses. Every byte is someone else's: a line that is not ftptrace's is
 //! counted and skipped, never trusted to be complete.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
 use serde::Deserialize;
@@ -253,8 +253,7 @@ pub fn read(paths: &[PathBuf]) -> anyhow::Result<Evidence> {
     let mut evidence = Evidence::default();
     let mut sessions: HashMap<(String, String), SessionLine> = HashMap::new();
     let mut unplaced = Vec::new();
-    for path in paths {
-        let text = lines_of(path)?;
+    for text in texts_of(paths)? {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             match serde_json::from_str::<Line>(line) {
                 Ok(Line::Session(session)) => {
@@ -274,8 +273,8 @@ pub fn read(paths: &[PathBuf]) -> anyhow::Result<Evidence> {
                 Err(_) => evidence.skipped += 1,
             }
         }
-        evidence.inputs.push(path.clone());
     }
+    evidence.inputs = paths.to_vec();
     let mut sessions: Vec<SessionLine> = sessions.into_values().collect();
     sessions.sort_by(|a, b| (&a.start, &a.host.name, &a.id).cmp(&(&b.start, &b.host.name, &b.id)));
     evidence.sessions = sessions;
@@ -286,14 +285,31 @@ pub fn read(paths: &[PathBuf]) -> anyhow::Result<Evidence> {
     Ok(evidence)
 }
 
-/// The JSON lines of one input: a recording's replay, or the file itself.
-fn lines_of(path: &Path) -> anyhow::Result<String> {
-    let bytes =
-        std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    match Recording::parse(&bytes) {
-        Ok(recording) => replay::lines(&recording, Format::Json)
-            .map_err(|e| anyhow::anyhow!("cannot replay {}: {e:#}", path.display())),
-        Err(RecordingError::NotARecording) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+/// The JSON lines of the inputs: the recordings replayed (those of the
+/// same hours on several hosts joined into one run), the other files as
+/// they are.
+fn texts_of(paths: &[PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut texts = Vec::new();
+    let mut recordings = Vec::new();
+    let mut names = Vec::new();
+    for path in paths {
+        let bytes = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        match Recording::parse(&bytes) {
+            Ok(recording) => {
+                recordings.push(recording);
+                names.push(path.clone());
+            }
+            Err(RecordingError::NotARecording) => {
+                texts.push(String::from_utf8_lossy(&bytes).into_owned());
+            }
+            Err(e) => anyhow::bail!("{}: {e}", path.display()),
+        }
     }
+    if !recordings.is_empty() {
+        let replayed = replay::all_lines(&recordings, &names, Format::Json)
+            .map_err(|e| anyhow::anyhow!("cannot replay the recordings: {e:#}"))?;
+        texts.push(replayed);
+    }
+    Ok(texts)
 }

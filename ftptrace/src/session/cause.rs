@@ -365,7 +365,7 @@ fn connection_refused(session: &Session, control: Ending) -> Option<Diagnosis> {
     )];
     if control.closed_by == ClosedBy::Middlebox {
         evidence.push(
-            "the server's end on this host sent no reset: a firewall or middlebox answered".into(),
+            "the server's end (traced) sent no reset: a firewall or middlebox answered".into(),
         );
     }
     Some(found_at(
@@ -581,7 +581,7 @@ fn data_refused(session: &Session, data: &[(ConnId, Ending)]) -> Option<Diagnosi
     )];
     if ending.closed_by == ClosedBy::Middlebox {
         evidence.push(format!(
-            "the server's end of {} on this host sent no reset: a firewall or middlebox answered",
+            "the server's end of {} (traced) sent no reset: a firewall or middlebox answered",
             id.label()
         ));
     }
@@ -940,8 +940,8 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
     );
     let why = if conn.view(sender).is_some_and(|v| v.had_socket) {
         format!(
-            "both ends of {} are on this host and the {}'s TCP stack sent no reset: \
-             something in between forged it",
+            "both ends of {} are traced and the {}'s TCP stack sent no reset: something \
+             in between forged it",
             id.label(),
             Side::as_str(sender)
         )
@@ -951,7 +951,7 @@ fn middlebox_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Di
         format!(
             "it arrived with TTL {ttl} where the {}'s packets arrive with TTL {usual}: \
              sent from another distance, so probably by a device in between (the {}'s \
-             end is not on this host, so this is a hint, not a proof)",
+             end is not traced, so this is a hint, not a proof)",
             Side::as_str(sender),
             Side::as_str(sender)
         )
@@ -1099,8 +1099,7 @@ fn peer_reset(session: &Session, endings: &[(ConnId, Ending)]) -> Option<Diagnos
                 "it arrived with TTL {ttl}, as the peer's packets do ({usual})"
             ));
         }
-        evidence
-            .push("only the receiving end is on this host: a middlebox cannot be ruled out".into());
+        evidence.push("only the receiving end is traced: a middlebox cannot be ruled out".into());
     }
     Some(found_at(Cause::PeerReset, Some(*id), evidence))
 }

@@ -8,11 +8,13 @@
 //! ([`handshakes`]), names that resolve to another server each time
 //! ([`dns_flips`], from [`dns_names`]); kernel losses charged to the
 //! sessions they may belong to ([`losses`]); open connections by 4-tuple
-//! ([`tuple_index`]). Plain Rust, tested from hand-built event
+//! ([`tuple_index`]); two hosts' clocks from the connections both saw
+//! ([`clock_offset`]). Plain Rust, tested from hand-built event
 //! streams ([`script`]); it never imports `kernel` or `output`.
 
 pub mod attribution;
 pub mod cause;
+pub mod clock_offset;
 pub mod close;
 pub mod control_stream;
 pub mod dns_flips;
