@@ -336,6 +336,9 @@ impl Bench {
                     .join()
                     .map_err(|_| anyhow::anyhow!("the line reader panicked"))?;
                 run.latencies_us = lines.latencies_us;
+                if run.latencies_us.is_empty() {
+                    bail!("ftptrace wrote no event line whose `ts` the bench could read");
+                }
                 lines
                     .last_stats
                     .and_then(|line| serde_json::from_str(&line).ok())

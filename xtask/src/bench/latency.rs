@@ -38,11 +38,7 @@ pub fn collect(mut reader: impl BufRead + Send + 'static) -> JoinHandle<Lines> {
                 last_stats = Some(String::from_utf8_lossy(&line).into_owned());
                 continue;
             }
-            let Some(ts) = line
-                .strip_prefix(b"{\"type\":\"event\",\"ts\":\"")
-                .and_then(|rest| rest.get(..30))
-                .and_then(unix_ns)
-            else {
+            let Some(ts) = event_ts(&line) else {
                 continue;
             };
             let now = SystemTime::now()
@@ -56,6 +52,19 @@ pub fn collect(mut reader: impl BufRead + Send + 'static) -> JoinHandle<Lines> {
             last_stats,
         }
     })
+}
+
+/// An event line's `ts` (`{"type":"event","schema":2,"ts":"..."`), as
+/// nanoseconds since the epoch.
+fn event_ts(line: &[u8]) -> Option<u64> {
+    const TS: &[u8] = b"\"ts\":\"";
+    if !line.starts_with(b"{\"type\":\"event\"") {
+        return None;
+    }
+    // Within the envelope: the kind's own fields come after it.
+    let head = line.get(..64.min(line.len()))?;
+    let at = head.windows(TS.len()).position(|w| w == TS)? + TS.len();
+    unix_ns(line.get(at..at + 30)?)
 }
 
 /// `2026-12-03T01:33:48.793937370Z` as nanoseconds since the epoch.
@@ -107,6 +116,14 @@ mod tests {
             Some(1_796_261_628_793_937_370)
         );
         assert_eq!(unix_ns(b"not a time at all, not at all."), None);
+    }
+
+    #[test]
+    fn finds_the_ts_of_an_event_line_and_nothing_else() {
+        let event = br#"{"type":"event","schema":2,"ts":"2026-12-03T01:33:48.793937370Z","host":{"name":"vm"},"kind":"state"}"#;
+        assert_eq!(event_ts(event), Some(1_796_261_628_793_937_370));
+        let stats = br#"{"type":"stats","schema":2,"host":{"name":"vm"},"ts":"2026-12-03T01:33:48.793937370Z"}"#;
+        assert_eq!(event_ts(stats), None);
     }
 
     #[test]
