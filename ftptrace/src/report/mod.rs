@@ -225,6 +225,7 @@ h1 { margin-bottom: 0; } .summary { color: #555; margin-top: .2em; }
 td.n { text-align: right; padding-left: 1em; } tr.loss { color: #b00; }
 .axis { font-size: 11px; fill: #555; } .axis-line { stroke: #999; }
 #filter { display: flex; flex-wrap: wrap; gap: .5em 1.5em; margin: .5em 0 1em; position: sticky; top: 0; background: #fff; padding: .5em 0; }
+section.session { scroll-margin-top: 3.5em; }
 section.session summary { cursor: pointer; padding: .15em 0; }
 .when { font-variant-numeric: tabular-nums; color: #555; }
 .cause { border-left: 6px solid; padding-left: .4em; font-weight: 600; }
@@ -271,9 +272,16 @@ const SCRIPT: &str = r#"
   for (const id of ['f-client', 'f-cause', 'f-from', 'f-to']) {
     field(id).addEventListener('input', apply);
   }
-  if (location.hash) {
+  if (location.hash === '#all') {
+    // Every session open: to print the page, or to look at all of it.
+    for (const d of document.querySelectorAll('section.session details')) d.open = true;
+  } else if (location.hash) {
     const target = document.getElementById(decodeURIComponent(location.hash.slice(1)));
-    if (target) target.querySelector('details').open = true;
+    if (target) {
+      target.querySelector('details').open = true;
+      // The browser scrolled before the session opened: again, now.
+      target.scrollIntoView();
+    }
   }
 })();
 "#;
