@@ -244,3 +244,40 @@ fn recordings_of_different_hours_are_replayed_apart() {
         "the recordings replayed together differ from alone"
     );
 }
+
+/// The text a person reads: first the hosts joined and each one's clock.
+#[test]
+fn the_text_of_a_joined_replay_says_which_hosts_and_clocks() {
+    let path = common::recordings()
+        .into_iter()
+        .find(|p| p.ends_with("clean_passive_download_ipv4_matches_kernel_counters.rec"))
+        .expect("the clean download's recording");
+    let whole = json_lines(&replay::lines(&Recording::read(&path).unwrap(), Format::Json).unwrap());
+    let client_ns = client_namespaces(&whole);
+    let rest: BTreeSet<u64> = all_namespaces(&whole)
+        .difference(&client_ns)
+        .copied()
+        .collect();
+    let hosts = [
+        as_host(&path, &client_ns, "batch", 0),
+        as_host(&path, &rest, "ftp", SKEW_NS),
+    ];
+    let text = replay::all_lines(&hosts, &[path.clone(), path.clone()], Format::Text).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("2 recordings joined as run ")
+            && lines[0].ends_with("(batch+ftp), times on batch's clock"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("  ftp (run ")
+            && (lines[1].contains("clock +3699.9") || lines[1].contains("clock +3700.0"))
+            && lines[1].contains("(between +3699.")
+            && lines[1].ends_with("from 2 connection(s) both traced"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].contains(" on batch "), "{}", lines[2]);
+    assert!(text.contains(" on ftp "), "the server host's start line");
+}
