@@ -93,7 +93,8 @@ pub fn replay(
 ) -> anyhow::Result<()> {
     let mut hosts = recordings
         .iter()
-        .map(|r| Host::read(r))
+        .zip(names)
+        .map(|(r, name)| Host::read(r).map_err(|e| anyhow::anyhow!("{}: {e:#}", name.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
     // An address two hosts claim is the first's.
     let mut claimed: HashSet<IpAddr> = HashSet::new();

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
+
 use crate::{
     cli::{Format, ReplayArgs},
     joined_replay,
@@ -50,7 +52,10 @@ pub fn replay_all(
     let all: Vec<&Recording> = recordings.iter().collect();
     for group in joined_replay::groups(&all) {
         match group.as_slice() {
-            [one] => replay_filtered(all[*one], output, filter.clone())?,
+            // Named in an error, which stays what it was (a closed
+            // output is no error).
+            [one] => replay_filtered(all[*one], output, filter.clone())
+                .with_context(|| names[*one].display().to_string())?,
             _ => {
                 let members: Vec<&Recording> = group.iter().map(|i| all[*i]).collect();
                 let names: Vec<PathBuf> = group.iter().map(|i| names[*i].clone()).collect();
