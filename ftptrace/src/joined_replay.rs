@@ -15,6 +15,8 @@
 
 use std::{collections::HashSet, net::IpAddr, path::PathBuf};
 
+use anyhow::Context as _;
+
 use crate::{
     event::KernelEvent,
     kernel::{
@@ -94,7 +96,7 @@ pub fn replay(
     let mut hosts = recordings
         .iter()
         .zip(names)
-        .map(|(r, name)| Host::read(r).map_err(|e| anyhow::anyhow!("{}: {e:#}", name.display())))
+        .map(|(r, name)| Host::read(r).with_context(|| name.display().to_string()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     // An address two hosts claim is the first's.
     let mut claimed: HashSet<IpAddr> = HashSet::new();
@@ -162,6 +164,7 @@ pub fn replay(
     // Every host's steps in time order: the order the hosts' kernels saw
     // them in (a host's records are only roughly in time order in its
     // ring, and a batch's end comes after its records by its own time).
+    let origins: Vec<Origin> = hosts.iter().map(|h| h.origin.clone()).collect();
     let mut steps: Vec<(u64, usize, usize, Step)> = hosts
         .into_iter()
         .zip(&shifts)
@@ -174,7 +177,6 @@ pub fn replay(
         })
         .collect();
     steps.sort_by_key(|(key, host, n, _)| (*key, *host, *n));
-    let origins: Vec<Origin> = recordings.iter().map(|r| origin_of(r)).collect();
     let mut loss_totals = vec![0; origins.len()];
     let mut final_loss = vec![KernelLoss::default(); origins.len()];
     let mut speaking = None;
@@ -263,6 +265,9 @@ struct Host<'a> {
     clock_offset_ns: i128,
     /// The namespaces its run was restricted to (none: all).
     netns: Vec<u64>,
+    /// Its frames as steps, decoded once, each with its own boot time (a
+    /// record of another namespace left out).
+    steps: Vec<(Option<u64>, Step)>,
     /// What it saw that bounds the clock offset.
     sightings: Vec<Sighting>,
     /// With namespaces named: the local addresses of its records in them.
@@ -277,29 +282,59 @@ impl<'a> Host<'a> {
         recording.meta.check_wire_version()?;
         let mut host = Self {
             recording,
-            origin: origin_of(recording),
+            origin: recording.meta.origin(),
             clock_offset_ns: recording.meta.clock_offset_ns,
             netns: recording.meta.filter.netns.clone(),
+            steps: Vec::with_capacity(recording.frames.len()),
             sightings: Vec::new(),
             addresses: HashSet::new(),
         };
         let mut decoder = Self::decoder(recording);
         for frame in &recording.frames {
-            if let Frame::Record(bytes) = frame {
-                let bytes = decode::unused_restored(bytes);
-                let Ok(event) = decoder.decode(&bytes) else {
-                    continue;
-                };
-                if !host.netns.is_empty() && event.netns.is_some() && host.takes(&event) {
-                    host.addresses.insert(event.local.ip());
+            let step = match frame {
+                Frame::Record(bytes) => match decoder.decode(&decode::unused_restored(bytes)) {
+                    Ok(event) => {
+                        match event.netns {
+                            Some(netns) if !host.in_namespaces(netns) => continue,
+                            Some(_) if !host.netns.is_empty() => {
+                                host.addresses.insert(event.local.ip());
+                            }
+                            // In no namespace, on a restricted host: whose
+                            // it is, the addresses will say.
+                            None if !host.netns.is_empty() => {
+                                let at = Some(event.boot_ns);
+                                host.steps.push((at, Step::Event(Box::new(event))));
+                                continue;
+                            }
+                            _ => {}
+                        }
+                        let wall_ns = event.boot_ns as i128 + host.clock_offset_ns;
+                        host.sightings.extend(Sighting::of(&event, wall_ns));
+                        (Some(event.boot_ns), Step::Event(Box::new(event)))
+                    }
+                    Err(error) => (None, Step::Undecodable(error.to_string())),
+                },
+                Frame::EndBatch(ns) => (Some(*ns), Step::EndBatch),
+                Frame::Loss { total, at_ns } => (Some(*at_ns), Step::Loss(*total)),
+                Frame::Stats { loss, is_final } if *is_final => (None, Step::FinalLoss(*loss)),
+                Frame::Seeds(json) => {
+                    let Ok(seeds) = serde_json::from_slice::<Seeds>(json) else {
+                        continue;
+                    };
+                    let open = seeds
+                        .open
+                        .into_iter()
+                        .filter(|c| host.in_namespaces(c.netns))
+                        .collect();
+                    (Some(seeds.now_ns), Step::Seeds(open))
                 }
-                if host.takes(&event)
-                    && let Some(t) =
-                        Sighting::of(&event, event.boot_ns as i128 + host.clock_offset_ns)
-                {
-                    host.sightings.push(t);
-                }
-            }
+                Frame::Stats { .. }
+                | Frame::Summary
+                | Frame::Symbols(_)
+                | Frame::Nat(_)
+                | Frame::Finish => continue,
+            };
+            host.steps.push(step);
         }
         Ok(host)
     }
@@ -311,73 +346,44 @@ impl<'a> Host<'a> {
         )
     }
 
-    /// Whether an event is this host's (its run's namespaces; one in
-    /// none, by its address).
+    /// Whether namespace `netns` is this host's (its run's; all without).
+    fn in_namespaces(&self, netns: u32) -> bool {
+        self.netns.is_empty() || self.netns.contains(&u64::from(netns))
+    }
+
+    /// Whether an event is this host's (one in no namespace, by its
+    /// address).
     fn takes(&self, event: &KernelEvent) -> bool {
         match event.netns {
-            _ if self.netns.is_empty() => true,
-            Some(n) => self.netns.contains(&u64::from(n)),
-            None => self.addresses.contains(&event.local.ip()),
+            Some(n) => self.in_namespaces(n),
+            None => self.netns.is_empty() || self.addresses.contains(&event.local.ip()),
         }
     }
 
-    /// Its frames as steps on the reference's boot clock, each keyed by
-    /// when it happened there (one without a time of its own, by the step
-    /// before it).
-    fn steps(self, index: usize, shift: i128) -> Vec<(u64, Step)> {
-        let mut decoder = Self::decoder(self.recording);
-        let mut steps = Vec::with_capacity(self.recording.frames.len());
+    /// Its steps on the reference's boot clock, each keyed by when it
+    /// happened there (one without a time of its own, by the step before
+    /// it).
+    fn steps(mut self, index: usize, shift: i128) -> Vec<(u64, Step)> {
         let mut last = 0;
-        let mut keyed = |steps: &mut Vec<(u64, Step)>, ns: Option<u64>, step| {
+        let read = std::mem::take(&mut self.steps);
+        let mut steps = Vec::with_capacity(read.len());
+        for (ns, step) in read {
+            let step = match step {
+                Step::Event(event) if !self.takes(&event) => continue,
+                Step::Event(mut event) => {
+                    event.boot_ns = at(event.boot_ns, shift);
+                    // Sockets are told apart by kernel address: another
+                    // host's must never equal this one's (these top bits
+                    // are in no kernel address).
+                    event.sock = event.sock.map(|sk| sk ^ ((index as u64) << 56));
+                    Step::Event(event)
+                }
+                other => other,
+            };
             if let Some(ns) = ns {
                 last = at(ns, shift);
             }
             steps.push((last, step));
-        };
-        for frame in &self.recording.frames {
-            match frame {
-                Frame::Record(bytes) => {
-                    let bytes = decode::unused_restored(bytes);
-                    match decoder.decode(&bytes) {
-                        Ok(mut event) if self.takes(&event) => {
-                            event.boot_ns = at(event.boot_ns, shift);
-                            // Sockets are told apart by kernel address:
-                            // another host's must never equal this one's
-                            // (these top bits are in no kernel address).
-                            event.sock = event.sock.map(|sk| sk ^ ((index as u64) << 56));
-                            keyed(
-                                &mut steps,
-                                Some(event.boot_ns),
-                                Step::Event(Box::new(event)),
-                            );
-                        }
-                        Ok(_) => {}
-                        Err(error) => keyed(&mut steps, None, Step::Undecodable(error.to_string())),
-                    }
-                }
-                Frame::EndBatch(ns) => keyed(&mut steps, Some(*ns), Step::EndBatch),
-                Frame::Loss { total, at_ns } => keyed(&mut steps, Some(*at_ns), Step::Loss(*total)),
-                Frame::Stats { loss, is_final } if *is_final => {
-                    keyed(&mut steps, None, Step::FinalLoss(*loss))
-                }
-                Frame::Seeds(json) => {
-                    if let Ok(seeds) = serde_json::from_slice::<Seeds>(json) {
-                        let open = seeds
-                            .open
-                            .into_iter()
-                            .filter(|c| {
-                                self.netns.is_empty() || self.netns.contains(&u64::from(c.netns))
-                            })
-                            .collect();
-                        keyed(&mut steps, Some(seeds.now_ns), Step::Seeds(open));
-                    }
-                }
-                Frame::Stats { .. }
-                | Frame::Summary
-                | Frame::Symbols(_)
-                | Frame::Nat(_)
-                | Frame::Finish => {}
-            }
         }
         steps
     }
@@ -398,10 +404,6 @@ enum Step {
 /// `ns` of a host's boot clock on the reference's.
 fn at(ns: u64, shift: i128) -> u64 {
     (ns as i128 + shift).clamp(0, u64::MAX as i128) as u64
-}
-
-fn origin_of(recording: &Recording) -> Origin {
-    recording.meta.origin()
 }
 
 /// The hosts' names joined (`client+server`, each once) and a run id of

@@ -94,6 +94,41 @@ fn as_host(path: &std::path::Path, netns: &BTreeSet<u64>, host: &str, skew_ns: i
     recording
 }
 
+/// A recording split in two hosts, and what one host made of it.
+struct Split {
+    /// The lines of the recording replayed whole.
+    one_host: Vec<Value>,
+    /// The client host's namespaces.
+    client_ns: BTreeSet<u64>,
+    /// The client host (`batch`) and the server host (`ftp`, its clock
+    /// `skew_ns` ahead).
+    hosts: [Recording; 2],
+}
+
+/// `path` split into the client's namespaces and the rest, or `None` for
+/// a recording with one end only.
+fn split(path: &std::path::Path, skew_ns: i128) -> Option<Split> {
+    let whole = Recording::read(path).unwrap();
+    let one_host = json_lines(&replay::lines(&whole, Format::Json).unwrap());
+    let client_ns = client_namespaces(&one_host);
+    let rest: BTreeSet<u64> = all_namespaces(&one_host)
+        .difference(&client_ns)
+        .copied()
+        .collect();
+    if client_ns.is_empty() || rest.is_empty() {
+        return None;
+    }
+    let hosts = [
+        as_host(path, &client_ns, "batch", 0),
+        as_host(path, &rest, "ftp", skew_ns),
+    ];
+    Some(Split {
+        one_host,
+        client_ns,
+        hosts,
+    })
+}
+
 #[test]
 fn every_recording_split_in_two_hosts_with_one_clock_joins_into_the_same_sessions() {
     let (joined, bounded) = split_and_join(0);
@@ -121,21 +156,17 @@ fn split_and_join(skew_ns: i128) -> (usize, usize) {
     let (mut joined_any, mut bounded) = (0, 0);
     for path in common::recordings() {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let whole = Recording::read(&path).unwrap();
-        let one_host = json_lines(&replay::lines(&whole, Format::Json).unwrap());
-        let client_ns = client_namespaces(&one_host);
-        let rest: BTreeSet<u64> = all_namespaces(&one_host)
-            .difference(&client_ns)
-            .copied()
-            .collect();
-        if client_ns.is_empty() || rest.is_empty() {
+        let Some(Split {
+            one_host,
+            client_ns,
+            hosts,
+        }) = split(&path, skew_ns)
+        else {
             // One end only (a server-side run): nothing to split.
             continue;
-        }
-        let client = as_host(&path, &client_ns, "batch", 0);
-        let server = as_host(&path, &rest, "ftp", skew_ns);
+        };
         let names = [path.clone(), path.clone()];
-        let text = replay::all_lines(&[client, server], &names, Format::Json).unwrap();
+        let text = replay::all_lines(&hosts, &names, Format::Json).unwrap();
         let joined = json_lines(&text);
 
         let join = of_type(&joined, "join");
@@ -252,16 +283,7 @@ fn the_text_of_a_joined_replay_says_which_hosts_and_clocks() {
         .into_iter()
         .find(|p| p.ends_with("clean_passive_download_ipv4_matches_kernel_counters.rec"))
         .expect("the clean download's recording");
-    let whole = json_lines(&replay::lines(&Recording::read(&path).unwrap(), Format::Json).unwrap());
-    let client_ns = client_namespaces(&whole);
-    let rest: BTreeSet<u64> = all_namespaces(&whole)
-        .difference(&client_ns)
-        .copied()
-        .collect();
-    let hosts = [
-        as_host(&path, &client_ns, "batch", 0),
-        as_host(&path, &rest, "ftp", SKEW_NS),
-    ];
+    let hosts = split(&path, SKEW_NS).expect("both ends").hosts;
     let text = replay::all_lines(&hosts, &[path.clone(), path.clone()], Format::Text).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(

@@ -1,9 +1,23 @@
-//! Debian's Chromium, headless, on a page ftptrace wrote: its DOM after the
+//! `ftptrace report`'s page, and Debian's Chromium, headless, on it: its DOM after the
 //! page's script ran, and screenshots kept for a person to look at.
 
 use std::{path::Path, process::Command, time::Duration};
 
 use crate::process::{Finished, run};
+
+/// `ftptrace report INPUTS -o PAGE`, which must succeed within `timeout`.
+#[track_caller]
+pub fn write_report<P: AsRef<Path>>(inputs: &[P], page: &Path, timeout: Duration) {
+    let made = run(
+        Command::new(crate::tracer::binary())
+            .arg("report")
+            .args(inputs.iter().map(AsRef::as_ref))
+            .arg("-o")
+            .arg(page),
+        timeout,
+    );
+    assert!(made.success(), "ftptrace report: {made:?}");
+}
 
 /// Chromium on `page` in `mode` (`--dump-dom`, `--screenshot=...`); its
 /// stderr has the console's messages.

@@ -6,18 +6,17 @@
 //! `TcpExt.TCPSynRetrans` in both namespaces) and no console error; a
 //! screenshot is kept under target/test-artifacts/.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use tests::{
     checks::segments,
-    chromium::{count, dom_without_console_errors, keep_screenshot},
+    chromium::{count, dom_without_console_errors, keep_screenshot, write_report},
     client::{Curl, ftp_url},
     netns::{NsPair, SERVER_V4},
     nft::{self, Rule},
     observe::observe,
-    process::run,
     tmp::TempDir,
-    tracer::{Event, Kind, Tracer, binary},
+    tracer::{Event, Kind, Tracer},
     vsftpd::{Listen, Vsftpd, VsftpdConfig},
 };
 
@@ -50,15 +49,7 @@ fn the_report_opens_in_chromium_with_every_session_and_the_kernels_marks() {
             let lines = dir.path().join("run.jsonl");
             std::fs::write(&lines, trace.lines.join("\n") + "\n").expect("write the lines");
             let page = dir.path().join("report.html");
-            let made = run(
-                Command::new(binary())
-                    .arg("report")
-                    .arg(&lines)
-                    .arg("-o")
-                    .arg(&page),
-                Duration::from_secs(60),
-            );
-            assert!(made.success(), "ftptrace report: {made:?}");
+            write_report(&[&lines], &page, Duration::from_secs(60));
 
             let html = &dom_without_console_errors(&page);
             // The script ran: it counted the sessions it shows.
@@ -178,15 +169,7 @@ fn the_whole_suites_report_opens_in_chromium_with_every_session() {
 
             let out = TempDir::new("suite-report");
             let page = out.path().join("report.html");
-            let made = run(
-                Command::new(binary())
-                    .arg("report")
-                    .args(&recordings)
-                    .arg("-o")
-                    .arg(&page),
-                Duration::from_secs(120),
-            );
-            assert!(made.success(), "ftptrace report: {made:?}");
+            write_report(&recordings, &page, Duration::from_secs(120));
             let written = std::fs::read_to_string(&page).expect("the page");
             let html = dom_without_console_errors(&page);
             assert!(

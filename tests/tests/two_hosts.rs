@@ -14,7 +14,7 @@ use std::{process::Command, time::Duration};
 
 use serde_json::Value;
 use tests::{
-    chromium::{count, dom_without_console_errors, keep_screenshot},
+    chromium::{count, dom_without_console_errors, keep_screenshot, write_report},
     client::Lftp,
     netns::{NsPair, SERVER_V4},
     nft,
@@ -171,16 +171,8 @@ fn two_tracers_one_namespace_each_join_into_one_session_with_both_ends() {
             // The report of the two recordings: that one session.
             let dir = TempDir::new("two-hosts");
             let page = dir.path().join("report.html");
-            let made = run(
-                Command::new(binary())
-                    .arg("report")
-                    .arg(client_trace.recording().unwrap())
-                    .arg(server_trace.recording().unwrap())
-                    .arg("-o")
-                    .arg(&page),
-                Duration::from_secs(60),
-            );
-            assert!(made.success(), "ftptrace report: {made:?}");
+            let recordings = [&client_trace, &server_trace].map(|t| t.recording().unwrap());
+            write_report(&recordings, &page, Duration::from_secs(60));
             let html = dom_without_console_errors(&page);
             assert_eq!(count(&html, "<section class=\"session\""), 1, "one session");
             assert!(html.contains("1 shown"), "the script counted one session");
